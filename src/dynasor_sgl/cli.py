@@ -1,0 +1,168 @@
+"""The `dynasor-sgl` command line. Logging is configured here, once.
+
+Owns argument parsing, what the user sees, and turning errors into one clear line and an exit
+code. The work itself lives in `launch` (and, later, the router, programs and eval modules).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+from types import FrameType
+from typing import IO, Any
+
+import click
+
+from dynasor_sgl import __version__
+from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
+from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
+from dynasor_sgl.worker import WorkerProcess
+
+logger = logging.getLogger(__name__)
+_DEFAULTS = {f.name: f.default for f in fields(LaunchConfig)}
+
+
+class CliError(click.ClickException):
+    """One clear line, then (optionally) the tail of a log to explain it."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        super().show(file)
+        if self.detail:
+            tail = "\n".join("  | " + line for line in self.detail.rstrip().splitlines())
+            click.echo(f"last lines of the log:\n{tail}", err=True)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dynasor-sgl")
+def main() -> None:
+    """dynasor-sgl: serve LLM reasoning programs on SGLang with Certaindex early exit."""
+
+
+@main.command(context_settings={"show_default": True})
+@click.option(
+    "--model-path",
+    type=str,
+    default=None,
+    help="Hugging Face model folder. Default: the embedded SmolLM2-135M-Instruct.",
+)
+@click.option("--workers", type=int, default=_DEFAULTS["workers"], help="SGLang worker processes.")
+@click.option("--host", default=_DEFAULTS["host"], help="Address to bind.")
+@click.option(
+    "--port",
+    type=int,
+    default=_DEFAULTS["port"],
+    help="The port users talk to; other workers take the next free ports.",
+)
+@click.option(
+    "--max-total-tokens",
+    type=int,
+    default=None,
+    help="KV-cache tokens per worker. Default: 65536 on CPU, SGLang's sizing on GPU.",
+)
+@click.option("--device", type=click.Choice(DEVICES), default=_DEFAULTS["device"])
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default=_DEFAULTS["log_level"])
+@click.option(
+    "--startup-timeout",
+    type=float,
+    default=_DEFAULTS["startup_timeout"],
+    help="Seconds to wait for each worker to become healthy.",
+)
+@click.option(
+    "--log-dir",
+    type=str,
+    default=None,
+    help="Folder for worker logs. Default: a fresh folder under ~/.cache/dynasor-sgl/logs.",
+)
+@click.argument("sglang_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SGLANG_ARGS...]")
+def launch(sglang_args: tuple[str, ...], **options: Any) -> None:
+    """Start SGLang worker(s) and serve until Ctrl-C or SIGTERM.
+
+    Arguments after `--` go verbatim to every `sglang.launch_server`, e.g.
+    `dynasor-sgl launch -- --schedule-policy lpm`.
+    """
+    _configure_logging(options["log_level"])
+    try:
+        cfg = LaunchConfig(sglang_args=sglang_args, **options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    stop = _install_stop_handlers()
+    try:
+        with run_cluster(
+            cfg, progress=_say, on_ready=_ready_printer(cfg.workers), stop=stop
+        ) as cluster:
+            _print_ready(cluster)
+            code = _serve_until_stopped(cluster, stop)
+    except LaunchError as exc:
+        if stop.is_set():
+            _say("Interrupted during start-up; all workers stopped.")
+            sys.exit(130)
+        raise CliError(str(exc), exc.log_tail) from exc
+    _say("Stopped; all workers shut down.")
+    sys.exit(code)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _install_stop_handlers() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+    return stop
+
+
+def _ready_printer(total: int) -> Callable[[WorkerProcess, float], None]:
+    def on_ready(worker: WorkerProcess, elapsed: float) -> None:
+        _say(f"worker {worker.index + 1}/{total} ready at {worker.url} ({elapsed:.1f} s)")
+
+    return on_ready
+
+
+def _print_ready(cluster: Cluster) -> None:
+    url = cluster.url
+    click.echo(f"dynasor-sgl serving {cluster.model_dir.name} on {cluster.device} at {url}")
+    for w in cluster.workers:
+        click.echo(f"  worker {w.index}: {w.url}  (log: {w.log_path})")
+    click.echo(
+        f"Try: curl {url}/generate -H 'Content-Type: application/json' "
+        '-d \'{"text": "The capital of France is", "sampling_params": {"max_new_tokens": 16}}\''
+    )
+    click.echo("Press Ctrl-C to stop.", nl=True)
+    sys.stdout.flush()
+
+
+def _serve_until_stopped(cluster: Cluster, stop: threading.Event) -> int:
+    """Wait for a stop signal; a worker dying on its own ends the launch with an error."""
+    while not stop.wait(1.0):
+        dead = cluster.dead_workers()
+        if dead:
+            w = dead[0]
+            _say(
+                f"Error: worker {w.index} exited with code {w.proc.returncode}; "
+                f"log: {w.log_path}; shutting down"
+            )
+            return 1
+    return 0

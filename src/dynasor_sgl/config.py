@@ -1,0 +1,90 @@
+"""Launch configuration: one frozen dataclass, the single place for defaults.
+
+The CLI takes its option defaults from here; tests and the bench build it directly. It knows
+what a launch needs, not how processes are started (that is `worker` and `launch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# ~23 KB of KV per token for the embedded model: 65,536 tokens is about 1.4 GB. Without a bound
+# SGLang sizes the CPU KV pool from free RAM (15 GB here).
+CPU_MAX_TOTAL_TOKENS = 65536
+# Flags we set ourselves; passing them again through extra args would be ambiguous.
+_RESERVED_SGLANG_FLAGS = ("--model-path", "--host", "--port", "--device")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """What `dynasor-sgl launch` starts.
+
+    model_path: a Hugging Face model folder; None serves the embedded SmolLM2-135M-Instruct.
+    workers: how many SGLang worker processes to start (each loads the model).
+    host: the address users talk to; 127.0.0.1 unless you mean to expose it.
+    port: the one port users talk to (the first worker's; the router's once it exists).
+        Other workers take the next free ports above it.
+    max_total_tokens: KV-cache size per worker in tokens. None: 65,536 on CPU, SGLang's own
+        sizing from GPU memory on CUDA.
+    device: "cpu", "cuda", or "auto" (CUDA when torch sees a GPU).
+    log_level: log level for dynasor-sgl and the workers.
+    grammar_backend: SGLang's constrained-decoding backend. xgrammar (SGLang's default) kills
+        the CPU worker on the first regex/json_schema request; llguidance works on CPU.
+    startup_timeout: seconds to wait for each worker to become healthy.
+    log_dir: where worker logs go; None picks a fresh folder under the user cache.
+    sglang_args: extra arguments passed verbatim to every `sglang.launch_server`.
+    """
+
+    model_path: str | None = None
+    workers: int = 1
+    host: str = "127.0.0.1"
+    port: int = 30000
+    max_total_tokens: int | None = None
+    device: str = "auto"
+    log_level: str = "info"
+    grammar_backend: str = "llguidance"
+    startup_timeout: float = 600.0
+    log_dir: str | None = None
+    sglang_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be between 1 and 64, got {self.workers}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be between 1 and 65535, got {self.port}")
+        if self.max_total_tokens is not None and self.max_total_tokens < 256:
+            raise ValueError(f"max_total_tokens must be at least 256, got {self.max_total_tokens}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.startup_timeout <= 0:
+            raise ValueError(f"startup_timeout must be positive, got {self.startup_timeout}")
+        if not self.host:
+            raise ValueError("host must not be empty")
+        for arg in self.sglang_args:
+            flag = arg.split("=", 1)[0]
+            if flag in _RESERVED_SGLANG_FLAGS:
+                raise ValueError(f"{flag} is set by dynasor-sgl; use its own option instead")
+
+    def kv_tokens(self, device: str) -> int | None:
+        """The --max-total-tokens to pass for a resolved device (None: let SGLang size it)."""
+        if self.max_total_tokens is not None:
+            return self.max_total_tokens
+        return CPU_MAX_TOTAL_TOKENS if device == "cpu" else None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LaunchConfig:
+        """Build from a mapping; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown launch option(s): {', '.join(unknown)}")
+        if "sglang_args" in data:
+            data = {**data, "sglang_args": tuple(data["sglang_args"])}
+        return cls(**data)

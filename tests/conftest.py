@@ -1,0 +1,34 @@
+"""Shared fixtures. The real SGLang worker is started once per test session and shared."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from dynasor_sgl.config import LaunchConfig
+from dynasor_sgl.launch import Cluster, run_cluster
+from dynasor_sgl.worker import free_ports
+
+# A port range of its own, away from the CLI default (30000) a developer may be running.
+E2E_PORT_BASE = 38100
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One real SGLang CPU worker on the embedded model, started by our own launch code."""
+    port = free_ports("127.0.0.1", E2E_PORT_BASE, 1)[0]
+    cfg = LaunchConfig(
+        port=port,
+        log_level="warning",
+        log_dir=str(tmp_path_factory.mktemp("worker-logs")),
+        startup_timeout=600,
+    )
+    with run_cluster(cfg, progress=logging.getLogger("e2e").info) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def worker_url(cluster: Cluster) -> str:
+    return cluster.workers[0].url
