@@ -166,3 +166,7 @@ def _serve_until_stopped(cluster: Cluster, stop: threading.Event) -> int:
             )
             return 1
     return 0
+
+
+if __name__ == "__main__":
+    main()

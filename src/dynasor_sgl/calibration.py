@@ -1,0 +1,295 @@
+"""Calibration: replay labelled runs offline and choose certaindex thresholds.
+
+Input is plain data (from JSON): per program, the reports it made at each step of a full-budget
+run (answers so far, cumulative tokens, optionally precomputed signals) and the correct answer.
+Each candidate (thresholds × detection step) is replayed through the real `ProgramPolicy`, so
+calibration and serving stop at the same points. The chosen candidate keeps accuracy within
+`margin` of the full-budget accuracy and uses the fewest tokens. Also reports the oracle
+(stop at the earliest step after which the final answer never changes). No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynasor_sgl import answers as _answers
+from dynasor_sgl import certaindex as ci
+from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One report of a full-budget run.
+
+    step: knob used so far; tokens: cumulative tokens used so far (probes included).
+    answers: answers so far (SC: every sample's answer; CoT: the probe answers, oldest first).
+    answer: what the program would return if stopped here; None = majority of `answers`
+      (set it for CoT, where it is the latest probe answer). probe_texts: raw CoT probe
+      responses (for the hesitation veto). values: precomputed signals, e.g. reward.
+    """
+
+    step: int
+    tokens: int
+    answers: tuple[str | None, ...] = ()
+    answer: str | None = None
+    probe_texts: tuple[str | None, ...] = ()
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelledRun:
+    """A program's full-budget run: its reports in step order and the correct answer."""
+
+    program_id: str
+    correct: str | None
+    records: tuple[StepRecord, ...]
+
+    def __post_init__(self) -> None:
+        steps = [r.step for r in self.records]
+        if not steps or steps != sorted(set(steps)):
+            raise ValueError(
+                f"run {self.program_id!r}: records must be non-empty with "
+                f"strictly increasing steps, got {steps}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelledRun:
+        """From plain data: {"program_id", "correct", "records": [{"step", "tokens", ...}]}."""
+        unknown = set(data) - {"program_id", "correct", "records"}
+        if unknown:
+            raise ValueError(f"unknown run keys: {sorted(unknown)}")
+        known = {f.name for f in dataclasses.fields(StepRecord)}
+        records = []
+        for rec in data["records"]:
+            if set(rec) - known:
+                raise ValueError(f"unknown record keys: {sorted(set(rec) - known)}")
+            records.append(
+                StepRecord(
+                    **{
+                        **rec,
+                        "answers": tuple(rec.get("answers", ())),
+                        "probe_texts": tuple(rec.get("probe_texts", ())),
+                    }
+                )
+            )
+        return cls(str(data["program_id"]), data.get("correct"), tuple(records))
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Outcome of one candidate over all runs: accuracy in [0, 1], total tokens, per-run stops."""
+
+    accuracy: float
+    tokens: int
+    stop_steps: tuple[int, ...]
+    stopped_early: int
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """The chosen thresholds (None = no candidate met the target: run to the cap)."""
+
+    thresholds: dict[str, float] | None
+    detect_step: int | None
+    accuracy: float
+    tokens: int
+    full_accuracy: float
+    full_tokens: int
+    saving: float
+    oracle_tokens: int
+    oracle_saving: float
+    n_programs: int
+    stopped_early: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Prepared:
+    steps: list[int]
+    tokens: list[int]
+    answers: list[str | None]
+    correct: list[bool]
+    values: list[dict[str, float]]
+
+
+def record_signals(record: StepRecord, probe_window: int = 3) -> dict[str, float]:
+    """entropy, posterior and consistency of a record's answers; its own `values` win."""
+    values: dict[str, float] = {}
+    if record.answers:
+        sizes = _answers.cluster_sizes(record.answers)
+        values["entropy"] = ci.entropy_certaindex_from_sizes(sizes)
+        values["posterior"] = ci.majority_posterior(sizes)
+        texts = record.probe_texts if len(record.probe_texts) == len(record.answers) else None
+        values["consistency"] = ci.probe_consistency(record.answers, texts, probe_window)
+    values.update(record.values)
+    return values
+
+
+def _prepare(run: LabelledRun, probe_window: int) -> _Prepared:
+    answers = [
+        r.answer if r.answer is not None else _answers.majority_answer(r.answers)
+        for r in run.records
+    ]
+    return _Prepared(
+        steps=[r.step for r in run.records],
+        tokens=[r.tokens for r in run.records],
+        answers=answers,
+        correct=[_answers.equivalent(a, run.correct) for a in answers],
+        values=[record_signals(r, probe_window) for r in run.records],
+    )
+
+
+def _stop_index(prep: _Prepared, config: PolicyConfig) -> int:
+    policy = ProgramPolicy(config)
+    for i, (step, values) in enumerate(zip(prep.steps, prep.values, strict=True)):
+        if policy.decide(Report(step=step, values=values)).action == Action.STOP:
+            return i
+    return len(prep.steps) - 1
+
+
+def _replay(
+    preps: Sequence[_Prepared], thresholds: Mapping[str, float], detect_step: int, detect_every: int
+) -> ReplayResult:
+    cap = max(p.steps[-1] for p in preps)
+    config = PolicyConfig(
+        cap=cap,
+        initial=min(detect_step, cap),
+        detect_at=min(detect_step, cap),
+        detect_every=detect_every,
+        thresholds=dict(thresholds),
+    )
+    stops = [_stop_index(p, config) for p in preps]
+    correct = sum(p.correct[i] for p, i in zip(preps, stops, strict=True))
+    return ReplayResult(
+        accuracy=correct / len(preps),
+        tokens=sum(p.tokens[i] for p, i in zip(preps, stops, strict=True)),
+        stop_steps=tuple(p.steps[i] for p, i in zip(preps, stops, strict=True)),
+        stopped_early=sum(i < len(p.steps) - 1 for p, i in zip(preps, stops, strict=True)),
+    )
+
+
+def replay(
+    runs: Sequence[LabelledRun],
+    thresholds: Mapping[str, float],
+    detect_step: int,
+    detect_every: int = 0,
+    probe_window: int = 3,
+) -> ReplayResult:
+    """Replays `runs` through a threshold policy; the last record of a run is its cap."""
+    if not runs:
+        raise ValueError("replay needs at least one run")
+    return _replay([_prepare(r, probe_window) for r in runs], thresholds, detect_step, detect_every)
+
+
+def oracle_index(answers: Sequence[str | None]) -> int:
+    """Earliest index after which the answer equals the final one at every later record."""
+    final = answers[-1]
+    i = len(answers) - 1
+    while i > 0 and _same(answers[i - 1], final):
+        i -= 1
+    return i
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return (not _answers.normalize(a) and not _answers.normalize(b)) or _answers.equivalent(a, b)
+
+
+def _search(
+    preps: Sequence[_Prepared],
+    grid: Mapping[str, Sequence[float]],
+    steps: Sequence[int],
+    min_accuracy: float,
+    detect_every: int,
+) -> tuple[dict[str, float], int, ReplayResult] | None:
+    """The cheapest candidate with accuracy ≥ `min_accuracy` (ties as in `calibrate`)."""
+    names = sorted(grid)
+    best: tuple[tuple[Any, ...], dict[str, float], int, ReplayResult] | None = None
+    for combo in itertools.product(*(sorted(grid[n]) for n in names)):
+        thresholds = dict(zip(names, combo, strict=True))
+        for step in steps:
+            result = _replay(preps, thresholds, step, detect_every)
+            if result.accuracy < min_accuracy - 1e-12:
+                continue
+            key = (result.tokens, -result.accuracy, -step, tuple(-t for t in combo))
+            if best is None or key < best[0]:
+                best = (key, thresholds, step, result)
+    return None if best is None else best[1:]
+
+
+def calibrate(
+    runs: Sequence[LabelledRun],
+    grid: Mapping[str, Sequence[float]] | None = None,
+    detect_steps: Sequence[int] | None = None,
+    margin: float = 0.0,
+    detect_every: int = 0,
+    probe_window: int = 3,
+) -> CalibrationResult:
+    """Chooses thresholds that keep accuracy ≥ full-budget accuracy − `margin`, fewest tokens.
+
+    grid: signal -> candidate thresholds (default entropy over 0, 0.05, …, 1); several signals
+    are searched jointly (all must pass). detect_steps: candidate detection steps (default:
+    every step present in the runs). Ties: fewer tokens, then higher accuracy, then later
+    detection and higher thresholds (the more cautious one).
+    """
+    if not runs:
+        raise ValueError("calibrate needs at least one run")
+    if not 0.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be in [0, 1], got {margin!r}")
+    grid = dict(grid or {"entropy": DEFAULT_GRID})
+    preps = [_prepare(r, probe_window) for r in runs]
+    steps = sorted({s for s in (detect_steps or [s for p in preps for s in p.steps]) if s >= 1})
+    full_acc = sum(p.correct[-1] for p in preps) / len(preps)
+    full_tokens = sum(p.tokens[-1] for p in preps)
+    oracle_tokens = sum(p.tokens[oracle_index(p.answers)] for p in preps)
+    best = _search(preps, grid, steps, full_acc - margin, detect_every)
+
+    def saving(tokens: int) -> float:
+        return 1.0 - tokens / full_tokens if full_tokens else 0.0
+
+    if best is None:
+        return CalibrationResult(
+            None,
+            None,
+            full_acc,
+            full_tokens,
+            full_acc,
+            full_tokens,
+            0.0,
+            oracle_tokens,
+            saving(oracle_tokens),
+            len(runs),
+            0,
+        )
+    thresholds, step, result = best
+    logger.info(
+        "calibrated %s at step %d: accuracy %.3f (full %.3f), saving %.1f%%",
+        thresholds,
+        step,
+        result.accuracy,
+        full_acc,
+        100 * saving(result.tokens),
+    )
+    return CalibrationResult(
+        thresholds,
+        step,
+        result.accuracy,
+        result.tokens,
+        full_acc,
+        full_tokens,
+        saving(result.tokens),
+        oracle_tokens,
+        saving(oracle_tokens),
+        len(runs),
+        result.stopped_early,
+    )

@@ -1,0 +1,190 @@
+"""The allocation policy: one pure state machine per reasoning program.
+
+A program's knob (SC: samples; REBASE: width; MCTS: iterations; beam: expansions; CoT: tokens)
+runs from an initial grant up to a cap. At each report the policy reads certaindex (at the
+detection step, and every `detect_every` knob units after it if set) and decides: continue,
+stop (certain, or at the cap), trim branches, or expand (only with slack, never past the cap).
+Defaults come from the Dynasor paper's Table 3 (see `DEFAULTS`). This module owns the decision
+and its bookkeeping; it knows nothing about HTTP, SGLang, threads or time (configuration lives
+in `dynasor_sgl.policy_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from dynasor_sgl import answers as _answers
+from dynasor_sgl import certaindex as ci
+from dynasor_sgl.policy_config import DEFAULTS, PolicyConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULTS",
+    "Action",
+    "Decision",
+    "PolicyConfig",
+    "ProgramPolicy",
+    "Report",
+    "StopReason",
+]
+
+
+class Action(StrEnum):
+    CONTINUE = "continue"
+    STOP = "stop"
+    TRIM = "trim"
+    EXPAND = "expand"
+
+
+class StopReason(StrEnum):
+    THRESHOLD = "threshold"  # all thresholded signals passed
+    POSTERIOR = "posterior"  # the majority-posterior rule passed
+    CAP = "cap"  # the knob reached its cap
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a program tells the policy after running part of its grant.
+
+    step: knob units used so far (≥ 0). answers / rewards: per branch id, the extracted final
+    answer (None if none) and the normalized reward in [0, 1]. probe_answers / probe_texts: CoT
+    probe answers and raw probe responses, oldest first. top_logprobs: per generated token, its
+    top-k logprobs. values: signals the program computed itself (they win over recomputation).
+    slack: knob units the system can take on top of the normal pace now (0 = no capacity).
+    """
+
+    step: int
+    answers: Mapping[str, str | None] = field(default_factory=dict)
+    rewards: Mapping[str, float] = field(default_factory=dict)
+    probe_answers: Sequence[str | None] = ()
+    probe_texts: Sequence[str | None] = ()
+    top_logprobs: Sequence[Sequence[float]] = ()
+    values: Mapping[str, float] = field(default_factory=dict)
+    slack: int = 0
+
+    def __post_init__(self) -> None:
+        if self.step < 0:
+            raise ValueError(f"step must be >= 0, got {self.step!r}")
+        if self.slack < 0:
+            raise ValueError(f"slack must be >= 0, got {self.slack!r}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer to a report.
+
+    action: STOP, or else TRIM if `trim` is non-empty, EXPAND if `expand` > 0, else CONTINUE.
+    grant: knob units the program may use before its next report (0 when stopping); it already
+    includes `expand`, the part beyond the normal pace. trim: branch ids to drop. reason: why
+    it stopped. values: the signals read at this report (empty between detection points).
+    """
+
+    action: Action
+    grant: int = 0
+    expand: int = 0
+    trim: tuple[str, ...] = ()
+    reason: StopReason | None = None
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+class ProgramPolicy:
+    """The decision state of one program. Not thread-safe; the router serializes per program."""
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config or PolicyConfig()
+        self.initial_grant = min(self.config.initial, self.config.cap)
+        self._next_detect: float = self.config.detect_at
+        self._read_once = False
+        self._stop: Decision | None = None
+        self.history: list[tuple[int, Mapping[str, float]]] = []
+        self._uses_answers = (
+            self.config.rule == "posterior"
+            or self.config.trim == "minority"
+            or "entropy" in self.config.thresholds
+        )
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop is not None
+
+    def decide(self, report: Report) -> Decision:
+        """The decision for `report`. Once stopped, always the same stop decision."""
+        if self._stop is not None:
+            return self._stop
+        cfg = self.config
+        clusters = self._clusters(report) if self._uses_answers and report.answers else []
+        values: Mapping[str, float] = {}
+        if report.step >= self._next_detect:
+            values = self._signals(report, clusters)
+            self.history.append((report.step, values))
+            self._read_once = True
+            self._next_detect = report.step + cfg.detect_every if cfg.detect_every else float("inf")
+            reason = self._certain(values)
+            if reason is not None:
+                return self._stop_with(reason, values)
+        if report.step >= cfg.cap:
+            return self._stop_with(StopReason.CAP, values)
+        base = min(cfg.step, cfg.cap - report.step)
+        expand = 0
+        if self._read_once and report.slack > 0:
+            expand = min(report.slack, cfg.cap - report.step - base)
+        trim = self._trim(report, clusters)
+        action = Action.TRIM if trim else Action.EXPAND if expand else Action.CONTINUE
+        return Decision(action, grant=base + expand, expand=expand, trim=trim, values=values)
+
+    def _stop_with(self, reason: StopReason, values: Mapping[str, float]) -> Decision:
+        self._stop = Decision(Action.STOP, reason=reason, values=values)
+        return self._stop
+
+    def _clusters(self, report: Report) -> list[list[str]]:
+        ids = sorted(report.answers)
+        groups = _answers.cluster([report.answers[i] for i in ids])
+        return [[ids[j] for j in group] for group in groups]
+
+    def _signals(self, report: Report, clusters: list[list[str]]) -> dict[str, float]:
+        """Each needed signal that the report has data for; precomputed values win."""
+        cfg = self.config
+        needed = set(cfg.thresholds) | ({"posterior"} if cfg.rule == "posterior" else set())
+        values: dict[str, float] = {}
+        sizes = [len(g) for g in clusters]
+        if "entropy" in needed and report.answers:
+            values["entropy"] = ci.entropy_certaindex_from_sizes(sizes)
+        if "posterior" in needed and report.answers:
+            values["posterior"] = ci.majority_posterior(sizes, cfg.mc_samples, cfg.seed)
+        if "reward" in needed and report.rewards:
+            values["reward"] = ci.reward_certaindex(list(report.rewards.values()), cfg.reward_mode)  # type: ignore[arg-type]
+        if "consistency" in needed and report.probe_answers:
+            texts = report.probe_texts or None
+            values["consistency"] = ci.probe_consistency(
+                report.probe_answers, texts, cfg.probe_window
+            )
+        if "confidence" in needed and report.top_logprobs:
+            values["confidence"] = ci.token_confidence(report.top_logprobs)
+        values.update({k: float(v) for k, v in report.values.items() if k in needed})
+        return values
+
+    def _certain(self, values: Mapping[str, float]) -> StopReason | None:
+        cfg = self.config
+        if cfg.rule == "posterior":
+            checks = {k: v for k, v in cfg.thresholds.items() if k != "entropy"}
+            checks["posterior"] = cfg.confidence
+            return StopReason.POSTERIOR if ci.all_pass(values, checks) else None
+        return StopReason.THRESHOLD if ci.all_pass(values, cfg.thresholds) else None
+
+    def _trim(self, report: Report, clusters: list[list[str]]) -> tuple[str, ...]:
+        """Branch ids to drop: answers outside a clear leader, or the lowest rewards."""
+        cfg = self.config
+        if cfg.trim == "minority" and len(clusters) > 1:
+            n = sum(len(g) for g in clusters)
+            lead = clusters[0]
+            if len(lead) > len(clusters[1]) and len(lead) >= cfg.trim_fraction * n:
+                return tuple(sorted(b for g in clusters[1:] for b in g))
+        if cfg.trim == "lowest_reward" and len(report.rewards) > 1:
+            ranked = sorted(report.rewards, key=lambda b: (report.rewards[b], b))
+            drop = min(int(len(ranked) * cfg.trim_fraction), len(ranked) - 1)
+            return tuple(sorted(ranked[:drop]))
+        return ()

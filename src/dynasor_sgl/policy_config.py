@@ -1,0 +1,178 @@
+"""Policy configuration: one frozen dataclass and the per-algorithm defaults.
+
+Owns the knobs of `dynasor_sgl.policy` and their validation (a bad value is a ValueError naming
+it; an unknown key in `from_dict` too). Knows nothing about how decisions are taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = ("entropy", "reward", "consistency", "confidence", "posterior")
+ALGORITHMS = ("sc", "cot", "beam", "rebase", "mcts", "bon")
+RULES = ("threshold", "posterior")
+TRIMS = ("none", "minority", "lowest_reward")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How one program is allocated. Knob units depend on the algorithm (samples, tokens, ...).
+
+    algorithm: one of ALGORITHMS (informational; defaults come from `for_algorithm`).
+    cap: the most knob units the program may ever use (≥ 1).
+    initial: knob units granted before the first report (1..cap).
+    step: knob units granted per non-final decision at the normal pace (≥ 1).
+    detect_at: first knob value at which certaindex is read (1..cap).
+    detect_every: read again every this many units after a read; 0 = read once (the paper).
+    thresholds: signal name -> threshold in [0, 1]; all must pass to stop (SIGNALS).
+    rule: "threshold" (the paper) or "posterior" (stop when the majority posterior ≥
+      `confidence`; non-entropy thresholds still apply).
+    confidence: posterior level for rule="posterior", in (0, 1).
+    mc_samples / seed: Dirichlet Monte-Carlo draws and seed for the posterior (3+ answers).
+    reward_mode: "mean" (MCTS) or "max" (REBASE, best-of-N) for the reward signal.
+    probe_window: CoT window w (consecutive consistent probe answers).
+    trim: "none", "minority" (drop branches outside a clear leading answer) or
+      "lowest_reward" (drop the lowest-reward fraction of branches).
+    trim_fraction: minority: least share of the leader; lowest_reward: share dropped. In (0, 1].
+    """
+
+    algorithm: str = "sc"
+    cap: int = 20
+    initial: int = 5
+    step: int = 5
+    detect_at: int = 5
+    detect_every: int = 0
+    thresholds: Mapping[str, float] = field(default_factory=lambda: {"entropy": 0.7})
+    rule: str = "threshold"
+    confidence: float = 0.95
+    mc_samples: int = 1000
+    seed: int = 0
+    reward_mode: str = "mean"
+    probe_window: int = 3
+    trim: str = "none"
+    trim_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._check_choice("algorithm", ALGORITHMS)
+        self._check_choice("rule", RULES)
+        self._check_choice("reward_mode", ("mean", "max"))
+        self._check_choice("trim", TRIMS)
+        for name in ("cap", "initial", "step", "detect_at", "probe_window", "mc_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.detect_every < 0:
+            raise ValueError(f"detect_every must be >= 0, got {self.detect_every!r}")
+        for name in ("initial", "detect_at"):
+            if getattr(self, name) > self.cap:
+                raise ValueError(f"{name}={getattr(self, name)!r} exceeds cap={self.cap!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not 0.0 < self.trim_fraction <= 1.0:
+            raise ValueError(f"trim_fraction must be in (0, 1], got {self.trim_fraction!r}")
+        for key, value in self.thresholds.items():
+            if key not in SIGNALS:
+                raise ValueError(f"unknown signal {key!r} in thresholds; known: {SIGNALS}")
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise ValueError(f"threshold {key}={value!r} must be in [0, 1]")
+        object.__setattr__(self, "thresholds", MappingProxyType(dict(self.thresholds)))
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        if getattr(self, name) not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def for_algorithm(cls, algorithm: str, **overrides: Any) -> PolicyConfig:
+        """The defaults for `algorithm` (see DEFAULTS) with `overrides` applied."""
+        if algorithm not in DEFAULTS:
+            raise ValueError(f"algorithm must be one of {tuple(DEFAULTS)}, got {algorithm!r}")
+        return cls.from_dict({**DEFAULTS[algorithm], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """A config from plain data (e.g. JSON); unknown keys are a ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown policy config keys: {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that `from_dict` accepts."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["thresholds"] = dict(self.thresholds)
+        return data
+
+
+# Paper Table 3 / §4.1 where it gives a number; beam and best-of-N are our own starting points.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    # SC (MATH, GSM8K): read at 5 samples, stop if entropy certaindex >= 0.7; online cap 20.
+    "sc": {
+        "algorithm": "sc",
+        "cap": 20,
+        "initial": 5,
+        "step": 5,
+        "detect_at": 5,
+        "thresholds": {"entropy": 0.7},
+    },
+    # MCTS (ASDiv): mean reward >= 0.4 at 3 iterations; online cap 15.
+    "mcts": {
+        "algorithm": "mcts",
+        "cap": 15,
+        "initial": 3,
+        "step": 1,
+        "detect_at": 3,
+        "thresholds": {"reward": 0.4},
+        "reward_mode": "mean",
+    },
+    # REBASE (MATH): entropy >= 0.75 at width 16; online cap 128.
+    "rebase": {
+        "algorithm": "rebase",
+        "cap": 128,
+        "initial": 16,
+        "step": 16,
+        "detect_at": 16,
+        "thresholds": {"entropy": 0.75},
+        "reward_mode": "max",
+    },
+    # CoT: probe every 64 tokens, exit when the last 3 probe answers agree (repo "mid" effort).
+    "cot": {
+        "algorithm": "cot",
+        "cap": 2048,
+        "initial": 64,
+        "step": 64,
+        "detect_at": 64,
+        "detect_every": 64,
+        "thresholds": {"consistency": 1.0},
+        "probe_window": 3,
+    },
+    # Beam: knob = node expansions (width 4); read from 3 levels deep, best path reward.
+    "beam": {
+        "algorithm": "beam",
+        "cap": 40,
+        "initial": 4,
+        "step": 4,
+        "detect_at": 12,
+        "detect_every": 4,
+        "thresholds": {"reward": 0.8},
+        "reward_mode": "max",
+        "trim": "lowest_reward",
+    },
+    # Best-of-N: batches of 4 up to 16, stop once the best reward is near-certain.
+    "bon": {
+        "algorithm": "bon",
+        "cap": 16,
+        "initial": 4,
+        "step": 4,
+        "detect_at": 4,
+        "detect_every": 4,
+        "thresholds": {"reward": 0.9},
+        "reward_mode": "max",
+    },
+}

@@ -1,0 +1,32 @@
+"""The CLI through click's CliRunner: usage errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from dynasor_sgl.cli import main
+
+
+def test_help_lists_launch_options() -> None:
+    res = CliRunner().invoke(main, ["launch", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--model-path", "--workers", "--host", "--port", "--max-total-tokens",
+                "--log-level", "SGLANG_ARGS"):  # fmt: skip
+        assert opt in res.output
+
+
+def test_bad_workers_is_a_usage_error() -> None:
+    res = CliRunner().invoke(main, ["launch", "--workers", "0"])
+    assert res.exit_code == 2
+    assert "workers must be between 1 and 64, got 0" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_reserved_flag_after_double_dash_is_refused() -> None:
+    res = CliRunner().invoke(main, ["launch", "--", "--port", "1"])
+    assert res.exit_code == 2 and "--port is set by dynasor-sgl" in res.output
+
+
+def test_unknown_option_is_refused() -> None:
+    res = CliRunner().invoke(main, ["launch", "--colour", "red"])
+    assert res.exit_code == 2 and "No such option" in res.output

@@ -1,0 +1,95 @@
+"""LaunchConfig validation, port planning and worker command lines (no processes started)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from dynasor_sgl.config import CPU_MAX_TOTAL_TOKENS, LaunchConfig
+from dynasor_sgl.launch import LaunchError, plan_ports
+from dynasor_sgl.worker import free_ports, port_is_free, worker_command, worker_env
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("workers", 0, "workers must be between 1 and 64, got 0"),
+        ("port", 70000, "port must be between 1 and 65535, got 70000"),
+        ("max_total_tokens", 10, "max_total_tokens must be at least 256, got 10"),
+        ("device", "tpu", "device must be one of auto, cpu, cuda, got 'tpu'"),
+        ("log_level", "loud", "got 'loud'"),
+        ("startup_timeout", 0, "startup_timeout must be positive"),
+        ("host", "", "host must not be empty"),
+    ],
+)
+def test_bad_values_name_themselves(field: str, value: object, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        LaunchConfig(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arg", ["--port", "--model-path=/x", "--host"])
+def test_reserved_sglang_flags_are_refused(arg: str) -> None:
+    with pytest.raises(ValueError, match="is set by dynasor-sgl"):
+        LaunchConfig(sglang_args=(arg,))
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="unknown launch option\\(s\\): colour"):
+        LaunchConfig.from_dict({"workers": 2, "colour": "red"})
+    cfg = LaunchConfig.from_dict({"workers": 2, "sglang_args": ["--foo", "1"]})
+    assert cfg.workers == 2 and cfg.sglang_args == ("--foo", "1")
+
+
+def test_defaults_are_safe() -> None:
+    cfg = LaunchConfig()
+    assert cfg.host == "127.0.0.1"
+    assert cfg.kv_tokens("cpu") == CPU_MAX_TOTAL_TOKENS  # never SGLang's RAM-sized default
+    assert cfg.kv_tokens("cuda") is None
+    assert LaunchConfig(max_total_tokens=4096).kv_tokens("cuda") == 4096
+
+
+def test_cpu_worker_command() -> None:
+    cfg = LaunchConfig(sglang_args=("--schedule-policy", "lpm"))
+    cmd = worker_command(cfg, Path("/m"), "127.0.0.1", 31234, "cpu")
+    assert cmd[1:3] == ["-m", "sglang.launch_server"]
+    joined = " ".join(cmd)
+    for part in (
+        "--model-path /m",
+        "--port 31234",
+        "--device cpu",
+        "--attention-backend torch_native",
+        f"--max-total-tokens {CPU_MAX_TOTAL_TOKENS}",
+        "--grammar-backend llguidance",
+    ):
+        assert part in joined
+    assert cmd[-2:] == ["--schedule-policy", "lpm"]
+    assert worker_env("cpu")["SGLANG_USE_CPU_ENGINE"] == "1"
+
+
+def test_cuda_worker_command_uses_sglang_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SGLANG_USE_CPU_ENGINE", raising=False)
+    cmd = worker_command(LaunchConfig(), Path("/m"), "127.0.0.1", 1, "cuda")
+    assert "--device" not in cmd and "--max-total-tokens" not in cmd
+    assert "SGLANG_USE_CPU_ENGINE" not in worker_env("cuda")
+
+
+def test_port_checks() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert not port_is_free("127.0.0.1", port)
+        with pytest.raises(LaunchError, match=f"port {port} on 127.0.0.1 is already in use"):
+            plan_ports(LaunchConfig(port=port))
+        # The next free ports skip the busy one and anything excluded.
+        ports = free_ports("127.0.0.1", port, 2, exclude={port + 1})
+        assert port not in ports and port + 1 not in ports and len(ports) == 2
+    assert port_is_free("127.0.0.1", port)
+
+
+def test_plan_ports_puts_user_port_first() -> None:
+    start = free_ports("127.0.0.1", 39000, 1)[0]
+    ports = plan_ports(LaunchConfig(port=start, workers=3))
+    assert ports[0] == start and len(set(ports)) == 3 and all(p > start for p in ports[1:])
