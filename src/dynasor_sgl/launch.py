@@ -24,6 +24,7 @@ from dynasor_sgl.worker import (
     free_ports,
     port_is_free,
     resolve_device,
+    router_command,
     worker_command,
     worker_env,
 )
@@ -48,21 +49,25 @@ class Cluster:
     model_dir: Path
     log_dir: Path
     workers: list[WorkerProcess] = field(default_factory=list)
+    router: WorkerProcess | None = None
 
     @property
     def url(self) -> str:
-        """The URL users talk to."""
-        return self.workers[0].url
+        """The URL users talk to: the router's, or the first worker's without a router."""
+        return self.router.url if self.router is not None else self.workers[0].url
 
     @property
     def worker_urls(self) -> list[str]:
         return [w.url for w in self.workers]
 
+    def processes(self) -> list[WorkerProcess]:
+        return ([self.router] if self.router is not None else []) + self.workers
+
     def dead_workers(self) -> list[WorkerProcess]:
-        return [w for w in self.workers if not w.alive()]
+        return [w for w in self.processes() if not w.alive()]
 
     def stop(self) -> None:
-        for w in self.workers:
+        for w in self.processes():  # the router first: no new work reaches dying workers
             w.stop()
 
 
@@ -75,13 +80,19 @@ def resolve_model(cfg: LaunchConfig, progress: Callable[[str], None]) -> Path:
         raise LaunchError(str(exc)) from exc
 
 
+def worker_host(cfg: LaunchConfig) -> str:
+    """Workers behind the router only need to be reachable from it."""
+    return "127.0.0.1" if cfg.router else cfg.host
+
+
 def plan_ports(cfg: LaunchConfig) -> list[int]:
-    """Worker ports: the user-facing port first, then the next free ports above it."""
+    """The user-facing port first (router, or worker 0), then the workers' free ports above it."""
     if not port_is_free(cfg.host, cfg.port):
         raise LaunchError(
             f"port {cfg.port} on {cfg.host} is already in use; choose another with --port"
         )
-    rest = free_ports(cfg.host, cfg.port + 1, cfg.workers - 1) if cfg.workers > 1 else []
+    needed = cfg.workers if cfg.router else cfg.workers - 1
+    rest = free_ports(worker_host(cfg), cfg.port + 1, needed, exclude={cfg.port}) if needed else []
     return [cfg.port, *rest]
 
 
@@ -100,6 +111,8 @@ def run_cluster(
     """
     model_dir = resolve_model(cfg, progress)
     ports = plan_ports(cfg)
+    user_port = ports[0]
+    worker_ports = ports[1:] if cfg.router else ports
     device = resolve_device(cfg.device)
     log_dir = Path(cfg.log_dir) if cfg.log_dir else _fresh_log_dir()
     cluster = Cluster(cfg, device, model_dir, log_dir)
@@ -109,23 +122,39 @@ def run_cluster(
     )
     started = time.monotonic()
     try:
-        for i, port in enumerate(ports):
-            cmd = worker_command(cfg, model_dir, cfg.host, port, device)
-            cluster.workers.append(
-                WorkerProcess.start(
-                    i, cmd, worker_env(device), cfg.host, port, log_dir / f"worker-{i}.log"
-                )
-            )
+        host = worker_host(cfg)
+        for i, port in enumerate(worker_ports):
+            cmd = worker_command(cfg, model_dir, host, port, device)
+            log = log_dir / f"worker-{i}.log"
+            cluster.workers.append(WorkerProcess.start(i, cmd, worker_env(device), host, port, log))
         for worker in cluster.workers:
-            try:
-                worker.wait_healthy(cfg.startup_timeout, stop)
-            except WorkerStartError as exc:
-                raise LaunchError(str(exc), exc.log_tail) from exc
-            if on_ready is not None:
-                on_ready(worker, time.monotonic() - started)
+            _await(worker, cfg, stop, on_ready, started)
+        if cfg.router:
+            cmd = router_command(cfg, user_port, cluster.worker_urls)
+            env = worker_env("router")
+            if cfg.api_key:
+                env["DYNASOR_SGL_API_KEY"] = cfg.api_key
+            log = log_dir / "router.log"
+            cluster.router = WorkerProcess.start(0, cmd, env, cfg.host, user_port, log, "router")
+            _await(cluster.router, cfg, stop, on_ready, started)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _await(
+    proc: WorkerProcess,
+    cfg: LaunchConfig,
+    stop: threading.Event | None,
+    on_ready: Callable[[WorkerProcess, float], None] | None,
+    started: float,
+) -> None:
+    try:
+        proc.wait_healthy(cfg.startup_timeout, stop)
+    except WorkerStartError as exc:
+        raise LaunchError(str(exc), exc.log_tail) from exc
+    if on_ready is not None:
+        on_ready(proc, time.monotonic() - started)
 
 
 def _fresh_log_dir() -> Path:

@@ -89,10 +89,24 @@ def worker_command(
     ]  # fmt: skip
     if device == "cpu":
         cmd += ["--device", "cpu", "--attention-backend", "torch_native"]
+    if cfg.router:
+        # The router maps its scheduling order onto SGLang's per-request priority.
+        cmd += ["--enable-priority-scheduling"]
     kv_tokens = cfg.kv_tokens(device)
     if kv_tokens is not None:
         cmd += ["--max-total-tokens", str(kv_tokens)]
     return cmd + list(cfg.sglang_args)
+
+
+def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list[str]:
+    """The `dynasor-sgl router` argv that fronts the given workers."""
+    cmd = [sys.executable, "-m", "dynasor_sgl.cli", "router", "--host", cfg.host,
+           "--port", str(port), "--scheduling", cfg.scheduling,
+           "--max-inflight-per-worker", str(cfg.max_inflight_per_worker),
+           "--log-level", cfg.log_level, "--worker-priority"]  # fmt: skip
+    for url in worker_urls:
+        cmd += ["--worker-url", url]
+    return cmd
 
 
 def worker_env(device: str) -> dict[str, str]:
@@ -111,6 +125,11 @@ class WorkerProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes]
+    role: str = "worker"
+
+    @property
+    def name(self) -> str:
+        return "router" if self.role == "router" else f"worker {self.index}"
 
     @property
     def url(self) -> str:
@@ -119,7 +138,14 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, index: int, cmd: list[str], env: dict[str, str], host: str, port: int, log_path: Path
+        cls,
+        index: int,
+        cmd: list[str],
+        env: dict[str, str],
+        host: str,
+        port: int,
+        log_path: Path,
+        role: str = "worker",
     ) -> WorkerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
@@ -133,8 +159,8 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        logger.info("worker %d: pid %d, port %d, log %s", index, proc.pid, port, log_path)
-        return cls(index, host, port, log_path, proc)
+        logger.info("%s %d: pid %d, port %d, log %s", role, index, proc.pid, port, log_path)
+        return cls(index, host, port, log_path, proc, role)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -159,17 +185,17 @@ class WorkerProcess:
         while True:
             if not self.alive():
                 raise WorkerStartError(
-                    f"worker {self.index} (port {self.port}) exited with code "
+                    f"{self.name} (port {self.port}) exited with code "
                     f"{self.proc.returncode} during start-up; log: {self.log_path}",
                     self.log_tail(),
                 )
             if self.healthy():
                 return
             if stop is not None and stop.is_set():
-                raise WorkerStartError(f"start-up of worker {self.index} interrupted")
+                raise WorkerStartError(f"start-up of {self.name} interrupted")
             if time.monotonic() > deadline:
                 raise WorkerStartError(
-                    f"worker {self.index} (port {self.port}) not healthy after {timeout:.0f} s; "
+                    f"{self.name} (port {self.port}) not healthy after {timeout:.0f} s; "
                     f"log: {self.log_path}",
                     self.log_tail(),
                 )
@@ -192,7 +218,7 @@ class WorkerProcess:
         psutil.wait_procs(alive, timeout=5)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        logger.info("worker %d stopped", self.index)
+        logger.info("%s stopped", self.name)
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -1,0 +1,173 @@
+"""The router's HTTP surface: SGLang's native API, the program endpoints, and /metrics.
+
+`sgl.RuntimeEndpoint(router_url)` works unchanged, and so does
+`sgl.RuntimeEndpoint(router_url + "/programs/<id>")`, which tags every request with the program
+(branch from the `X-Dynasor-Branch` header, else "main"). A plain `/generate` whose `rid` is
+`<program>::<branch>[::...]` is tagged too. Every error is JSON: `{"error": {"message", ...}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from dynasor_sgl.router.config import RouterConfig
+from dynasor_sgl.router.core import Router, parse_body
+from dynasor_sgl.router.errors import ApiError, bad_request
+from dynasor_sgl.router.forward import Reply
+from dynasor_sgl.router.middleware import Guard
+from dynasor_sgl.router.program_routes import add_program_routes
+from dynasor_sgl.router.programs import Program
+from dynasor_sgl.router.validation import is_batch, validate_generate
+
+logger = logging.getLogger(__name__)
+BRANCH_HEADER = "x-dynasor-branch"
+_READ_ONLY = ("/get_model_info", "/get_server_info", "/server_info", "/v1/models")
+
+
+def _reply(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, headers=reply.headers)
+
+
+def create_app(config: RouterConfig) -> Any:
+    router = Router(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await router.start()
+        yield
+        await router.close()
+
+    app = FastAPI(title="dynasor-sgl router", lifespan=lifespan)
+    app.state.router = router
+    _add_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> Response:
+        up = router.pool.healthy()
+        if not up:
+            raise ApiError(503, "no healthy SGLang worker", "worker_unavailable")
+        return JSONResponse({"status": "ok", "healthy_workers": len(up)})
+
+    @app.get("/health_generate")
+    async def health_generate() -> Response:
+        return _reply(
+            await router.forwarder.request(router.any_worker(), "GET", "/health_generate")
+        )
+
+    async def read_only(request: Request) -> Response:
+        path = request.url.path
+        path = path[path.index("/", len("/programs/")) :] if path.startswith("/programs/") else path
+        return _reply(await router.forwarder.request(router.any_worker(), "GET", path))
+
+    for path in _READ_ONLY:
+        app.add_api_route(path, read_only, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/programs/{program_id}" + path, read_only, methods=["GET"],
+                          include_in_schema=False)  # fmt: skip
+
+    @app.post("/generate")
+    async def generate(request: Request) -> Response:
+        body = parse_body(await request.body())
+        validate_generate(body)
+        owner = router.programs.owner_of(body["rid"]) if isinstance(body.get("rid"), str) else None
+        prog, branch = owner if owner is not None else (None, "main")
+        return await _generate(router, body, prog, branch)
+
+    @app.post("/programs/{program_id}/generate")
+    async def program_generate(program_id: str, request: Request) -> Response:
+        prog = router.programs.get(program_id)
+        body = parse_body(await request.body())
+        validate_generate(body)
+        branch = request.headers.get(BRANCH_HEADER) or "main"
+        return await _generate(router, body, prog, branch)
+
+    @app.post("/abort_request")
+    async def abort_request(request: Request) -> Response:
+        body = parse_body(await request.body())
+        if "rid" not in body and not body.get("abort_all"):
+            raise bad_request("rid or abort_all is required")
+        replies = await router.abort_request(body)
+        ok = sum(isinstance(r, Reply) and r.status == 200 for r in replies)
+        return JSONResponse({"workers": len(replies), "ok": ok})
+
+    @app.post("/flush_cache")
+    async def flush_cache() -> Response:
+        replies = await router.forwarder.fan_out(router.pool.healthy(), "POST", "/flush_cache")
+        failed = [str(r) for r in replies if not (isinstance(r, Reply) and r.status == 200)]
+        if failed or not replies:
+            raise ApiError(502, f"flush failed on {len(failed)} worker(s)", "worker_error")
+        return JSONResponse({"flushed": len(replies)})
+
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        app.add_api_route(path, _openai_forwarder(router, path), methods=["POST"],
+                          include_in_schema=False)  # fmt: skip
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        m = router.metrics
+        m.programs_active.set(router.programs.active())
+        m.queue_length.set(router.admission.queue_length())
+        for w in router.pool.workers:
+            m.worker_inflight.labels(str(w.index)).set(w.inflight)
+            m.worker_healthy.labels(str(w.index)).set(int(w.healthy))
+        return Response(m.render(), media_type="text/plain; version=0.0.4")
+
+    add_program_routes(app, router)
+    return Guard(app, config.max_body_bytes, config.api_key)
+
+
+async def _generate(router: Router, body: dict[str, Any], prog: Program | None,
+                    branch: str) -> Response:  # fmt: skip
+    if prog is not None and is_batch(body):
+        raise bad_request("a program's /generate carries one prompt per request (one per branch)")
+    result = await router.generate(body, prog, branch)
+    router.metrics.requests.labels("generate", "stream" if body.get("stream") else "ok").inc()
+    if isinstance(result, Reply):
+        return _reply(result)
+    return StreamingResponse(result, media_type="text/event-stream")
+
+
+def _openai_forwarder(router: Router, path: str) -> Any:
+    async def forward(request: Request) -> Response:
+        body = parse_body(await request.body())
+        worker = router.any_worker()
+        payload = await request.body()
+        if body.get("stream"):
+            resp = await router.forwarder.open_stream(worker, path, payload)
+            chunks = router.forwarder.iter_stream(worker, resp)
+            return StreamingResponse(chunks, resp.status, media_type="text/event-stream")
+        return _reply(await router.forwarder.request(worker, "POST", path, payload))
+
+    return forward
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return JSONResponse(exc.body(), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "")
+        return JSONResponse(bad_request(msg or "invalid request").body(), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        kind = "not_found" if exc.status_code == 404 else "http_error"
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail), kind).body(),
+                            exc.status_code)  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error: %s", exc)
+        return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}",
+                                     "internal").body(), 500)  # fmt: skip

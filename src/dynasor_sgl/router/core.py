@@ -1,0 +1,249 @@
+"""The router's engine: send a generate request to the right worker and enforce decisions.
+
+Owns the path of one request (pick a worker, wait for admission, tag it with its program's rid
+and priority, forward, account its tokens, retry once elsewhere if the worker died before
+anything was streamed) and the enforcement of stop / trim (aborts in the workers). The HTTP
+routes live in `app`; the decisions come from the pure policy through `programs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from dynasor_sgl.policy import Action, Decision, Report
+from dynasor_sgl.router.admission import Admission
+from dynasor_sgl.router.config import RouterConfig
+from dynasor_sgl.router.errors import ApiError, bad_request, conflict, unavailable
+from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
+from dynasor_sgl.router.metrics import Metrics
+from dynasor_sgl.router.pool import Worker, WorkerPool
+from dynasor_sgl.router.programs import InFlight, Program, ProgramTable
+from dynasor_sgl.scheduling import SchedulerConfig
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 2
+
+
+class Router:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.pool = WorkerPool(config.worker_urls, config.max_inflight_per_worker)
+        self.admission = Admission(self.pool, SchedulerConfig(policy=config.scheduling))
+        self.programs = ProgramTable(config.max_programs)
+        self.forwarder = Forwarder(config.request_timeout_s)
+        self.metrics = Metrics()
+        self._plain_rids: dict[str, Worker] = {}  # client rids outside programs -> worker
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.pool.check_all(self.forwarder.session)
+        self._health_task = asyncio.create_task(self._health_loop())
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self.forwarder.close()
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            with contextlib.suppress(Exception):
+                await self.pool.check_all(self.forwarder.session)
+                for w in self.pool.workers:
+                    if not w.healthy:
+                        self.admission.fail_worker(w, unavailable(f"worker {w.index} is down"))
+
+    def any_worker(self) -> Worker:
+        worker = self.pool.least_loaded()
+        if worker is None:
+            raise unavailable("no healthy SGLang worker")
+        return worker
+
+    def _worker_down(self, worker: Worker, exc: Exception) -> None:
+        self.pool.mark_down(worker, str(exc))
+        self.admission.fail_worker(worker, unavailable(f"worker {worker.index} failed: {exc}"))
+
+    # -- generate -------------------------------------------------------------------------
+
+    async def generate(self, body: dict[str, Any], prog: Program | None, branch: str) -> Any:
+        """Forward one /generate; returns a Reply, or an async byte iterator when streaming."""
+        if prog is not None:
+            self.programs.admit(prog, branch)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            worker = self.pool.worker_for(prog.program_id if prog else None)
+            if worker is None:
+                raise unavailable("no healthy SGLang worker")
+            try:
+                return await self._generate_on(worker, body, prog, branch)
+            except WorkerFailed as exc:
+                self._worker_down(worker, exc)
+                if attempt == MAX_ATTEMPTS or not self.pool.healthy():
+                    raise unavailable(f"worker {worker.index} failed: {exc}") from exc
+                logger.warning("retrying request of %s on another worker",
+                               prog.program_id if prog else "-")  # fmt: skip
+        raise AssertionError("unreachable")
+
+    async def _generate_on(self, worker: Worker, body: dict[str, Any], prog: Program | None,
+                           branch: str) -> Any:  # fmt: skip
+        pid = prog.program_id if prog else None
+        if prog is not None:
+            self.admission.ensure_program(worker, prog.program_id,
+                                          max(1, prog.config.cap - prog.step))  # fmt: skip
+        await self.admission.acquire(worker, uuid.uuid4().hex, pid)
+        entry: InFlight | None = None
+        released = False
+        try:
+            if prog is not None:
+                self.programs.admit(prog, branch)  # it may have stopped while we waited
+                max_new = int(body.get("sampling_params", {}).get("max_new_tokens") or 128)
+                entry = self.programs.start(prog, branch, worker.index, max_new)
+                body["rid"] = entry.rid
+            elif isinstance(body.get("rid"), str):
+                self._plain_rids[body["rid"]] = worker
+            if self.config.worker_priority:
+                body["priority"] = self.admission.priority(worker, pid)
+            payload = orjson.dumps(body)
+            if body.get("stream"):
+                resp = await self.forwarder.open_stream(worker, "/generate", payload)
+                released = True  # from here on the stream's generator releases the slot
+                return self._relay(worker, resp, prog, entry)
+            reply = await self.forwarder.request(worker, "POST", "/generate", payload)
+            self._account(prog, entry, reply)
+            entry = None
+            return reply
+        finally:
+            if not released:
+                self._finish_request(worker, prog, entry, None, body)
+
+    def _finish_request(self, worker: Worker, prog: Program | None, entry: InFlight | None,
+                        meta: dict[str, Any] | None, body: dict[str, Any]) -> None:  # fmt: skip
+        self.admission.release(worker)
+        if prog is not None and entry is not None:
+            self.programs.end(prog, entry, meta)
+        rid = body.get("rid")
+        if prog is None and isinstance(rid, str):
+            self._plain_rids.pop(rid, None)
+
+    def _account(self, prog: Program | None, entry: InFlight | None, reply: Reply) -> None:
+        if prog is None or entry is None:
+            return
+        meta = None
+        if reply.status == 200:
+            with contextlib.suppress(Exception):
+                meta = reply.json().get("meta_info")
+        self._count_tokens(meta)
+        self.programs.end(prog, entry, meta)
+
+    def _count_tokens(self, meta: dict[str, Any] | None) -> None:
+        if not meta:
+            return
+        for kind in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            self.metrics.tokens.labels(kind.removesuffix("_tokens")).inc(int(meta.get(kind) or 0))
+
+    async def _relay(self, worker: Worker, resp: Any, prog: Program | None,
+                     entry: InFlight | None) -> AsyncIterator[bytes]:  # fmt: skip
+        tail = b""
+        try:
+            async for chunk in self.forwarder.iter_stream(worker, resp):
+                tail = (tail + chunk)[-262144:]
+                yield chunk
+        except WorkerFailed as exc:
+            self._worker_down(worker, exc)
+            err = unavailable(f"worker {worker.index} failed while streaming: {exc}")
+            yield b"data: " + orjson.dumps(err.body()) + b"\n\n"
+        finally:
+            meta = _last_meta(tail)
+            if prog is not None:
+                self._count_tokens(meta)
+            self._finish_request(worker, prog, entry, meta, {})
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def slack(self, prog: Program) -> int:
+        """Free request slots on the program's worker when nothing waits (else 0)."""
+        worker = self.pool.pinned(prog.program_id) or self.pool.least_loaded()
+        if worker is None or worker.queued or self.admission.queue_length():
+            return 0
+        return max(0, self.pool.max_inflight - worker.inflight)
+
+    async def report(self, prog: Program, report: Report) -> tuple[Decision, int]:
+        """Decide on a report and enforce it; returns the decision and requests aborted."""
+        self.programs.check_open(prog)
+        decision = await asyncio.to_thread(prog.policy.decide, report)
+        self.programs.check_open(prog)  # a concurrent report may have stopped it meanwhile
+        saved_before = prog.tokens_saved
+        self.programs.apply(prog, report, decision)
+        self.metrics.decisions.labels(str(decision.action)).inc()
+        self.admission.on_report(prog.program_id, 0, 0, max(0, prog.config.cap - prog.step))
+        aborted = 0
+        if decision.action is Action.STOP:
+            aborted = await self.abort_program(prog, "stop")
+            self.metrics.program_ended(prog, saved_before)
+        elif decision.trim:
+            entries = self.programs.rids_to_abort(prog, set(decision.trim))
+            aborted = await self._abort_entries(entries, "trim")
+        return decision, aborted
+
+    async def abort_program(self, prog: Program, cause: str) -> int:
+        """Abort every in-flight and waiting request of a program in the workers now."""
+        error = conflict(f"program {prog.program_id} was stopped ({prog.exit_reason})",
+                         "program_stopped")  # fmt: skip
+        self.admission.fail_program(prog.program_id, error)
+        aborted = await self._abort_entries(self.programs.rids_to_abort(prog), cause)
+        self.admission.forget_program(prog.program_id)
+        self.pool.unpin(prog.program_id)
+        return aborted
+
+    async def _abort_entries(self, entries: list[InFlight], cause: str) -> int:
+        workers = {w.index: w for w in self.pool.workers}
+        results = await asyncio.gather(
+            *(self.forwarder.abort(workers[e.worker], e.rid) for e in entries)
+        )
+        self.metrics.aborts.labels(cause).inc(sum(results))
+        return sum(results)
+
+    async def abort_request(self, body: dict[str, Any]) -> list[Reply | BaseException]:
+        """SGLang's /abort_request: to the worker that has the rid, else to every worker."""
+        rid = body.get("rid")
+        target = None
+        if isinstance(rid, str):
+            owner = self.programs.owner_of(rid)
+            if owner is not None and rid in owner[0].inflight:
+                target = self.pool.workers[owner[0].inflight[rid].worker]
+            target = target or self._plain_rids.get(rid)
+        workers = [target] if target is not None else self.pool.healthy()
+        if not workers:
+            raise unavailable("no healthy SGLang worker")
+        return await self.forwarder.fan_out(workers, "POST", "/abort_request", orjson.dumps(body))
+
+
+def _last_meta(tail: bytes) -> dict[str, Any] | None:
+    """meta_info of the last `data: {...}` event in a stream's tail, if any."""
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data: {"):
+            with contextlib.suppress(Exception):
+                meta = orjson.loads(line[6:]).get("meta_info")
+                return meta if isinstance(meta, dict) else None
+    return None
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+__all__ = ["ApiError", "Router", "parse_body"]

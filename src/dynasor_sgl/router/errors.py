@@ -1,0 +1,38 @@
+"""Errors the router answers with: always JSON, always a status that fits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error for the client: `{"error": {"message", "type", "code"}}` with `status`."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "code": self.status}}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message, "invalid_request")
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, message, "not_found")
+
+
+def conflict(message: str, kind: str = "conflict") -> ApiError:
+    return ApiError(409, message, kind)
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, message, "worker_unavailable")
+
+
+def bad_gateway(message: str) -> ApiError:
+    return ApiError(502, message, "worker_error")

@@ -1,0 +1,112 @@
+"""Talking to the workers: forward a request, stream a response, abort by rid, fan out.
+
+Owns the HTTP client session and the mapping of transport failures to router errors. It knows
+nothing about programs or scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from dynasor_sgl.router.errors import ApiError
+from dynasor_sgl.router.pool import Worker
+
+logger = logging.getLogger(__name__)
+
+# Headers that describe one hop of the connection, not the payload.
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server",
+                "date", "content-encoding"}  # fmt: skip
+
+
+class WorkerFailed(Exception):
+    """The worker could not be reached or broke the connection (it may be dead)."""
+
+    def __init__(self, worker: Worker, message: str) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS}
+
+
+class Forwarder:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                                  auto_decompress=False)  # fmt: skip
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(self, worker: Worker, method: str, path: str,
+                      body: bytes | None = None) -> Reply:  # fmt: skip
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        try:
+            async with self.session.request(method, worker.url + path, data=body,
+                                            headers=headers) as resp:  # fmt: skip
+                data = await resp.read()
+                return Reply(resp.status, data, _headers(resp))
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise ApiError(504, f"worker {worker.index} did not answer in time",
+                           "worker_timeout") from exc  # fmt: skip
+
+    async def open_stream(self, worker: Worker, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """Start a streaming request; the caller reads and releases the response."""
+        try:
+            headers = {"Content-Type": "application/json"}
+            resp = await self.session.post(worker.url + path, data=body, headers=headers)
+        except aiohttp.ClientConnectionError as exc:
+            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+        return resp
+
+    @staticmethod
+    async def iter_stream(worker: Worker, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            resp.release()
+
+    async def abort(self, worker: Worker, rid: str) -> bool:
+        try:
+            reply = await self.request(worker, "POST", "/abort_request",
+                                       orjson.dumps({"rid": rid}))  # fmt: skip
+        except (WorkerFailed, ApiError) as exc:
+            logger.warning("abort of %s on worker %d failed: %s", rid, worker.index, exc)
+            return False
+        return reply.status == 200
+
+    async def fan_out(self, workers: list[Worker], method: str, path: str,
+                      body: bytes | None = None) -> list[Reply | BaseException]:  # fmt: skip
+        coros = [self.request(w, method, path, body) for w in workers]
+        return list(await asyncio.gather(*coros, return_exceptions=True))

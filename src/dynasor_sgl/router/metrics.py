@@ -1,0 +1,60 @@
+"""Prometheus metrics of the router (one registry per router instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from dynasor_sgl.router.programs import Program
+
+disable_created_metrics()  # the *_created series only clutter a scrape
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("dynasor_requests", "Requests answered by the router",
+                                ["endpoint", "status"], registry=r)  # fmt: skip
+        self.programs_registered = Counter("dynasor_programs_registered",
+                                           "Programs registered", registry=r)  # fmt: skip
+        self.programs_active = Gauge("dynasor_programs_active", "Programs running", registry=r)
+        self.programs_ended = Counter("dynasor_programs_ended",
+                                      "Programs stopped or finished, by exit reason",
+                                      ["exit_reason"], registry=r)  # fmt: skip
+        self.tokens = Counter("dynasor_tokens", "Tokens of program requests, by kind",
+                              ["kind"], registry=r)  # fmt: skip
+        self.tokens_saved = Counter("dynasor_tokens_saved",
+                                    "Estimated tokens not generated thanks to early exit",
+                                    registry=r)  # fmt: skip
+        self.aborts = Counter("dynasor_aborts", "Requests aborted in the workers, by cause",
+                              ["cause"], registry=r)  # fmt: skip
+        self.decisions = Counter("dynasor_decisions", "Policy decisions, by action",
+                                 ["action"], registry=r)  # fmt: skip
+        self.queue_length = Gauge("dynasor_queue_length", "Requests waiting for admission",
+                                  registry=r)  # fmt: skip
+        self.worker_inflight = Gauge("dynasor_worker_inflight", "Requests in flight per worker",
+                                     ["worker"], registry=r)  # fmt: skip
+        self.worker_healthy = Gauge("dynasor_worker_healthy", "1 when the worker is healthy",
+                                    ["worker"], registry=r)  # fmt: skip
+        self.certaindex_at_exit = Histogram(
+            "dynasor_certaindex_at_exit", "Last certaindex reading of each ended program",
+            ["signal"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r,
+        )  # fmt: skip
+
+    def program_ended(self, prog: Program, saved_before: int) -> None:
+        self.programs_ended.labels(prog.exit_reason or "unknown").inc()
+        self.tokens_saved.inc(max(0, prog.tokens_saved - saved_before))
+        if prog.trajectory:
+            for name, value in prog.trajectory[-1].items():
+                if name != "step":
+                    self.certaindex_at_exit.labels(name).observe(float(value))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,124 @@
+"""The workers behind the router: health, load, and which program runs where.
+
+Owns each worker's up/down state (periodic `/health` checks; a failed request marks it down at
+once), its in-flight count, and the program → worker pinning (prefix locality; spill to another
+worker only under overload). It does not order requests (that is `admission`) or send them
+(that is `forward`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    index: int
+    url: str
+    healthy: bool = False
+    inflight: int = 0
+    queued: int = 0
+    served: int = 0
+    failures: int = 0
+    last_check: float = 0.0
+    programs: set[str] = field(default_factory=set)
+
+    @property
+    def load(self) -> int:
+        return self.inflight + self.queued
+
+
+class WorkerPool:
+    """The set of workers, their health, and program pinning."""
+
+    def __init__(self, urls: tuple[str, ...], max_inflight: int) -> None:
+        self.workers = [Worker(i, u.rstrip("/")) for i, u in enumerate(urls)]
+        self.max_inflight = max_inflight
+        self._pins: dict[str, int] = {}
+
+    def healthy(self) -> list[Worker]:
+        return [w for w in self.workers if w.healthy]
+
+    def least_loaded(self) -> Worker | None:
+        up = self.healthy()
+        return min(up, key=lambda w: (w.load, w.index)) if up else None
+
+    def worker_for(self, program_id: str | None) -> Worker | None:
+        """The worker a request should go to (pinning a new program), or None if none is up."""
+        if program_id is None:
+            return self.least_loaded()
+        idx = self._pins.get(program_id)
+        current = None if idx is None else self.workers[idx]
+        if current is not None and current.healthy and not self._overloaded(current):
+            return current
+        target = self.least_loaded()
+        if target is None:
+            return None
+        if current is not None and current.healthy and target.load >= current.load:
+            return current  # nowhere better to spill to
+        if current is not None:
+            logger.info("program %s moves from worker %d to worker %d", program_id,
+                        current.index, target.index)  # fmt: skip
+            current.programs.discard(program_id)
+        self._pins[program_id] = target.index
+        target.programs.add(program_id)
+        return target
+
+    def pinned(self, program_id: str) -> Worker | None:
+        idx = self._pins.get(program_id)
+        return None if idx is None else self.workers[idx]
+
+    def unpin(self, program_id: str) -> None:
+        idx = self._pins.pop(program_id, None)
+        if idx is not None:
+            self.workers[idx].programs.discard(program_id)
+
+    def _overloaded(self, w: Worker) -> bool:
+        """Full and with a queue while another healthy worker has room to spare."""
+        if w.inflight < self.max_inflight or w.queued == 0:
+            return False
+        return any(o.load < self.max_inflight // 2 for o in self.healthy() if o is not w)
+
+    def mark_down(self, worker: Worker, reason: str) -> None:
+        if worker.healthy:
+            logger.warning("worker %d (%s) marked down: %s", worker.index, worker.url, reason)
+        worker.healthy = False
+        worker.failures += 1
+
+    def mark_up(self, worker: Worker) -> None:
+        if not worker.healthy:
+            logger.info("worker %d (%s) is healthy", worker.index, worker.url)
+        worker.healthy = True
+
+    async def check(self, session: aiohttp.ClientSession, worker: Worker) -> bool:
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with session.get(f"{worker.url}/health", timeout=timeout) as resp:
+                ok = resp.status == 200
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        else:
+            reason = f"/health answered {resp.status}"
+        worker.last_check = time.monotonic()
+        if ok:
+            self.mark_up(worker)
+        else:
+            self.mark_down(worker, reason)
+        return ok
+
+    async def check_all(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(self.check(session, w) for w in self.workers))
+
+    async def health_loop(self, session: aiohttp.ClientSession, interval: float) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.check_all(session)
+            await asyncio.sleep(interval)

@@ -1,0 +1,116 @@
+"""Program endpoints: register, report certaindex inputs and get the decision, finish, inspect.
+
+pydantic lives here, at the HTTP boundary; everything behind it takes plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dynasor_sgl.policy import PolicyConfig, Report
+from dynasor_sgl.policy_config import DEFAULTS
+from dynasor_sgl.router.core import Router
+from dynasor_sgl.router.errors import bad_request
+
+_MAX_ITEMS = 4096
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProgramIn(_Strict):
+    algorithm: str = Field("sc", description=f"one of {sorted(DEFAULTS)}")
+    program_id: str | None = Field(None, description="your own id; default: a fresh one")
+    policy: dict[str, Any] = Field(
+        default_factory=dict, description="PolicyConfig overrides, e.g. cap, thresholds"
+    )
+    deadline_s: float | None = Field(None, gt=0, le=1e7)
+
+
+class ReportIn(_Strict):
+    step: int = Field(..., ge=0, le=1 << 30, description="knob units used so far")
+    answers: dict[str, str | None] = Field(default_factory=dict, max_length=_MAX_ITEMS)
+    rewards: dict[str, float] = Field(default_factory=dict, max_length=_MAX_ITEMS)
+    probe_answers: list[str | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
+    probe_texts: list[str | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
+    top_logprobs: list[list[float]] = Field(default_factory=list, max_length=1 << 16)
+    values: dict[str, float] = Field(default_factory=dict, max_length=64)
+    slack: int | None = Field(None, ge=0, le=1 << 20,
+                              description="default: free capacity the router sees")  # fmt: skip
+
+
+class FinishIn(_Strict):
+    answer: str | None = None
+
+
+def add_program_routes(app: FastAPI, router: Router) -> None:
+    table = router.programs
+
+    @app.post("/programs", status_code=201)
+    async def register(spec: ProgramIn) -> JSONResponse:
+        try:
+            config = PolicyConfig.for_algorithm(spec.algorithm, **spec.policy)
+        except (ValueError, TypeError) as exc:
+            raise bad_request(f"invalid policy: {exc}") from exc
+        prog = table.register(config, spec.program_id, spec.deadline_s)
+        router.metrics.programs_registered.inc()
+        return JSONResponse({**prog.summary(), "config": config.to_dict()}, 201)
+
+    @app.get("/programs")
+    async def list_programs(status: str | None = None) -> JSONResponse:
+        progs = [p.summary() for p in table.all() if status is None or p.status == status]
+        return JSONResponse({"programs": progs})
+
+    @app.get("/programs/{program_id}")
+    async def show(program_id: str) -> JSONResponse:
+        return JSONResponse(table.get(program_id).summary())
+
+    @app.post("/programs/{program_id}/report")
+    async def report(program_id: str, body: ReportIn) -> JSONResponse:
+        prog = table.get(program_id)
+        data = body.model_dump()
+        if data["slack"] is None:
+            data["slack"] = router.slack(prog)
+        try:
+            rep = Report(**data)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from exc
+        decision, aborted = await router.report(prog, rep)
+        return JSONResponse({
+            "program_id": program_id,
+            "action": str(decision.action),
+            "grant": decision.grant,
+            "expand": decision.expand,
+            "trim": list(decision.trim),
+            "reason": None if decision.reason is None else str(decision.reason),
+            "values": dict(decision.values),
+            "aborted": aborted,
+            "status": prog.status,
+        })  # fmt: skip
+
+    @app.post("/programs/{program_id}/finish")
+    async def finish(program_id: str, body: FinishIn | None = None) -> JSONResponse:
+        prog = table.get(program_id)
+        was_running = prog.status == "running"
+        saved_before = prog.tokens_saved
+        table.finish(prog, body.answer if body else None)
+        await router.abort_program(prog, "finish")
+        if was_running:
+            router.metrics.program_ended(prog, saved_before)
+        return JSONResponse(prog.summary())
+
+    @app.post("/programs/{program_id}/abort")
+    async def abort(program_id: str) -> JSONResponse:
+        prog = table.get(program_id)
+        saved_before = prog.tokens_saved
+        was_running = prog.status == "running"
+        table.stop(prog, "aborted")
+        aborted = await router.abort_program(prog, "client")
+        if was_running:
+            router.metrics.program_ended(prog, saved_before)
+        return JSONResponse({**prog.summary(), "aborted": aborted})

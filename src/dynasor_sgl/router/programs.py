@@ -1,0 +1,224 @@
+"""The program table: registered reasoning programs, their branches, tokens and decisions.
+
+Owns each program's state (running / stopped / finished), which of its requests are in flight
+(by SGLang rid, derived from program and branch), its token accounting, the certaindex
+trajectory, and the policy that turns a report into a decision. It decides *what* to abort;
+the app carries the aborts out through `forward`. No I/O here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynasor_sgl.policy import Action, Decision, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
+
+logger = logging.getLogger(__name__)
+
+PROGRAM_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+BRANCH_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+RID_SEP = "::"
+
+
+@dataclass
+class InFlight:
+    rid: str
+    branch: str
+    worker: int
+    max_new_tokens: int
+
+
+@dataclass
+class Program:
+    program_id: str
+    policy: ProgramPolicy
+    created: float
+    deadline_s: float | None = None
+    status: str = "running"  # running | stopped | finished
+    exit_reason: str | None = None
+    step: int = 0
+    grant: int = 0
+    inflight: dict[str, InFlight] = field(default_factory=dict)
+    trimmed: set[str] = field(default_factory=set)
+    branches: set[str] = field(default_factory=set)
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    aborted_requests: int = 0
+    tokens_saved: int = 0
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    finished_at: float | None = None
+    answer: str | None = None
+    _seq: itertools.count = field(default_factory=itertools.count)
+
+    @property
+    def config(self) -> PolicyConfig:
+        return self.policy.config
+
+    def new_rid(self, branch: str) -> str:
+        return f"{self.program_id}{RID_SEP}{branch}{RID_SEP}{next(self._seq)}"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "program_id": self.program_id,
+            "algorithm": self.config.algorithm,
+            "status": self.status,
+            "exit_reason": self.exit_reason,
+            "step": self.step,
+            "cap": self.config.cap,
+            "grant": self.grant,
+            "branches": sorted(self.branches),
+            "trimmed": sorted(self.trimmed),
+            "inflight": len(self.inflight),
+            "requests": self.requests,
+            "aborted_requests": self.aborted_requests,
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "completion": self.completion_tokens,
+                "cached": self.cached_tokens,
+                "total": self.prompt_tokens - self.cached_tokens + self.completion_tokens,
+                "saved_estimate": self.tokens_saved,
+            },
+            "certaindex": self.trajectory,
+            "deadline_s": self.deadline_s,
+            "age_s": round(time.monotonic() - self.created, 3),
+            "answer": self.answer,
+        }
+
+
+class ProgramTable:
+    """All programs the router knows, by id."""
+
+    def __init__(self, max_programs: int) -> None:
+        self.max_programs = max_programs
+        self._programs: dict[str, Program] = {}
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def active(self) -> int:
+        return sum(p.status == "running" for p in self._programs.values())
+
+    def all(self) -> list[Program]:
+        return list(self._programs.values())
+
+    def register(self, config: PolicyConfig, program_id: str | None = None,
+                 deadline_s: float | None = None) -> Program:  # fmt: skip
+        pid = program_id or uuid.uuid4().hex[:16]
+        if not PROGRAM_ID_RE.match(pid):
+            raise bad_request("program_id must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if pid in self._programs:
+            raise conflict(f"program {pid} already exists")
+        self._evict()
+        prog = Program(pid, ProgramPolicy(config), time.monotonic(), deadline_s)
+        prog.grant = prog.policy.initial_grant
+        self._programs[pid] = prog
+        logger.info("program %s registered (%s, cap %d)", pid, config.algorithm, config.cap)
+        return prog
+
+    def _evict(self) -> None:
+        if len(self._programs) < self.max_programs:
+            return
+        done = [p for p in self._programs.values() if p.status != "running"]
+        if not done:
+            raise ApiError(429, f"too many running programs (limit {self.max_programs})",
+                           "too_many_programs")  # fmt: skip
+        oldest = min(done, key=lambda p: p.finished_at or p.created)
+        del self._programs[oldest.program_id]
+
+    def get(self, program_id: str) -> Program:
+        prog = self._programs.get(program_id)
+        if prog is None:
+            raise not_found(f"unknown program {program_id}")
+        return prog
+
+    def owner_of(self, rid: str) -> tuple[Program, str] | None:
+        """The program and branch a client-chosen rid `{program}::{branch}[::...]` names."""
+        parts = rid.split(RID_SEP)
+        if len(parts) < 2:
+            return None
+        prog = self._programs.get(parts[0])
+        return (prog, parts[1]) if prog is not None else None
+
+    def admit(self, prog: Program, branch: str) -> None:
+        """Refuse new work for a stopped/finished program or a trimmed branch (409)."""
+        if not BRANCH_RE.match(branch):
+            raise bad_request("branch must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if prog.status != "running":
+            reason = f" ({prog.exit_reason})" if prog.exit_reason else ""
+            raise conflict(f"program {prog.program_id} is {prog.status}{reason}; "
+                           "no new requests are accepted", "program_stopped")  # fmt: skip
+        if branch in prog.trimmed:
+            raise conflict(f"branch {branch} of program {prog.program_id} was trimmed",
+                           "branch_trimmed")  # fmt: skip
+
+    def start(self, prog: Program, branch: str, worker: int, max_new_tokens: int) -> InFlight:
+        entry = InFlight(prog.new_rid(branch), branch, worker, max_new_tokens)
+        prog.inflight[entry.rid] = entry
+        prog.branches.add(branch)
+        prog.requests += 1
+        return entry
+
+    def end(self, prog: Program, entry: InFlight, meta: dict[str, Any] | None) -> None:
+        prog.inflight.pop(entry.rid, None)
+        if not meta:
+            return
+        prog.prompt_tokens += int(meta.get("prompt_tokens") or 0)
+        prog.completion_tokens += int(meta.get("completion_tokens") or 0)
+        prog.cached_tokens += int(meta.get("cached_tokens") or 0)
+        reason = meta.get("finish_reason")
+        if isinstance(reason, dict) and reason.get("type") == "abort":
+            prog.aborted_requests += 1
+            prog.tokens_saved += max(
+                0, entry.max_new_tokens - int(meta.get("completion_tokens") or 0)
+            )
+
+    def check_open(self, prog: Program) -> None:
+        if prog.status != "running":
+            raise conflict(f"program {prog.program_id} is {prog.status}; reports are closed",
+                           "program_stopped")  # fmt: skip
+
+    def apply(self, prog: Program, report: Report, decision: Decision) -> None:
+        """Apply a policy decision to the table (not to the workers: the app aborts)."""
+        prog.step = report.step
+        if decision.values:
+            prog.trajectory.append({"step": report.step, **decision.values})
+        if decision.action is Action.STOP:
+            self._stop(prog, str(decision.reason))
+        else:
+            prog.grant = report.step + decision.grant
+            prog.trimmed.update(decision.trim)
+        logger.info("program %s step %d: %s %s", prog.program_id, report.step,
+                    decision.action, decision.reason or "")  # fmt: skip
+
+    def _stop(self, prog: Program, reason: str) -> None:
+        prog.status, prog.exit_reason = "stopped", reason
+        prog.finished_at = time.monotonic()
+        remaining = max(0, prog.config.cap - prog.step)
+        per_step = prog.completion_tokens / prog.step if prog.step else 0.0
+        prog.tokens_saved += int(remaining * per_step)
+
+    def stop(self, prog: Program, reason: str) -> None:
+        if prog.status == "running":
+            self._stop(prog, reason)
+
+    def finish(self, prog: Program, answer: str | None) -> None:
+        if prog.status == "finished":
+            raise conflict(f"program {prog.program_id} is already finished", "program_finished")
+        if prog.status == "running":
+            prog.exit_reason = prog.exit_reason or ("cap" if prog.step >= prog.config.cap
+                                                    else "finished")  # fmt: skip
+        prog.status = "finished"
+        prog.finished_at = prog.finished_at or time.monotonic()
+        prog.answer = answer
+
+    def rids_to_abort(self, prog: Program, branches: set[str] | None = None) -> list[InFlight]:
+        """In-flight requests of the program (or of the named branches only)."""
+        return [e for e in prog.inflight.values() if branches is None or e.branch in branches]
