@@ -17,10 +17,12 @@ E2E_PORT_BASE = 38100
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One real SGLang CPU worker on the embedded model, started by our own launch code."""
+    """The router in front of two real SGLang CPU workers on the embedded model, started by our
+    own launch code once per session."""
     port = free_ports("127.0.0.1", E2E_PORT_BASE, 1)[0]
     cfg = LaunchConfig(
         port=port,
+        workers=2,
         log_level="warning",
         log_dir=str(tmp_path_factory.mktemp("worker-logs")),
         startup_timeout=600,
@@ -31,4 +33,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def worker_url(cluster: Cluster) -> str:
+    """A worker directly, bypassing the router."""
     return cluster.workers[0].url
+
+
+@pytest.fixture(scope="session")
+def router_url(cluster: Cluster) -> str:
+    assert cluster.router is not None
+    return cluster.url

@@ -86,6 +86,30 @@ def main() -> None:
     help="Seconds to wait for each worker to become healthy.",
 )
 @click.option(
+    "--router/--no-router",
+    default=_DEFAULTS["router"],
+    help="Serve through the Dynasor router (programs, early exit) or SGLang directly.",
+)
+@click.option(
+    "--scheduling",
+    type=click.Choice(SCHEDULING),
+    default=_DEFAULTS["scheduling"],
+    help="Router scheduling: sjf (shortest-job-first with aging, gang) or fifo.",
+)
+@click.option(
+    "--max-inflight-per-worker",
+    type=int,
+    default=_DEFAULTS["max_inflight_per_worker"],
+    help="Requests in flight per worker before the router queues them.",
+)
+@click.option(
+    "--api-key",
+    envvar="DYNASOR_SGL_API_KEY",
+    default=None,
+    show_default=False,
+    help="Require 'Authorization: Bearer KEY' on every router route [env: DYNASOR_SGL_API_KEY].",
+)
+@click.option(
     "--log-dir",
     type=str,
     default=None,

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -89,6 +89,9 @@ def worker_command(
     ]  # fmt: skip
     if device == "cpu":
         cmd += ["--device", "cpu", "--attention-backend", "torch_native"]
+    # An idle SGLang scheduler otherwise spins a whole core; with two workers on a two-core
+    # machine that halves everything else. It wakes on the next request without delay.
+    cmd += ["--sleep-on-idle"]
     if cfg.router:
         # The router maps its scheduling order onto SGLang's per-request priority.
         cmd += ["--enable-priority-scheduling"]
@@ -111,6 +114,9 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
 
 def worker_env(device: str) -> dict[str, str]:
     env = dict(os.environ)
+    # Keep /health a cheap liveness probe (the router polls it every few seconds); SGLang
+    # would otherwise run a one-token generation for each. /health_generate still does.
+    env.setdefault("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "false")
     if device == "cpu":
         env["SGLANG_USE_CPU_ENGINE"] = "1"  # without it SGLang looks for vllm's CPU ops
     return env
@@ -126,6 +132,8 @@ class WorkerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes]
     role: str = "worker"
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -160,7 +168,13 @@ class WorkerProcess:
                 start_new_session=True,
             )
         logger.info("%s %d: pid %d, port %d, log %s", role, index, proc.pid, port, log_path)
-        return cls(index, host, port, log_path, proc, role)
+        return cls(index, host, port, log_path, proc, role, cmd, env)
+
+    def restart(self) -> WorkerProcess:
+        """Start the same command again (after a stop or a crash); returns the new process."""
+        self.stop()
+        return WorkerProcess.start(self.index, self.cmd, self.env, self.host, self.port,
+                                   self.log_path, self.role)  # fmt: skip
 
     def alive(self) -> bool:
         return self.proc.poll() is None

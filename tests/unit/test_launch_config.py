@@ -62,10 +62,19 @@ def test_cpu_worker_command() -> None:
         "--attention-backend torch_native",
         f"--max-total-tokens {CPU_MAX_TOTAL_TOKENS}",
         "--grammar-backend llguidance",
+        "--sleep-on-idle",
+        "--enable-priority-scheduling",
     ):
         assert part in joined
     assert cmd[-2:] == ["--schedule-policy", "lpm"]
-    assert worker_env("cpu")["SGLANG_USE_CPU_ENGINE"] == "1"
+    env = worker_env("cpu")
+    assert env["SGLANG_USE_CPU_ENGINE"] == "1"
+    assert env["SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "false"
+
+
+def test_without_router_workers_skip_priority_scheduling() -> None:
+    cmd = worker_command(LaunchConfig(router=False), Path("/m"), "127.0.0.1", 1, "cpu")
+    assert "--enable-priority-scheduling" not in cmd and "--sleep-on-idle" in cmd
 
 
 def test_cuda_worker_command_uses_sglang_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,5 +100,9 @@ def test_port_checks() -> None:
 
 def test_plan_ports_puts_user_port_first() -> None:
     start = free_ports("127.0.0.1", 39000, 1)[0]
+    # With the router: the router takes the user port and each worker one above it.
     ports = plan_ports(LaunchConfig(port=start, workers=3))
-    assert ports[0] == start and len(set(ports)) == 3 and all(p > start for p in ports[1:])
+    assert ports[0] == start and len(set(ports)) == 4 and all(p > start for p in ports[1:])
+    # SGLang alone: the first worker takes the user port.
+    ports = plan_ports(LaunchConfig(port=start, workers=3, router=False))
+    assert ports[0] == start and len(set(ports)) == 3

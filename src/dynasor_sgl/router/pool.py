@@ -9,7 +9,6 @@ worker only under overload). It does not order requests (that is `admission`) or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 logger = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 10.0
+MISSED_CHECKS_DOWN = 3
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Worker:
     queued: int = 0
     served: int = 0
     failures: int = 0
+    missed_checks: int = 0
     last_check: float = 0.0
     programs: set[str] = field(default_factory=set)
 
@@ -49,7 +52,8 @@ class WorkerPool:
 
     def least_loaded(self) -> Worker | None:
         up = self.healthy()
-        return min(up, key=lambda w: (w.load, w.index)) if up else None
+        # Ties go to the worker with fewer pinned programs, so programs spread out.
+        return min(up, key=lambda w: (w.load, len(w.programs), w.index)) if up else None
 
     def worker_for(self, program_id: str | None) -> Worker | None:
         """The worker a request should go to (pinning a new program), or None if none is up."""
@@ -99,14 +103,21 @@ class WorkerPool:
         worker.healthy = True
 
     async def check(self, session: aiohttp.ClientSession, worker: Worker) -> bool:
+        """One /health probe. Refused connections and error statuses mark the worker down at
+        once; a probe that merely times out (a busy CPU worker answers slowly) counts only
+        after MISSED_CHECKS_DOWN in a row."""
         try:
-            timeout = aiohttp.ClientTimeout(total=5)
+            timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
             async with session.get(f"{worker.url}/health", timeout=timeout) as resp:
-                ok = resp.status == 200
-        except (TimeoutError, aiohttp.ClientError) as exc:
+                ok, reason = resp.status == 200, f"/health answered {resp.status}"
+        except TimeoutError:
+            worker.missed_checks += 1
+            if worker.missed_checks >= MISSED_CHECKS_DOWN:
+                self.mark_down(worker, f"{worker.missed_checks} health checks timed out")
+            return worker.healthy
+        except aiohttp.ClientError as exc:
             ok, reason = False, f"{type(exc).__name__}: {exc}"
-        else:
-            reason = f"/health answered {resp.status}"
+        worker.missed_checks = 0
         worker.last_check = time.monotonic()
         if ok:
             self.mark_up(worker)
@@ -116,9 +127,3 @@ class WorkerPool:
 
     async def check_all(self, session: aiohttp.ClientSession) -> None:
         await asyncio.gather(*(self.check(session, w) for w in self.workers))
-
-    async def health_loop(self, session: aiohttp.ClientSession, interval: float) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self.check_all(session)
-            await asyncio.sleep(interval)

@@ -48,6 +48,7 @@ class Program:
     trimmed: set[str] = field(default_factory=set)
     branches: set[str] = field(default_factory=set)
     requests: int = 0
+    worker: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -77,6 +78,7 @@ class Program:
             "branches": sorted(self.branches),
             "trimmed": sorted(self.trimmed),
             "inflight": len(self.inflight),
+            "worker": self.worker,
             "requests": self.requests,
             "aborted_requests": self.aborted_requests,
             "tokens": {
@@ -164,6 +166,7 @@ class ProgramTable:
         prog.inflight[entry.rid] = entry
         prog.branches.add(branch)
         prog.requests += 1
+        prog.worker = worker
         return entry
 
     def end(self, prog: Program, entry: InFlight, meta: dict[str, Any] | None) -> None:
