@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 SIGNALS = ("entropy", "reward", "consistency", "confidence", "posterior")
 ALGORITHMS = ("sc", "cot", "beam", "rebase", "mcts", "bon")
 RULES = ("threshold", "posterior")
+MAX_MC_SAMPLES = 100_000  # bounds the memory one posterior decision may take
 TRIMS = ("none", "minority", "lowest_reward")
 
 
@@ -67,6 +68,10 @@ class PolicyConfig:
         for name in ("cap", "initial", "step", "detect_at", "probe_window", "mc_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.mc_samples > MAX_MC_SAMPLES:
+            raise ValueError(f"mc_samples must be <= {MAX_MC_SAMPLES}, got {self.mc_samples!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.detect_every < 0:
             raise ValueError(f"detect_every must be >= 0, got {self.detect_every!r}")
         for name in ("initial", "detect_at"):

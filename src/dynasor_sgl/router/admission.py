@@ -84,6 +84,10 @@ class Admission:
         logger.debug("request %s of %s queued on worker %d", request_id, pid, worker.index)
         try:
             await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(worker)  # granted, but the caller is gone: give the slot back
+            raise
         finally:
             if self._waiting.pop(request_id, None) is not None:
                 worker.queued -= 1  # cancelled or failed while still waiting
@@ -101,9 +105,11 @@ class Admission:
             pid, request_ids = nxt
             for rid in request_ids:  # the whole gang, even past the bound by its size
                 waiter = self._waiting.pop(rid, None)
-                if waiter is None or waiter.future.done():
+                if waiter is None:
                     continue
                 worker.queued -= 1
+                if waiter.future.done():  # failed or cancelled, not yet resumed
+                    continue
                 worker.inflight += 1
                 waiter.future.set_result(None)
             if pid.startswith("request:"):

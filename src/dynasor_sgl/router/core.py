@@ -160,6 +160,8 @@ class Router:
             self._worker_down(worker, exc)
             err = unavailable(f"worker {worker.index} failed while streaming: {exc}")
             yield b"data: " + orjson.dumps(err.body()) + b"\n\n"
+        except ApiError as exc:  # e.g. the worker timed out mid-stream
+            yield b"data: " + orjson.dumps(exc.body()) + b"\n\n"
         finally:
             meta = _last_meta(tail)
             if prog is not None:

@@ -43,6 +43,10 @@ class Reply:
         return orjson.loads(self.body)
 
 
+def _timeout(worker: Worker) -> ApiError:
+    return ApiError(504, f"worker {worker.index} did not answer in time", "worker_timeout")
+
+
 def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS}
 
@@ -75,8 +79,7 @@ class Forwarder:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
-            raise ApiError(504, f"worker {worker.index} did not answer in time",
-                           "worker_timeout") from exc  # fmt: skip
+            raise _timeout(worker) from exc
 
     async def open_stream(self, worker: Worker, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Start a streaming request; the caller reads and releases the response."""
@@ -85,6 +88,8 @@ class Forwarder:
             resp = await self.session.post(worker.url + path, data=body, headers=headers)
         except aiohttp.ClientConnectionError as exc:
             raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise _timeout(worker) from exc
         return resp
 
     @staticmethod
@@ -94,6 +99,8 @@ class Forwarder:
                 yield chunk
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise _timeout(worker) from exc
         finally:
             resp.release()
 

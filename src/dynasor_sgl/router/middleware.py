@@ -23,10 +23,6 @@ async def send_error(send: Any, error: ApiError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class Guard:
     """Refuse requests without the API key (401) or with a body over `max_body` bytes (413)."""
 
@@ -59,7 +55,7 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise _TooLarge
+                    raise too_large  # an ApiError: the app's handler answers 413
             return message
 
         async def tracking_send(message: Any) -> None:
@@ -69,6 +65,6 @@ class Guard:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
+        except ApiError as exc:  # raised outside a route, where no handler caught it
             if not started:
-                await send_error(send, too_large)
+                await send_error(send, exc)

@@ -89,7 +89,8 @@ class WorkerPool:
         """Full and with a queue while another healthy worker has room to spare."""
         if w.inflight < self.max_inflight or w.queued == 0:
             return False
-        return any(o.load < self.max_inflight // 2 for o in self.healthy() if o is not w)
+        room = max(1, self.max_inflight // 2)
+        return any(o.load < room for o in self.healthy() if o is not w)
 
     def mark_down(self, worker: Worker, reason: str) -> None:
         if worker.healthy:

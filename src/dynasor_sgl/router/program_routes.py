@@ -55,7 +55,7 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     async def register(spec: ProgramIn) -> JSONResponse:
         try:
             config = PolicyConfig.for_algorithm(spec.algorithm, **spec.policy)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise bad_request(f"invalid policy: {exc}") from exc
         prog = table.register(config, spec.program_id, spec.deadline_s)
         router.metrics.programs_registered.inc()
@@ -80,7 +80,10 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
             rep = Report(**data)
         except ValueError as exc:
             raise bad_request(str(exc)) from exc
-        decision, aborted = await router.report(prog, rep)
+        try:
+            decision, aborted = await router.report(prog, rep)
+        except ValueError as exc:  # a value the policy's math rejects (e.g. reward > 1)
+            raise bad_request(f"invalid report: {exc}") from exc
         return JSONResponse({
             "program_id": program_id,
             "action": str(decision.action),

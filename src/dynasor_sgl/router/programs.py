@@ -21,8 +21,8 @@ from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
 
 logger = logging.getLogger(__name__)
 
-PROGRAM_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-BRANCH_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
+BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 RID_SEP = "::"
 
 
@@ -114,7 +114,7 @@ class ProgramTable:
     def register(self, config: PolicyConfig, program_id: str | None = None,
                  deadline_s: float | None = None) -> Program:  # fmt: skip
         pid = program_id or uuid.uuid4().hex[:16]
-        if not PROGRAM_ID_RE.match(pid):
+        if not PROGRAM_ID_RE.fullmatch(pid):
             raise bad_request("program_id must be 1-64 characters of A-Z a-z 0-9 _ . -")
         if pid in self._programs:
             raise conflict(f"program {pid} already exists")
@@ -151,7 +151,7 @@ class ProgramTable:
 
     def admit(self, prog: Program, branch: str) -> None:
         """Refuse new work for a stopped/finished program or a trimmed branch (409)."""
-        if not BRANCH_RE.match(branch):
+        if not BRANCH_RE.fullmatch(branch):
             raise bad_request("branch must be 1-64 characters of A-Z a-z 0-9 _ . -")
         if prog.status != "running":
             reason = f" ({prog.exit_reason})" if prog.exit_reason else ""

@@ -48,8 +48,8 @@ def validate_generate(body: dict[str, Any]) -> None:
     ):
         raise bad_request("text must be a string or a non-empty list of strings")  # fmt: skip
     ids = body.get("input_ids")
-    if has_ids and not (isinstance(ids, list) and ids):
-        raise bad_request("input_ids must be a non-empty list")
+    if has_ids and not _token_ids(ids):
+        raise bad_request("input_ids must be a non-empty list of token ids (or of such lists)")
     params = body.get("sampling_params", {})
     if params is None:
         params = body["sampling_params"] = {}
@@ -64,6 +64,17 @@ def validate_generate(body: dict[str, Any]) -> None:
     rid = body.get("rid")
     if rid is not None and not isinstance(rid, str | list):
         raise bad_request("rid must be a string or a list of strings")
+
+
+def _token_ids(ids: Any) -> bool:
+    def flat(xs: Any) -> bool:
+        return (
+            isinstance(xs, list)
+            and bool(xs)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs)
+        )
+
+    return flat(ids) or (isinstance(ids, list) and bool(ids) and all(flat(x) for x in ids))
 
 
 def is_batch(body: dict[str, Any]) -> bool:

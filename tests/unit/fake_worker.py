@@ -1,0 +1,268 @@
+"""A fake SGLang worker: a real aiohttp server on 127.0.0.1 speaking SGLang's native API.
+
+Enough of the API for the router's unit tests: /health, /get_model_info, /get_server_info,
+/generate (plain and `stream: true` SSE), /abort_request, /flush_cache and the OpenAI routes.
+Generation "produces" one token every `token_delay` seconds (after `first_delay`) up to
+`max_new_tokens` (capped by `token_cap`), honours the request's `rid`, and ends early with
+finish_reason abort when /abort_request names it. Everything it saw is kept for the tests
+to inspect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+T = TypeVar("T")
+
+
+def _error(status: int, message: str) -> web.Response:
+    # SGLang's own error shape.
+    body = json.dumps({"error": {"message": message}})
+    return web.Response(status=status, text=body, content_type="application/json")
+
+
+@dataclass
+class _Running:
+    rid: str
+    max_new_tokens: int
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FakeWorker:
+    """Start with `await worker.start()`, stop with `await worker.stop()` (same event loop)."""
+
+    def __init__(
+        self, token_delay: float = 0.002, token_cap: int | None = None, first_delay: float = 0
+    ) -> None:
+        self.token_delay = token_delay
+        self.token_cap = token_cap
+        self.first_delay = first_delay  # seconds before /generate answers anything
+        self.healthy = True
+        self.running: dict[str, _Running] = {}
+        self.generate_bodies: list[dict[str, Any]] = []
+        self.aborts: list[dict[str, Any]] = []
+        self.finished: dict[str, dict[str, Any]] = {}  # rid -> meta_info
+        self.flushes = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, port: int = 0) -> str:
+        """Listen on `port` (0: a free one; pass the old port to come back after stop)."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/health_generate", self._health)
+        app.router.add_get("/get_model_info", self._model_info)
+        app.router.add_get("/get_server_info", self._server_info)
+        app.router.add_get("/server_info", self._server_info)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/generate", self._generate)
+        app.router.add_post("/abort_request", self._abort)
+        app.router.add_post("/flush_cache", self._flush)
+        app.router.add_post("/v1/completions", self._openai)
+        app.router.add_post("/v1/chat/completions", self._openai)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    async def stop(self, crash: bool = False) -> None:
+        """Shut down; with `crash`, in-flight requests are cut off mid-way, not finished."""
+        if not crash:
+            for run in self.running.values():
+                run.abort.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def wait_running(self, n: int, timeout: float = 5.0) -> None:
+        """Wait until `n` generate requests are in progress here."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(self.running) < n:
+            if loop.time() > end:
+                raise AssertionError(f"expected {n} running requests, have {len(self.running)}")
+            await asyncio.sleep(0.005)
+
+    # -- routes -------------------------------------------------------------------------------
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.Response(status=200 if self.healthy else 503)
+
+    async def _model_info(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"model_path": "fake/model", "tokenizer_path": "fake/model", "is_generation": True}
+        )
+
+    async def _server_info(self, _: web.Request) -> web.Response:
+        return web.json_response({"version": "fake", "max_total_num_tokens": 4096})
+
+    async def _models(self, _: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake/model"}]})
+
+    async def _flush(self, _: web.Request) -> web.Response:
+        self.flushes += 1
+        return web.Response(text="Cache flushed.")
+
+    async def _openai(self, request: web.Request) -> web.Response:
+        try:
+            await request.json()
+        except ValueError:
+            return _error(400, "bad json")
+        return web.json_response({"id": "cmpl-1", "object": "text_completion", "choices": []})
+
+    async def _abort(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "bad json")
+        self.aborts.append(body)
+        rid = body.get("rid") if isinstance(body, dict) else None
+        if isinstance(body, dict) and body.get("abort_all"):
+            targets = list(self.running.values())
+        elif isinstance(rid, str):
+            targets = [self.running[rid]] if rid in self.running else []
+        else:
+            targets = []
+        for run in targets:
+            run.abort.set()
+        return web.Response(status=200)
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be an object")
+        self.generate_bodies.append(body)
+        if self.first_delay:
+            await asyncio.sleep(self.first_delay)
+        prompts = self._prompts(body)
+        rids = body.get("rid")
+        if not isinstance(rids, list) or len(rids) != len(prompts):
+            rids = [rids if len(prompts) == 1 else None] * len(prompts)
+        rids = [r if isinstance(r, str) else uuid.uuid4().hex for r in rids]
+        params = body.get("sampling_params")
+        params = params if isinstance(params, dict) else {}
+        max_new = params.get("max_new_tokens")
+        max_new = int(max_new) if isinstance(max_new, int | float) and max_new >= 0 else 128
+        if self.token_cap is not None:
+            max_new = min(max_new, self.token_cap)
+        if body.get("stream") is True and len(prompts) == 1:
+            return await self._stream(request, rids[0], prompts[0], max_new)
+        runs = [self._run(r, p, max_new) for r, p in zip(rids, prompts, strict=True)]
+        outs = await asyncio.gather(*runs)
+        payload: Any = outs if len(prompts) > 1 or isinstance(body.get("text"), list) else outs[0]
+        return web.Response(text=json.dumps(payload), content_type="application/json")
+
+    # -- generation ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _prompts(body: dict[str, Any]) -> list[int]:
+        """Prompt length (in fake tokens) of each prompt in the request."""
+        text, ids = body.get("text"), body.get("input_ids")
+        if isinstance(text, list):
+            return [len(str(t).split()) for t in text] or [0]
+        if isinstance(text, str):
+            return [len(text.split())]
+        if isinstance(ids, list) and ids and isinstance(ids[0], list):
+            return [len(i) if isinstance(i, list) else 0 for i in ids]
+        return [len(ids) if isinstance(ids, list) else 0]
+
+    def _meta(self, rid: str, prompt: int, done: int, reason: dict[str, Any] | None) -> dict:
+        return {
+            "id": rid,
+            "prompt_tokens": prompt,
+            "completion_tokens": done,
+            "cached_tokens": 0,
+            "finish_reason": reason,
+        }
+
+    async def _tokens(self, run: _Running) -> Any:
+        """Yields the number of tokens produced so far; stops early when aborted."""
+        for i in range(1, run.max_new_tokens + 1):
+            if run.abort.is_set():
+                return
+            if self.token_delay:
+                try:
+                    await asyncio.wait_for(run.abort.wait(), self.token_delay)
+                    return
+                except TimeoutError:
+                    pass
+            yield i
+
+    async def _run(self, rid: str, prompt: int, max_new: int) -> dict[str, Any]:
+        run = self.running[rid] = _Running(rid, max_new)
+        done = 0
+        try:
+            async for done in self._tokens(run):  # noqa: B007 (the last value is the count)
+                pass
+        finally:
+            self.running.pop(rid, None)
+        reason = self._reason(run, done)
+        meta = self._meta(rid, prompt, done, reason)
+        self.finished[rid] = meta
+        return {"text": " tok" * done, "meta_info": meta}
+
+    @staticmethod
+    def _reason(run: _Running, done: int) -> dict[str, Any]:
+        if run.abort.is_set() and done < run.max_new_tokens:
+            return {"type": "abort", "message": "Abort request " + run.rid}
+        return {"type": "length", "length": done}
+
+    async def _stream(
+        self, request: web.Request, rid: str, prompt: int, max_new: int
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        run = self.running[rid] = _Running(rid, max_new)
+        done = 0
+        try:
+            async for done in self._tokens(run):
+                event = {"text": " tok" * done, "meta_info": self._meta(rid, prompt, done, None)}
+                await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        finally:
+            self.running.pop(rid, None)
+        meta = self._meta(rid, prompt, done, self._reason(run, done))
+        self.finished[rid] = meta
+        event = {"text": " tok" * done, "meta_info": meta}
+        await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+class LoopThread:
+    """An event loop in a daemon thread, for tests that keep servers up across many calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()

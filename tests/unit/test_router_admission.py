@@ -1,0 +1,307 @@
+"""Router admission with hand-made events: bound, SJF/FIFO order, gang, aging, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from dynasor_sgl.router.admission import DEFAULT_PRIORITY, Admission
+from dynasor_sgl.router.errors import ApiError, conflict, unavailable
+from dynasor_sgl.router.pool import Worker, WorkerPool
+from dynasor_sgl.scheduling import SchedulerConfig
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 10))
+
+
+async def settle() -> None:
+    """Let every ready task run until it blocks again."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def make(
+    max_inflight: int = 1, workers: int = 1, **sched: Any
+) -> tuple[Admission, list[Worker], Clock]:
+    pool = WorkerPool(tuple(f"http://w{i}" for i in range(workers)), max_inflight)
+    for w in pool.workers:
+        w.healthy = True
+    clock = Clock()
+    return Admission(pool, SchedulerConfig(**sched), clock=clock), pool.workers, clock
+
+
+class Log:
+    """Starts waiters as tasks and records the order in which they were admitted."""
+
+    def __init__(self, adm: Admission) -> None:
+        self.adm = adm
+        self.admitted: list[str] = []
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def wait(self, worker: Worker, rid: str, pid: str | None) -> asyncio.Task[None]:
+        async def go() -> None:
+            await self.adm.acquire(worker, rid, pid)
+            self.admitted.append(rid)
+
+        task = self.tasks[rid] = asyncio.create_task(go())
+        # Mark a failure as seen: an unretrieved one is logged from Task.__del__ at some GC,
+        # which can land inside pytest's own ast.parse (a CPython 3.11.7 reentrancy crash).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+
+async def expect_error(task: Awaitable[None], status: int) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        await task
+    assert info.value.status == status
+    return info.value
+
+
+def test_below_the_bound_requests_go_straight_through_above_it_they_wait() -> None:
+    async def scenario() -> None:
+        adm, (w,), _ = make(max_inflight=2)
+        await adm.acquire(w, "r0", None)
+        await adm.acquire(w, "r1", "p")
+        assert (w.inflight, w.queued, adm.queue_length()) == (2, 0, 0)
+        log = Log(adm)
+        log.wait(w, "r2", None)
+        await settle()
+        assert log.admitted == [] and (w.inflight, w.queued, adm.queue_length()) == (2, 1, 1)
+        adm.release(w)
+        await settle()
+        assert log.admitted == ["r2"] and (w.inflight, w.queued, adm.queue_length()) == (2, 0, 0)
+        adm.release(w)
+        adm.release(w)
+        assert w.inflight == 0
+
+    run(scenario)
+
+
+def test_freed_slot_goes_to_the_shortest_program_first() -> None:
+    async def scenario() -> None:
+        adm, (w,), clock = make(max_inflight=1)
+        await adm.acquire(w, "blocker", None)
+        adm.ensure_program(w, "long", remaining_knob=20)
+        adm.ensure_program(w, "short", remaining_knob=2)
+        assert adm.priority(w, "short") > adm.priority(w, "long")
+        assert adm.priority(w, None) == DEFAULT_PRIORITY
+        log = Log(adm)
+        log.wait(w, "long/0", "long")  # arrives first, but is ten times longer
+        await settle()
+        clock.now = 1.0
+        log.wait(w, "short/0", "short")
+        await settle()
+        adm.release(w)
+        await settle()
+        assert log.admitted == ["short/0"]
+        adm.release(w)
+        await settle()
+        assert log.admitted == ["short/0", "long/0"]
+
+    run(scenario)
+
+
+def test_fifo_policy_admits_in_arrival_order() -> None:
+    async def scenario() -> None:
+        adm, (w,), clock = make(max_inflight=1, policy="fifo")
+        await adm.acquire(w, "blocker", None)
+        log = Log(adm)
+        for t, pid, knob in [(0.0, "long", 20), (1.0, "short", 2), (2.0, "mid", 5)]:
+            clock.now = t
+            adm.ensure_program(w, pid, remaining_knob=knob)
+            log.wait(w, f"{pid}/0", pid)
+            await settle()
+        for _ in range(3):
+            adm.release(w)
+            await settle()
+        assert log.admitted == ["long/0", "short/0", "mid/0"]
+
+    run(scenario)
+
+
+def test_a_programs_waiting_requests_go_out_together() -> None:
+    async def scenario() -> None:
+        adm, (w,), _ = make(max_inflight=1)
+        await adm.acquire(w, "blocker", None)
+        adm.ensure_program(w, "a", remaining_knob=1)
+        adm.ensure_program(w, "b", remaining_knob=10)
+        log = Log(adm)
+        log.wait(w, "b/0", "b")
+        for i in range(3):
+            log.wait(w, f"a/{i}", "a")
+        log.wait(w, "b/1", "b")
+        await settle()
+        assert w.queued == 5
+        adm.release(w)
+        await settle()
+        # The whole gang of "a" goes at once, past the bound by its size; "b" keeps waiting.
+        assert sorted(log.admitted) == ["a/0", "a/1", "a/2"]
+        assert (w.inflight, w.queued) == (3, 2)
+        for _ in range(3):
+            adm.release(w)
+        await settle()
+        assert sorted(log.admitted[3:]) == ["b/0", "b/1"] and w.queued == 0
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("aging_rate, starves", [(1.0, False), (1e-6, True)])
+def test_aging_lets_a_long_program_through_while_short_ones_keep_coming(
+    aging_rate: float, starves: bool
+) -> None:
+    """Long work 10, shorts work 1, aging 1/s: the wait bound is W/a + 2 ticks = 12 ticks."""
+
+    async def scenario() -> None:
+        adm, (w,), clock = make(max_inflight=1, prior_tokens_per_step=1.0, aging_rate=aging_rate)
+        await adm.acquire(w, "blocker", None)
+        adm.ensure_program(w, "long", remaining_knob=10)
+        log = Log(adm)
+        log.wait(w, "long/0", "long")
+        await settle()
+        for t in range(1, 31):
+            clock.now = float(t)
+            adm.ensure_program(w, f"short{t}", remaining_knob=1)
+            log.wait(w, f"short{t}/0", f"short{t}")
+            await settle()
+            adm.release(w)  # the holder finishes; one waiter gets the slot
+            await settle()
+        assert log.admitted[0] == "short1/0"  # shorts do go first at the start
+        if starves:
+            assert "long/0" not in log.admitted
+        else:
+            assert "long/0" in log.admitted[:12]
+        for task in log.tasks.values():
+            task.cancel()
+
+    run(scenario)
+
+
+def test_fail_program_ends_only_that_programs_waiters_with_the_error() -> None:
+    async def scenario() -> None:
+        adm, (w,), _ = make(max_inflight=1)
+        await adm.acquire(w, "blocker", None)
+        log = Log(adm)
+        a0, a1 = log.wait(w, "a/0", "a"), log.wait(w, "a/1", "a")
+        log.wait(w, "b/0", "b")
+        await settle()
+        assert adm.fail_program("a", conflict("program a was stopped")) == 2
+        err = await expect_error(a0, 409)
+        assert "stopped" in err.message
+        await expect_error(a1, 409)
+        assert (w.queued, adm.queue_length()) == (1, 1)
+        assert adm.fail_program("a", conflict("again")) == 0
+        adm.release(w)
+        await settle()
+        assert log.admitted == ["b/0"] and (w.inflight, w.queued) == (1, 0)
+
+    run(scenario)
+
+
+def test_fail_worker_ends_the_waiters_of_that_worker_only() -> None:
+    async def scenario() -> None:
+        adm, (w0, w1), _ = make(max_inflight=1, workers=2)
+        await adm.acquire(w0, "hold0", None)
+        await adm.acquire(w1, "hold1", None)
+        log = Log(adm)
+        on0 = [log.wait(w0, "x/0", "x"), log.wait(w0, "plain", None)]
+        log.wait(w1, "y/0", "y")
+        await settle()
+        assert adm.fail_worker(w0, unavailable("worker 0 is down")) == 2
+        for task in on0:
+            await expect_error(task, 503)
+        assert (w0.queued, w1.queued) == (0, 1)
+        adm.release(w1)
+        await settle()
+        assert log.admitted == ["y/0"]
+
+    run(scenario)
+
+
+def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
+    async def scenario() -> None:
+        adm, (w,), _ = make(max_inflight=1)
+        await adm.acquire(w, "blocker", "p")
+        log = Log(adm)
+        gone = log.wait(w, "gone", "p")
+        await settle()
+        gone.cancel()
+        await settle()
+        assert gone.cancelled() and (w.queued, adm.queue_length()) == (0, 0)
+        adm.release(w)
+        assert w.inflight == 0
+        await asyncio.wait_for(adm.acquire(w, "next", None), 1)  # straight through
+        assert w.inflight == 1
+
+    run(scenario)
+
+
+# Regression (admission.py, Admission._dispatch, fixed): a waiter whose future was already failed or
+# cancelled is popped from `_waiting` without `worker.queued -= 1`, and its own `finally`
+# then finds nothing to pop, so `queued` stays 1 too high for ever. With `queued > 0` every
+# later acquire queues, and on an idle worker nothing ever releases it: requests hang.
+@pytest.mark.parametrize("how", ["fail_program", "cancel"])
+def test_a_failed_waiter_dispatched_before_it_resumes_leaves_no_phantom_queue(how: str) -> None:
+    async def scenario() -> None:
+        adm, (w,), _ = make(max_inflight=1)
+        await adm.acquire(w, "blocker", None)
+        log = Log(adm)
+        doomed = log.wait(w, "a/0", "a")
+        log.wait(w, "b/0", "b")
+        await settle()
+        if how == "fail_program":
+            adm.fail_program("a", conflict("program a was stopped"))
+        else:
+            doomed.cancel()
+        adm.release(w)  # in the same loop turn: "a/0" has not resumed yet
+        await settle()
+        assert log.admitted == ["b/0"]
+        assert w.queued == 0, "a waiter that is gone still counts as queued"
+        adm.release(w)  # "b/0" done: the worker is idle
+        await asyncio.wait_for(adm.acquire(w, "c/0", None), 1)
+
+    run(scenario)
+
+
+# Regression (admission.py, Admission.acquire, fixed): a waiter that is granted its slot (future resolved
+# by `_dispatch`, `inflight += 1`) and cancelled before it resumes raises CancelledError out
+# of `acquire`; the caller never got the slot, so it never releases it: `inflight` leaks.
+def test_a_waiter_cancelled_right_after_its_grant_gives_the_slot_back() -> None:
+    async def scenario() -> None:
+        adm, (w,), _ = make(max_inflight=1)
+        await adm.acquire(w, "blocker", None)
+        log = Log(adm)
+        task = log.wait(w, "late", "p")
+        await settle()
+        adm.release(w)  # grants "late"
+        task.cancel()  # ... whose client goes away in the same loop turn
+        await settle()
+        assert task.cancelled()
+        assert w.inflight == 0, "the granted slot of a cancelled waiter was never released"
+
+    run(scenario)
+
+
+def test_on_report_and_forget_program_reach_every_workers_scheduler() -> None:
+    async def scenario() -> None:
+        adm, (w0, w1), _ = make(max_inflight=1, workers=2, prior_tokens_per_step=1.0)
+        adm.ensure_program(w0, "p", remaining_knob=100)
+        adm.ensure_program(w1, "p", remaining_knob=100)
+        low = adm.priority(w0, "p")
+        adm.on_report("p", tokens=0, steps=0, remaining_knob=1)
+        assert adm.priority(w0, "p") > low and adm.priority(w1, "p") > low
+        adm.forget_program("p")
+        assert adm.priority(w0, "p") == adm.priority(w1, "p") == DEFAULT_PRIORITY
+
+    run(scenario)
