@@ -247,7 +247,7 @@ def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
     run(scenario)
 
 
-# Regression (admission.py, Admission._dispatch, fixed): a waiter whose future was already failed or
+# Regression (fixed): a waiter whose future was already failed or
 # cancelled is popped from `_waiting` without `worker.queued -= 1`, and its own `finally`
 # then finds nothing to pop, so `queued` stays 1 too high for ever. With `queued > 0` every
 # later acquire queues, and on an idle worker nothing ever releases it: requests hang.
@@ -274,7 +274,7 @@ def test_a_failed_waiter_dispatched_before_it_resumes_leaves_no_phantom_queue(ho
     run(scenario)
 
 
-# Regression (admission.py, Admission.acquire, fixed): a waiter that is granted its slot (future resolved
+# Regression (fixed): a waiter that is granted its slot (future resolved
 # by `_dispatch`, `inflight += 1`) and cancelled before it resumes raises CancelledError out
 # of `acquire`; the caller never got the slot, so it never releases it: `inflight` leaks.
 def test_a_waiter_cancelled_right_after_its_grant_gives_the_slot_back() -> None:

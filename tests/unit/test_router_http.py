@@ -145,7 +145,7 @@ def test_oversize_bodies_are_413() -> None:
     run(scenario)
 
 
-# Regression (middleware.py, Guard, fixed): a body without Content-Length (chunked) that grows past the limit
+# Regression (fixed): a body without Content-Length (chunked) that grows past the limit
 # raises `_TooLarge` inside the app; FastAPI's catch-all Exception handler answers it with a
 # 500 first, so Guard's own 413 is never sent.
 def test_an_oversize_chunked_body_is_413_too() -> None:
@@ -284,7 +284,7 @@ def test_a_worker_slower_than_the_request_timeout_is_504_json() -> None:
     run(scenario)
 
 
-# Regression (forward.py, Forwarder.open_stream / iter_stream, fixed): a TimeoutError (request_timeout_s) is
+# Regression (fixed): a TimeoutError (request_timeout_s) is
 # caught for plain requests (504) but not for streams: before the first byte it becomes a 500
 # "internal error: TimeoutError", and mid-stream the response is cut off with neither an error
 # event nor [DONE] (the app's crash handler then fails to answer on a started response).

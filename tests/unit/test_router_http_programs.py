@@ -195,7 +195,7 @@ def test_unknown_programs_are_404_json() -> None:
     run(scenario)
 
 
-# Regression (program_routes.py, register/report, fixed): errors raised by the policy code are not mapped to
+# Regression (fixed): errors raised by the policy code are not mapped to
 # 400. A non-object `thresholds` raises AttributeError in PolicyConfig (only ValueError and
 # TypeError are caught); rewards outside [0, 1], a token with one logprob or a negative seed
 # raise ValueError inside `router.report` (policy.decide), which nothing catches: all 500s.

@@ -105,7 +105,7 @@ def test_mark_down_and_up_track_health_and_failures() -> None:
     assert w0.load == 5
 
 
-# Regression (pool.py, WorkerPool._overloaded, fixed): "room" is `load < max_inflight // 2`, which is
+# Regression (fixed): "room" is `load < max_inflight // 2`, which is
 # `load < 0` when max_inflight_per_worker is 1: a program never spills, even to an idle worker.
 def test_with_a_bound_of_one_an_overloaded_program_spills_to_an_idle_worker() -> None:
     p, (w0, w1) = pool(n=2, bound=1)
