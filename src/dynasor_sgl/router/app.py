@@ -21,14 +21,12 @@ from starlette.exceptions import HTTPException
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.core import Router, parse_body
 from dynasor_sgl.router.errors import ApiError, bad_request
+from dynasor_sgl.router.fastpath import BRANCH_HEADER, GenerateFastPath, run_generate
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.middleware import Guard
 from dynasor_sgl.router.program_routes import add_program_routes
-from dynasor_sgl.router.programs import Program
-from dynasor_sgl.router.validation import is_batch, validate_generate
 
 logger = logging.getLogger(__name__)
-BRANCH_HEADER = "x-dynasor-branch"
 _READ_ONLY = ("/get_model_info", "/get_server_info", "/server_info", "/v1/models")
 
 
@@ -74,19 +72,12 @@ def create_app(config: RouterConfig) -> Any:
 
     @app.post("/generate")
     async def generate(request: Request) -> Response:
-        body = parse_body(await request.body())
-        validate_generate(body)
-        owner = router.programs.owner_of(body["rid"]) if isinstance(body.get("rid"), str) else None
-        prog, branch = owner if owner is not None else (None, "main")
-        return await _generate(router, body, prog, branch)
+        return _response(await run_generate(router, await request.body(), None, None))
 
     @app.post("/programs/{program_id}/generate")
     async def program_generate(program_id: str, request: Request) -> Response:
-        prog = router.programs.get(program_id)
-        body = parse_body(await request.body())
-        validate_generate(body)
-        branch = request.headers.get(BRANCH_HEADER) or "main"
-        return await _generate(router, body, prog, branch)
+        branch = request.headers.get(BRANCH_HEADER)
+        return _response(await run_generate(router, await request.body(), program_id, branch))
 
     @app.post("/abort_request")
     async def abort_request(request: Request) -> Response:
@@ -120,15 +111,10 @@ def create_app(config: RouterConfig) -> Any:
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 
     add_program_routes(app, router)
-    return Guard(app, config.max_body_bytes, config.api_key)
+    return Guard(GenerateFastPath(app, router), config.max_body_bytes, config.api_key)
 
 
-async def _generate(router: Router, body: dict[str, Any], prog: Program | None,
-                    branch: str) -> Response:  # fmt: skip
-    if prog is not None and is_batch(body):
-        raise bad_request("a program's /generate carries one prompt per request (one per branch)")
-    result = await router.generate(body, prog, branch)
-    router.metrics.requests.labels("generate", "stream" if body.get("stream") else "ok").inc()
+def _response(result: Reply | AsyncIterator[bytes]) -> Response:
     if isinstance(result, Reply):
         return _reply(result)
     return StreamingResponse(result, media_type="text/event-stream")
