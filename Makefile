@@ -44,7 +44,9 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python bench/worker_speed.py $(ARGS)
+	$(BIN)/python bench/worker_speed.py
+	$(BIN)/python bench/core_speed.py
+	$(BIN)/python bench/router_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
