@@ -25,6 +25,25 @@ from dynasor_sgl.worker import WorkerProcess
 
 logger = logging.getLogger(__name__)
 _DEFAULTS = {f.name: f.default for f in fields(LaunchConfig)}
+_ROUTER_DEFAULTS = {f.name: f.default for f in fields(RouterConfig)}
+
+
+def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The router's options, shared by `launch` (which starts one) and `router`."""
+    options = [
+        click.option("--scheduling", type=click.Choice(SCHEDULING),
+                     default=_ROUTER_DEFAULTS["scheduling"],
+                     help="Router scheduling: sjf (shortest-job-first with aging, gang) or fifo."),
+        click.option("--max-inflight-per-worker", type=int,
+                     default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
+                     help="Requests in flight per worker before the router queues them."),
+        click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None, show_default=False,
+                     help="Require 'Authorization: Bearer KEY' on every router route "
+                          "[env: DYNASOR_SGL_API_KEY]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 class CliError(click.ClickException):
@@ -90,25 +109,7 @@ def main() -> None:
     default=_DEFAULTS["router"],
     help="Serve through the Dynasor router (programs, early exit) or SGLang directly.",
 )
-@click.option(
-    "--scheduling",
-    type=click.Choice(SCHEDULING),
-    default=_DEFAULTS["scheduling"],
-    help="Router scheduling: sjf (shortest-job-first with aging, gang) or fifo.",
-)
-@click.option(
-    "--max-inflight-per-worker",
-    type=int,
-    default=_DEFAULTS["max_inflight_per_worker"],
-    help="Requests in flight per worker before the router queues them.",
-)
-@click.option(
-    "--api-key",
-    envvar="DYNASOR_SGL_API_KEY",
-    default=None,
-    show_default=False,
-    help="Require 'Authorization: Bearer KEY' on every router route [env: DYNASOR_SGL_API_KEY].",
-)
+@_router_options
 @click.option(
     "--log-dir",
     type=str,
@@ -199,9 +200,6 @@ def _serve_until_stopped(cluster: Cluster, stop: threading.Event) -> int:
     return 0
 
 
-_ROUTER_DEFAULTS = {f.name: f.default for f in fields(RouterConfig)}
-
-
 @main.command(context_settings={"show_default": True})
 @click.option(
     "--worker-url",
@@ -212,21 +210,11 @@ _ROUTER_DEFAULTS = {f.name: f.default for f in fields(RouterConfig)}
 )
 @click.option("--host", default=_ROUTER_DEFAULTS["host"], help="Address to bind.")
 @click.option("--port", type=int, default=_ROUTER_DEFAULTS["port"])
-@click.option("--scheduling", type=click.Choice(SCHEDULING), default=_ROUTER_DEFAULTS["scheduling"])
-@click.option(
-    "--max-inflight-per-worker", type=int, default=_ROUTER_DEFAULTS["max_inflight_per_worker"]
-)
+@_router_options
 @click.option(
     "--worker-priority/--no-worker-priority",
     default=_ROUTER_DEFAULTS["worker_priority"],
     help="Send SGLang per-request priority (workers need --enable-priority-scheduling).",
-)
-@click.option(
-    "--api-key",
-    envvar="DYNASOR_SGL_API_KEY",
-    default=None,
-    show_default=False,
-    help="Require 'Authorization: Bearer KEY' on every route [env: DYNASOR_SGL_API_KEY].",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info")
 def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dynasor_sgl.router.config import SCHEDULING, RouterConfig
+
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # ~23 KB of KV per token for the embedded model: 65,536 tokens is about 1.4 GB. Without a bound
@@ -53,8 +55,8 @@ class LaunchConfig:
     log_level: str = "info"
     grammar_backend: str = "llguidance"
     router: bool = True
-    scheduling: str = "sjf"
-    max_inflight_per_worker: int = 32
+    scheduling: str = RouterConfig.scheduling
+    max_inflight_per_worker: int = RouterConfig.max_inflight_per_worker
     api_key: str | None = None
     startup_timeout: float = 600.0
     log_dir: str | None = None
@@ -73,7 +75,7 @@ class LaunchConfig:
             raise ValueError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
-        if self.scheduling not in ("sjf", "fifo"):
+        if self.scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be sjf or fifo, got {self.scheduling!r}")
         if self.max_inflight_per_worker < 1:
             raise ValueError(

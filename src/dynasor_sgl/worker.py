@@ -189,7 +189,10 @@ class WorkerProcess:
     def healthy(self, timeout: float = 2.0) -> bool:
         """True once the worker finished loading and warm-up (/health answers 200)."""
         try:
-            return httpx.get(f"{self.url}/health", timeout=timeout).status_code == 200
+            key = self.env.get("DYNASOR_SGL_API_KEY")
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            resp = httpx.get(f"{self.url}/health", headers=headers, timeout=timeout)
+            return resp.status_code == 200
         except httpx.HTTPError:
             return False
 
