@@ -40,7 +40,8 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re
 def test_launch_serves_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
     port = free_ports("127.0.0.1", 38300, 1)[0]
     proc = subprocess.Popen(
-        [*CLI, "launch", "--port", str(port), "--log-level", "warning", "--log-dir", str(tmp_path)],
+        [*CLI, "launch", "--port", str(port), "--log-level", "warning", "--log-dir", str(tmp_path),
+         "--api-key", "s3cret"],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -50,7 +51,10 @@ def test_launch_serves_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
         url = m.group(1)
         assert url == f"http://127.0.0.1:{port}"
         body = {"text": "Hello, my name is", "sampling_params": {"max_new_tokens": 4}}
-        out = httpx.post(f"{url}/generate", json=body, timeout=120).json()
+        denied = httpx.post(f"{url}/generate", json=body, timeout=120)
+        assert denied.status_code == 401 and "API key" in denied.json()["error"]["message"]
+        auth = {"Authorization": "Bearer s3cret"}
+        out = httpx.post(f"{url}/generate", json=body, headers=auth, timeout=120).json()
         assert out["text"] and out["meta_info"]["completion_tokens"] >= 1
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert tree, "launch should own the SGLang worker processes"

@@ -60,8 +60,12 @@ class Forwarder:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
-                                                  auto_decompress=False)  # fmt: skip
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self.timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # workers set no cookies; skip the jar
+            )  # fmt: skip
         return self._session
 
     async def close(self) -> None:
