@@ -40,8 +40,18 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re
 def test_launch_serves_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
     port = free_ports("127.0.0.1", 38300, 1)[0]
     proc = subprocess.Popen(
-        [*CLI, "launch", "--port", str(port), "--log-level", "warning", "--log-dir", str(tmp_path),
-         "--api-key", "s3cret"],  # fmt: skip
+        [
+            *CLI,
+            "launch",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--log-dir",
+            str(tmp_path),
+            "--api-key",
+            "s3cret",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
