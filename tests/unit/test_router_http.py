@@ -188,7 +188,7 @@ def test_metrics_after_activity() -> None:
             resp = await client.get("/metrics")
             assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
             text = resp.text
-            assert 'dynasor_requests_total{endpoint="generate",status="ok"} 1.0' in text
+            assert 'dynasor_requests_total{endpoint="generate",status="200"} 1.0' in text
             assert 'dynasor_requests_total{endpoint="generate",status="stream"} 1.0' in text
             assert 'dynasor_worker_healthy{worker="0"} 1.0' in text
             assert 'dynasor_worker_inflight{worker="0"} 0.0' in text

@@ -39,7 +39,8 @@ async def run_generate(
     if prog is not None and is_batch(body):
         raise bad_request("a program's /generate carries one prompt per request (one per branch)")
     result = await router.generate(body, prog, branch or "main")
-    router.metrics.requests.labels("generate", "stream" if body.get("stream") else "ok").inc()
+    status = str(result.status) if isinstance(result, Reply) else "stream"
+    router.metrics.requests.labels("generate", status).inc()
     return result
 
 

@@ -28,7 +28,6 @@ class Worker:
     healthy: bool = False
     inflight: int = 0
     queued: int = 0
-    served: int = 0
     failures: int = 0
     missed_checks: int = 0
     last_check: float = 0.0
