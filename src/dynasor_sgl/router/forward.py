@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from dynasor_sgl.router.errors import ApiError
 from dynasor_sgl.router.pool import Worker
@@ -55,6 +56,15 @@ class Forwarder:
     def __init__(self, timeout_s: float) -> None:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, str], URL] = {}
+
+    def _url(self, worker: Worker, path: str) -> URL:
+        """Parsed once per worker and path: yarl parsing is a visible share of a request."""
+        key = (worker.url, path)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = URL(worker.url + path)
+        return url
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -76,7 +86,7 @@ class Forwarder:
                       body: bytes | None = None) -> Reply:  # fmt: skip
         headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
-            async with self.session.request(method, worker.url + path, data=body,
+            async with self.session.request(method, self._url(worker, path), data=body,
                                             headers=headers) as resp:  # fmt: skip
                 data = await resp.read()
                 return Reply(resp.status, data, _headers(resp))
@@ -89,7 +99,7 @@ class Forwarder:
         """Start a streaming request; the caller reads and releases the response."""
         try:
             headers = {"Content-Type": "application/json"}
-            resp = await self.session.post(worker.url + path, data=body, headers=headers)
+            resp = await self.session.post(self._url(worker, path), data=body, headers=headers)
         except aiohttp.ClientConnectionError as exc:
             raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:

@@ -26,4 +26,8 @@ def serve(config: RouterConfig, log_level: str = "info") -> None:
         loop="uvloop",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # Per-request work we do not need: X-Forwarded-* rewriting, Server and Date headers.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
     )
