@@ -305,3 +305,26 @@ def test_on_report_and_forget_program_reach_every_workers_scheduler() -> None:
         assert adm.priority(w0, "p") == adm.priority(w1, "p") == DEFAULT_PRIORITY
 
     run(scenario)
+
+
+def test_reports_teach_sjf_the_programs_own_tokens_per_step() -> None:
+    from dynasor_sgl.policy import PolicyConfig, Report
+    from dynasor_sgl.router.config import RouterConfig
+    from dynasor_sgl.router.core import Router
+
+    async def scenario() -> None:
+        router = Router(RouterConfig(worker_urls=("http://127.0.0.1:9",)))
+        prog = router.programs.register(PolicyConfig.for_algorithm("sc"), "p")
+        worker = router.pool.workers[0]
+        router.admission.ensure_program(worker, "p", prog.config.cap)
+        sched = router.admission._schedulers[worker.index]
+        prior = sched.tokens_per_step("p")
+        prog.completion_tokens = 500  # five samples of 100 tokens each
+        split = {str(i): a for i, a in enumerate(["1", "2", "3", "4", "5"])}  # no stop
+        decision, _ = await router.report(prog, Report(step=5, answers=split))
+        assert str(decision.action) != "stop"
+        assert sched.tokens_per_step("p") == 100 != prior
+        assert sched.predicted_work("p") == 100 * (prog.config.cap - 5)
+        await router.close()
+
+    asyncio.run(scenario())

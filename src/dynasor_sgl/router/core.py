@@ -183,9 +183,15 @@ class Router:
         decision = await asyncio.to_thread(prog.policy.decide, report)
         self.programs.check_open(prog)  # a concurrent report may have stopped it meanwhile
         saved_before = prog.tokens_saved
+        steps = max(0, report.step - prog.step)
+        tokens = prog.completion_tokens - prog.tokens_at_report
+        prog.tokens_at_report = prog.completion_tokens
         self.programs.apply(prog, report, decision)
         self.metrics.decisions.labels(str(decision.action)).inc()
-        self.admission.on_report(prog.program_id, 0, 0, max(0, prog.config.cap - prog.step))
+        # SJF learns the program's own tokens per knob unit from what it generated since its
+        # last report.
+        remaining = max(0, prog.config.cap - prog.step)
+        self.admission.on_report(prog.program_id, max(0, tokens), steps, remaining)
         aborted = 0
         if decision.action is Action.STOP:
             aborted = await self.abort_program(prog, "stop")

@@ -54,6 +54,7 @@ class Program:
     cached_tokens: int = 0
     aborted_requests: int = 0
     tokens_saved: int = 0
+    tokens_at_report: int = 0  # completion_tokens at the last report (for tokens per step)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
     answer: str | None = None
