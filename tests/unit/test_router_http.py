@@ -42,6 +42,7 @@ def test_generate_is_forwarded_byte_for_byte_plain_and_streaming() -> None:
             batch = await client.post("/generate", json=gen(["a", "b c"], 2, rid=["x", "y"]))
             assert [o["meta_info"]["id"] for o in batch.json()] == ["x", "y"]
             assert_idle(router)
+            assert router._plain_rids == {}  # streamed ones too: no rid is remembered after
 
     run(scenario)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -115,7 +115,7 @@ class Router:
             if body.get("stream"):
                 resp = await self.forwarder.open_stream(worker, "/generate", payload)
                 released = True  # from here on the stream's generator releases the slot
-                return self._relay(worker, resp, prog, entry)
+                return self._relay(worker, resp, prog, entry, body)
             reply = await self.forwarder.request(worker, "POST", "/generate", payload)
             self._account(prog, entry, reply)
             entry = None
@@ -149,8 +149,14 @@ class Router:
         for kind in ("prompt_tokens", "completion_tokens", "cached_tokens"):
             self.metrics.tokens.labels(kind.removesuffix("_tokens")).inc(int(meta.get(kind) or 0))
 
-    async def _relay(self, worker: Worker, resp: Any, prog: Program | None,
-                     entry: InFlight | None) -> AsyncIterator[bytes]:  # fmt: skip
+    async def _relay(
+        self,
+        worker: Worker,
+        resp: Any,
+        prog: Program | None,
+        entry: InFlight | None,
+        body: dict[str, Any],
+    ) -> AsyncIterator[bytes]:
         tail = b""
         try:
             async for chunk in self.forwarder.iter_stream(worker, resp):
@@ -166,7 +172,7 @@ class Router:
             meta = _last_meta(tail)
             if prog is not None:
                 self._count_tokens(meta)
-            self._finish_request(worker, prog, entry, meta, {})
+            self._finish_request(worker, prog, entry, meta, body)
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -200,6 +206,17 @@ class Router:
             entries = self.programs.rids_to_abort(prog, set(decision.trim))
             aborted = await self._abort_entries(entries, "trim")
         return decision, aborted
+
+    async def end_program(self, prog: Program, end: Callable[[], None], cause: str) -> int:
+        """Run `end` (finish or stop it in the table), abort what it still has in flight, and
+        count it as ended once; returns the requests aborted."""
+        was_running = prog.status == "running"
+        saved_before = prog.tokens_saved
+        end()
+        aborted = await self.abort_program(prog, cause)
+        if was_running:
+            self.metrics.program_ended(prog, saved_before)
+        return aborted
 
     async def abort_program(self, prog: Program, cause: str) -> int:
         """Abort every in-flight and waiting request of a program in the workers now."""

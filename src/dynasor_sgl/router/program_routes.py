@@ -99,21 +99,12 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     @app.post("/programs/{program_id}/finish")
     async def finish(program_id: str, body: FinishIn | None = None) -> JSONResponse:
         prog = table.get(program_id)
-        was_running = prog.status == "running"
-        saved_before = prog.tokens_saved
-        table.finish(prog, body.answer if body else None)
-        await router.abort_program(prog, "finish")
-        if was_running:
-            router.metrics.program_ended(prog, saved_before)
+        answer = body.answer if body else None
+        await router.end_program(prog, lambda: table.finish(prog, answer), "finish")
         return JSONResponse(prog.summary())
 
     @app.post("/programs/{program_id}/abort")
     async def abort(program_id: str) -> JSONResponse:
         prog = table.get(program_id)
-        saved_before = prog.tokens_saved
-        was_running = prog.status == "running"
-        table.stop(prog, "aborted")
-        aborted = await router.abort_program(prog, "client")
-        if was_running:
-            router.metrics.program_ended(prog, saved_before)
+        aborted = await router.end_program(prog, lambda: table.stop(prog, "aborted"), "client")
         return JSONResponse({**prog.summary(), "aborted": aborted})
