@@ -10,10 +10,13 @@ about answer extraction, normalization or caching (see `dynasor_sgl.answers`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import sys
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -57,6 +60,23 @@ def math_verify_pair(a: str, b: str) -> bool:
     return bool(verify(gold, target, timeout_seconds=None))
 
 
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Hide the caller's `__main__` while a child is spawned.
+
+    A spawned child re-imports the parent's main script (as `__mp_main__`) before it runs
+    anything; a user's script without an `if __name__ == "__main__"` guard would then run again
+    inside the verifier. The child needs nothing from `__main__`: its target is a module-level
+    function pickled by reference.
+    """
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
+
+
 class TimedWorker:
     """One child process that runs `target(*args)` with a per-call timeout.
 
@@ -89,7 +109,8 @@ class TimedWorker:
             daemon=True,
             name="dynasor-verifier",
         )
-        proc.start()
+        with _without_main():
+            proc.start()
         child.close()
         if not parent.poll(STARTUP_TIMEOUT_S):
             proc.kill()

@@ -1,0 +1,67 @@
+"""Self-consistency (Wang et al.): sample independent solutions, answer by majority vote.
+
+Knob: samples. The router's policy grants samples in batches (default: 5, then 5 more) and
+reads the answer-entropy certaindex at the detection step (5): if the samples agree enough
+(≥ 0.7) the program stops there instead of drawing up to the cap (20). Each sample is its own
+branch `s<i>`, forked from the shared prompt, so the prompt is prefilled once and cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sglang as sgl
+
+from dynasor_sgl import lang as dl
+from dynasor_sgl.answers import extract_answer
+from dynasor_sgl.search import majority_vote
+
+SYSTEM = (
+    "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
+)
+
+
+def draw(s: Any, first: int, count: int, max_tokens: int, temperature: float) -> dict[str, str]:
+    """Sample `count` solutions on forks of `s`, branches s<first>..; their texts by branch."""
+    forks = s.fork(count)
+    names = [f"s{first + i}" for i in range(count)]
+    for name, fork in zip(names, forks, strict=True):
+        dl.tag(fork, name)
+        fork += sgl.gen("answer", max_tokens=max_tokens, temperature=temperature)
+    try:
+        return {name: str(dl.read(fork, "answer")) for name, fork in zip(names, forks, strict=True)}
+    finally:
+        for fork in forks:
+            dl.discard(fork)
+
+
+@sgl.function
+def self_consistency(s, question, max_tokens=256, temperature=0.7):
+    s += sgl.system(SYSTEM)
+    s += sgl.user(question)
+    s += sgl.assistant_begin()
+    ctx = dl.context(s)
+    texts: dict[str, str] = {}
+    answers: dict[str, str | None] = {}
+    want = min(ctx.config.initial, ctx.config.cap)
+    while want > 0:
+        new = draw(s, len(texts), want, max_tokens, temperature)
+        texts.update(new)
+        answers.update({b: extract_answer(t) for b, t in new.items()})
+        verdict = ctx.report(len(texts), answers=answers)
+        for b in verdict.trim:
+            answers.pop(b, None)
+        want = 0 if verdict.stop else min(verdict.grant, ctx.config.cap - len(texts))
+    vote = majority_vote(list(answers.values()))
+    ctx.finish(vote.answer, exit_reason="cap", steps=len(texts), share=vote.share,
+               answers=[answers.get(f"s{i}") for i in range(len(texts))])  # fmt: skip
+
+
+SPEC = dl.ProgramSpec(
+    name="self-consistency",
+    algorithm="sc",
+    function=self_consistency,
+    knob="samples",
+    signal="entropy",
+    description="majority vote over sampled solutions; stop when the answers agree",
+)

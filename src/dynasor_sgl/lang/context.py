@@ -1,0 +1,191 @@
+"""One program run's context: its id, policy, decisions, certaindex trajectory and token ledger.
+
+A program reaches it with `context(s)` from inside its `@sgl.function`. `ProgramContext.report`
+is the multi-branch primitive: it sends the branches' answers and/or rewards (or CoT probe
+answers) to a reporter and returns the decision as a `Verdict`. The reporter is the router
+(`RouterReporter`, decisions enforced there) or, for runs without a router, the same pure policy
+in-process (`LocalReporter`). Thread-safe: forks run on their own threads and account tokens
+concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dynasor_sgl.lang.client import RouterClient
+from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.search import TokenKind, TokenUsage
+
+if TYPE_CHECKING:
+    from dynasor_sgl.lang.reward import RewardSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision for one report.
+
+    action: "continue", "stop", "trim" or "expand". grant: knob units the program may use before
+    its next report (0 on stop). expand: the part of `grant` beyond the normal pace. trim: branch
+    names to drop. reason: why it stopped ("threshold", "posterior", "cap", ...). values: the
+    certaindex signals read at this report (empty between detection points).
+    """
+
+    action: str
+    grant: int = 0
+    expand: int = 0
+    trim: tuple[str, ...] = ()
+    reason: str | None = None
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def stop(self) -> bool:
+        return self.action == "stop"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
+        return cls(
+            action=str(data["action"]),
+            grant=int(data.get("grant") or 0),
+            expand=int(data.get("expand") or 0),
+            trim=tuple(data.get("trim") or ()),
+            reason=data.get("reason"),
+            values={k: float(v) for k, v in (data.get("values") or {}).items()},
+        )
+
+
+class Reporter(Protocol):
+    """Where reports go and decisions come from."""
+
+    def report(self, body: Mapping[str, Any]) -> Verdict: ...
+
+
+class RouterReporter:
+    """Decisions from the router, which also enforces them (aborts, 409s)."""
+
+    def __init__(self, client: RouterClient, program_id: str) -> None:
+        self.client = client
+        self.program_id = program_id
+
+    def report(self, body: Mapping[str, Any]) -> Verdict:
+        return Verdict.from_json(self.client.report(self.program_id, body))
+
+
+class LocalReporter:
+    """The same pure policy, in this process: for runs without a router (nothing is enforced)."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.policy = ProgramPolicy(config)
+
+    def report(self, body: Mapping[str, Any]) -> Verdict:
+        d = self.policy.decide(Report(**{k: v for k, v in body.items() if v is not None}))
+        reason = None if d.reason is None else str(d.reason)
+        action = Action(d.action)
+        return Verdict(str(action), d.grant, d.expand, d.trim, reason, dict(d.values))
+
+
+class ProgramContext:
+    """The state of one program run shared by the program, its backend and the run helper.
+
+    program_id / config: as registered. reward: the reward source (see `dynasor_sgl.lang.reward`).
+    usage: tokens by kind (reasoning, probe, reward).
+    trajectory: [{"step", signal: value, ...}] for each report that read certaindex. steps: the
+    last reported knob value. last: the last verdict. answer / exit_reason / details: what the
+    program declared with `finish`.
+    """
+
+    def __init__(self, program_id: str, config: PolicyConfig, reporter: Reporter) -> None:
+        self.program_id = program_id
+        self.config = config
+        self.reporter = reporter
+        self.usage = TokenUsage()
+        self.trajectory: list[dict[str, Any]] = []
+        self.steps = 0
+        self.last: Verdict | None = None
+        self.answer: str | None = None
+        self.exit_reason: str | None = None
+        self.details: dict[str, Any] = {}
+        self.errors: list[tuple[str, BaseException]] = []
+        self.reward: RewardSource | None = None
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._idle = threading.Condition(self._lock)
+
+    @property
+    def stopped(self) -> bool:
+        """True once a decision stopped the program; later reports are not sent."""
+        return self.last is not None and self.last.stop
+
+    def report(
+        self,
+        step: int,
+        *,
+        answers: Mapping[str, str | None] | None = None,
+        rewards: Mapping[str, float] | None = None,
+        probe_answers: Sequence[str | None] | None = None,
+        probe_texts: Sequence[str | None] | None = None,
+        top_logprobs: Sequence[Sequence[float]] | None = None,
+        values: Mapping[str, float] | None = None,
+    ) -> Verdict:
+        """Report progress (`step` = knob units used so far) and certaindex inputs; the decision.
+
+        answers / rewards are keyed by branch name (the names given to `tag`), so a trim decision
+        names branches the program knows. Once stopped, returns the stop verdict again.
+        """
+        if self.last is not None and self.last.stop:
+            return self.last
+        body: dict[str, Any] = {"step": int(step)}
+        for key, value in (("answers", answers), ("rewards", rewards), ("values", values)):
+            if value:
+                body[key] = dict(value)
+        for key, seq in (("probe_answers", probe_answers), ("probe_texts", probe_texts),
+                         ("top_logprobs", top_logprobs)):  # fmt: skip
+            if seq:
+                body[key] = list(seq)
+        verdict = self.reporter.report(body)
+        self.steps = int(step)
+        self.last = verdict
+        if verdict.values:
+            self.trajectory.append({"step": int(step), **verdict.values})
+        logger.debug("program %s step %d: %s %s", self.program_id, step, verdict.action,
+                     verdict.reason or "")  # fmt: skip
+        return verdict
+
+    def finish(self, answer: str | None, exit_reason: str | None = None,
+               steps: int | None = None, **details: Any) -> None:  # fmt: skip
+        """Declare the program's final answer; exit_reason when no stop decision ended it (e.g.
+        "completed" when the model finished on its own); steps: knob units used, when more than
+        the last report says; details go into the result as-is (JSON-serializable)."""
+        self.answer = answer
+        if exit_reason is not None:
+            self.exit_reason = exit_reason
+        if steps is not None:
+            self.steps = int(steps)
+        self.details.update(details)
+
+    def account(self, kind: TokenKind, meta_info: Mapping[str, Any] | None) -> None:
+        with self._lock:
+            self.usage.add(kind, meta_info)
+
+    def record_error(self, branch: str, exc: BaseException) -> None:
+        with self._lock:
+            self.errors.append((branch, exc))
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._inflight += 1
+
+    def request_ended(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request of this program is in flight (their tokens are accounted)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout_s)
