@@ -65,10 +65,11 @@ def extract_probe_answer(response: str) -> str | None:
     """The answer in a probe response that continues an already open `\\boxed{`.
 
     The probe prompt ends with `\\boxed{`, so the answer is the text up to the first unmatched
-    `}`. Returns None when there is no closing brace or the answer is blank.
+    `}`. Returns None when there is no closing brace or the answer is blank, including an answer
+    of nothing but braces and spaces (`{}`).
     """
     content = _balanced(response, 0)
-    if content is None or not content.strip():
+    if content is None or not content.strip("{} \t\n"):
         return None
     return content.strip()
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 import click
 
 from dynasor_sgl import __version__
+from dynasor_sgl.cli_run import run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
@@ -228,6 +229,8 @@ def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None
         raise click.UsageError(str(exc)) from exc
     serve(cfg, log_level)
 
+
+main.add_command(run_command)
 
 if __name__ == "__main__":
     main()

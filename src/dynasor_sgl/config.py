@@ -16,6 +16,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # ~23 KB of KV per token for the embedded model: 65,536 tokens is about 1.4 GB. Without a bound
 # SGLang sizes the CPU KV pool from free RAM (15 GB here).
 CPU_MAX_TOTAL_TOKENS = 65536
+DEFAULT_PORT = 30000
+# Where `run` and `eval` find the router `launch` starts with its defaults.
+DEFAULT_ROUTER_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 # Flags we set ourselves; passing them again through extra args would be ambiguous.
 _RESERVED_SGLANG_FLAGS = ("--model-path", "--host", "--port", "--device")
 
@@ -49,7 +52,7 @@ class LaunchConfig:
     model_path: str | None = None
     workers: int = 1
     host: str = "127.0.0.1"
-    port: int = 30000
+    port: int = DEFAULT_PORT
     max_total_tokens: int | None = None
     device: str = "auto"
     log_level: str = "info"

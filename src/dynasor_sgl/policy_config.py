@@ -7,9 +7,11 @@ it; an unknown key in `from_dict` too). Knows nothing about how decisions are ta
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -181,3 +183,26 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "reward_mode": "max",
     },
 }
+
+
+def load_policy_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A policy file: a JSON object mapping algorithm -> PolicyConfig overrides.
+
+    Example: {"sc": {"detect_at": 4, "thresholds": {"entropy": 0.6}}}. Each entry is checked
+    against that algorithm's defaults; an unreadable file, bad JSON, an unknown algorithm or a
+    bad value raises ValueError naming the file and the entry.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read policy file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"policy file {path}: expected a JSON object of algorithm -> overrides")
+    for algorithm, overrides in data.items():
+        if not isinstance(overrides, dict):
+            raise ValueError(f"policy file {path}: {algorithm!r} must map to an object")
+        try:
+            PolicyConfig.for_algorithm(algorithm, **overrides)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"policy file {path}: {algorithm}: {exc}") from exc
+    return data

@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 
+from dynasor_sgl.config import DEFAULT_ROUTER_URL
 from dynasor_sgl.lang.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROUTER = "http://127.0.0.1:30000"
+DEFAULT_ROUTER = DEFAULT_ROUTER_URL
 API_KEY_ENV = "DYNASOR_SGL_API_KEY"
 
 

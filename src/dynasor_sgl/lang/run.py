@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -27,6 +28,10 @@ from dynasor_sgl.lang.reward import RewardSource, SelfJudge
 from dynasor_sgl.policy_config import PolicyConfig
 
 logger = logging.getLogger(__name__)
+
+# SGLang's executor prints a traceback warning for every failed request, including the 409s a
+# router stop is expected to cause. run_program reports every failure in its result instead.
+warnings.filterwarnings("ignore", message="Error in stream_executor", category=UserWarning)
 
 EXIT_REASONS = ("threshold", "posterior", "cap", "completed", "trimmed", "aborted", "timeout",
                 "error")  # fmt: skip
@@ -105,10 +110,12 @@ def run_program(
 
     policy: PolicyConfig overrides (cap, thresholds, detect_at, ...) on the algorithm's defaults.
     params: extra arguments of the program's function (e.g. max_tokens). reward: the reward
-    source for programs that use one (default `SelfJudge`). Registration errors (bad policy,
-    unreachable router) raise `BackendError`; everything after registration ends in the result.
+    source for programs that use one (default `SelfJudge`). An unknown parameter raises
+    ValueError; registration errors (bad policy, unreachable router) raise `BackendError`;
+    everything after registration ends in the result.
     """
     spec = program if isinstance(program, ProgramSpec) else _lookup(program)
+    function = _bind(spec, {**spec.params, **(params or {}), "question": question})
     client = router if isinstance(router, RouterClient) else _client(router, api_key)
     info = client.register(spec.algorithm, policy, program_id)
     pid = str(info["program_id"])
@@ -120,8 +127,7 @@ def run_program(
     timer = _watchdog(client, pid, timeout_s, timed_out)
     failure: BaseException | None = None
     try:
-        state = spec.function.run(question=question, **{**spec.params, **(params or {})},
-                                  backend=backend)  # fmt: skip
+        state = function.run(backend=backend)
         state.stream_executor.worker.join(_DRAIN_S)
         failure = state.stream_executor.error_
     except Exception as exc:  # the program's own failure, reported in the result
@@ -132,6 +138,17 @@ def run_program(
     if not ctx.wait_idle(_DRAIN_S):
         logger.warning("program %s: requests still in flight after %.0f s", pid, _DRAIN_S)
     return _result(spec, ctx, client, question, failure, timed_out.is_set(), started)
+
+
+def _bind(spec: ProgramSpec, arguments: Mapping[str, Any]) -> SglFunction:
+    """The function with its arguments bound. Passing them to `run()` instead would let
+    SGLang's own run() parameters (temperature, top_p, ...) swallow same-named ones."""
+    known = [name for name in spec.function.arg_names if name != "s"]
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise ValueError(f"{spec.name} has no parameter {', '.join(unknown)}; "
+                         f"it takes: {', '.join(known)}")  # fmt: skip
+    return spec.function.bind(**arguments)
 
 
 def _lookup(name: str) -> ProgramSpec:

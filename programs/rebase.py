@@ -1,0 +1,80 @@
+"""REBASE (Wu et al.): reward-balanced tree search over reasoning steps, answer by weighted vote.
+
+Knob: width, the number of solutions sampled. A round of width W grows a tree from the prompt:
+at each depth, every frontier node gets n_i ≈ W_left · softmax(r_i / T) one-step children
+(`search.rebase_allocation`; r_i is the judged reward of its path so far, n_i = 0 prunes it),
+and each solution that completes takes one unit off W_left, until all W are complete (every
+step at `max_depth` completes). Steps are the same as beam search's (`beam_search.expand`).
+After each round the router reads the answer-entropy certaindex over all completed solutions
+(default: stop at ≥ 0.75 from width 16 on); a grant runs another round of the granted width.
+Final answer: the reward-weighted vote over completed solutions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+import sglang as sgl
+
+from dynasor_sgl import lang as dl
+from dynasor_sgl.mcts import Node
+from dynasor_sgl.search import rebase_allocation, weighted_vote
+
+from .beam_search import SYSTEM, Branch, StepParams, drop, expand, granted, score
+
+
+def completed_left(level: Sequence[Branch], left: int) -> tuple[list[Branch], list[Branch], int]:
+    """Split a new level into (completed, frontier) and take the completed off the width left."""
+    done = [b for b in level if b.node.terminal]
+    return done, [b for b in level if not b.node.terminal], left - len(done)
+
+
+def search_round(ctx: dl.ProgramContext, s: object, width: int, names: Iterator[str],
+                 step: StepParams, balance_temperature: float) -> list[Branch]:  # fmt: skip
+    """One REBASE tree of `width` solutions from the prompt `s`; its completed solutions."""
+    frontier, completed, left = [Branch("root", s, Node())], [], width
+    while left > 0 and frontier:
+        counts = rebase_allocation([b.reward for b in frontier], left, balance_temperature)
+        level = expand(frontier, counts, names, step)
+        drop(frontier)
+        score(ctx, level)
+        done, frontier, left = completed_left(level, left)
+        drop(done)
+        completed += done
+    drop(frontier)
+    return completed
+
+
+@sgl.function
+def rebase(s, question, max_depth=8, step_tokens=64, temperature=0.7, balance_temperature=0.2):
+    s += sgl.system(SYSTEM)
+    s += sgl.user(question)
+    s += sgl.assistant_begin()
+    ctx = dl.context(s)
+    cap, names = ctx.config.cap, (f"n{k}" for k in itertools.count())
+    step = StepParams(max_depth, step_tokens, temperature)
+    solutions: list[Branch] = []
+    used, width, rounds = 0, min(ctx.config.initial, cap), 0
+    while width > 0:
+        done = search_round(ctx, s, width, names, step, balance_temperature)
+        used, rounds = used + width, rounds + 1
+        solutions += done
+        verdict = ctx.report(used, answers={b.name: b.node.answer for b in solutions},
+                             rewards={b.name: b.reward for b in solutions})  # fmt: skip
+        solutions = [b for b in solutions if b.name not in verdict.trim]
+        width = granted(verdict, used, cap)
+    vote = weighted_vote([b.node.answer for b in solutions], [b.reward for b in solutions])
+    ctx.finish(vote.answer, exit_reason="cap", steps=used, rounds=rounds, share=vote.share,
+               answers=[b.node.answer for b in solutions],
+               rewards=[round(b.reward, 4) for b in solutions])  # fmt: skip
+
+
+SPEC = dl.ProgramSpec(
+    name="rebase",
+    algorithm="rebase",
+    function=rebase,
+    knob="width",
+    signal="entropy",
+    description="reward-balanced tree search; weighted vote; stop when the answers agree",
+)

@@ -1,0 +1,164 @@
+"""`dynasor-sgl run PROGRAM "question"`: one reasoning program against a running router.
+
+Owns parsing the run options into policy overrides and program parameters, and printing the
+result (text or one JSON object). The run itself is `dynasor_sgl.lang.run_program`; sglang is
+imported only when the command runs, so `dynasor-sgl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from typing import Any
+
+import click
+
+from dynasor_sgl.config import DEFAULT_ROUTER_URL
+from dynasor_sgl.policy_config import load_policy_file
+
+logger = logging.getLogger(__name__)
+
+ROUTER_ENV = "DYNASOR_SGL_ROUTER"
+
+
+def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE pairs; a value that parses as JSON is taken as such (64, 0.5, true)."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def _load_spec(name: str) -> Any:
+    """A shipped program by name, or a user's `module:ATTRIBUTE` ProgramSpec."""
+    from dynasor_sgl.lang import ProgramSpec
+    from dynasor_sgl.programs import get_program
+
+    if ":" not in name:
+        try:
+            return get_program(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="PROGRAM") from exc
+    module, _, attr = name.partition(":")
+    try:
+        spec = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {name}: {exc}", param_hint="PROGRAM") from exc
+    if not isinstance(spec, ProgramSpec):
+        raise click.BadParameter(
+            f"{name} is not a dynasor_sgl.lang.ProgramSpec", param_hint="PROGRAM"
+        )
+    return spec
+
+
+def _policy(spec: Any, policy_file: str | None, cap: int | None, threshold: float | None,
+            detect_at: int | None) -> dict[str, Any]:  # fmt: skip
+    policy: dict[str, Any] = {}
+    if policy_file:
+        try:
+            policy.update(load_policy_file(policy_file).get(spec.algorithm, {}))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--policy") from exc
+    if cap is not None:
+        policy["cap"] = cap
+    if detect_at is not None:
+        policy["detect_at"] = detect_at
+    if threshold is not None:
+        policy["thresholds"] = {**policy.get("thresholds", {}), spec.signal: threshold}
+    return policy
+
+
+def _print_text(result: Any, knob: str) -> None:
+    click.echo(f"answer:     {result.answer}")
+    click.echo(f"exit:       {result.exit_reason} after {result.steps}/{result.cap} {knob}")
+    trajectory = ", ".join(
+        f"{point['step']}: " + " ".join(f"{k}={v:.2f}" for k, v in point.items() if k != "step")
+        for point in result.certaindex
+    )
+    click.echo(f"certaindex: {trajectory or '(not read)'}")
+    t = result.tokens
+    router = result.router_tokens.get("total") if result.router_tokens else "?"
+    click.echo(f"tokens:     reasoning {t['reasoning']}, probe {t['probe']}, reward "
+               f"{t['reward']}, total {t['total']} (router: {router})")  # fmt: skip
+    click.echo(f"program:    {result.program_id} ({result.elapsed_s:.1f} s)")
+
+
+@click.command("run", context_settings={"show_default": True})
+@click.argument("program", metavar="PROGRAM")
+@click.argument("question")
+@click.option(
+    "--router",
+    "router_url",
+    envvar=ROUTER_ENV,
+    default=DEFAULT_ROUTER_URL,
+    help=f"Router URL [env: {ROUTER_ENV}].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--cap", type=click.IntRange(min=1), help="Most knob units (default: per program).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    help="Threshold of the program's certaindex signal (default: per program).",
+)
+@click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="JSON policy file: algorithm -> PolicyConfig overrides.",
+)
+@click.option(
+    "--set",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A program parameter, e.g. --set max_tokens=128 (repeatable).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Abort the program after this many seconds.",
+)
+@click.option(
+    "--api-key",
+    envvar="DYNASOR_SGL_API_KEY",
+    default=None,
+    show_default=False,
+    help="Router API key [env: DYNASOR_SGL_API_KEY].",
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning")  # fmt: skip
+def run_command(program: str, question: str, router_url: str, as_json: bool, cap: int | None,
+                threshold: float | None, detect_at: int | None, policy_file: str | None,
+                params: tuple[str, ...], timeout: float | None, api_key: str | None,
+                log_level: str) -> None:  # fmt: skip
+    """Run PROGRAM on QUESTION against a running router and print the answer, exit reason,
+    certaindex and tokens. PROGRAM is one of: self-consistency, cot-probe, best-of-n,
+    beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from dynasor_sgl.lang import BackendError, run_program
+
+    spec = _load_spec(program)
+    policy = _policy(spec, policy_file, cap, threshold, detect_at)
+    try:
+        result = run_program(spec, question, router=router_url, policy=policy,
+                             params=_parse_set(params), timeout_s=timeout,
+                             api_key=api_key)  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
+    except BackendError as exc:
+        raise click.ClickException(f"cannot run {spec.name} on {router_url}: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        _print_text(result, spec.knob)
+    if not result.ok:
+        raise click.ClickException(f"program failed: {result.error}")
