@@ -5,8 +5,9 @@ expands its leaf with `expand_children` one-step children (the steps of `beam_se
 judges each and back-propagates its reward; a selected finished solution back-propagates its
 reward again without new tokens. `expand_children` defaults to 2: with 1, every expanded node
 has a single child, so selection always descends it and the tree is a single chain. After each
-iteration the router reads the mean reward (default: stop at ≥ 0.4 at iteration 3) of the
-finished solutions, or, until one exists, of the open leaves: the search's current paths.
+iteration the router reads the mean reward of the finished solutions (default: stop at ≥ 0.4
+at iteration 3). Until one exists no reward is reported, so the program cannot stop certain
+without a finished solution (open paths' rewards would let it stop on half a solution).
 Final answer: the finished solution with the best mean reward, else the best leaf's answer.
 """
 
@@ -44,11 +45,6 @@ def expandable(root: Node) -> bool:
     return any(not n.terminal for n in iter_nodes(root) if not n.children)
 
 
-def signal_nodes(root: Node) -> list[Node]:
-    """The nodes whose rewards the router reads: the finished solutions, else the open leaves."""
-    return terminals(root) or [n for n in leaves(root) if n.visits > 0]
-
-
 def final_answer(root: Node) -> str | None:
     """The best finished solution's answer, else the answer so far of the best leaf by mean."""
     best = best_terminal(root)
@@ -70,10 +66,10 @@ def prune(tree: dict[Node, Branch], trim: tuple[str, ...]) -> None:
             drop([tree.pop(node)])
 
 
-def iterate(ctx: dl.ProgramContext, tree: dict[Node, Branch], names: Iterator[str],
+def iterate(ctx: dl.ProgramContext, root: Node, tree: dict[Node, Branch], names: Iterator[str],
             step: StepParams, children: int, exploration: float) -> None:  # fmt: skip
-    """One MCTS iteration from the root `tree`'s first node: select, expand, judge, back-up."""
-    root = next(iter(tree))
+    """One MCTS iteration: select a leaf by UCT, expand it (one gen per child), judge the
+    children and back-propagate each reward; a finished leaf back-propagates its reward again."""
     leaf = select_path(root, exploration)[-1]
     if leaf.terminal:
         backpropagate(leaf, tree[leaf].reward)
@@ -98,10 +94,10 @@ def mcts(s, question, expand_children=2, max_depth=6, step_tokens=64, temperatur
     tree, names = {root: Branch("root", s, root)}, (f"n{k}" for k in itertools.count())
     done, budget = 0, min(ctx.config.initial, ctx.config.cap)
     while budget > 0 and expandable(root):
-        iterate(ctx, tree, names, step, expand_children, exploration)
+        iterate(ctx, root, tree, names, step, expand_children, exploration)
         done += 1
         finished = terminals(root)
-        verdict = ctx.report(done, rewards={tree[n].name: n.mean for n in signal_nodes(root)},
+        verdict = ctx.report(done, rewards={tree[n].name: n.mean for n in finished},
                              answers={tree[n].name: n.answer for n in finished})  # fmt: skip
         prune(tree, verdict.trim)
         budget = granted(verdict, done, ctx.config.cap)

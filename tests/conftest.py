@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from dynasor_sgl.worker import free_ports
 
 # A port range of its own, away from the CLI default (30000) a developer may be running.
 E2E_PORT_BASE = 38100
+ROUTER_ENV = "DYNASOR_SGL_E2E_ROUTER"
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +40,11 @@ def worker_url(cluster: Cluster) -> str:
 
 
 @pytest.fixture(scope="session")
-def router_url(cluster: Cluster) -> str:
+def router_url(request: pytest.FixtureRequest) -> str:
+    """The router of the session cluster, or an already running one named by
+    $DYNASOR_SGL_E2E_ROUTER (for quick iteration on tests that only need a router)."""
+    if os.environ.get(ROUTER_ENV):
+        return os.environ[ROUTER_ENV].rstrip("/")
+    cluster: Cluster = request.getfixturevalue("cluster")
     assert cluster.router is not None
     return cluster.url
