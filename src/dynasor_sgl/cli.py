@@ -18,6 +18,7 @@ from typing import IO, Any
 import click
 
 from dynasor_sgl import __version__
+from dynasor_sgl.cli_eval import calibrate_command, eval_command
 from dynasor_sgl.cli_run import run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
@@ -231,6 +232,8 @@ def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None
 
 
 main.add_command(run_command)
+main.add_command(eval_command)
+main.add_command(calibrate_command)
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ the `X-Dynasor-Branch` header, so the router can stop the program or trim one br
 engine. The branch of a request is the name `tag()` gave its state, else the state's own SGLang
 id (forks are branches of their own). The reply's `meta_info` is added to the program's token
 ledger under the state's kind (reasoning, probe or reward), including the prefill-only request
-that `fork(n > 1)` sends first, which the stock endpoint leaves uncounted.
+that `fork(n > 1)` sends first (when it does: SGLang skips it if the parent's text has not been
+built yet on its thread), which the stock endpoint leaves uncounted.
 """
 
 from __future__ import annotations

@@ -189,8 +189,10 @@ def _exit(
         return "error", f"branch {branch}: {exc}"
     if ctx.stopped and (cause is None or isinstance(cause, ProgramStopped)):
         return str(ctx.last.reason if ctx.last else "threshold"), None
+    if timed_out:  # whether a later request got a 409 or the last one was cut short
+        return "timeout", None
     if isinstance(cause, ProgramStopped):
-        return ("timeout" if timed_out else "aborted"), None
+        return "aborted", None
     if isinstance(cause, BranchTrimmed):
         return "trimmed", None
     if failure is not None:

@@ -1,0 +1,163 @@
+"""`dynasor-sgl eval` (a program over a dataset, policies compared) and `dynasor-sgl calibrate`.
+
+Owns the options and what the user sees; the work is in `dynasor_sgl.eval` and
+`dynasor_sgl.calibration`. sglang is imported only when a run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dynasor_sgl.cli_run import ROUTER_ENV, _parse_set, _policy
+from dynasor_sgl.config import DEFAULT_ROUTER_URL
+from dynasor_sgl.eval.datasets import DatasetError, Fields
+from dynasor_sgl.eval.results import ResultsError
+
+logger = logging.getLogger(__name__)
+
+
+def _launch(stack: ExitStack) -> str:
+    """Start the embedded model behind a router on a free port for this run; its URL."""
+    from dynasor_sgl.config import LaunchConfig
+    from dynasor_sgl.launch import run_cluster
+    from dynasor_sgl.worker import free_ports
+
+    port = free_ports("127.0.0.1", 38500, 1)[0]
+    cluster = stack.enter_context(
+        run_cluster(
+            LaunchConfig(port=port, log_level="warning"), progress=lambda m: click.echo(m, err=True)
+        )
+    )
+    return str(cluster.url)
+
+
+@click.command("eval", context_settings={"show_default": True})
+@click.option("--program", default="self-consistency", help="A shipped program's name.")
+@click.option("--dataset", required=True,
+              help="A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK (add1, add2, next, "
+                   "apples).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1), help="First N questions (synth: how many).")
+@click.option("--seed", type=int, default=0, help="Seed of the built-in task generators.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Results JSONL (resumed if it exists); reports are written next to it.",
+)
+@click.option(
+    "--router",
+    "router_url",
+    envvar=ROUTER_ENV,
+    default=DEFAULT_ROUTER_URL,
+    help=f"Router URL [env: {ROUTER_ENV}].",
+)
+@click.option(
+    "--launch",
+    "launch_",
+    is_flag=True,
+    help="Start the embedded model and a router for this run instead.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=4, help="Questions in flight at once."
+)
+@click.option("--cap", type=click.IntRange(min=1), help="Knob cap (default: per program).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Dynasor policy threshold.")
+@click.option("--detect-at", type=click.IntRange(min=1), help="Dynasor detection step.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="JSON policy file (e.g. from `dynasor-sgl calibrate`).",
+)
+@click.option(
+    "--set",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A program parameter, e.g. --set max_tokens=64 (repeatable).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Abort a program after this many seconds (recorded as an error).",
+)
+@click.option("--question-field", default="question")
+@click.option("--answer-field", default="answer")
+@click.option("--id-field", default="id", help="Empty: use line numbers.")
+@click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None, show_default=False)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning")  # fmt: skip
+def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: Path,
+                 router_url: str, launch_: bool, concurrency: int, cap: int | None,
+                 threshold: float | None, detect_at: int | None, policy_file: str | None,
+                 params: tuple[str, ...], timeout: float | None, question_field: str,
+                 answer_field: str, id_field: str, api_key: str | None,
+                 log_level: str) -> None:  # fmt: skip
+    """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
+    oracle; write one JSONL record per question and policy, a summary and plots."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from dynasor_sgl.cli_run import _load_spec
+    from dynasor_sgl.eval.runner import EvalSpec
+    from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
+    from dynasor_sgl.lang import BackendError, RouterClient, run_program
+
+    spec = _load_spec(program)
+    fields = Fields(question_field, answer_field, id_field or None)
+    evspec = EvalSpec(spec.name, spec.algorithm, _policy(spec, policy_file, cap, threshold,
+                      detect_at), _parse_set(params), concurrency, timeout)  # fmt: skip
+    with ExitStack() as stack:
+        url = _launch(stack) if launch_ else router_url
+        client = RouterClient(url, api_key)
+        run = EvalRun(evspec, dataset, out, url, limit, seed, fields)
+
+        def run_one(name: str, question: str, **kwargs: Any) -> Any:
+            return run_program(name, question, router=client, **kwargs)
+
+        try:
+            summary = run_eval(run, run_one, client.abort)
+        except (DatasetError, ResultsError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except BackendError as exc:
+            raise click.ClickException(f"router {url}: {exc}") from exc
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted; finished records are in {out}. Re-run the same "
+                       "command to resume.", err=True)  # fmt: skip
+            sys.exit(130)
+    click.echo(one_line(summary))
+
+
+@click.command("calibrate", context_settings={"show_default": True})
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--margin",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Accuracy the policy may lose against the full budget (0.02 = 2 points).",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Policy file to write (JSON: algorithm -> overrides).")  # fmt: skip
+def calibrate_command(results: Path, margin: float, out: Path) -> None:
+    """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
+    an eval results file of self-consistency (its full-budget baseline runs)."""
+    from dynasor_sgl.eval.calibrate import calibrate_results
+
+    try:
+        policy, result = calibrate_results(results, margin)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out.write_text(json.dumps(policy, indent=2) + "\n")
+    chosen = "run to the cap" if result.thresholds is None else (
+        f"thresholds {result.thresholds} at step {result.detect_step}")  # fmt: skip
+    click.echo(
+        f"{result.n_programs} runs: {chosen}; accuracy {100 * result.accuracy:.1f}% "
+        f"(full budget {100 * result.full_accuracy:.1f}%), tokens saved "
+        f"{100 * result.saving:.1f}% (oracle {100 * result.oracle_saving:.1f}%); wrote {out}"
+    )

@@ -1,0 +1,50 @@
+"""`dynasor-sgl calibrate`: thresholds from an eval results file, written as a policy file.
+
+Reads the full-budget self-consistency runs ("baseline" records, which keep every sample's
+answer and tokens), turns each into per-sample reports for `dynasor_sgl.calibration`, and picks
+the cheapest (threshold, detection step) within the accuracy margin. The policy file maps
+"sc" to the overrides that make the live program stop where calibration replayed it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dynasor_sgl.calibration import CalibrationResult, LabelledRun, StepRecord, calibrate
+from dynasor_sgl.eval.replay import sampled_run
+from dynasor_sgl.eval.results import read_records
+
+
+def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
+    runs = []
+    for r in records:
+        if r.get("policy") != "baseline" or r.get("status") != "ok":
+            continue
+        if "sample_tokens" not in (r.get("details") or {}):
+            continue
+        run = sampled_run(r["details"], int(r["tokens"]["total"]))
+        steps = tuple(
+            StepRecord(step=k, tokens=run.tokens_at(k), answers=run.answers[:k])
+            for k in range(1, len(run.answers) + 1)
+        )
+        runs.append(LabelledRun(str(r["question_id"]), str(r["gold"]), steps))
+    return runs
+
+
+def calibrate_results(path: str | Path, margin: float) -> tuple[dict[str, Any], CalibrationResult]:
+    """(policy file content, calibration result) for a results file."""
+    _, records = read_records(path)
+    runs = labelled_runs(records)
+    if not runs:
+        raise ValueError(f"{path} has no full-budget self-consistency runs to calibrate on "
+                         "(run `dynasor-sgl eval --program self-consistency` first)")  # fmt: skip
+    result = calibrate(runs, margin=margin)
+    cap = max(len(r.records) for r in runs)
+    if result.thresholds is None or result.detect_step is None:
+        overrides: dict[str, Any] = {"cap": cap, "detect_at": cap}
+    else:
+        step = result.detect_step
+        overrides = {"cap": cap, "detect_at": step, "initial": step,
+                     "thresholds": dict(result.thresholds)}  # fmt: skip
+    return {"sc": overrides}, result

@@ -1,0 +1,86 @@
+"""Replaying self-consistency policies over one full-budget run (samples are exchangeable).
+
+A full-budget SC run draws `cap` samples; its first k samples are a valid run that stopped at k.
+So the Dynasor policy, the baseline at any smaller cap and the oracle are all computed from the
+same samples, through the same `ProgramPolicy` the router runs, reporting at the same steps as
+the live program (initial, then every `step`). Tokens are the run's shared prompt prefill plus
+the samples drawn. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynasor_sgl.calibration import oracle_index
+from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.search import majority_vote
+
+
+@dataclass(frozen=True)
+class SampledRun:
+    """A full-budget SC run: per-sample answers and tokens, plus tokens shared by all samples
+    (the prompt's prefill)."""
+
+    answers: tuple[str | None, ...]
+    sample_tokens: tuple[int, ...]
+    shared_tokens: int
+
+    def __post_init__(self) -> None:
+        if len(self.answers) != len(self.sample_tokens) or not self.answers:
+            raise ValueError("a sampled run needs as many token counts as answers, at least one")
+
+    def tokens_at(self, k: int) -> int:
+        return self.shared_tokens + sum(self.sample_tokens[:k])
+
+    def answer_at(self, k: int) -> str | None:
+        return majority_vote(list(self.answers[:k])).answer
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a policy would have returned: answer, samples used, tokens, exit reason, and the
+    certaindex read on the way."""
+
+    answer: str | None
+    steps: int
+    tokens: int
+    exit_reason: str
+    certaindex: list[dict[str, Any]] = field(default_factory=list)
+
+
+def replay_policy(run: SampledRun, config: PolicyConfig) -> Outcome:
+    """The live SC program's path under `config`: report at initial, initial+step, ..."""
+    policy = ProgramPolicy(config)
+    drawn = min(config.initial, config.cap, len(run.answers))
+    trajectory: list[dict[str, Any]] = []
+    while True:
+        answers = {f"s{i}": run.answers[i] for i in range(drawn)}
+        decision = policy.decide(Report(step=drawn, answers=answers))
+        if decision.values:
+            trajectory.append({"step": drawn, **decision.values})
+        if decision.action is Action.STOP or drawn >= len(run.answers):
+            reason = str(decision.reason) if decision.reason else "cap"
+            return Outcome(run.answer_at(drawn), drawn, run.tokens_at(drawn), reason, trajectory)
+        drawn = min(drawn + decision.grant, len(run.answers))
+
+
+def replay_cap(run: SampledRun, cap: int) -> Outcome:
+    """The even-budget baseline at `cap` samples: majority of the first `cap`."""
+    k = min(cap, len(run.answers))
+    return Outcome(run.answer_at(k), k, run.tokens_at(k), "cap")
+
+
+def replay_oracle(run: SampledRun) -> Outcome:
+    """Stop at the earliest k after which the majority answer never changes again."""
+    majorities = [run.answer_at(k) for k in range(1, len(run.answers) + 1)]
+    k = oracle_index(majorities) + 1
+    return Outcome(majorities[k - 1], k, run.tokens_at(k), "oracle")
+
+
+def sampled_run(details: dict[str, Any], total_tokens: int) -> SampledRun:
+    """The SampledRun of a self-consistency result's details and token total."""
+    sample_tokens = tuple(int(t) for t in details["sample_tokens"])
+    answers: Sequence[str | None] = details["answers"]
+    return SampledRun(tuple(answers), sample_tokens, total_tokens - sum(sample_tokens))

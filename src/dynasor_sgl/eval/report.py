@@ -1,0 +1,159 @@
+"""Summaries of a results file: accuracy with a 95% interval, tokens, savings, curves.
+
+Accuracy intervals are Wilson score intervals (well behaved at 0% and 100%). Savings are
+relative to the even-budget baseline on the same questions: saved = 1 − mean tokens / baseline
+mean tokens, and the fraction of the oracle's saving = saved / oracle's saved. Only questions
+with an ok record for every policy are compared, so all policies see the same questions. For
+self-consistency the curves (baseline at each cap, Dynasor at each threshold) are replayed from
+the baseline's samples. Pure: no I/O (see `dynasor_sgl.eval.plots` for the figures).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dynasor_sgl import answers as _answers
+from dynasor_sgl.eval.replay import replay_cap, replay_policy, sampled_run
+from dynasor_sgl.policy_config import PolicyConfig
+
+Z95 = 1.959963984540054
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for correct/n; (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def _complete(
+    records: Sequence[Mapping[str, Any]], policies: Sequence[str]
+) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """question id -> policy -> ok record, for questions that have all policies ok."""
+    by_q: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            by_q.setdefault(str(r["question_id"]), {})[str(r["policy"])] = r
+    return {q: rs for q, rs in by_q.items() if all(p in rs for p in policies)}
+
+
+def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    correct = sum(bool(r.get("correct")) for r in rows)
+    low, high = wilson(correct, n)
+    tokens = [int(r["tokens"]["total"]) for r in rows]
+    kinds = {k: sum(int(r["tokens"].get(k, 0)) for r in rows) / n if n else 0.0
+             for k in ("reasoning", "probe", "reward")}  # fmt: skip
+    return {
+        "n": n,
+        "accuracy": correct / n if n else 0.0,
+        "ci95": [low, high],
+        "mean_tokens": sum(tokens) / n if n else 0.0,
+        "mean_tokens_by_kind": kinds,
+        "mean_steps": sum(int(r.get("steps") or 0) for r in rows) / n if n else 0.0,
+        "exit_reasons": dict(Counter(str(r.get("exit_reason")) for r in rows)),
+    }
+
+
+def summarize(records: Sequence[Mapping[str, Any]], policies: Sequence[str],
+              meta: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The summary JSON: per-policy stats, savings vs baseline, errors, and SC curves."""
+    complete = _complete(records, policies)
+    stats = {p: _stats([rs[p] for rs in complete.values()]) for p in policies}
+    base = stats["baseline"]["mean_tokens"]
+
+    def saved(policy: str) -> float | None:
+        return 1 - stats[policy]["mean_tokens"] / base if base else None
+
+    for p in policies:
+        stats[p]["saved_vs_baseline"] = saved(p)
+    summary: dict[str, Any] = {**meta, "questions": len(complete), "policies": stats}
+    summary["errors"] = sum(r.get("status") == "error" for r in records)
+    if "oracle" in stats and "dynasor" in stats:
+        ds, os_ = saved("dynasor"), saved("oracle")
+        summary["fraction_of_oracle_saving"] = ds / os_ if ds is not None and os_ else None
+    if "dynasor" in stats:
+        lo, hi = stats["baseline"]["ci95"]
+        summary["dynasor_accuracy_within_baseline_ci"] = lo <= stats["dynasor"]["accuracy"] <= hi
+    if meta.get("program") == "self-consistency" and complete:
+        summary["curves"] = curves([rs["baseline"] for rs in complete.values()], meta)
+        summary["certaindex_at_detection"] = detection_values(
+            [rs["dynasor"] for rs in complete.values()]
+        )
+    return summary
+
+
+def _point(outcomes: Sequence[Any], golds: Sequence[str], label: float) -> dict[str, float]:
+    n = len(outcomes)
+    correct = sum(_answers.equivalent(o.answer, g) for o, g in zip(outcomes, golds, strict=True))
+    return {"x": label, "accuracy": correct / n, "mean_tokens": sum(o.tokens for o in outcomes) / n}
+
+
+def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Accuracy vs mean tokens: baseline at caps 1..cap, Dynasor at THRESHOLDS."""
+    runs = [sampled_run(r["details"], int(r["tokens"]["total"])) for r in baselines]
+    golds = [str(r["gold"]) for r in baselines]
+    cap = min(len(r.answers) for r in runs)
+    policy = dict(meta.get("policy") or {})
+    signal = "entropy"
+    by_cap = [_point([replay_cap(r, c) for r in runs], golds, c) for c in range(1, cap + 1)]
+    by_threshold = []
+    for t in THRESHOLDS:
+        cfg = PolicyConfig.for_algorithm("sc", **{**policy, "thresholds": {signal: t}})
+        by_threshold.append(_point([replay_policy(r, cfg) for r in runs], golds, t))
+    return {"baseline_by_cap": by_cap, "dynasor_by_threshold": by_threshold}
+
+
+def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """The first certaindex value each program read, split by whether its answer was right."""
+    out: dict[str, list[float]] = {"correct": [], "wrong": []}
+    for r in rows:
+        trajectory = r.get("certaindex") or []
+        values = [v for k, v in trajectory[0].items() if k != "step"] if trajectory else []
+        if values:
+            out["correct" if r.get("correct") else "wrong"].append(float(values[0]))
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(summary: Mapping[str, Any]) -> str:
+    """The summary as a Markdown table with a few lines of context."""
+    lines = [
+        f"# {summary.get('program')} on {summary.get('dataset')} "
+        f"({summary['questions']} questions)",
+        "",
+        f"Answer checker: {summary.get('checker')}. Router: {summary.get('router')}. "
+        f"Errors (retried on resume): {summary['errors']}.",
+        "",
+        "| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens | mean steps "
+        "| saved vs baseline | exits |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    modes = summary.get("modes", {})
+    for name, s in summary["policies"].items():
+        lo, hi = s["ci95"]
+        kinds = s["mean_tokens_by_kind"]
+        exits = ", ".join(f"{k} {v}" for k, v in sorted(s["exit_reasons"].items()))
+        lines.append(
+            f"| {name} | {modes.get(name, '')} | {100 * s['accuracy']:.1f}% "
+            f"({100 * lo:.1f}–{100 * hi:.1f}) | {s['mean_tokens']:.1f} "
+            f"| {kinds['probe'] + kinds['reward']:.1f} | {s['mean_steps']:.2f} "
+            f"| {_pct(s['saved_vs_baseline'])} | {exits} |"
+        )
+    if "fraction_of_oracle_saving" in summary:
+        lines += ["", f"Fraction of the oracle's saving: "
+                      f"{_pct(summary['fraction_of_oracle_saving'])}."]  # fmt: skip
+    if "dynasor_accuracy_within_baseline_ci" in summary:
+        inside = summary["dynasor_accuracy_within_baseline_ci"]
+        lines.append(f"Dynasor accuracy within the baseline's 95% CI: {'yes' if inside else 'no'}.")
+    return "\n".join(lines) + "\n"

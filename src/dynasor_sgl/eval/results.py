@@ -1,0 +1,111 @@
+"""The results file of an evaluation: one JSON line per (question, policy), never lost.
+
+Each record is appended with a single write and flushed (and fsynced) as soon as it exists, so
+Ctrl-C or a crash leaves every finished record on disk. Opening an existing file resumes it:
+  - a torn last line (a crash mid-write) is dropped,
+  - records with status "error" (e.g. a worker failure) are dropped so they are retried,
+  - everything else is kept and its (question id, policy) is reported as done,
+by rewriting the file atomically (temp file + rename) before anything is appended. So the file
+holds each (question, policy) at most once. A run header line (kind "run") records the
+settings; resuming with different settings is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be resumed (other settings, unreadable)."""
+
+
+def key(record: Mapping[str, Any]) -> tuple[str, str]:
+    return str(record["question_id"]), str(record["policy"])
+
+
+def read_records(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(run header or None, records) of a results file; torn or invalid lines are skipped."""
+    header: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = []
+    p = Path(path)
+    if not p.exists():
+        return None, []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            logger.warning("%s:%d: skipping a torn or invalid line", p, number)
+            continue
+        if not isinstance(row, dict):
+            continue
+        if row.get("kind") == "run":
+            header = row
+        elif "question_id" in row and "policy" in row:
+            records.append(row)
+    return header, records
+
+
+class ResultsFile:
+    """Append-only records with resume. Thread-safe appends."""
+
+    def __init__(self, path: str | Path, settings: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.settings = dict(settings)
+        self._lock = threading.Lock()
+        header, records = read_records(self.path)
+        if header is not None and header.get("settings") != self.settings:
+            raise ResultsError(
+                f"{self.path} holds a run with other settings ({header.get('settings')}); "
+                "use another --out or the same settings to resume"
+            )
+        kept = {key(r): r for r in records if r.get("status") != "error"}
+        self.done: dict[tuple[str, str], dict[str, Any]] = kept
+        self.dropped = len(records) - len(kept)
+        self._rewrite([{"kind": "run", "settings": self.settings}, *kept.values()])
+
+    def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def has(self, question_id: str, policy: str) -> bool:
+        return (question_id, policy) in self.done
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append records (all of one question, say) in one write; skips ones already done."""
+        rows = [dict(r) for r in records]
+        with self._lock:
+            rows = [r for r in rows if key(r) not in self.done]
+            if not rows:
+                return
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+                f.flush()
+                os.fsync(f.fileno())
+            for r in rows:
+                if r.get("status") != "error":
+                    self.done[key(r)] = r
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.done.values())

@@ -1,0 +1,194 @@
+"""Running a program over a dataset against the router, one results record per policy.
+
+For self-consistency the full-budget run is live ("baseline": every sample up to the cap) and
+the Dynasor policy and the oracle are replayed over its samples (exact: samples are
+exchangeable). Other programs are not exchangeable, so "dynasor" and "baseline" both run live
+and there is no oracle. Questions run concurrently (bounded); each question's records are
+appended together as soon as its runs end. Ctrl-C aborts the programs in flight at the router
+and leaves every finished record on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynasor_sgl import answers as _answers
+from dynasor_sgl.eval.datasets import Item
+from dynasor_sgl.eval.replay import Outcome, replay_oracle, replay_policy, sampled_run
+from dynasor_sgl.eval.results import ResultsFile
+from dynasor_sgl.policy_config import PolicyConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKER = "math-verify via dynasor_sgl.answers.equivalent"
+REPLAYED = "self-consistency"
+INCOMPLETE = ("aborted", "timeout")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What to evaluate: the program, Dynasor policy overrides (`policy`), the program's
+    parameters, and the concurrency (questions in flight)."""
+
+    program: str
+    algorithm: str
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    concurrency: int = 4
+    timeout_s: float | None = None
+
+    def dynasor_config(self) -> PolicyConfig:
+        return PolicyConfig.for_algorithm(self.algorithm, **self.policy)
+
+    def baseline_policy(self) -> dict[str, Any]:
+        """Every program runs to its cap: certaindex is read only at the cap."""
+        cap = self.dynasor_config().cap
+        live = {"cap": cap, "detect_at": cap, "detect_every": 0}
+        if self.program == REPLAYED:  # draw every sample at once
+            live.update(initial=cap, step=cap)
+        return {**self.policy, **live}
+
+    def policies(self) -> tuple[str, ...]:
+        extra = ("dynasor", "oracle") if self.program == REPLAYED else ("dynasor",)
+        return ("baseline", *extra)
+
+
+def _record(item: Item, policy: str, mode: str, **fields: Any) -> dict[str, Any]:
+    return {"question_id": item.id, "policy": policy, "mode": mode, "gold": item.answer,
+            "checker": CHECKER, **fields}  # fmt: skip
+
+
+def _from_result(item: Item, policy: str, result: Any) -> dict[str, Any]:
+    # An aborted or timed-out program did not finish: an error to retry, not a wrong answer.
+    ok = result.status == "ok" and result.exit_reason not in INCOMPLETE
+    correct = _answers.equivalent(result.answer, item.answer) if ok else None
+    return _record(
+        item, policy, "live", status="ok" if ok else "error", answer=result.answer,
+        correct=correct,
+        tokens=result.tokens, router_tokens=result.router_tokens, steps=result.steps,
+        cap=result.cap, exit_reason=result.exit_reason, certaindex=result.certaindex,
+        error=result.error or (None if ok else f"program {result.exit_reason}"),
+        program_id=result.program_id, elapsed_s=result.elapsed_s,
+        details=result.details,
+    )  # fmt: skip
+
+
+def _from_outcome(item: Item, policy: str, out: Outcome, cap: int) -> dict[str, Any]:
+    return _record(
+        item, policy, "replay", status="ok", answer=out.answer,
+        correct=_answers.equivalent(out.answer, item.answer),
+        tokens={"reasoning": out.tokens, "probe": 0, "reward": 0, "total": out.tokens},
+        steps=out.steps, cap=cap, exit_reason=out.exit_reason, certaindex=out.certaindex,
+    )  # fmt: skip
+
+
+class Evaluation:
+    """One evaluation run; `run_program` is injected (the real one, or a fake in tests)."""
+
+    def __init__(
+        self,
+        spec: EvalSpec,
+        items: list[Item],
+        results: ResultsFile,
+        run_program: Callable[..., Any],
+        abort: Callable[[str], Any],
+    ) -> None:
+        self.spec = spec
+        self.items = items
+        self.results = results
+        self.run_program = run_program
+        self.abort = abort
+        self.stopping = threading.Event()
+        self._active: set[str] = set()
+        self._lock = threading.Lock()
+
+    def pending(self) -> list[Item]:
+        return [i for i in self.items
+                if not all(self.results.has(i.id, p) for p in self.spec.policies())]  # fmt: skip
+
+    def _live(self, item: Item, policy: str, overrides: Mapping[str, Any]) -> Any:
+        pid = f"eval-{uuid.uuid4().hex[:12]}"
+        with self._lock:
+            self._active.add(pid)
+        try:
+            return self.run_program(self.spec.program, item.question, policy=dict(overrides),
+                                    params=dict(self.spec.params), program_id=pid,
+                                    timeout_s=self.spec.timeout_s)  # fmt: skip
+        finally:
+            with self._lock:
+                self._active.discard(pid)
+
+    def evaluate(self, item: Item) -> list[dict[str, Any]]:
+        """Run the question's missing policies; returns the records appended."""
+        records: list[dict[str, Any]] = []
+        spec = self.spec
+        if self.stopping.is_set():
+            return []
+        if not self.results.has(item.id, "baseline"):
+            base = self._live(item, "baseline", spec.baseline_policy())
+            records.append(_from_result(item, "baseline", base))
+        else:
+            records.append(self.results.done[(item.id, "baseline")])
+        base_rec = records[0]
+        if spec.program == REPLAYED:
+            records += self._replayed(item, base_rec)
+        elif not self.results.has(item.id, "dynasor") and not self.stopping.is_set():
+            records.append(_from_result(item, "dynasor", self._live(item, "dynasor",
+                                                                   spec.policy)))  # fmt: skip
+        fresh = [r for r in records if not self.results.has(r["question_id"], r["policy"])]
+        self.results.append(fresh)
+        return fresh
+
+    def _replayed(self, item: Item, base: dict[str, Any]) -> list[dict[str, Any]]:
+        if base["status"] != "ok":  # nothing to replay: mark both so they are retried too
+            return [_record(item, p, "replay", status="error", error=base.get("error"))
+                    for p in ("dynasor", "oracle")]  # fmt: skip
+        run = sampled_run(base["details"], int(base["tokens"]["total"]))
+        cap = int(base["cap"])
+        return [
+            _from_outcome(item, "dynasor", replay_policy(run, self.spec.dynasor_config()), cap),
+            _from_outcome(item, "oracle", replay_oracle(run), cap),
+        ]
+
+    def run(self, on_done: Callable[[list[dict[str, Any]]], Any]) -> None:
+        """Evaluate every pending question; `on_done` gets each question's new records."""
+        todo = self.pending()
+        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+            futures: set[Future[list[dict[str, Any]]]] = set()
+            try:
+                for item in todo:
+                    while len(futures) >= self.spec.concurrency:
+                        futures = self._drain(futures, on_done)
+                    futures.add(pool.submit(self.evaluate, item))
+                while futures:
+                    futures = self._drain(futures, on_done)
+            except KeyboardInterrupt:
+                self.interrupt(pool, futures)
+                raise
+
+    def _drain(self, futures: set[Future[list[dict[str, Any]]]],
+               on_done: Callable[[list[dict[str, Any]]], Any]) -> set[Future[Any]]:  # fmt: skip
+        done, rest = wait(futures, return_when=FIRST_COMPLETED)
+        for fut in done:
+            on_done(fut.result())
+        return rest
+
+    def interrupt(self, pool: ThreadPoolExecutor, futures: set[Future[Any]]) -> None:
+        """Stop: cancel queued questions, abort the programs in flight at the router."""
+        self.stopping.set()
+        for fut in futures:
+            fut.cancel()
+        with self._lock:
+            active = list(self._active)
+        for pid in active:
+            try:
+                self.abort(pid)
+            except Exception as exc:  # best effort; the records already on disk are safe
+                logger.warning("could not abort %s: %s", pid, exc)
+        pool.shutdown(wait=True, cancel_futures=True)

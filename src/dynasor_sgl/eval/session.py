@@ -1,0 +1,131 @@
+"""One `dynasor-sgl eval` run from start to reports: dataset, results file, progress, outputs.
+
+Writes next to the results file (`<out>.jsonl`): `<out>.summary.json`, `<out>.summary.md`,
+`<out>.accuracy_vs_tokens.png` and `<out>.certaindex.png`. The progress bar shows questions
+done, accuracy and mean tokens so far (Dynasor policy), and the ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from dynasor_sgl.eval import plots
+from dynasor_sgl.eval.datasets import Fields, load_dataset
+from dynasor_sgl.eval.report import markdown, summarize
+from dynasor_sgl.eval.results import ResultsFile
+from dynasor_sgl.eval.runner import CHECKER, REPLAYED, EvalSpec, Evaluation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """Everything one eval run needs (the CLI builds it from its options)."""
+
+    spec: EvalSpec
+    dataset: str
+    out: Path
+    router: str
+    limit: int | None = None
+    seed: int = 0
+    fields: Fields = field(default_factory=Fields)
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for a results file to be resumed."""
+        return {"program": self.spec.program, "dataset": self.dataset, "limit": self.limit,
+                "seed": self.seed, "policy": dict(self.spec.policy),
+                "params": dict(self.spec.params)}  # fmt: skip
+
+    def outputs(self) -> dict[str, Path]:
+        stem = self.out.with_suffix("") if self.out.suffix == ".jsonl" else self.out
+        return {name: stem.with_name(stem.name + suffix) for name, suffix in (
+            ("summary", ".summary.json"), ("markdown", ".summary.md"),
+            ("plot", ".accuracy_vs_tokens.png"), ("histogram", ".certaindex.png"))}  # fmt: skip
+
+
+class _Progress:
+    """tqdm with accuracy and tokens of the Dynasor policy so far."""
+
+    def __init__(self, total: int, initial: int) -> None:
+        self.bar = tqdm(total=total, initial=initial, unit="q", dynamic_ncols=True)
+        self.correct = self.n = self.tokens = self.errors = 0
+        self._lock = threading.Lock()
+
+    def update(self, records: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for r in records:
+                if r.get("status") == "error":
+                    self.errors += 1
+                elif r.get("policy") == "dynasor":
+                    self.n += 1
+                    self.correct += bool(r.get("correct"))
+                    self.tokens += int(r["tokens"]["total"])
+            if self.n:
+                self.bar.set_postfix(acc=f"{self.correct / self.n:.2f}",
+                                     tokens=f"{self.tokens / self.n:.0f}",
+                                     errors=self.errors, refresh=False)  # fmt: skip
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_eval(run: EvalRun, run_program: Callable[..., Any],
+             abort: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
+    """Evaluate, resuming `run.out` if it exists, then write the reports; the summary."""
+    items = load_dataset(run.dataset, run.fields, run.limit, run.seed)
+    results = ResultsFile(run.out, run.settings())
+    if results.dropped:
+        logger.info("resuming %s: %d error records will be retried", run.out, results.dropped)
+    evaluation = Evaluation(run.spec, items, results, run_program, abort)
+    pending = evaluation.pending()
+    progress = _Progress(len(items), len(items) - len(pending))
+    try:
+        evaluation.run(progress.update)
+    finally:
+        progress.close()
+    return write_reports(run, results.records())
+
+
+def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = run.spec
+    meta = {
+        "program": spec.program, "dataset": run.dataset, "checker": CHECKER,
+        "router": run.router, "results": str(run.out), "policy": dict(spec.policy),
+        "dynasor_thresholds": dict(spec.dynasor_config().thresholds),
+        "params": dict(spec.params),
+        "modes": {"baseline": "live", "dynasor": "replay" if spec.program == REPLAYED else "live",
+                  "oracle": "replay"},
+    }  # fmt: skip
+    summary = summarize(records, spec.policies(), meta)
+    paths = run.outputs()
+    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    paths["markdown"].write_text(markdown(summary))
+    if summary["questions"]:
+        plots.accuracy_vs_tokens(summary, paths["plot"])
+        plots.certaindex_histogram(summary, paths["histogram"])
+    summary["outputs"] = {k: str(v) for k, v in paths.items()}
+    return summary
+
+
+def one_line(summary: Mapping[str, Any]) -> str:
+    """The closing line: accuracy and tokens of Dynasor vs baseline, saving, oracle fraction."""
+    pol = summary["policies"]
+    base, dyn = pol["baseline"], pol.get("dynasor", pol["baseline"])
+    frac = summary.get("fraction_of_oracle_saving")
+    saved = dyn.get("saved_vs_baseline")
+    return (
+        f"{summary['questions']} questions: Dynasor {100 * dyn['accuracy']:.1f}% at "
+        f"{dyn['mean_tokens']:.0f} tokens vs baseline {100 * base['accuracy']:.1f}% at "
+        f"{base['mean_tokens']:.0f}; saved {100 * (saved or 0):.1f}%"
+        + (f" ({100 * frac:.0f}% of the oracle's saving)" if frac is not None else "")
+        + f"; errors {summary['errors']}; report {summary['outputs']['markdown']}"
+    )
