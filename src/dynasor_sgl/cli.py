@@ -22,6 +22,7 @@ from dynasor_sgl.cli_eval import calibrate_command, eval_command
 from dynasor_sgl.cli_run import run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
+from dynasor_sgl.policy_config import load_policy_file
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.worker import WorkerProcess
 
@@ -42,6 +43,10 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None, show_default=False,
                      help="Require 'Authorization: Bearer KEY' on every router route "
                           "[env: DYNASOR_SGL_API_KEY]."),
+        click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+                     default=None,
+                     help="JSON policy file (algorithm -> overrides, e.g. from "
+                          "`dynasor-sgl calibrate`) applied to every program."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -225,7 +230,9 @@ def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None
 
     _configure_logging(log_level)
     try:
-        cfg = RouterConfig(worker_urls=worker_urls, **options)
+        policy_file = options.pop("policy_file")
+        defaults = load_policy_file(policy_file) if policy_file else {}
+        cfg = RouterConfig(worker_urls=worker_urls, policy_defaults=defaults, **options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     serve(cfg, log_level)

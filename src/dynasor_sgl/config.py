@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dynasor_sgl.policy_config import load_policy_file
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,6 +45,8 @@ class LaunchConfig:
         scheduling) or "fifo" (the baseline).
     max_inflight_per_worker: requests the router lets into each worker before queueing.
     api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
+    policy_file: a JSON policy file (algorithm -> PolicyConfig overrides) the router applies
+        to every program, e.g. from `dynasor-sgl calibrate`.
     startup_timeout: seconds to wait for each worker to become healthy.
     log_dir: where worker logs go; None picks a fresh folder under the user cache.
     sglang_args: extra arguments passed verbatim to every `sglang.launch_server`.
@@ -61,6 +64,7 @@ class LaunchConfig:
     scheduling: str = RouterConfig.scheduling
     max_inflight_per_worker: int = RouterConfig.max_inflight_per_worker
     api_key: str | None = None
+    policy_file: str | None = None
     startup_timeout: float = 600.0
     log_dir: str | None = None
     sglang_args: tuple[str, ...] = field(default_factory=tuple)
@@ -78,6 +82,8 @@ class LaunchConfig:
             raise ValueError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
+        if self.policy_file is not None:
+            load_policy_file(self.policy_file)  # a bad file fails here, not in the router
         if self.scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be sjf or fifo, got {self.scheduling!r}")
         if self.max_inflight_per_worker < 1:

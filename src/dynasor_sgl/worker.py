@@ -109,6 +109,8 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
            "--log-level", cfg.log_level, "--worker-priority"]  # fmt: skip
     for url in worker_urls:
         cmd += ["--worker-url", url]
+    if cfg.policy_file:
+        cmd += ["--policy", cfg.policy_file]
     return cmd
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from dynasor_sgl.policy_config import PolicyConfig
 
 SCHEDULING = ("sjf", "fifo")
 
@@ -23,6 +27,8 @@ class RouterConfig:
     max_body_bytes: larger request bodies are refused with 413.
     api_key: when set, every route requires `Authorization: Bearer <api_key>`.
     max_programs: programs kept in the table (finished ones are evicted first).
+    policy_defaults: algorithm -> PolicyConfig overrides applied to every program of that
+        algorithm before its own (e.g. calibrated thresholds from `dynasor-sgl calibrate`).
     """
 
     worker_urls: tuple[str, ...] = field(default_factory=tuple)
@@ -36,6 +42,7 @@ class RouterConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     api_key: str | None = None
     max_programs: int = 10_000
+    policy_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.worker_urls:
@@ -50,6 +57,8 @@ class RouterConfig:
         for name in ("max_inflight_per_worker", "max_body_bytes", "max_programs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for algorithm, overrides in self.policy_defaults.items():
+            PolicyConfig.for_algorithm(algorithm, **overrides)  # raises ValueError if bad
         for name in ("health_interval_s", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

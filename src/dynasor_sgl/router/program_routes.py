@@ -54,7 +54,8 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     @app.post("/programs", status_code=201)
     async def register(spec: ProgramIn) -> JSONResponse:
         try:
-            config = PolicyConfig.for_algorithm(spec.algorithm, **spec.policy)
+            defaults = router.config.policy_defaults.get(spec.algorithm, {})
+            config = PolicyConfig.for_algorithm(spec.algorithm, **{**defaults, **spec.policy})
         except (ValueError, TypeError, AttributeError) as exc:
             raise bad_request(f"invalid policy: {exc}") from exc
         prog = table.register(config, spec.program_id, spec.deadline_s)
