@@ -4,6 +4,8 @@ Knob: samples. The router's policy grants samples in batches (default: 5, then 5
 reads the answer-entropy certaindex at the detection step (5): if the samples agree enough
 (≥ 0.7) the program stops there instead of drawing up to the cap (20). Each sample is its own
 branch `s<i>`, forked from the shared prompt, so the prompt is prefilled once and cached.
+The result's details list every sample's answer and tokens (`answers`, `sample_tokens`), which
+is what `dynasor-sgl eval` replays other policies over.
 """
 
 from __future__ import annotations
@@ -21,15 +23,28 @@ SYSTEM = (
 )
 
 
-def draw(s: Any, first: int, count: int, max_tokens: int, temperature: float) -> dict[str, str]:
-    """Sample `count` solutions on forks of `s`, branches s<first>..; their texts by branch."""
+def sample_tokens(meta: dict[str, Any]) -> int:
+    """Tokens one sample cost: its uncached prefill plus what it generated (the router's sum)."""
+    prompt, cached, completion = (
+        int(meta.get(k) or 0) for k in ("prompt_tokens", "cached_tokens", "completion_tokens")
+    )
+    return prompt - cached + completion
+
+
+def draw(
+    s: Any, first: int, count: int, max_tokens: int, temperature: float
+) -> dict[str, tuple[str, int]]:
+    """Sample `count` solutions on forks of `s`, branches s<first>..; (text, tokens) by branch."""
     forks = s.fork(count)
     names = [f"s{first + i}" for i in range(count)]
     for name, fork in zip(names, forks, strict=True):
         dl.tag(fork, name)
         fork += sgl.gen("answer", max_tokens=max_tokens, temperature=temperature)
     try:
-        return {name: str(dl.read(fork, "answer")) for name, fork in zip(names, forks, strict=True)}
+        return {
+            name: (str(dl.read(fork, "answer")), sample_tokens(dl.meta(fork, "answer")))
+            for name, fork in zip(names, forks, strict=True)
+        }
     finally:
         for fork in forks:
             dl.discard(fork)
@@ -41,20 +56,22 @@ def self_consistency(s, question, max_tokens=256, temperature=0.7):
     s += sgl.user(question)
     s += sgl.assistant_begin()
     ctx = dl.context(s)
-    texts: dict[str, str] = {}
+    drawn: dict[str, tuple[str, int]] = {}
     answers: dict[str, str | None] = {}
     want = min(ctx.config.initial, ctx.config.cap)
     while want > 0:
-        new = draw(s, len(texts), want, max_tokens, temperature)
-        texts.update(new)
-        answers.update({b: extract_answer(t) for b, t in new.items()})
-        verdict = ctx.report(len(texts), answers=answers)
+        new = draw(s, len(drawn), want, max_tokens, temperature)
+        drawn.update(new)
+        answers.update({b: extract_answer(text) for b, (text, _) in new.items()})
+        verdict = ctx.report(len(drawn), answers=answers)
         for b in verdict.trim:
             answers.pop(b, None)
-        want = 0 if verdict.stop else min(verdict.grant, ctx.config.cap - len(texts))
+        want = 0 if verdict.stop else min(verdict.grant, ctx.config.cap - len(drawn))
     vote = majority_vote(list(answers.values()))
-    ctx.finish(vote.answer, exit_reason="cap", steps=len(texts), share=vote.share,
-               answers=[answers.get(f"s{i}") for i in range(len(texts))])  # fmt: skip
+    order = [f"s{i}" for i in range(len(drawn))]
+    ctx.finish(vote.answer, exit_reason="cap", steps=len(drawn), share=vote.share,
+               answers=[answers.get(b) for b in order],
+               sample_tokens=[drawn[b][1] for b in order])  # fmt: skip
 
 
 SPEC = dl.ProgramSpec(
