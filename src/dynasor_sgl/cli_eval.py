@@ -132,6 +132,11 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
                        "command to resume.", err=True)  # fmt: skip
             sys.exit(130)
     click.echo(one_line(summary))
+    if summary["errors"]:
+        raise click.ClickException(
+            f"{summary['errors']} record(s) failed (see 'error' in {out}); re-run the same "
+            "command to retry them"
+        )
 
 
 @click.command("calibrate", context_settings={"show_default": True})

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.policy_config import load_policy_file
+from dynasor_sgl.policy_config import DEFAULTS, PolicyConfig, load_policy_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,19 @@ def _policy(spec: Any, policy_file: str | None, cap: int | None, threshold: floa
             raise click.BadParameter(str(exc), param_hint="--policy") from exc
     if cap is not None:
         policy["cap"] = cap
+        # A cap below the defaults' first grant or detection step pulls them down with it.
+        merged = {**DEFAULTS[spec.algorithm], **policy}
+        for name in ("initial", "detect_at"):
+            if merged[name] > cap:
+                policy[name] = cap
     if detect_at is not None:
         policy["detect_at"] = detect_at
     if threshold is not None:
         policy["thresholds"] = {**policy.get("thresholds", {}), spec.signal: threshold}
+    try:
+        PolicyConfig.for_algorithm(spec.algorithm, **policy)
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="the policy options") from exc
     return policy
 
 

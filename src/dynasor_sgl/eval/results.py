@@ -93,9 +93,11 @@ class ResultsFile:
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Append records (all of one question, say) in one write; skips ones already done."""
-        rows = [dict(r) for r in records]
+        unique: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in records:
+            unique.setdefault(key(r), dict(r))  # the first of a key repeated in one call
         with self._lock:
-            rows = [r for r in rows if key(r) not in self.done]
+            rows = [r for k, r in unique.items() if k not in self.done]
             if not rows:
                 return
             with self.path.open("a", encoding="utf-8") as f:

@@ -124,6 +124,17 @@ class Evaluation:
             with self._lock:
                 self._active.discard(pid)
 
+    def _live_record(self, item: Item, policy: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The record of one live run; a run that raised (router unreachable, ...) is an error
+        record for this question, retried on resume, and the evaluation goes on."""
+        try:
+            return _from_result(item, policy, self._live(item, policy, overrides))
+        except Exception as exc:  # any failure of one question must not end the whole run
+            logger.warning("question %s (%s) failed: %s", item.id, policy, exc)
+            return _record(
+                item, policy, "live", status="error", error=f"{type(exc).__name__}: {exc}"
+            )
+
     def evaluate(self, item: Item) -> list[dict[str, Any]]:
         """Run the question's missing policies; returns the records appended."""
         records: list[dict[str, Any]] = []
@@ -131,16 +142,14 @@ class Evaluation:
         if self.stopping.is_set():
             return []
         if not self.results.has(item.id, "baseline"):
-            base = self._live(item, "baseline", spec.baseline_policy())
-            records.append(_from_result(item, "baseline", base))
+            records.append(self._live_record(item, "baseline", spec.baseline_policy()))
         else:
             records.append(self.results.done[(item.id, "baseline")])
         base_rec = records[0]
         if spec.program == REPLAYED:
             records += self._replayed(item, base_rec)
         elif not self.results.has(item.id, "dynasor") and not self.stopping.is_set():
-            records.append(_from_result(item, "dynasor", self._live(item, "dynasor",
-                                                                   spec.policy)))  # fmt: skip
+            records.append(self._live_record(item, "dynasor", spec.policy))
         fresh = [r for r in records if not self.results.has(r["question_id"], r["policy"])]
         self.results.append(fresh)
         return fresh

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dynasor_sgl.eval import plots
 from dynasor_sgl.eval.datasets import Fields, load_dataset
 from dynasor_sgl.eval.report import markdown, summarize
-from dynasor_sgl.eval.results import ResultsFile
+from dynasor_sgl.eval.results import ResultsFile, read_records
 from dynasor_sgl.eval.runner import CHECKER, REPLAYED, EvalSpec, Evaluation
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ def run_eval(run: EvalRun, run_program: Callable[..., Any],
         evaluation.run(progress.update)
     finally:
         progress.close()
-    return write_reports(run, results.records())
+    # Everything on disk: the finished records and this run's errors (retried on resume).
+    return write_reports(run, read_records(run.out)[1])
 
 
 def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]:
