@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/worker_speed.py
 	$(BIN)/python bench/core_speed.py
 	$(BIN)/python bench/router_overhead.py
+	$(BIN)/python bench/eval_sc.py --launch
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

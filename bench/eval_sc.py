@@ -1,0 +1,112 @@
+"""Tokens Certaindex saves at equal accuracy: self-consistency on a built-in task.
+
+Runs `dynasor-sgl eval` (through its library code) on the embedded model: the full-budget
+baseline live, the Dynasor policy and the oracle replayed over the same samples. Then a
+held-out check of calibration (2-fold: pick thresholds on half the questions, apply them to
+the other half), so the calibrated saving is not measured on the questions it was tuned on.
+Writes bench/results/eval_sc.json (+ the eval's JSONL, Markdown and PNGs next to it) and prints
+one line.
+    .venv/bin/python bench/eval_sc.py --launch [--limit 12 --cap 10]   # small (make bench)
+    .venv/bin/python bench/eval_sc.py --router URL --limit 100 --cap 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from dynasor_sgl import answers
+from dynasor_sgl.calibration import calibrate
+from dynasor_sgl.eval.calibrate import labelled_runs
+from dynasor_sgl.eval.replay import replay_cap, replay_oracle, replay_policy, sampled_run
+from dynasor_sgl.eval.results import read_records
+from dynasor_sgl.eval.runner import EvalSpec
+from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
+from dynasor_sgl.policy_config import PolicyConfig
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str, Any]:
+    """2-fold calibration: thresholds from one half, accuracy and tokens on the other."""
+    base = {r["question_id"]: r for r in records
+            if r["policy"] == "baseline" and r["status"] == "ok"}  # fmt: skip
+    ids = sorted(base)
+    folds = [ids[0::2], ids[1::2]]
+    totals = {"n": 0, "correct": 0, "tokens": 0, "base_correct": 0, "base_tokens": 0,
+              "oracle_tokens": 0}  # fmt: skip
+    chosen = []
+    for tune, test in (folds, folds[::-1]):
+        result = calibrate(labelled_runs([base[q] for q in tune]), margin=margin)
+        chosen.append({"thresholds": result.thresholds, "detect_step": result.detect_step})
+        overrides: dict[str, Any] = {"cap": cap, "detect_at": cap}
+        if result.thresholds is not None and result.detect_step is not None:
+            step = result.detect_step
+            overrides = {"cap": cap, "detect_at": step, "initial": step,
+                         "thresholds": result.thresholds}  # fmt: skip
+        config = PolicyConfig.for_algorithm("sc", **overrides)
+        for q in test:
+            run = sampled_run(base[q]["details"], int(base[q]["tokens"]["total"]))
+            out, full = replay_policy(run, config), replay_cap(run, cap)
+            totals["n"] += 1
+            totals["correct"] += answers.equivalent(out.answer, base[q]["gold"])
+            totals["tokens"] += out.tokens
+            totals["base_correct"] += answers.equivalent(full.answer, base[q]["gold"])
+            totals["base_tokens"] += full.tokens
+            totals["oracle_tokens"] += replay_oracle(run).tokens
+    n = totals["n"] or 1
+    saved = 1 - totals["tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
+    oracle = 1 - totals["oracle_tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
+    return {
+        "margin": margin, "folds": chosen, "questions": totals["n"],
+        "accuracy": totals["correct"] / n, "baseline_accuracy": totals["base_correct"] / n,
+        "mean_tokens": totals["tokens"] / n, "baseline_mean_tokens": totals["base_tokens"] / n,
+        "saved_vs_baseline": saved, "oracle_saved": oracle,
+        "fraction_of_oracle_saving": saved / oracle if oracle else None,
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--router", default="http://127.0.0.1:30000")
+    ap.add_argument("--launch", action="store_true", help="start the embedded model for the run")
+    ap.add_argument("--dataset", default="synth:facts")
+    ap.add_argument("--limit", type=int, default=12)
+    ap.add_argument("--cap", type=int, default=10)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--temperature", type=float, default=0.4)
+    ap.add_argument("--concurrency", type=int, default=6)
+    ap.add_argument("--margin", type=float, default=0.02)
+    ap.add_argument("--out", type=Path, default=RESULTS / "eval_sc.jsonl")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from dynasor_sgl.cli_eval import _launch
+    from dynasor_sgl.lang import RouterClient, run_program
+
+    spec = EvalSpec("self-consistency", "sc", {"cap": args.cap, "initial": min(5, args.cap),
+                    "detect_at": min(5, args.cap)},
+                    {"max_tokens": args.max_tokens, "temperature": args.temperature},
+                    args.concurrency)  # fmt: skip
+    with ExitStack() as stack:
+        url = _launch(stack) if args.launch else args.router
+        client = RouterClient(url)
+        run = EvalRun(spec, args.dataset, args.out, url, args.limit)
+        summary = run_eval(run, lambda name, q, **kw: run_program(name, q, router=client, **kw),
+                           client.abort)  # fmt: skip
+    _, records = read_records(args.out)
+    summary["heldout_calibration"] = heldout(records, args.cap, args.margin)
+    path = args.out.with_suffix(".json")
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    h = summary["heldout_calibration"]
+    print(one_line(summary))
+    print(f"held-out calibration (margin {args.margin}): {100 * h['accuracy']:.1f}% vs baseline "
+          f"{100 * h['baseline_accuracy']:.1f}%, saved {100 * h['saved_vs_baseline']:.1f}% "
+          f"(oracle {100 * h['oracle_saved']:.1f}%); wrote {path}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
