@@ -54,9 +54,9 @@ class StepParams:
 
 def ended_on_newline(finish_reason: Mapping[str, Any] | None) -> bool:
     """Whether a gen stopped at the step separator (SGLang drops the matched stop string)."""
-    return bool(finish_reason) and finish_reason.get("type") == "stop" and (
-        finish_reason.get("matched") == STEP_STOP
-    )  # fmt: skip
+    if not finish_reason:
+        return False
+    return finish_reason.get("type") == "stop" and finish_reason.get("matched") == STEP_STOP
 
 
 def is_terminal(step_text: str, finish_reason: Mapping[str, Any] | None, depth: int,
@@ -76,6 +76,7 @@ def granted(verdict: dl.Verdict, used: int, cap: int) -> int:
 
 
 def queue_step(state: Any, attempt: int, step: StepParams) -> str:
+    """Queue try `attempt` of a step on `state` (runs on the state's thread); the gen's name."""
     name = f"step{attempt}"
     state += sgl.gen(name, max_tokens=step.tokens, stop=STEP_STOP, temperature=step.temperature)
     return name
@@ -186,10 +187,10 @@ def beam_search(s, question, beam_width=2, children=2, max_depth=8, step_tokens=
         beams = [alive[i] for i in beam_select([b.reward for b in alive], beam_width)]
         drop(b for b in level if b not in beams)
         grant = granted(verdict, used, cap)
-    answer = final_answer(finished, beams)
+    answer, best = final_answer(finished, beams), max((b.reward for b in finished), default=None)
     drop(beams)
     ctx.finish(answer, exit_reason="cap" if beams else "completed", steps=used, levels=levels,
-               finished=len(finished), best_reward=max((b.reward for b in finished), default=None),
+               finished=len(finished), best_reward=None if best is None else round(best, 4),
                answers=[b.node.answer for b in finished])  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import sglang as sgl
 
@@ -30,7 +31,7 @@ def completed_left(level: Sequence[Branch], left: int) -> tuple[list[Branch], li
     return done, [b for b in level if not b.node.terminal], left - len(done)
 
 
-def search_round(ctx: dl.ProgramContext, s: object, width: int, names: Iterator[str],
+def search_round(ctx: dl.ProgramContext, s: Any, width: int, names: Iterator[str],
                  step: StepParams, balance_temperature: float) -> list[Branch]:  # fmt: skip
     """One REBASE tree of `width` solutions from the prompt `s`; its completed solutions."""
     frontier, completed, left = [Branch("root", s, Node())], [], width

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.policy_config import DEFAULTS, PolicyConfig, load_policy_file
+from dynasor_sgl.policy_config import PolicyConfig, load_policy_file
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def _policy(spec: Any, policy_file: str | None, cap: int | None, threshold: floa
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--policy") from exc
     if cap is not None:
-        policy["cap"] = cap
-        # A cap below the defaults' first grant or detection step pulls them down with it.
-        merged = {**DEFAULTS[spec.algorithm], **policy}
-        for name in ("initial", "detect_at"):
-            if merged[name] > cap:
-                policy[name] = cap
+        policy["cap"] = cap  # PolicyConfig.for_algorithm pulls initial/detect_at down with it
     if detect_at is not None:
         policy["detect_at"] = detect_at
     if threshold is not None:

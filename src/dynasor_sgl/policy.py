@@ -120,12 +120,17 @@ class ProgramPolicy:
         values: Mapping[str, float] = {}
         if report.step >= self._next_detect:
             values = self._signals(report, clusters)
-            self.history.append((report.step, values))
-            self._read_once = True
-            self._next_detect = report.step + cfg.detect_every if cfg.detect_every else float("inf")
-            reason = self._certain(values)
-            if reason is not None:
-                return self._stop_with(reason, values)
+            # A detection point is used up only once every thresholded signal had data (e.g.
+            # MCTS before any solution finished has no reward yet): read again next report.
+            if all(name in values for name in self._needed()):
+                self.history.append((report.step, values))
+                self._read_once = True
+                self._next_detect = (
+                    report.step + cfg.detect_every if cfg.detect_every else float("inf")
+                )
+                reason = self._certain(values)
+                if reason is not None:
+                    return self._stop_with(reason, values)
         if report.step >= cfg.cap:
             return self._stop_with(StopReason.CAP, values)
         base = min(cfg.step, cfg.cap - report.step)
@@ -144,6 +149,13 @@ class ProgramPolicy:
         ids = sorted(report.answers)
         groups = _answers.cluster([report.answers[i] for i in ids])
         return [[ids[j] for j in group] for group in groups]
+
+    def _needed(self) -> set[str]:
+        """The signals a stop decision reads (under the posterior rule, entropy is replaced)."""
+        cfg = self.config
+        if cfg.rule == "posterior":
+            return (set(cfg.thresholds) - {"entropy"}) | {"posterior"}
+        return set(cfg.thresholds)
 
     def _signals(self, report: Report, clusters: list[list[str]]) -> dict[str, float]:
         """Each needed signal that the report has data for; precomputed values win."""

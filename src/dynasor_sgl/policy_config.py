@@ -96,10 +96,20 @@ class PolicyConfig:
 
     @classmethod
     def for_algorithm(cls, algorithm: str, **overrides: Any) -> PolicyConfig:
-        """The defaults for `algorithm` (see DEFAULTS) with `overrides` applied."""
+        """The defaults for `algorithm` (see DEFAULTS) with `overrides` applied.
+
+        A `cap` below the defaults' `initial` or `detect_at` pulls those down to the cap
+        (unless they are overridden too, which is then checked as given).
+        """
         if algorithm not in DEFAULTS:
             raise ValueError(f"algorithm must be one of {tuple(DEFAULTS)}, got {algorithm!r}")
-        return cls.from_dict({**DEFAULTS[algorithm], **overrides})
+        data = {**DEFAULTS[algorithm], **overrides}
+        cap = overrides.get("cap")
+        if isinstance(cap, int) and cap >= 1:
+            for name in ("initial", "detect_at"):
+                if name not in overrides and data[name] > cap:
+                    data[name] = cap
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:

@@ -264,3 +264,19 @@ def test_unsettled_stream_runs_to_cap() -> None:
     stream = [str(i % 4) for i in range(20)]
     cfg = PolicyConfig(cap=20, initial=2, step=1, detect_at=2, detect_every=1)
     assert replay(ProgramPolicy(cfg), stream) == (20, StopReason.CAP)
+
+
+def test_a_detection_point_waits_for_data_of_every_thresholded_signal() -> None:
+    # MCTS reads mean reward at 3 iterations; before any solution finished there is none.
+    policy = ProgramPolicy(PolicyConfig.for_algorithm("mcts", cap=10))
+    assert policy.decide(Report(step=3)).action is Action.CONTINUE
+    assert policy.history == []  # not used up
+    decision = policy.decide(Report(step=4, rewards={"n1": 0.9}))
+    assert decision.action is Action.STOP and decision.values == {"reward": 0.9}
+
+
+def test_a_small_cap_pulls_the_first_grant_and_detection_down() -> None:
+    config = PolicyConfig.for_algorithm("beam", cap=8)
+    assert (config.cap, config.initial, config.detect_at) == (8, 4, 8)
+    with pytest.raises(ValueError, match="detect_at=12 exceeds cap=8"):
+        PolicyConfig.for_algorithm("beam", cap=8, detect_at=12)

@@ -9,17 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dynasor_sgl.lang import Verdict
+from dynasor_sgl.mcts import Node, add_child, backpropagate
 from dynasor_sgl.programs import beam_search as beam
 from dynasor_sgl.programs import best_of_n as bon
 from dynasor_sgl.programs import get_program
 from dynasor_sgl.programs import mcts as mcts_prog
 from dynasor_sgl.programs import rebase as rebase_prog
 from dynasor_sgl.programs.beam_search import Branch, StepParams
-from hypothesis import given
-from hypothesis import strategies as st
-
-from dynasor_sgl.lang import Verdict
-from dynasor_sgl.mcts import Node, add_child, backpropagate
 
 NEWLINE = {"type": "stop", "matched": "\n"}
 EOS = {"type": "stop", "matched": 2}

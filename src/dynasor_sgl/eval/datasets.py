@@ -131,7 +131,49 @@ def _apples(rng: random.Random) -> tuple[str, str]:
     return f"{name} has {a} apples and gets {b} more. How many apples does {name} have?", str(a + b)
 
 
+# Everyday counts the small model half knows: voting over its samples recovers many of them.
+_FACTS = (
+    ("How many days are there in a week?", 7),
+    ("How many months are there in a year?", 12),
+    ("How many hours are there in a day?", 24),
+    ("How many minutes are there in an hour?", 60),
+    ("How many seconds are there in a minute?", 60),
+    ("How many days are there in a year?", 365),
+    ("How many weeks are there in a year?", 52),
+    ("How many sides does a triangle have?", 3),
+    ("How many sides does a square have?", 4),
+    ("How many sides does a hexagon have?", 6),
+    ("How many legs does a spider have?", 8),
+    ("How many legs does a dog have?", 4),
+    ("How many legs does a bird have?", 2),
+    ("How many wheels does a bicycle have?", 2),
+    ("How many wheels does a tricycle have?", 3),
+    ("How many wheels does a car have?", 4),
+    ("How many continents are there on Earth?", 7),
+    ("How many colors are there in a rainbow?", 7),
+    ("How many players are on a soccer team on the field?", 11),
+    ("How many fingers are on one human hand?", 5),
+    ("How many eyes does a person have?", 2),
+    ("How many planets are in our solar system?", 8),
+    ("How many letters are in the English alphabet?", 26),
+    ("How many cents are in a dollar?", 100),
+    ("How many years are in a century?", 100),
+    ("How many years are in a decade?", 10),
+    ("How many strings does a standard guitar have?", 6),
+    ("How many hearts does a human have?", 1),
+    ("How many days are in the month of February in a leap year?", 29),
+    ("How many notes are in a musical octave scale (do re mi ...)?", 7),
+)
+_FACT_FRAMES = ("{q}", "{q} Answer with a number.", "Quick question: {q}", "Please tell me: {q}")
+
+
+def _facts(rng: random.Random) -> tuple[str, str]:
+    question, answer = rng.choice(_FACTS)
+    return rng.choice(_FACT_FRAMES).format(q=question), str(answer)
+
+
 TASKS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "facts": _facts,
     "add1": _add1,
     "add2": _add2,
     "next": _next,

@@ -93,5 +93,9 @@ def error(state: ProgramState) -> BaseException | None:
 
 
 def discard(state: ProgramState) -> None:
-    """End a fork the program no longer needs (its thread exits; nothing is joined back)."""
+    """End a fork the program no longer needs (its thread exits; nothing is joined back).
+
+    Do not use the state afterwards: anything queued on it waits forever, and so does
+    `fork(n > 1)` of it (SGLang queues a prefill on the ended thread); `fork(1)` still works.
+    """
     _executor(state).end()
