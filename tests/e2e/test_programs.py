@@ -94,6 +94,32 @@ def test_cot_probe_stops_before_its_budget_and_aborts_the_chunk_in_flight(
     assert all(p <= suffix for p in result.details["probe_prefill"])
 
 
+# Small knobs: each run takes ~10-40 s on the CPU worker.
+TREE_PROGRAMS = [
+    ("best-of-n", {"cap": 4}, {"max_tokens": 32}),
+    ("beam-search", {"cap": 8}, {"step_tokens": 24, "max_depth": 3}),
+    ("rebase", {"cap": 4, "initial": 4, "step": 4}, {"step_tokens": 24, "max_depth": 3}),
+    ("mcts", {"cap": 4}, {"step_tokens": 24, "max_depth": 3}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "policy", "params"), TREE_PROGRAMS, ids=[t[0] for t in TREE_PROGRAMS]
+)
+def test_reward_programs_run_end_to_end(
+    router_url: str, name: str, policy: dict[str, int], params: dict[str, int]
+) -> None:
+    result = dl.run_program(name, "What is 3 + 4?", router=router_url, policy=policy,
+                            params=params)  # fmt: skip
+    assert_accounted(result)
+    assert result.answer is not None
+    assert result.tokens["reward"] > 0  # the self-judge ran, and was counted
+    assert 1 <= result.steps <= policy["cap"]
+    assert result.exit_reason in ("threshold", "cap", "completed")
+    info = httpx.get(f"{router_url}/programs/{result.program_id}", timeout=30).json()
+    assert len(info["branches"]) > 1  # every node/candidate was its own tagged branch
+
+
 @sgl.function
 def failing_fork(s, question):
     s += sgl.user(question) + sgl.assistant_begin()
