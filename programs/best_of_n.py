@@ -29,7 +29,7 @@ def draw(ctx: dl.ProgramContext, s: Any, first: int, count: int, max_tokens: int
     branch's (extracted answer, reward)."""
     if ctx.reward is None:
         raise RuntimeError("best-of-n needs a reward source: run it with run_program")
-    forks = s.fork(count)
+    forks = dl.fork(s, count)
     names = [f"c{first + i}" for i in range(count)]
     for name, fork in zip(names, forks, strict=True):
         dl.tag(fork, name)

@@ -35,7 +35,7 @@ def draw(
     s: Any, first: int, count: int, max_tokens: int, temperature: float
 ) -> dict[str, tuple[str, int]]:
     """Sample `count` solutions on forks of `s`, branches s<first>..; (text, tokens) by branch."""
-    forks = s.fork(count)
+    forks = dl.fork(s, count)
     names = [f"s{first + i}" for i in range(count)]
     for name, fork in zip(names, forks, strict=True):
         dl.tag(fork, name)

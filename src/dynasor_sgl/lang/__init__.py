@@ -14,7 +14,17 @@ from dynasor_sgl.lang.errors import BackendError, BranchFailed, BranchTrimmed, P
 from dynasor_sgl.lang.probe import PROBE_SUFFIX, Probe, ProbeResult, start_probe
 from dynasor_sgl.lang.reward import RemoteJudge, RewardSource, SelfJudge
 from dynasor_sgl.lang.run import EXIT_REASONS, ProgramResult, ProgramSpec, run_program
-from dynasor_sgl.lang.state import branch, context, discard, error, finish_reason, meta, read, tag
+from dynasor_sgl.lang.state import (
+    branch,
+    context,
+    discard,
+    error,
+    finish_reason,
+    fork,
+    meta,
+    read,
+    tag,
+)
 
 __all__ = [
     "DEFAULT_ROUTER",
@@ -40,6 +50,7 @@ __all__ = [
     "discard",
     "error",
     "finish_reason",
+    "fork",
     "meta",
     "read",
     "run_program",

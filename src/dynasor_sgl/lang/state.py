@@ -87,6 +87,21 @@ def finish_reason(state: ProgramState, name: str) -> str:
     return str(reason.get("type")) if isinstance(reason, dict) else str(reason)
 
 
+def fork(state: ProgramState, n: int) -> list[ProgramState]:
+    """`state.fork(n)` that always prefills the shared prefix once first.
+
+    SGLang sends that prefill (so the n branches hit the prefix cache instead of each
+    computing the prompt) only if the state's text is already built when fork() is called; it
+    is built on the state's own thread, so without waiting it is skipped at random.
+    """
+    ex = _executor(state)
+    if n > 1:
+        ex.sync()
+        if ex.error_ is not None:
+            raise BranchFailed(branch_of(ex), ex.error_)
+    return list(state.fork(n))
+
+
 def error(state: ProgramState) -> BaseException | None:
     """The state's error without blocking (SGLang's `state.error()` can hang after one)."""
     return _executor(state).error_
