@@ -15,9 +15,8 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli_run import ROUTER_ENV, _parse_set, _policy
-from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.eval.datasets import DatasetError, Fields
+from dynasor_sgl.cli_run import _parse_set, _policy, configure_logging, program_options
+from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 
 logger = logging.getLogger(__name__)
@@ -41,8 +40,8 @@ def _launch(stack: ExitStack) -> str:
 @click.command("eval", context_settings={"show_default": True})
 @click.option("--program", default="self-consistency", help="A shipped program's name.")
 @click.option("--dataset", required=True,
-              help="A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK (add1, add2, next, "
-                   "apples).")  # fmt: skip
+              help="A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK "
+                   f"({', '.join(sorted(TASKS))}).")  # fmt: skip
 @click.option("--limit", type=click.IntRange(min=1), help="First N questions (synth: how many).")
 @click.option("--seed", type=int, default=0, help="Seed of the built-in task generators.")
 @click.option(
@@ -50,13 +49,6 @@ def _launch(stack: ExitStack) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="Results JSONL (resumed if it exists); reports are written next to it.",
-)
-@click.option(
-    "--router",
-    "router_url",
-    envvar=ROUTER_ENV,
-    default=DEFAULT_ROUTER_URL,
-    help=f"Router URL [env: {ROUTER_ENV}].",
 )
 @click.option(
     "--launch",
@@ -67,33 +59,10 @@ def _launch(stack: ExitStack) -> str:
 @click.option(
     "--concurrency", type=click.IntRange(min=1), default=4, help="Questions in flight at once."
 )
-@click.option("--cap", type=click.IntRange(min=1), help="Knob cap (default: per program).")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Dynasor policy threshold.")
-@click.option("--detect-at", type=click.IntRange(min=1), help="Dynasor detection step.")
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(dir_okay=False),
-    help="JSON policy file (e.g. from `dynasor-sgl calibrate`).",
-)
-@click.option(
-    "--set",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A program parameter, e.g. --set max_tokens=64 (repeatable).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Abort a program after this many seconds (recorded as an error).",
-)
 @click.option("--question-field", default="question")
 @click.option("--answer-field", default="answer")
 @click.option("--id-field", default="id", help="Empty: use line numbers.")
-@click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None, show_default=False)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="warning")  # fmt: skip
+@program_options
 def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: Path,
                  router_url: str, launch_: bool, concurrency: int, cap: int | None,
                  threshold: float | None, detect_at: int | None, policy_file: str | None,
@@ -102,8 +71,7 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
                  log_level: str) -> None:  # fmt: skip
     """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
     oracle; write one JSONL record per question and policy, a summary and plots."""
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(log_level)
     from dynasor_sgl.cli_run import _load_spec
     from dynasor_sgl.eval.runner import EvalSpec
     from dynasor_sgl.eval.session import EvalRun, one_line, run_eval

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -94,51 +95,43 @@ def _print_text(result: Any, knob: str) -> None:
     click.echo(f"program:    {result.program_id} ({result.elapsed_s:.1f} s)")
 
 
+def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by `run` and `eval`: where the router is, the policy, the program."""
+    options = [
+        click.option("--router", "router_url", envvar=ROUTER_ENV, default=DEFAULT_ROUTER_URL,
+                     help=f"Router URL [env: {ROUTER_ENV}]."),
+        click.option("--cap", type=click.IntRange(min=1),
+                     help="Most knob units (default: per program)."),
+        click.option("--threshold", type=click.FloatRange(0, 1),
+                     help="Threshold of the program's certaindex signal (default: per program)."),
+        click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read."),
+        click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+                     help="JSON policy file: algorithm -> PolicyConfig overrides "
+                          "(e.g. from `dynasor-sgl calibrate`)."),
+        click.option("--set", "params", multiple=True, metavar="KEY=VALUE",
+                     help="A program parameter, e.g. --set max_tokens=128 (repeatable)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Abort a program after this many seconds."),
+        click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None,
+                     show_default=False, help="Router API key [env: DYNASOR_SGL_API_KEY]."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+                     default="warning"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 @click.command("run", context_settings={"show_default": True})
 @click.argument("program", metavar="PROGRAM")
 @click.argument("question")
-@click.option(
-    "--router",
-    "router_url",
-    envvar=ROUTER_ENV,
-    default=DEFAULT_ROUTER_URL,
-    help=f"Router URL [env: {ROUTER_ENV}].",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--cap", type=click.IntRange(min=1), help="Most knob units (default: per program).")
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    help="Threshold of the program's certaindex signal (default: per program).",
-)
-@click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read.")
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(dir_okay=False),
-    help="JSON policy file: algorithm -> PolicyConfig overrides.",
-)
-@click.option(
-    "--set",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A program parameter, e.g. --set max_tokens=128 (repeatable).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Abort the program after this many seconds.",
-)
-@click.option(
-    "--api-key",
-    envvar="DYNASOR_SGL_API_KEY",
-    default=None,
-    show_default=False,
-    help="Router API key [env: DYNASOR_SGL_API_KEY].",
-)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="warning")  # fmt: skip
+@program_options
 def run_command(program: str, question: str, router_url: str, as_json: bool, cap: int | None,
                 threshold: float | None, detect_at: int | None, policy_file: str | None,
                 params: tuple[str, ...], timeout: float | None, api_key: str | None,
@@ -146,8 +139,7 @@ def run_command(program: str, question: str, router_url: str, as_json: bool, cap
     """Run PROGRAM on QUESTION against a running router and print the answer, exit reason,
     certaindex and tokens. PROGRAM is one of: self-consistency, cot-probe, best-of-n,
     beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec."""
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(log_level)
     from dynasor_sgl.lang import BackendError, run_program
 
     spec = _load_spec(program)
