@@ -1,0 +1,49 @@
+"""`dynasor-sgl eval` on the real worker: a small self-consistency run, its records and reports,
+and a resume that adds nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def eval_cmd(router_url: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "dynasor_sgl.cli", "eval", "--dataset", "synth:facts",
+            "--limit", "3", "--cap", "5", "--set", "max_tokens=16", "--set", "temperature=0.4",
+            "--router", router_url, "--out", str(out), "--concurrency", "3"]  # fmt: skip
+
+
+def test_eval_writes_records_and_reports_and_resumes_without_duplicates(
+    router_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "sc.jsonl"
+    proc = subprocess.run(eval_cmd(router_url, out), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("3 questions: Dynasor")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [r for r in rows if r.get("kind") != "run"]
+    keys = [(r["question_id"], r["policy"]) for r in records]
+    assert len(keys) == len(set(keys)) == 9  # 3 questions x baseline, dynasor, oracle
+    for r in records:
+        assert r["status"] == "ok" and isinstance(r["correct"], bool)
+        assert "math-verify" in r["checker"]
+    base = [r for r in records if r["policy"] == "baseline"]
+    assert all(r["tokens"]["total"] == r["router_tokens"]["total"] for r in base)
+    assert all(len(r["details"]["answers"]) == 5 for r in base)
+    summary = json.loads((tmp_path / "sc.summary.json").read_text())
+    assert summary["questions"] == 3 and summary["errors"] == 0
+    assert (
+        summary["policies"]["oracle"]["mean_tokens"]
+        <= summary["policies"]["baseline"]["mean_tokens"]
+    )
+    for name in ("sc.summary.md", "sc.accuracy_vs_tokens.png", "sc.certaindex.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    again = subprocess.run(eval_cmd(router_url, out), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert out.read_text().splitlines() == [json.dumps(r) for r in rows]  # nothing re-run
