@@ -18,10 +18,12 @@ from dynasor_sgl.lang.probe import PROBE_SUFFIX
 pytestmark = pytest.mark.e2e
 
 # The tiny model's samples disagree at any useful temperature (4 of 5 agreeing reads 0.69, just
-# under the paper's 0.7), so the "agreeing" case samples greedily; the "disagreeing" case at
-# temperature 1.0 on a sum it gets wrong in many ways.
+# under the paper's 0.7), so the "agreeing" case samples greedily. The "disagreeing" case asks
+# for a number with no right answer at temperature 1.0 (even "What is 3 + 4?" once came back
+# 5 times alike there).
 AGREE = {"max_tokens": 32, "temperature": 0.0}
 DISAGREE = {"max_tokens": 32, "temperature": 1.0}
+DISAGREE_QUESTION = "Pick any whole number between 1 and 1000 and tell me which one you picked."
 # Greedy reasoning on this question gives probes 180, 1200, 1200: two in a row agree at 96 tokens.
 COT_QUESTION = (
     "A train travels 60 miles per hour for 3 hours. How far does it travel? "
@@ -64,7 +66,7 @@ def test_self_consistency_stops_at_the_detection_step_when_samples_agree(
 
 
 def test_self_consistency_continues_when_samples_disagree(router_url: str) -> None:
-    result = dl.run_program("self-consistency", "What is 3 + 4?", router=router_url,
+    result = dl.run_program("self-consistency", DISAGREE_QUESTION, router=router_url,
                             policy={"cap": 10}, params=DISAGREE)  # fmt: skip
     assert_accounted(result)
     assert result.certaindex[0]["entropy"] < 0.7
