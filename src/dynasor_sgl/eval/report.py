@@ -153,6 +153,12 @@ def markdown(summary: Mapping[str, Any]) -> str:
     if "fraction_of_oracle_saving" in summary:
         lines += ["", f"Fraction of the oracle's saving: "
                       f"{_pct(summary['fraction_of_oracle_saving'])}."]  # fmt: skip
+    if modes.get("dynasor") == "live":
+        lines.append(
+            "Both policies ran live on the same workers, Dynasor first: prefill the worker's "
+            "prefix cache served from the first run is not counted to the second, so the "
+            "baseline's tokens are, if anything, understated."
+        )
     if "dynasor_accuracy_within_baseline_ci" in summary:
         inside = summary["dynasor_accuracy_within_baseline_ci"]
         lines.append(f"Dynasor accuracy within the baseline's 95% CI: {'yes' if inside else 'no'}.")
