@@ -303,3 +303,19 @@ def test_cli_calibrate_without_baseline_runs_is_one_error_line(tmp_path: Path) -
     assert res.exit_code == 1
     assert res.output.startswith(f"Error: {results} has no full-budget self-consistency runs")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_live_programs_run_dynasor_first_then_the_baseline(tmp_path: Path) -> None:
+    fake = FakeRuns()
+    spec = EvalSpec("cot-probe", "cot", policy={"cap": 128}, concurrency=1)
+    settings = {**SETTINGS, "program": "cot-probe"}
+    Evaluation(spec, ITEMS[:2], ResultsFile(tmp_path / "run.jsonl", settings), fake,
+               fake.abort).run(lambda _: None)  # fmt: skip
+    order = [(c["question"], c["policy"].get("detect_at")) for c in fake.calls]
+    # The Dynasor run keeps the program's own detection (no override); the baseline reads
+    # only at the cap.
+    assert order == [(ITEMS[0].question, None), (ITEMS[0].question, 128),
+                     (ITEMS[1].question, None), (ITEMS[1].question, 128)]  # fmt: skip
+    records = by_key(tmp_path / "run.jsonl")
+    assert set(records) == {(i.id, p) for i in ITEMS[:2] for p in ("baseline", "dynasor")}
+    assert all(r["mode"] == "live" for r in records.values())
