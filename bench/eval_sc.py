@@ -21,7 +21,7 @@ from typing import Any
 
 from dynasor_sgl import answers
 from dynasor_sgl.calibration import calibrate
-from dynasor_sgl.eval.calibrate import labelled_runs
+from dynasor_sgl.eval.calibrate import labelled_runs, policy_overrides
 from dynasor_sgl.eval.replay import replay_cap, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.runner import EvalSpec
@@ -43,12 +43,7 @@ def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str,
     for tune, test in (folds, folds[::-1]):
         result = calibrate(labelled_runs([base[q] for q in tune]), margin=margin)
         chosen.append({"thresholds": result.thresholds, "detect_step": result.detect_step})
-        overrides: dict[str, Any] = {"cap": cap, "detect_at": cap}
-        if result.thresholds is not None and result.detect_step is not None:
-            step = result.detect_step
-            overrides = {"cap": cap, "detect_at": step, "initial": step,
-                         "thresholds": result.thresholds}  # fmt: skip
-        config = PolicyConfig.for_algorithm("sc", **overrides)
+        config = PolicyConfig.for_algorithm("sc", **policy_overrides(result, cap))
         for q in test:
             run = sampled_run(base[q]["details"], int(base[q]["tokens"]["total"]))
             out, full = replay_policy(run, config), replay_cap(run, cap)

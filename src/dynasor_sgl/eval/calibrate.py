@@ -40,11 +40,15 @@ def calibrate_results(path: str | Path, margin: float) -> tuple[dict[str, Any], 
         raise ValueError(f"{path} has no full-budget self-consistency runs to calibrate on "
                          "(run `dynasor-sgl eval --program self-consistency` first)")  # fmt: skip
     result = calibrate(runs, margin=margin)
-    cap = max(len(r.records) for r in runs)
+    return {"sc": policy_overrides(result, max(len(r.records) for r in runs))}, result
+
+
+def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
+    """The SC overrides that make the live program stop where calibration replayed it: read
+    once at the chosen step (drawn as the first grant), or only at the cap if nothing met the
+    target."""
     if result.thresholds is None or result.detect_step is None:
-        overrides: dict[str, Any] = {"cap": cap, "detect_at": cap}
-    else:
-        step = result.detect_step
-        overrides = {"cap": cap, "detect_at": step, "initial": step,
-                     "thresholds": dict(result.thresholds)}  # fmt: skip
-    return {"sc": overrides}, result
+        return {"cap": cap, "detect_at": cap}
+    step = result.detect_step
+    return {"cap": cap, "detect_at": step, "initial": step,
+            "thresholds": dict(result.thresholds)}  # fmt: skip
