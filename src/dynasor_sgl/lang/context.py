@@ -3,9 +3,8 @@
 A program reaches it with `context(s)` from inside its `@sgl.function`. `ProgramContext.report`
 is the multi-branch primitive: it sends the branches' answers and/or rewards (or CoT probe
 answers) to a reporter and returns the decision as a `Verdict`. The reporter is the router
-(`RouterReporter`, decisions enforced there) or, for runs without a router, the same pure policy
-in-process (`LocalReporter`). Thread-safe: forks run on their own threads and account tokens
-concurrently.
+(`RouterReporter`, decisions enforced there). Thread-safe: forks run on their own threads and
+account tokens concurrently.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dynasor_sgl.lang.client import RouterClient
-from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy import PolicyConfig
 from dynasor_sgl.search import TokenKind, TokenUsage
 
 if TYPE_CHECKING:
@@ -74,19 +73,6 @@ class RouterReporter:
 
     def report(self, body: Mapping[str, Any]) -> Verdict:
         return Verdict.from_json(self.client.report(self.program_id, body))
-
-
-class LocalReporter:
-    """The same pure policy, in this process: for runs without a router (nothing is enforced)."""
-
-    def __init__(self, config: PolicyConfig) -> None:
-        self.policy = ProgramPolicy(config)
-
-    def report(self, body: Mapping[str, Any]) -> Verdict:
-        d = self.policy.decide(Report(**{k: v for k, v in body.items() if v is not None}))
-        reason = None if d.reason is None else str(d.reason)
-        action = Action(d.action)
-        return Verdict(str(action), d.grant, d.expand, d.trim, reason, dict(d.values))
 
 
 class ProgramContext:
