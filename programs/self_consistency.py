@@ -16,19 +16,11 @@ import sglang as sgl
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.search import majority_vote
+from dynasor_sgl.search import majority_vote, request_tokens
 
 SYSTEM = (
     "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
 )
-
-
-def sample_tokens(meta: dict[str, Any]) -> int:
-    """Tokens one sample cost: its uncached prefill plus what it generated (the router's sum)."""
-    prompt, cached, completion = (
-        int(meta.get(k) or 0) for k in ("prompt_tokens", "cached_tokens", "completion_tokens")
-    )
-    return prompt - cached + completion
 
 
 def draw(
@@ -42,7 +34,7 @@ def draw(
         fork += sgl.gen("answer", max_tokens=max_tokens, temperature=temperature)
     try:
         return {
-            name: (str(dl.read(fork, "answer")), sample_tokens(dl.meta(fork, "answer")))
+            name: (str(dl.read(fork, "answer")), request_tokens(dl.meta(fork, "answer")))
             for name, fork in zip(names, forks, strict=True)
         }
     finally:

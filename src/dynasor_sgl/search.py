@@ -209,6 +209,22 @@ def top_logprobs_by_text(entries: Sequence[Sequence[Any]] | None) -> dict[str, f
     return merged
 
 
+def _token_counts(meta_info: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(prompt, cached, completion) tokens of a meta_info (missing -> 0), checked."""
+    prompt, cached, completion = (
+        int(meta_info.get(k) or 0) for k in ("prompt_tokens", "cached_tokens", "completion_tokens")
+    )
+    if min(prompt, cached, completion) < 0 or cached > prompt:
+        raise ValueError(f"inconsistent token counts in meta_info: {dict(meta_info)!r}")
+    return prompt, cached, completion
+
+
+def request_tokens(meta_info: Mapping[str, Any]) -> int:
+    """Tokens one request cost the engine: prompt − cached + completion (the router's sum)."""
+    prompt, cached, completion = _token_counts(meta_info)
+    return prompt - cached + completion
+
+
 @dataclass
 class TokenUsage:
     """Tokens one program run cost the engine, by purpose.
@@ -245,12 +261,7 @@ class TokenUsage:
             raise ValueError(f"kind must be reasoning, probe or reward, got {kind!r}")
         if meta_info is None:
             return 0
-        prompt, cached, completion = (
-            int(meta_info.get(k) or 0)
-            for k in ("prompt_tokens", "cached_tokens", "completion_tokens")
-        )
-        if min(prompt, cached, completion) < 0 or cached > prompt:
-            raise ValueError(f"inconsistent token counts in meta_info: {dict(meta_info)!r}")
+        prompt, cached, completion = _token_counts(meta_info)
         spent = prompt - cached + completion
         setattr(self, kind, getattr(self, kind) + spent)
         self.prefill += prompt - cached
