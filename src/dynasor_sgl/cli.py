@@ -19,7 +19,7 @@ import click
 
 from dynasor_sgl import __version__
 from dynasor_sgl.cli_eval import calibrate_command, eval_command
-from dynasor_sgl.cli_run import run_command
+from dynasor_sgl.cli_run import configure_logging, run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
 from dynasor_sgl.policy_config import load_policy_file
@@ -65,15 +65,6 @@ class CliError(click.ClickException):
         if self.detail:
             tail = "\n".join("  | " + line for line in self.detail.rstrip().splitlines())
             click.echo(f"last lines of the log:\n{tail}", err=True)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,7 +121,7 @@ def launch(sglang_args: tuple[str, ...], **options: Any) -> None:
     Arguments after `--` go verbatim to every `sglang.launch_server`, e.g.
     `dynasor-sgl launch -- --schedule-policy lpm`.
     """
-    _configure_logging(options["log_level"])
+    configure_logging(options["log_level"], timestamps=True)
     try:
         cfg = LaunchConfig(sglang_args=sglang_args, **options)
     except ValueError as exc:
@@ -228,7 +219,7 @@ def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None
     """Run the Dynasor router alone in front of existing SGLang servers."""
     from dynasor_sgl.router.server import serve
 
-    _configure_logging(log_level)
+    configure_logging(log_level, timestamps=True)
     try:
         policy_file = options.pop("policy_file")
         defaults = load_policy_file(policy_file) if policy_file else {}

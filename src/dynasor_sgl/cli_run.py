@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -122,9 +123,12 @@ def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def configure_logging(level: str, timestamps: bool = False) -> None:
+    """Logging for a command, once, to stderr; timestamps for the long-running servers."""
+    when = "%(asctime)s " if timestamps else ""
+    logging.basicConfig(level=level.upper(), format=when + "%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
 
 
 @click.command("run", context_settings={"show_default": True})
