@@ -3,8 +3,9 @@
 A program reaches it with `context(s)` from inside its `@sgl.function`. `ProgramContext.report`
 is the multi-branch primitive: it sends the branches' answers and/or rewards (or CoT probe
 answers) to a reporter and returns the decision as a `Verdict`. The reporter is the router
-(`RouterReporter`, decisions enforced there). Thread-safe: forks run on their own threads and
-account tokens concurrently.
+(`RouterReporter`, decisions enforced there) or, for runs straight against an SGLang worker,
+the same pure policy in this process (`LocalReporter`: nothing is enforced, the program obeys
+its own verdicts). Thread-safe: forks run on their own threads and account tokens concurrently.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dynasor_sgl.lang.client import RouterClient
-from dynasor_sgl.policy import PolicyConfig
+from dynasor_sgl.policy import PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.search import TokenKind, TokenUsage
 
 if TYPE_CHECKING:
@@ -75,6 +76,20 @@ class RouterReporter:
         return Verdict.from_json(self.client.report(self.program_id, body))
 
 
+class LocalReporter:
+    """Decisions of the same pure policy, computed here: for runs without a router."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.policy = ProgramPolicy(config)
+        self._lock = threading.Lock()  # forks may report from their own threads
+
+    def report(self, body: Mapping[str, Any]) -> Verdict:
+        with self._lock:
+            d = self.policy.decide(Report(**{k: v for k, v in body.items() if v is not None}))
+        reason = None if d.reason is None else str(d.reason)
+        return Verdict(str(d.action), d.grant, d.expand, d.trim, reason, dict(d.values))
+
+
 class ProgramContext:
     """The state of one program run shared by the program, its backend and the run helper.
 
@@ -82,7 +97,9 @@ class ProgramContext:
     usage: tokens by kind (reasoning, probe, reward).
     trajectory: [{"step", signal: value, ...}] for each report that read certaindex. steps: the
     last reported knob value. last: the last verdict. answer / exit_reason / details: what the
-    program declared with `finish`.
+    program declared with `finish`. waits: per answered request, the seconds it spent outside
+    the worker (wall time minus the worker's own `e2e_latency`): the router's admission queue
+    and the transport; empty when the worker does not report `e2e_latency`.
     """
 
     def __init__(self, program_id: str, config: PolicyConfig, reporter: Reporter) -> None:
@@ -97,6 +114,7 @@ class ProgramContext:
         self.exit_reason: str | None = None
         self.details: dict[str, Any] = {}
         self.errors: list[tuple[str, BaseException]] = []
+        self.waits: list[float] = []
         self.reward: RewardSource | None = None
         self._lock = threading.Lock()
         self._inflight = 0
@@ -157,6 +175,13 @@ class ProgramContext:
     def account(self, kind: TokenKind, meta_info: Mapping[str, Any] | None) -> None:
         with self._lock:
             self.usage.add(kind, meta_info)
+
+    def note_wait(self, wall_s: float, meta_info: Mapping[str, Any] | None) -> None:
+        """Record a request's time outside the worker, when the worker reported its own."""
+        e2e = (meta_info or {}).get("e2e_latency")
+        if isinstance(e2e, int | float):
+            with self._lock:
+                self.waits.append(max(0.0, wall_s - float(e2e)))
 
     def record_error(self, branch: str, exc: BaseException) -> None:
         with self._lock:

@@ -2,17 +2,20 @@
 
 Each generation of a program goes to the router's `/programs/<id>/generate` with the branch in
 the `X-Dynasor-Branch` header, so the router can stop the program or trim one branch in the
-engine. The branch of a request is the name `tag()` gave its state, else the state's own SGLang
-id (forks are branches of their own). The reply's `meta_info` is added to the program's token
+engine (a direct run posts to the SGLang worker's own `/generate`, where nothing is enforced).
+The branch of a request is the name `tag()` gave its state, else the state's own SGLang id
+(forks are branches of their own). The reply's `meta_info` is added to the program's token
 ledger under the state's kind (reasoning, probe or reward), including the prefill-only request
 that `fork(n > 1)` sends first (when it does: SGLang skips it if the parent's text has not been
-built yet on its thread), which the stock endpoint leaves uncounted.
+built yet on its thread), which the stock endpoint leaves uncounted. Each reply's wall time
+against the worker's own latency gives the request's wait outside the worker.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,10 +59,12 @@ def chat_template_for(model_path: str, name: str | None = None) -> Any:
 
 class DynasorEndpoint(RuntimeEndpoint):
     """A backend bound to one program run. Build it per run; `model_info` comes from the
-    router once (the stock constructor would ask again for every program)."""
+    router once (the stock constructor would ask again for every program). `generate_url`
+    replaces the router's program route (a direct run posts to `<worker>/generate`)."""
 
     def __init__(self, client: RouterClient, ctx: ProgramContext, model_info: dict[str, Any],
-                 chat_template: str | None = None) -> None:  # fmt: skip
+                 chat_template: str | None = None,
+                 generate_url: str | None = None) -> None:  # fmt: skip
         # Deliberately not RuntimeEndpoint.__init__: it GETs /get_model_info on every build.
         self.support_concate_and_append = True
         self.base_url = client.url
@@ -69,7 +74,7 @@ class DynasorEndpoint(RuntimeEndpoint):
         self.chat_template = chat_template_for(model_info.get("model_path", ""), chat_template)
         self.client = client
         self.ctx = ctx
-        self.url = f"{client.url}/programs/{ctx.program_id}/generate"
+        self.url = generate_url or f"{client.url}/programs/{ctx.program_id}/generate"
         self._warned_select = False
 
     def _body(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> dict[str, Any]:
@@ -93,17 +98,19 @@ class DynasorEndpoint(RuntimeEndpoint):
     def _post(self, s: StreamExecutor, data: dict[str, Any]) -> dict[str, Any]:
         branch = branch_of(s)
         self.ctx.request_started()
+        sent = time.monotonic()
         try:
             try:
                 reply = self.client.generate_http.post(
                     self.url, json=data, headers={BRANCH_HEADER: branch}
                 )
             except httpx.HTTPError as exc:
-                raise BackendError(f"router {self.client.url} unreachable: {exc}") from exc
+                raise BackendError(f"{self.client.url} unreachable: {exc}") from exc
             obj = check(reply)
             if not isinstance(obj, dict) or "meta_info" not in obj:
                 raise BackendError(f"unexpected reply from /generate: {str(obj)[:200]}")
             self.ctx.account(kind_of(s), obj["meta_info"])
+            self.ctx.note_wait(time.monotonic() - sent, obj["meta_info"])
             return obj
         except BackendError as exc:
             self._record(branch, exc)
@@ -131,6 +138,7 @@ class DynasorEndpoint(RuntimeEndpoint):
         branch = branch_of(s)
         meta: dict[str, Any] | None = None
         self.ctx.request_started()
+        sent = time.monotonic()
         try:
             with self.client.generate_http.stream(
                 "POST", self.url, json=data, headers={BRANCH_HEADER: branch}
@@ -149,7 +157,7 @@ class DynasorEndpoint(RuntimeEndpoint):
                     pos += len(text)
                     yield text, meta
         except httpx.HTTPError as exc:
-            err = BackendError(f"router {self.client.url} unreachable: {exc}")
+            err = BackendError(f"{self.client.url} unreachable: {exc}")
             self._record(branch, err)
             raise err from exc
         except BackendError as exc:
@@ -157,6 +165,7 @@ class DynasorEndpoint(RuntimeEndpoint):
             raise
         finally:
             self.ctx.account(kind_of(s), meta)  # each chunk repeats the totals: count the last
+            self.ctx.note_wait(time.monotonic() - sent, meta)
             self.ctx.request_ended()
 
     def select(self, s: StreamExecutor, *args: Any, **kwargs: Any) -> Any:

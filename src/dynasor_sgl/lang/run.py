@@ -5,6 +5,11 @@
 is complete, turns any failure into `status="error"` with the message (SGLang's interpreter
 would otherwise swallow it), tells the router the program finished, and returns a
 `ProgramResult`. A timeout aborts the program at the router, which ends its requests.
+
+With `worker=URL` the run is direct: no router, requests go to the SGLang worker's own
+`/generate`, and the policy decides in this process (`LocalReporter`) from the algorithm's
+defaults plus `policy`; the program obeys its verdicts, but nothing aborts requests in flight.
+That is SGLang serving the program unaided (the online benchmark's baseline).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,7 +27,7 @@ from typing import Any
 from sglang.lang.ir import SglFunction
 
 from dynasor_sgl.lang.client import DEFAULT_ROUTER, RouterClient
-from dynasor_sgl.lang.context import ProgramContext, RouterReporter
+from dynasor_sgl.lang.context import LocalReporter, ProgramContext, RouterReporter
 from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BackendError, BranchFailed, BranchTrimmed, ProgramStopped
 from dynasor_sgl.lang.reward import RewardSource, SelfJudge
@@ -58,7 +64,9 @@ class ProgramResult:
     """The outcome of one run. status "ok" or "error" (then `error` has the message and the
     answer is None). exit_reason: one of EXIT_REASONS. steps: knob units used. certaindex: the
     trajectory [{"step", signal: value}]. tokens: reasoning, probe, reward, total (+ detail).
-    router_tokens: the router's own count for the program (None if it could not be read)."""
+    router_tokens: the router's own count for the program (None if it could not be read, or
+    without a router). wait_s: mean seconds a request spent outside the worker (the router's
+    admission queue and transport; None when the worker reports no latency)."""
 
     program: str
     program_id: str
@@ -74,6 +82,7 @@ class ProgramResult:
     elapsed_s: float
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    wait_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,10 +107,12 @@ def run_program(
     question: str,
     *,
     router: str | RouterClient = DEFAULT_ROUTER,
+    worker: str | None = None,
     policy: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     program_id: str | None = None,
     timeout_s: float | None = None,
+    deadline_s: float | None = None,
     reward: RewardSource | None = None,
     api_key: str | None = None,
     chat_template: str | None = None,
@@ -110,21 +121,44 @@ def run_program(
 
     policy: PolicyConfig overrides (cap, thresholds, detect_at, ...) on the algorithm's defaults.
     params: extra arguments of the program's function (e.g. max_tokens). reward: the reward
-    source for programs that use one (default `SelfJudge`). An unknown parameter raises
-    ValueError; registration errors (bad policy, unreachable router) raise `BackendError`;
-    everything after registration ends in the result.
+    source for programs that use one (default `SelfJudge`). deadline_s: the program's deadline
+    (seconds from registration), told to the router for deadline-aware scheduling. worker: run
+    directly against this SGLang worker instead of `router` (see the module docstring; a
+    timeout needs a router to abort, so it is refused). An unknown parameter raises ValueError;
+    registration errors (bad policy, unreachable router) raise `BackendError`; everything
+    after registration ends in the result.
     """
     spec = program if isinstance(program, ProgramSpec) else _lookup(program)
     function = _bind(spec, {**spec.params, **(params or {}), "question": question})
-    client = router if isinstance(router, RouterClient) else _client(router, api_key)
-    info = client.register(spec.algorithm, policy, program_id)
-    pid = str(info["program_id"])
-    ctx = ProgramContext(pid, PolicyConfig.from_dict(info["config"]), RouterReporter(client, pid))
+    if worker is not None and timeout_s is not None:
+        raise ValueError("timeout_s needs a router to abort the program; a direct run has none")
+    if worker is not None:
+        client = _client(worker, api_key)
+        ctx, url = _direct_context(spec, policy, program_id), f"{client.url}/generate"
+    else:
+        client = router if isinstance(router, RouterClient) else _client(router, api_key)
+        ctx, url = _registered_context(client, spec, policy, program_id, deadline_s), None
     ctx.reward = reward or SelfJudge()
-    backend = DynasorEndpoint(client, ctx, _model_info(client), chat_template)
+    backend = DynasorEndpoint(client, ctx, _model_info(client), chat_template, url)
+    outcome = _execute(function, backend, client, ctx, timeout_s)
+    return _result(spec, ctx, client, question, outcome)
+
+
+def _registered_context(client: RouterClient, spec: ProgramSpec,
+                        policy: Mapping[str, Any] | None, program_id: str | None,
+                        deadline_s: float | None) -> ProgramContext:  # fmt: skip
+    """Register the program at the router; its context, with the policy the router built."""
+    info = client.register(spec.algorithm, policy, program_id, deadline_s)
+    pid = str(info["program_id"])
+    return ProgramContext(pid, PolicyConfig.from_dict(info["config"]), RouterReporter(client, pid))
+
+
+def _execute(function: SglFunction, backend: DynasorEndpoint, client: RouterClient,
+             ctx: ProgramContext, timeout_s: float | None) -> _Outcome:  # fmt: skip
+    """Run the bound function to its end and wait for every request (a complete ledger)."""
     started = time.monotonic()
     timed_out = threading.Event()
-    timer = _watchdog(client, pid, timeout_s, timed_out)
+    timer = _watchdog(client, ctx.program_id, timeout_s, timed_out)
     failure: BaseException | None = None
     try:
         state = function.run(backend=backend)
@@ -136,8 +170,18 @@ def run_program(
         if timer is not None:
             timer.cancel()
     if not ctx.wait_idle(_DRAIN_S):
-        logger.warning("program %s: requests still in flight after %.0f s", pid, _DRAIN_S)
-    return _result(spec, ctx, client, question, failure, timed_out.is_set(), started)
+        logger.warning("program %s: requests still in flight after %.0f s", ctx.program_id,
+                       _DRAIN_S)  # fmt: skip
+    routed = isinstance(ctx.reporter, RouterReporter)
+    return _Outcome(failure, timed_out.is_set(), started, routed)
+
+
+def _direct_context(spec: ProgramSpec, policy: Mapping[str, Any] | None,
+                    program_id: str | None) -> ProgramContext:  # fmt: skip
+    """The context of a direct run: the policy the router would have built, decided here."""
+    config = PolicyConfig.for_algorithm(spec.algorithm, **dict(policy or {}))
+    pid = program_id or f"direct-{uuid.uuid4().hex[:12]}"
+    return ProgramContext(pid, config, LocalReporter(config))
 
 
 def _bind(spec: ProgramSpec, arguments: Mapping[str, Any]) -> SglFunction:
@@ -200,27 +244,45 @@ def _exit(
     return ctx.exit_reason or "completed", None
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How the run ended: the failure if any, whether the watchdog fired, when it started,
+    and whether a router was in the path (to be told the program finished)."""
+
+    failure: BaseException | None
+    timed_out: bool
+    started: float
+    routed: bool
+
+
+def _finish_at_router(client: RouterClient, ctx: ProgramContext, answer: str | None,
+                      failed: bool) -> dict[str, int] | None:  # fmt: skip
+    """Tell the router the program ended; the router's token count, or None."""
+    try:
+        if failed:
+            client.abort(ctx.program_id)  # end whatever the failed program left running
+        summary = client.finish(ctx.program_id, answer)
+        return dict(summary.get("tokens") or {})
+    except BackendError as exc:
+        logger.warning("program %s: could not finish at the router: %s", ctx.program_id, exc)
+        return None
+
+
 def _result(
     spec: ProgramSpec,
     ctx: ProgramContext,
     client: RouterClient,
     question: str,
-    failure: BaseException | None,
-    timed_out: bool,
-    started: float,
+    outcome: _Outcome,
 ) -> ProgramResult:
-    exit_reason, message = _exit(ctx, failure, timed_out)
+    exit_reason, message = _exit(ctx, outcome.failure, outcome.timed_out)
     answer = None if message else ctx.answer
-    router_tokens: dict[str, int] | None = None
-    try:
-        if message:
-            client.abort(ctx.program_id)  # end whatever the failed program left running
-        summary = client.finish(ctx.program_id, answer)
-        router_tokens = dict(summary.get("tokens") or {})
-    except BackendError as exc:
-        logger.warning("program %s: could not finish at the router: %s", ctx.program_id, exc)
+    router_tokens = None
+    if outcome.routed:
+        router_tokens = _finish_at_router(client, ctx, answer, message is not None)
     if message:
         logger.warning("program %s failed: %s", ctx.program_id, message)
+    waits = list(ctx.waits)
     return ProgramResult(
         program=spec.name,
         program_id=ctx.program_id,
@@ -233,7 +295,8 @@ def _result(
         certaindex=list(ctx.trajectory),
         tokens=ctx.usage.to_dict(),
         router_tokens=router_tokens,
-        elapsed_s=round(time.monotonic() - started, 3),
+        elapsed_s=round(time.monotonic() - outcome.started, 3),
         error=message,
         details=dict(ctx.details),
+        wait_s=round(sum(waits) / len(waits), 4) if waits else None,
     )
