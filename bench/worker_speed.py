@@ -1,11 +1,15 @@
 """Worker start-up time and decode throughput of the real SGLang CPU worker (for the record).
 
 Starts one worker on the embedded model with the project's own launch code, then, after a
-warm-up, sends batches of 1, 8 and 16 concurrent /generate requests of --new-tokens tokens each
-(ignore_eos, so every request decodes exactly that many) and reports total decode tokens/s.
-Writes bench/results/worker_speed.json and prints a one-line summary.
+warm-up, sends batches of 1, 2, 4, ... 16 concurrent /generate requests of --new-tokens tokens
+each (ignore_eos, so every request decodes exactly that many) and reports total decode tokens/s.
+The *knee* is the smallest concurrency that reaches 90% of the best aggregate throughput: past
+it more concurrent requests only share the same tokens/s, so that is where the router's
+per-worker in-flight bound (`--max-inflight-per-worker`) should sit for its queue, not the
+worker's batch, to hold the backlog. Writes bench/results/worker_speed.json and prints a
+one-line summary.
 
-    .venv/bin/python bench/worker_speed.py [--new-tokens 128] [--concurrency 1,8,16]
+    .venv/bin/python bench/worker_speed.py [--new-tokens 128] [--concurrency 1,2,4,6,8,12,16]
 """
 
 from __future__ import annotations
@@ -50,10 +54,19 @@ async def _batch(url: str, concurrency: int, new_tokens: int) -> dict[str, float
             "per_stream_tokens_per_s": round(total / wall / concurrency, 2)}  # fmt: skip
 
 
+KNEE_FRACTION = 0.9
+
+
+def knee(runs: list[dict[str, float]], fraction: float = KNEE_FRACTION) -> int:
+    """The smallest concurrency whose tokens/s reaches `fraction` of the best measured."""
+    best = max(r["tokens_per_s"] for r in runs)
+    return int(min(r["concurrency"] for r in runs if r["tokens_per_s"] >= fraction * best))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--concurrency", default="1,8,16")
+    ap.add_argument("--concurrency", default="1,2,4,6,8,12,16")
     ap.add_argument("--out", type=Path, default=RESULTS / "worker_speed.json")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -77,11 +90,13 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "startup_s": round(startup_s, 2),
         "runs": runs,
+        "knee": {"fraction": KNEE_FRACTION, "concurrency": knee(runs)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     rates = ", ".join(f"{r['concurrency']}x: {r['tokens_per_s']} tok/s" for r in runs)
-    print(f"worker start-up {startup_s:.1f} s; decode {rates}; wrote {args.out}")
+    print(f"worker start-up {startup_s:.1f} s; decode {rates}; knee at {knee(runs)} concurrent "
+          f"requests ({KNEE_FRACTION:.0%} of the best); wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import IO, Any
 import click
 
 from dynasor_sgl import __version__
+from dynasor_sgl.cli_bench import bench_command
 from dynasor_sgl.cli_eval import calibrate_command, eval_command
 from dynasor_sgl.cli_run import configure_logging, run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
@@ -36,10 +37,27 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--scheduling", type=click.Choice(SCHEDULING),
                      default=_ROUTER_DEFAULTS["scheduling"],
-                     help="Router scheduling: sjf (shortest-job-first with aging, gang) or fifo."),
-        click.option("--max-inflight-per-worker", type=int,
+                     help="Order of waiting work: sjf (shortest-job-first with aging, gang), "
+                          "deadline (least slack first, gang), fifo (programs in arrival "
+                          "order, gang) or fcfs (requests in arrival order)."),
+        click.option("--max-inflight-per-worker", type=click.IntRange(min=1),
                      default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
-                     help="Requests in flight per worker before the router queues them."),
+                     help="Requests in flight per worker before the router queues them "
+                          "(default: the CPU worker's measured throughput knee)."),
+        click.option("--aging-rate", type=click.FloatRange(min=0, min_open=True),
+                     default=_ROUTER_DEFAULTS["aging_rate"],
+                     help="Tokens of predicted work forgiven per second a program waits."),
+        click.option("--starvation-bound-s", type=click.FloatRange(min=0, min_open=True),
+                     default=_ROUTER_DEFAULTS["starvation_bound_s"],
+                     help="Longest a ready program waits (plus one dispatch per program "
+                          "ahead of it)."),
+        click.option("--deadline-stop/--no-deadline-stop",
+                     default=_ROUTER_DEFAULTS["deadline_stop"],
+                     help="Stop a program whose next grant cannot meet its deadline, with its "
+                          "current best answer (exit reason 'deadline')."),
+        click.option("--program-ttl-s", type=click.FloatRange(min=0, min_open=True),
+                     default=_ROUTER_DEFAULTS["program_ttl_s"],
+                     help="End a program idle this long as 'abandoned'."),
         click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None, show_default=False,
                      help="Require 'Authorization: Bearer KEY' on every router route "
                           "[env: DYNASOR_SGL_API_KEY]."),
@@ -119,7 +137,8 @@ def launch(sglang_args: tuple[str, ...], **options: Any) -> None:
     """Start SGLang worker(s) and serve until Ctrl-C or SIGTERM.
 
     Arguments after `--` go verbatim to every `sglang.launch_server`, e.g.
-    `dynasor-sgl launch -- --schedule-policy lpm`.
+    `dynasor-sgl launch -- --schedule-policy lpm` (SGLang allows its priority scheduling only
+    with fcfs or lof: with lpm the router orders its own queue and sends no priority).
     """
     configure_logging(options["log_level"], timestamps=True)
     try:
@@ -232,6 +251,7 @@ def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None
 main.add_command(run_command)
 main.add_command(eval_command)
 main.add_command(calibrate_command)
+main.add_command(bench_command)
 
 if __name__ == "__main__":
     main()

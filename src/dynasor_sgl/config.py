@@ -41,9 +41,8 @@ class LaunchConfig:
         the CPU worker on the first regex/json_schema request; llguidance works on CPU.
     router: start the Dynasor router on `port` in front of the workers (default). Without it
         the first worker takes `port` and users talk to SGLang directly.
-    scheduling: the router's policy, "sjf" (approximate shortest-job-first with aging and gang
-        scheduling) or "fifo" (the baseline).
-    max_inflight_per_worker: requests the router lets into each worker before queueing.
+    scheduling, max_inflight_per_worker, aging_rate, starvation_bound_s, deadline_stop,
+        program_ttl_s: the router's settings (see `dynasor_sgl.router.config.RouterConfig`).
     api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
     policy_file: a JSON policy file (algorithm -> PolicyConfig overrides) the router applies
         to every program, e.g. from `dynasor-sgl calibrate`.
@@ -63,6 +62,10 @@ class LaunchConfig:
     router: bool = True
     scheduling: str = RouterConfig.scheduling
     max_inflight_per_worker: int = RouterConfig.max_inflight_per_worker
+    aging_rate: float = RouterConfig.aging_rate
+    starvation_bound_s: float = RouterConfig.starvation_bound_s
+    deadline_stop: bool = RouterConfig.deadline_stop
+    program_ttl_s: float = RouterConfig.program_ttl_s
     api_key: str | None = None
     policy_file: str | None = None
     startup_timeout: float = 600.0
@@ -85,11 +88,14 @@ class LaunchConfig:
         if self.policy_file is not None:
             load_policy_file(self.policy_file)  # a bad file fails here, not in the router
         if self.scheduling not in SCHEDULING:
-            raise ValueError(f"scheduling must be sjf or fifo, got {self.scheduling!r}")
+            raise ValueError(f"scheduling must be one of {SCHEDULING}, got {self.scheduling!r}")
         if self.max_inflight_per_worker < 1:
             raise ValueError(
                 f"max_inflight_per_worker must be >= 1, got {self.max_inflight_per_worker}"
             )
+        for name in ("aging_rate", "starvation_bound_s", "program_ttl_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be positive, got {self.startup_timeout}")
         if not self.host:
@@ -98,6 +104,24 @@ class LaunchConfig:
             flag = arg.split("=", 1)[0]
             if flag in _RESERVED_SGLANG_FLAGS:
                 raise ValueError(f"{flag} is set by dynasor-sgl; use its own option instead")
+
+    @property
+    def schedule_policy(self) -> str | None:
+        """The `--schedule-policy` passed through to SGLang, if any."""
+        args = list(self.sglang_args)
+        for i, arg in enumerate(args):
+            if arg == "--schedule-policy" and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--schedule-policy="):
+                return arg.split("=", 1)[1]
+        return None
+
+    @property
+    def worker_priority(self) -> bool:
+        """Whether workers run SGLang's priority scheduling for the router's priorities.
+        SGLang allows it only with its fcfs and lof queue policies; with another (lpm,
+        dfs-weight, random) the router still orders its own queue but sends no priority."""
+        return self.router and self.schedule_policy in (None, "fcfs", "lof")
 
     def kv_tokens(self, device: str) -> int | None:
         """The --max-total-tokens to pass for a resolved device (None: let SGLang size it)."""

@@ -44,6 +44,7 @@ class StopReason(StrEnum):
     THRESHOLD = "threshold"  # all thresholded signals passed
     POSTERIOR = "posterior"  # the majority-posterior rule passed
     CAP = "cap"  # the knob reached its cap
+    DEADLINE = "deadline"  # its next grant could not end by the program's deadline
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,11 @@ class ProgramPolicy:
                     return self._stop_with(reason, values)
         if report.step >= cfg.cap:
             return self._stop_with(StopReason.CAP, values)
-        base = min(cfg.step, cfg.cap - report.step)
+        # With no detection point left and nothing to trim, rounds decide nothing and only add
+        # latency: grant the rest at once.
+        rounds = self._next_detect != float("inf") or cfg.trim != "none"
+        pace = cfg.step if rounds else cfg.cap
+        base = min(pace, cfg.cap - report.step)
         expand = 0
         if self._read_once and report.slack > 0:
             expand = min(report.slack, cfg.cap - report.step - base)

@@ -1,199 +1,431 @@
-"""Program scheduling: approximate shortest-job-first with aging, gang grouping, FIFO baseline.
+"""Program scheduling: the order in which ready programs (and plain requests) go to a worker.
 
-A plain state machine (add / enqueue / next / on_report / on_finish / abort) over programs and
-their ready requests, driven by the caller's clock (`now` in seconds, any monotone origin). The
-router maps its output onto SGLang's per-request `priority` and its own admission queue. This
-module does no I/O and reads no clock; it knows nothing about HTTP, SGLang or the policy.
+A plain state machine (add / enqueue / next / on_report / on_finish / detach / attach) over
+programs and their ready requests, driven by the caller's clock (`now` in seconds, any monotone
+origin). The router maps its output onto its admission queue and SGLang's per-request
+`priority`; the simulator drives the same class. No I/O, no clock, no knowledge of HTTP, SGLang
+or the policy. Knob units are what a program's policy counts (SC: samples, CoT: tokens, ...).
 
-SJF score (lower goes first) of a ready program P:
-    score = min(remaining_knob × tokens_per_step, work_cap) − aging_rate × (now − ready_since)
-where tokens_per_step is P's own average so far (a prior before its first report) and
-ready_since is when P's oldest undispatched request became ready. Ties go to the earlier
-ready_since, then the earlier arrival, then the id.
+Policies (`SchedulingPolicy`):
+- fcfs: requests in the order they became ready, one at a time (no gang).
+- fifo: programs in arrival order; a program's ready requests go out together (a gang):
+  Parrot's App-FIFO.
+- sjf: approximate shortest-job-first with aging, gang (the Dynasor paper's order). Score
+  (lower first) = min(remaining units × tokens per unit, work_cap) − aging_rate × waited,
+  where tokens per unit is the program's own average so far, before its first report the
+  running average of its algorithm (seeded from `PRIOR_TOKENS_PER_UNIT`).
+- deadline: least slack first among programs that can still make their deadline, gang. Slack =
+  deadline − now − predicted time, predicted time = remaining units × the program's own seconds
+  per unit so far (before its first report: predicted work / `prior_token_rate`). A program
+  without a deadline is due `starvation_bound_s` after it became ready. Programs that can no
+  longer make it go after those that can, by SJF score, except one that has waited longer than
+  `starvation_bound_s`, which goes first.
 
-Wait bound. Let W ≤ work_cap be P's largest predicted work while it waits and a = aging_rate.
-A program Q that becomes ready after t0 + W/a can never be ranked ahead of P (its score is
-≥ −a(now − t_Q) > W − a(now − t0) ≥ P's score). So if P is ready from t0 and the caller
-dispatches at least every d seconds while anything is ready, P is dispatched by
-    t0 + W/a + (N + 1)·d,
-N = the number of other programs ready at t0 + W/a (each holds one gang and is dispatched at
-most once before P). With W ≤ work_cap the bound is uniform over programs: nothing starves.
+Every key above is time-invariant (aging shifts every SJF score by the same −aging_rate × now),
+so ready programs sit in a heap: add, enqueue, next and on_report are O(log P).
+
+Starvation bound. Let B = starvation_bound_s, a = aging_rate, work_cap = a·B. Under sjf a
+program P ready from t0 has score ≤ a·B − a·(now − t0); a program Q that becomes ready after
+t0 + B has score ≥ −a·(now − t_Q) > a·B − a·(now − t0) ≥ P's. So if the caller dispatches at
+least every d seconds while anything is ready, P is dispatched by t0 + B + (N + 1)·d, N = the
+programs ready at t0 + B (each dispatched at most once before P). Under deadline the same holds
+through the late queue's escape; fifo and fcfs never starve.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-from collections.abc import Hashable, Sequence
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from enum import StrEnum
 
 logger = logging.getLogger(__name__)
 
-R = TypeVar("R")
+
+class SchedulingPolicy(StrEnum):
+    FCFS = "fcfs"
+    FIFO = "fifo"
+    SJF = "sjf"
+    DEADLINE = "deadline"
+
+
+# Tokens one knob unit costs before any program of the algorithm has reported: an SC or
+# best-of-N sample is a whole answer; a CoT unit is one token; an MCTS iteration expands two
+# 64-token steps and judges them; a REBASE or beam unit is one 64-token step plus its judge.
+# "plain" is a request outside any program (its own max_new_tokens is used instead).
+PRIOR_TOKENS_PER_UNIT: dict[str, float] = {
+    "sc": 256.0,
+    "bon": 256.0,
+    "cot": 1.0,
+    "mcts": 160.0,
+    "rebase": 72.0,
+    "beam": 72.0,
+    "plain": 128.0,
+}
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """policy: "sjf" (approximate SJF with aging) or "fifo" (programs in arrival order).
-    prior_tokens_per_step: tokens per knob unit assumed before a program's first report (> 0).
-    aging_rate: tokens of predicted work forgiven per second of waiting (> 0).
-    work_cap: predicted work is clamped to this many tokens; it bounds every wait (> 0).
+    """policy: see `SchedulingPolicy`.
+    aging_rate: tokens of predicted work forgiven per second a program waits (> 0).
+    starvation_bound_s: predicted work is clamped to aging_rate × this, so no ready program
+      waits longer than this plus one dispatch per program ahead of it (> 0).
+    prior_token_rate: tokens/s a program is assumed to progress at before its first report;
+      only the deadline order reads it (> 0).
+    prior_weight: weight of each new report in an algorithm's running tokens-per-unit average,
+      in (0, 1].
     tokens_per_level / max_priority: SGLang priority = max_priority − score / tokens_per_level,
-      clamped to [0, max_priority] (higher = earlier)."""
+      clamped to [0, max_priority] (higher = earlier); under fifo and fcfs every request gets
+      max_priority / 2 (the dispatch order is the order the worker sees)."""
 
-    policy: str = "sjf"
-    prior_tokens_per_step: float = 256.0
-    aging_rate: float = 256.0
-    work_cap: float = 1_000_000.0
+    policy: SchedulingPolicy = SchedulingPolicy.SJF
+    aging_rate: float = 64.0
+    starvation_bound_s: float = 300.0
+    prior_token_rate: float = 32.0
+    prior_weight: float = 0.2
     tokens_per_level: float = 64.0
     max_priority: int = 1000
 
     def __post_init__(self) -> None:
-        if self.policy not in ("sjf", "fifo"):
-            raise ValueError(f"policy must be 'sjf' or 'fifo', got {self.policy!r}")
-        for name in ("prior_tokens_per_step", "aging_rate", "work_cap", "tokens_per_level"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.policy not in tuple(SchedulingPolicy):
+            choices = ", ".join(SchedulingPolicy)
+            raise ValueError(f"policy must be one of {choices}, got {self.policy!r}")
+        object.__setattr__(self, "policy", SchedulingPolicy(self.policy))
+        for name in ("aging_rate", "starvation_bound_s", "prior_token_rate", "tokens_per_level"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not 0 < self.prior_weight <= 1:
+            raise ValueError(f"prior_weight must be in (0, 1], got {self.prior_weight!r}")
         if self.max_priority < 1:
             raise ValueError(f"max_priority must be >= 1, got {self.max_priority!r}")
 
+    @property
+    def work_cap(self) -> float:
+        """The most predicted work (tokens) any program is charged: aging_rate × bound."""
+        return self.aging_rate * self.starvation_bound_s
+
 
 @dataclass
-class _Program:
+class ProgramState:
+    """One program as the scheduler sees it; `detach` hands it over to another scheduler."""
+
     program_id: str
+    algorithm: str
     arrival: float
-    remaining_knob: int
-    steps: int = 0
+    remaining_units: int
+    deadline_at: float | None = None
+    tokens_per_unit: float | None = None  # a fixed prior (plain requests), else learned
+    units: int = 0
     tokens: int = 0
-    pending: list[str] = field(default_factory=list)
-    ready_since: float | None = None
+    seconds_per_unit: float | None = None  # observed: time since arrival / units, at reports
+    pending: deque[tuple[str, float]] = field(default_factory=deque)  # (request id, ready at)
+    seq: int = 0
+    version: int = 0
+
+    @property
+    def ready_since(self) -> float | None:
+        return self.pending[0][1] if self.pending else None
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What `next` sends: a program, its request ids (a gang, or one under fcfs), and the SGLang
+    priority they go with (computed before the wait is reset, so aging reaches it)."""
+
+    program_id: str
+    request_ids: list[str]
+    priority: int
 
 
 class Scheduler:
-    """Orders programs for dispatch; a program's ready requests always go out together."""
+    """Orders ready programs for one worker. Not thread-safe; the caller serializes."""
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
-        self._programs: dict[str, _Program] = {}
+        self._programs: dict[str, ProgramState] = {}
+        self._ready: list[tuple[float, float, int, int, str]] = []  # key, tie, seq, version, id
+        self._late: list[tuple[float, float, int, int, str]] = []  # deadline policy only
+        self._seq = itertools.count()
+        self._priors = dict(PRIOR_TOKENS_PER_UNIT)
 
     def __contains__(self, program_id: str) -> bool:
         return program_id in self._programs
 
-    def add(self, program_id: str, now: float, remaining_knob: int) -> None:
-        """Registers a program with its knob budget (e.g. the policy's cap)."""
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    # -- the program table ----------------------------------------------------------------
+
+    def add(
+        self,
+        program_id: str,
+        now: float,
+        remaining_units: int,
+        *,
+        algorithm: str = "sc",
+        deadline_at: float | None = None,
+        tokens_per_unit: float | None = None,
+    ) -> None:
+        """Registers a program with its knob budget (e.g. its policy's cap). `tokens_per_unit`
+        fixes its cost per unit (a plain request's max_new_tokens); else it is learned."""
         if program_id in self._programs:
             raise ValueError(f"program {program_id!r} is already scheduled")
-        if remaining_knob < 0:
-            raise ValueError(f"remaining_knob must be >= 0, got {remaining_knob!r}")
-        self._programs[program_id] = _Program(program_id, now, remaining_knob)
-        logger.debug("program %s added, remaining knob %d", program_id, remaining_knob)
+        if remaining_units < 0:
+            raise ValueError(f"remaining_units must be >= 0, got {remaining_units!r}")
+        if tokens_per_unit is not None and not tokens_per_unit > 0:
+            raise ValueError(f"tokens_per_unit must be > 0, got {tokens_per_unit!r}")
+        state = ProgramState(
+            program_id,
+            algorithm,
+            now,
+            remaining_units,
+            deadline_at,
+            tokens_per_unit,
+            seq=next(self._seq),
+        )
+        self._programs[program_id] = state
+        logger.debug(
+            "program %s added (%s), remaining units %d", program_id, algorithm, remaining_units
+        )
 
     def enqueue(self, program_id: str, request_ids: Sequence[str], now: float) -> None:
         """Marks requests of a program ready; its wait starts at its oldest ready request."""
         prog = self._get(program_id)
-        if request_ids and prog.ready_since is None:
-            prog.ready_since = now
-        prog.pending.extend(request_ids)
+        was_ready = bool(prog.pending)
+        prog.pending.extend((rid, now) for rid in request_ids)
+        if prog.pending and not was_ready:
+            self._push(prog)
 
     def on_report(
-        self, program_id: str, tokens: int, steps: int = 1, remaining_knob: int | None = None
+        self,
+        program_id: str,
+        tokens: int,
+        units: int = 1,
+        remaining_units: int | None = None,
+        now: float | None = None,
     ) -> None:
-        """Records `tokens` used over `steps` knob units, and the new remaining knob if known."""
-        if tokens < 0 or steps < 0:
-            raise ValueError(f"tokens and steps must be >= 0, got {tokens!r}, {steps!r}")
-        prog = self._get(program_id)
+        """Records `tokens` used over `units` knob units, the new remaining units if known, and
+        (with `now`) the program's pace in seconds per unit. Unknown program ids are ignored:
+        a report may race with the end of its program."""
+        if tokens < 0 or units < 0:
+            raise ValueError(f"tokens and units must be >= 0, got {tokens!r}, {units!r}")
+        prog = self._programs.get(program_id)
+        if prog is None:
+            return
         prog.tokens += tokens
-        prog.steps += steps
-        prog.remaining_knob = (
-            max(0, prog.remaining_knob - steps)
-            if remaining_knob is None
-            else max(0, remaining_knob)
+        prog.units += units
+        if now is not None and prog.units:
+            prog.seconds_per_unit = max(0.0, now - prog.arrival) / prog.units
+        if units and prog.tokens_per_unit is None:
+            w = self.config.prior_weight
+            old = self._priors.get(prog.algorithm, PRIOR_TOKENS_PER_UNIT["sc"])
+            self._priors[prog.algorithm] = (1 - w) * old + w * (tokens / units)
+        prog.remaining_units = (
+            max(0, prog.remaining_units - units)
+            if remaining_units is None
+            else max(0, remaining_units)
         )
+        if prog.pending:
+            self._push(prog)  # its key changed; the old heap entry is now stale
 
     def on_finish(self, program_id: str) -> None:
-        """Forgets a finished program (unknown ids are ignored: finish may race with abort)."""
+        """Forgets a program (unknown ids are ignored: finish may race with abort)."""
         self._programs.pop(program_id, None)
 
     def abort(self, program_id: str) -> list[str]:
         """Forgets a program and returns its undispatched request ids."""
         prog = self._programs.pop(program_id, None)
-        return list(prog.pending) if prog else []
+        return [rid for rid, _ in prog.pending] if prog else []
 
-    def tokens_per_step(self, program_id: str) -> float:
+    def withdraw(self, program_id: str, request_id: str) -> bool:
+        """Removes one ready request of a program (its caller went away)."""
+        prog = self._programs.get(program_id)
+        if prog is None:
+            return False
+        kept = [(rid, t) for rid, t in prog.pending if rid != request_id]
+        if len(kept) == len(prog.pending):
+            return False
+        prog.pending = deque(kept)
+        prog.version += 1
+        if prog.pending:
+            self._push(prog)
+        return True
+
+    def detach(self, program_id: str) -> ProgramState | None:
+        """Removes a program with its history and ready requests, for `attach` elsewhere."""
+        return self._programs.pop(program_id, None)
+
+    def attach(self, state: ProgramState) -> None:
+        """Takes over a program detached from another scheduler (a move between workers)."""
+        if state.program_id in self._programs:
+            raise ValueError(f"program {state.program_id!r} is already scheduled")
+        self._programs[state.program_id] = state
+        if state.pending:
+            self._push(state)
+
+    def pending(self, program_id: str) -> list[str]:
+        prog = self._programs.get(program_id)
+        return [rid for rid, _ in prog.pending] if prog else []
+
+    # -- predictions ------------------------------------------------------------------------
+
+    def tokens_per_unit(self, program_id: str) -> float:
         prog = self._get(program_id)
-        return prog.tokens / prog.steps if prog.steps else self.config.prior_tokens_per_step
+        if prog.tokens_per_unit is not None:
+            return prog.tokens_per_unit
+        if prog.units:
+            return prog.tokens / prog.units
+        return self._priors.get(prog.algorithm, PRIOR_TOKENS_PER_UNIT["sc"])
 
     def predicted_work(self, program_id: str) -> float:
-        """Remaining knob × own average tokens per step, clamped to `work_cap`."""
+        """Remaining units × tokens per unit, clamped to `work_cap`."""
         prog = self._get(program_id)
-        work = prog.remaining_knob * self.tokens_per_step(program_id)
+        work = prog.remaining_units * self.tokens_per_unit(program_id)
         return min(work, self.config.work_cap)
 
-    def _key(self, prog: _Program, now: float) -> tuple[float, float, float, str]:
-        since = prog.ready_since if prog.ready_since is not None else now
-        if self.config.policy == "fifo":
-            return (prog.arrival, since, prog.arrival, prog.program_id)
-        score = self.predicted_work(prog.program_id) - self.config.aging_rate * (now - since)
-        return (score, since, prog.arrival, prog.program_id)
+    def predicted_time(self, program_id: str, units: int | None = None) -> float:
+        """Seconds `units` more knob units (default: all remaining) will take: the program's
+        own pace so far (seconds per unit at its last report), before that its work at
+        `prior_token_rate`."""
+        prog = self._get(program_id)
+        n = prog.remaining_units if units is None else units
+        if prog.seconds_per_unit is not None:
+            return n * prog.seconds_per_unit
+        return n * self.tokens_per_unit(program_id) / self.config.prior_token_rate
+
+    # -- ordering ---------------------------------------------------------------------------
+
+    def _key(self, prog: ProgramState) -> float:
+        """The time-invariant ordering key of a ready program (lower first)."""
+        cfg = self.config
+        since = prog.ready_since if prog.ready_since is not None else prog.arrival
+        if cfg.policy is SchedulingPolicy.FIFO:
+            return float(prog.seq)
+        if cfg.policy is SchedulingPolicy.FCFS:
+            return since
+        if cfg.policy is SchedulingPolicy.DEADLINE:
+            return self._latest_start(prog, since)
+        return self.predicted_work(prog.program_id) + cfg.aging_rate * since
+
+    def _latest_start(self, prog: ProgramState, since: float) -> float:
+        if prog.deadline_at is None:
+            return since + self.config.starvation_bound_s
+        return prog.deadline_at - self.predicted_time(prog.program_id)
+
+    def _push(self, prog: ProgramState) -> None:
+        prog.version += 1
+        since = prog.ready_since if prog.ready_since is not None else prog.arrival
+        entry = (self._key(prog), since, prog.seq, prog.version, prog.program_id)
+        heapq.heappush(self._ready, entry)
+
+    def _live(self, entry: tuple[float, float, int, int, str]) -> ProgramState | None:
+        prog = self._programs.get(entry[4])
+        if prog is None or prog.version != entry[3] or not prog.pending:
+            return None
+        return prog
+
+    def _peek(self, heap: list[tuple[float, float, int, int, str]]) -> ProgramState | None:
+        while heap:
+            prog = self._live(heap[0])
+            if prog is not None:
+                return prog
+            heapq.heappop(heap)
+        return None
+
+    def _move_late(self, now: float) -> None:
+        """deadline: programs that can no longer make it leave the feasible heap."""
+        cfg = self.config
+        while (prog := self._peek(self._ready)) is not None and self._ready[0][0] < now:
+            heapq.heappop(self._ready)
+            since = prog.ready_since if prog.ready_since is not None else now
+            sjf = self.predicted_work(prog.program_id) + cfg.aging_rate * since
+            heapq.heappush(self._late, (sjf, since, prog.seq, prog.version, prog.program_id))
+
+    def _pick(self, now: float) -> ProgramState | None:
+        if self.config.policy is not SchedulingPolicy.DEADLINE:
+            return self._peek(self._ready)
+        self._move_late(now)
+        late = self._peek(self._late)
+        waited = now - late.ready_since if late and late.ready_since is not None else 0.0
+        if late is not None and waited > self.config.starvation_bound_s:
+            return late  # the escape that bounds every wait
+        return self._peek(self._ready) or late
+
+    def next(self, now: float) -> Dispatch | None:
+        """Dispatches the first ready program: all its ready requests (one under fcfs)."""
+        prog = self._pick(now)
+        if prog is None:
+            return None
+        priority = self.priority(prog.program_id, now)
+        if self.config.policy is SchedulingPolicy.FCFS:
+            batch = [prog.pending.popleft()[0]]
+        else:
+            batch = [rid for rid, _ in prog.pending]
+            prog.pending.clear()
+        prog.version += 1  # every heap entry of it is stale now
+        if prog.pending:
+            self._push(prog)
+        logger.debug(
+            "program %s dispatched with %d requests at priority %d",
+            prog.program_id,
+            len(batch),
+            priority,
+        )
+        return Dispatch(prog.program_id, batch, priority)
 
     def score(self, program_id: str, now: float) -> float:
-        """The SJF score (lower first; for FIFO the arrival time)."""
-        return self._key(self._get(program_id), now)[0]
-
-    def order(self, now: float) -> list[str]:
-        """Ready programs (with pending requests), in dispatch order."""
-        ready = [p for p in self._programs.values() if p.pending]
-        return [p.program_id for p in sorted(ready, key=lambda p: self._key(p, now))]
-
-    def next(self, now: float) -> tuple[str, list[str]] | None:
-        """Dispatches the first ready program: its id and all its ready requests (a gang)."""
-        ready = [p for p in self._programs.values() if p.pending]
-        if not ready:
-            return None
-        prog = min(ready, key=lambda p: self._key(p, now))
-        batch, prog.pending, prog.ready_since = prog.pending, [], None
-        logger.debug("program %s dispatched with %d requests", prog.program_id, len(batch))
-        return prog.program_id, batch
+        """Lower goes first. sjf: predicted work − aging; deadline: slack in seconds; fifo:
+        the arrival rank; fcfs: when the oldest ready request became ready."""
+        prog = self._get(program_id)
+        cfg = self.config
+        since = prog.ready_since if prog.ready_since is not None else now
+        if cfg.policy is SchedulingPolicy.SJF:
+            return self.predicted_work(program_id) - cfg.aging_rate * (now - since)
+        if cfg.policy is SchedulingPolicy.DEADLINE:
+            return self._latest_start(prog, since) - now
+        return self._key(prog)
 
     def priority(self, program_id: str, now: float) -> int:
         """SGLang `priority` for the program's requests now (higher = earlier)."""
         cfg = self.config
-        if cfg.policy == "fifo":
-            rank = sorted(self._programs.values(), key=lambda p: (p.arrival, p.program_id))
-            position = [p.program_id for p in rank].index(program_id)
-            return max(0, cfg.max_priority - position)
-        level = cfg.max_priority - self.score(program_id, now) / cfg.tokens_per_level
+        if cfg.policy in (SchedulingPolicy.FIFO, SchedulingPolicy.FCFS):
+            return cfg.max_priority // 2
+        score = self.score(program_id, now)
+        if cfg.policy is SchedulingPolicy.DEADLINE:
+            score *= cfg.prior_token_rate  # seconds of slack as tokens of work
+        level = cfg.max_priority - score / cfg.tokens_per_level
         return int(min(cfg.max_priority, max(0, round(level))))
 
-    def _get(self, program_id: str) -> _Program:
+    def order(self, now: float) -> list[str]:
+        """Ready programs in dispatch order (for inspection; O(P log P))."""
+        ready = [p for p in self._programs.values() if p.pending]
+        if self.config.policy is SchedulingPolicy.DEADLINE:
+
+            def key(p: ProgramState) -> tuple[float, ...]:
+                slack = self.score(p.program_id, now)
+                waited = now - (p.ready_since or now)
+                if slack >= 0:
+                    return (1, slack, p.seq)
+                first = 0 if waited > self.config.starvation_bound_s else 2
+                return (first, self._sjf_at(p, now), p.seq)
+
+            return [p.program_id for p in sorted(ready, key=key)]
+        return [p.program_id for p in sorted(ready, key=lambda p: (self._key(p), p.seq))]
+
+    def _sjf_at(self, prog: ProgramState, now: float) -> float:
+        since = prog.ready_since if prog.ready_since is not None else now
+        return self.predicted_work(prog.program_id) - self.config.aging_rate * (now - since)
+
+    def waiting(self) -> Iterable[ProgramState]:
+        return (p for p in self._programs.values() if p.pending)
+
+    def _get(self, program_id: str) -> ProgramState:
         prog = self._programs.get(program_id)
         if prog is None:
             raise KeyError(f"unknown program {program_id!r}")
         return prog
-
-
-def gang_order(
-    requests: Sequence[tuple[Hashable, R]], program_order: Sequence[Hashable] = ()
-) -> list[tuple[Hashable, R]]:
-    """Reorders (program_id, request) pairs so each program's requests are contiguous.
-
-    Programs listed in `program_order` come first in that order, the rest in order of first
-    appearance; within a program the original order is kept. With no `program_order` this is
-    the App-FIFO gang order of the Parrot baseline.
-    """
-    rank = {pid: i for i, pid in enumerate(program_order)}
-    first_seen: dict[Hashable, int] = {}
-    for i, (pid, _) in enumerate(requests):
-        first_seen.setdefault(pid, i)
-    base = len(rank)
-
-    def key(item: tuple[int, tuple[Hashable, R]]) -> tuple[int, int, int]:
-        i, (pid, _) = item
-        return (rank.get(pid, base), first_seen[pid], i)
-
-    return [req for _, req in sorted(enumerate(requests), key=key)]
-
-
-def fifo_order(requests: Sequence[R]) -> list[R]:
-    """The plain first-come-first-served baseline: requests in arrival order, no grouping."""
-    return list(requests)

@@ -92,7 +92,7 @@ def worker_command(
     # An idle SGLang scheduler otherwise spins a whole core; with two workers on a two-core
     # machine that halves everything else. It wakes on the next request without delay.
     cmd += ["--sleep-on-idle"]
-    if cfg.router:
+    if cfg.worker_priority:
         # The router maps its scheduling order onto SGLang's per-request priority.
         cmd += ["--enable-priority-scheduling"]
     kv_tokens = cfg.kv_tokens(device)
@@ -106,7 +106,12 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
     cmd = [sys.executable, "-m", "dynasor_sgl.cli", "router", "--host", cfg.host,
            "--port", str(port), "--scheduling", cfg.scheduling,
            "--max-inflight-per-worker", str(cfg.max_inflight_per_worker),
-           "--log-level", cfg.log_level, "--worker-priority"]  # fmt: skip
+           "--aging-rate", str(cfg.aging_rate),
+           "--starvation-bound-s", str(cfg.starvation_bound_s),
+           "--program-ttl-s", str(cfg.program_ttl_s),
+           "--deadline-stop" if cfg.deadline_stop else "--no-deadline-stop",
+           "--log-level", cfg.log_level,
+           "--worker-priority" if cfg.worker_priority else "--no-worker-priority"]  # fmt: skip
     for url in worker_urls:
         cmd += ["--worker-url", url]
     if cfg.policy_file:

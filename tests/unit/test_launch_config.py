@@ -9,7 +9,13 @@ import pytest
 
 from dynasor_sgl.config import CPU_MAX_TOTAL_TOKENS, LaunchConfig
 from dynasor_sgl.launch import LaunchError, plan_ports
-from dynasor_sgl.worker import free_ports, port_is_free, worker_command, worker_env
+from dynasor_sgl.worker import (
+    free_ports,
+    port_is_free,
+    router_command,
+    worker_command,
+    worker_env,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +57,7 @@ def test_defaults_are_safe() -> None:
 
 
 def test_cpu_worker_command() -> None:
-    cfg = LaunchConfig(sglang_args=("--schedule-policy", "lpm"))
+    cfg = LaunchConfig(sglang_args=("--schedule-policy", "fcfs"))
     cmd = worker_command(cfg, Path("/m"), "127.0.0.1", 31234, "cpu")
     assert cmd[1:3] == ["-m", "sglang.launch_server"]
     joined = " ".join(cmd)
@@ -66,10 +72,45 @@ def test_cpu_worker_command() -> None:
         "--enable-priority-scheduling",
     ):
         assert part in joined
-    assert cmd[-2:] == ["--schedule-policy", "lpm"]
+    assert cmd[-2:] == ["--schedule-policy", "fcfs"]
     env = worker_env("cpu")
     assert env["SGLANG_USE_CPU_ENGINE"] == "1"
     assert env["SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "false"
+
+
+@pytest.mark.parametrize("args", [("--schedule-policy", "lpm"), ("--schedule-policy=dfs-weight",)])
+def test_lpm_workers_run_without_priority_and_the_router_sends_none(args: tuple[str, ...]) -> None:
+    # SGLang asserts fcfs or lof when priority scheduling is on: lpm used to fail at start-up.
+    cfg = LaunchConfig(sglang_args=args)
+    assert not cfg.worker_priority
+    cmd = worker_command(cfg, Path("/m"), "127.0.0.1", 1, "cpu")
+    assert "--enable-priority-scheduling" not in cmd and cmd[-len(args) :] == list(args)
+    router = router_command(cfg, 2, ["http://127.0.0.1:1"])
+    assert "--no-worker-priority" in router and "--worker-priority" not in router
+
+
+def test_router_command_carries_the_scheduler_settings() -> None:
+    cfg = LaunchConfig(
+        scheduling="deadline",
+        deadline_stop=True,
+        aging_rate=8.0,
+        starvation_bound_s=30.0,
+        program_ttl_s=60.0,
+        max_inflight_per_worker=4,
+    )
+    joined = " ".join(router_command(cfg, 2, ["http://127.0.0.1:1"]))
+    for part in (
+        "--scheduling deadline",
+        "--deadline-stop",
+        "--aging-rate 8.0",
+        "--starvation-bound-s 30.0",
+        "--program-ttl-s 60.0",
+        "--max-inflight-per-worker 4",
+        "--worker-priority",
+    ):
+        assert part in joined
+    with pytest.raises(ValueError, match="starvation_bound_s"):
+        LaunchConfig(starvation_bound_s=0)
 
 
 def test_without_router_workers_skip_priority_scheduling() -> None:

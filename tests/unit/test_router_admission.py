@@ -1,4 +1,4 @@
-"""Router admission with hand-made events: bound, SJF/FIFO order, gang, aging, failures."""
+"""Router admission with hand-made events: bound, SJF/FIFO order, gang, aging, moves, failures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dynasor_sgl.router.admission import DEFAULT_PRIORITY, Admission
+from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.errors import ApiError, conflict, unavailable
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.scheduling import SchedulerConfig
@@ -93,10 +93,9 @@ def test_freed_slot_goes_to_the_shortest_program_first() -> None:
     async def scenario() -> None:
         adm, (w,), clock = make(max_inflight=1)
         await adm.acquire(w, "blocker", None)
-        adm.ensure_program(w, "long", remaining_knob=20)
-        adm.ensure_program(w, "short", remaining_knob=2)
-        assert adm.priority(w, "short") > adm.priority(w, "long")
-        assert adm.priority(w, None) == DEFAULT_PRIORITY
+        adm.ensure_program(w, "long", remaining_units=20)
+        adm.ensure_program(w, "short", remaining_units=2)
+        assert adm.priority(w, "short") > adm.priority(w, "long")  # type: ignore[operator]
         log = Log(adm)
         log.wait(w, "long/0", "long")  # arrives first, but is ten times longer
         await settle()
@@ -120,7 +119,7 @@ def test_fifo_policy_admits_in_arrival_order() -> None:
         log = Log(adm)
         for t, pid, knob in [(0.0, "long", 20), (1.0, "short", 2), (2.0, "mid", 5)]:
             clock.now = t
-            adm.ensure_program(w, pid, remaining_knob=knob)
+            adm.ensure_program(w, pid, remaining_units=knob)
             log.wait(w, f"{pid}/0", pid)
             await settle()
         for _ in range(3):
@@ -135,8 +134,8 @@ def test_a_programs_waiting_requests_go_out_together() -> None:
     async def scenario() -> None:
         adm, (w,), _ = make(max_inflight=1)
         await adm.acquire(w, "blocker", None)
-        adm.ensure_program(w, "a", remaining_knob=1)
-        adm.ensure_program(w, "b", remaining_knob=10)
+        adm.ensure_program(w, "a", remaining_units=1)
+        adm.ensure_program(w, "b", remaining_units=10)
         log = Log(adm)
         log.wait(w, "b/0", "b")
         for i in range(3):
@@ -161,18 +160,23 @@ def test_a_programs_waiting_requests_go_out_together() -> None:
 def test_aging_lets_a_long_program_through_while_short_ones_keep_coming(
     aging_rate: float, starves: bool
 ) -> None:
-    """Long work 10, shorts work 1, aging 1/s: the wait bound is W/a + 2 ticks = 12 ticks."""
+    """Long work 10 units, shorts 1 (256 tokens a unit before any report), aging 256 tokens/s:
+    the wait bound is W/a + 2 ticks = 12 ticks."""
 
     async def scenario() -> None:
-        adm, (w,), clock = make(max_inflight=1, prior_tokens_per_step=1.0, aging_rate=aging_rate)
+        # Starving needs a bound as long as the aging is slow: work is clamped to a·B.
+        bound = 1e12 if starves else 300.0
+        adm, (w,), clock = make(
+            max_inflight=1, aging_rate=aging_rate * 256, starvation_bound_s=bound
+        )
         await adm.acquire(w, "blocker", None)
-        adm.ensure_program(w, "long", remaining_knob=10)
+        adm.ensure_program(w, "long", remaining_units=10)
         log = Log(adm)
         log.wait(w, "long/0", "long")
         await settle()
         for t in range(1, 31):
             clock.now = float(t)
-            adm.ensure_program(w, f"short{t}", remaining_knob=1)
+            adm.ensure_program(w, f"short{t}", remaining_units=1)
             log.wait(w, f"short{t}/0", f"short{t}")
             await settle()
             adm.release(w)  # the holder finishes; one waiter gets the slot
@@ -293,21 +297,37 @@ def test_a_waiter_cancelled_right_after_its_grant_gives_the_slot_back() -> None:
     run(scenario)
 
 
-def test_on_report_and_forget_program_reach_every_workers_scheduler() -> None:
+def test_a_moved_program_keeps_its_history_and_takes_its_waiting_requests() -> None:
     async def scenario() -> None:
-        adm, (w0, w1), _ = make(max_inflight=1, workers=2, prior_tokens_per_step=1.0)
-        adm.ensure_program(w0, "p", remaining_knob=100)
-        adm.ensure_program(w1, "p", remaining_knob=100)
-        low = adm.priority(w0, "p")
-        adm.on_report("p", tokens=0, steps=0, remaining_knob=1)
-        assert adm.priority(w0, "p") > low and adm.priority(w1, "p") > low
+        adm, (w0, w1), clock = make(max_inflight=1, workers=2)
+        await adm.acquire(w0, "hold0", None)
+        await adm.acquire(w1, "hold1", None)
+        adm.ensure_program(w0, "p", remaining_units=10)
+        adm.on_report("p", tokens=50, units=5, remaining_units=5)  # 10 tokens a unit
+        log = Log(adm)
+        log.wait(w0, "p/0", "p")
+        log.wait(w0, "p/1", "p")
+        await settle()
+        assert (w0.queued, w1.queued) == (2, 0)
+        clock.now = 3.0
+        adm.ensure_program(w1, "p", remaining_units=5)  # the pool moved it to worker 1
+        assert (w0.queued, w1.queued) == (0, 2)
+        moved = adm.queue.scheduler(w1.index)
+        assert "p" not in adm.queue.scheduler(w0.index) and "p" in moved
+        assert moved.tokens_per_unit("p") == 10 and moved.predicted_work("p") == 50
+        adm.release(w0)  # worker 0's slot frees: nothing of p waits there any more
+        await settle()
+        assert log.admitted == []
+        adm.release(w1)
+        await settle()
+        assert sorted(log.admitted) == ["p/0", "p/1"] and w1.inflight == 2
         adm.forget_program("p")
-        assert adm.priority(w0, "p") == adm.priority(w1, "p") == DEFAULT_PRIORITY
+        assert adm.priority(w1, "p") is None
 
     run(scenario)
 
 
-def test_reports_teach_sjf_the_programs_own_tokens_per_step() -> None:
+def test_reports_teach_sjf_the_programs_own_tokens_per_unit() -> None:
     from dynasor_sgl.policy import PolicyConfig, Report
     from dynasor_sgl.router.config import RouterConfig
     from dynasor_sgl.router.core import Router
@@ -317,13 +337,13 @@ def test_reports_teach_sjf_the_programs_own_tokens_per_step() -> None:
         prog = router.programs.register(PolicyConfig.for_algorithm("sc"), "p")
         worker = router.pool.workers[0]
         router.admission.ensure_program(worker, "p", prog.config.cap)
-        sched = router.admission._schedulers[worker.index]
-        prior = sched.tokens_per_step("p")
+        sched = router.admission.queue.scheduler(worker.index)
+        prior = sched.tokens_per_unit("p")
         prog.completion_tokens = 500  # five samples of 100 tokens each
         split = {str(i): a for i, a in enumerate(["1", "2", "3", "4", "5"])}  # no stop
         decision, _ = await router.report(prog, Report(step=5, answers=split))
         assert str(decision.action) != "stop"
-        assert sched.tokens_per_step("p") == 100 != prior
+        assert sched.tokens_per_unit("p") == 100 != prior
         assert sched.predicted_work("p") == 100 * (prog.config.cap - 5)
         await router.close()
 

@@ -72,8 +72,11 @@ def test_worker_priority_is_passed_when_enabled() -> None:
             await client.post("/generate", json=gen(max_new=2))
             await client.post("/programs/p/generate", json=gen(max_new=2))
             plain, tagged = fake.generate_bodies
-            assert plain["priority"] == 500  # outside any program: the middle
+            # A plain request is a job of its own max_new_tokens, scored like any program: a
+            # 2-token request outranks an 8-sample program (256 tokens a sample before it
+            # reports), and both levels come from the same formula.
             assert isinstance(tagged["priority"], int) and 0 <= tagged["priority"] <= 1000
+            assert plain["priority"] == 1000 > tagged["priority"] == 1000 - 8 * 256 // 64
 
     run(scenario)
 

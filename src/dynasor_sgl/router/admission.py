@@ -1,9 +1,8 @@
-"""Admission: a per-worker bound on in-flight requests, and the order in which waiters go.
+"""The router's side of admission: waiting requests as futures around the pure queue.
 
-Below the bound a request goes straight to its worker. Above it, requests wait, and each freed
-slot goes to the program the pure `Scheduler` puts first (approximate SJF with aging, or FIFO):
-all of that program's waiting requests go out together (gang). The same scheduler gives each
-request its SGLang `priority`. This module owns the waiting; it does not talk to workers.
+`dynasor_sgl.admission_queue.AdmissionQueue` decides (per-worker bound, the scheduler's order,
+gangs, priorities, reservations); this module turns its grants into resumed coroutines and its
+failures into errors for the waiting callers. Used from the router's event loop only.
 """
 
 from __future__ import annotations
@@ -11,23 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
+from dynasor_sgl.admission_queue import AdmissionQueue, Grant
 from dynasor_sgl.router.errors import ApiError
 from dynasor_sgl.router.pool import Worker, WorkerPool
-from dynasor_sgl.scheduling import Scheduler, SchedulerConfig
+from dynasor_sgl.scheduling import SchedulerConfig
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PRIORITY = 500  # requests outside any program: the middle of SGLang's range we use
-
-
-@dataclass
-class _Waiter:
-    future: asyncio.Future[None]
-    worker: Worker
-    program_id: str
 
 
 class Admission:
@@ -42,93 +32,94 @@ class Admission:
         self.pool = pool
         self.config = config
         self.clock = clock
-        self._schedulers = {w.index: Scheduler(config) for w in pool.workers}
-        self._waiting: dict[str, _Waiter] = {}
+        self.queue = AdmissionQueue([w.slots for w in pool.workers], pool.max_inflight, config)
+        self._futures: dict[str, asyncio.Future[int]] = {}
 
     def queue_length(self) -> int:
-        return len(self._waiting)
+        return self.queue.queue_length()
 
-    def ensure_program(self, worker: Worker, program_id: str, remaining_knob: int) -> None:
-        sched = self._schedulers[worker.index]
-        if program_id not in sched:
-            sched.add(program_id, self.clock(), remaining_knob)
+    def ensure_program(
+        self,
+        worker: Worker,
+        program_id: str,
+        remaining_units: int,
+        algorithm: str = "sc",
+        deadline_at: float | None = None,
+    ) -> None:
+        """Schedules a program on `worker` (moving it, with its waiting requests, if it was
+        scheduled elsewhere)."""
+        grants = self.queue.ensure_program(
+            worker.index, program_id, self.clock(), remaining_units, algorithm, deadline_at
+        )
+        self._resume(worker.index, grants)
+
+    def priority(self, worker: Worker, program_id: str) -> int | None:
+        return self.queue.priority(worker.index, program_id, self.clock())
 
     def forget_program(self, program_id: str) -> None:
-        for sched in self._schedulers.values():
-            sched.on_finish(program_id)
+        for worker, grants in self.queue.forget_program(program_id, self.clock()):
+            self._resume(worker, grants)
 
-    def on_report(self, program_id: str, tokens: int, steps: int, remaining_knob: int) -> None:
-        for sched in self._schedulers.values():
-            if program_id in sched:
-                sched.on_report(program_id, tokens, steps, remaining_knob)
+    def on_report(self, program_id: str, tokens: int, units: int, remaining_units: int) -> None:
+        self.queue.on_report(program_id, tokens, units, remaining_units, self.clock())
 
-    def priority(self, worker: Worker, program_id: str | None) -> int:
-        sched = self._schedulers[worker.index]
-        if program_id is None or program_id not in sched:
-            return DEFAULT_PRIORITY
-        return sched.priority(program_id, self.clock())
+    def predicted_time(self, program_id: str, units: int | None = None) -> float | None:
+        return self.queue.predicted_time(program_id, units)
 
-    async def acquire(self, worker: Worker, request_id: str, program_id: str | None) -> None:
-        """Wait for a slot on `worker`. Raises ApiError if the wait is cancelled by an abort."""
-        if worker.inflight < self.pool.max_inflight and not worker.queued:
-            worker.inflight += 1
-            return
-        sched = self._schedulers[worker.index]
-        pid = program_id or f"request:{request_id}"
-        if pid not in sched:
-            sched.add(pid, self.clock(), 1)
-        sched.enqueue(pid, [request_id], self.clock())
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = _Waiter(fut, worker, pid)
-        worker.queued += 1
-        logger.debug("request %s of %s queued on worker %d", request_id, pid, worker.index)
+    def slack(self, worker: Worker) -> int:
+        return self.queue.slack(worker.index)
+
+    def reserve(self, worker: Worker, program_id: str, slots: int) -> None:
+        self.queue.reserve(worker.index, program_id, slots)
+
+    async def acquire(
+        self, worker: Worker, request_id: str, program_id: str | None, max_new_tokens: int = 128
+    ) -> int:
+        """Waits for a slot on `worker`; returns the SGLang priority to send. Raises ApiError
+        if the wait is ended by an abort or a worker failure."""
+        priority = self.queue.submit(
+            worker.index, request_id, program_id, self.clock(), max_new_tokens
+        )
+        if priority is not None:
+            return priority
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._futures[request_id] = fut
         try:
-            await fut
+            return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.release(worker)  # granted, but the caller is gone: give the slot back
+            else:
+                self.queue.cancel(request_id)
             raise
         finally:
-            if self._waiting.pop(request_id, None) is not None:
-                worker.queued -= 1  # cancelled or failed while still waiting
+            self._futures.pop(request_id, None)
 
     def release(self, worker: Worker) -> None:
-        worker.inflight -= 1
-        self._dispatch(worker)
+        self._resume(worker.index, self.queue.release(worker.index, self.clock()))
 
-    def _dispatch(self, worker: Worker) -> None:
-        sched = self._schedulers[worker.index]
-        while worker.inflight < self.pool.max_inflight:
-            nxt = sched.next(self.clock())
-            if nxt is None:
-                return
-            pid, request_ids = nxt
-            for rid in request_ids:  # the whole gang, even past the bound by its size
-                waiter = self._waiting.pop(rid, None)
-                if waiter is None:
-                    continue
-                worker.queued -= 1
-                if waiter.future.done():  # failed or cancelled, not yet resumed
-                    continue
-                worker.inflight += 1
-                waiter.future.set_result(None)
-            if pid.startswith("request:"):
-                sched.on_finish(pid)
+    def _resume(self, worker: int, grants: Iterable[Grant]) -> None:
+        for grant in grants:
+            fut = self._futures.get(grant.request_id)
+            if fut is None or fut.done():  # its caller is gone: hand the slot on
+                self._resume(worker, self.queue.release(worker, self.clock()))
+                continue
+            fut.set_result(grant.priority)
+
+    def _fail(self, request_ids: list[str], error: ApiError) -> int:
+        failed = 0
+        for rid in request_ids:
+            self.queue.cancel(rid)
+            fut = self._futures.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+                failed += 1
+        return failed
 
     def fail_program(self, program_id: str, error: ApiError) -> int:
-        """End every waiting request of a program with `error`; returns how many."""
-        failed = 0
-        for waiter in list(self._waiting.values()):
-            if waiter.program_id == program_id and not waiter.future.done():
-                waiter.future.set_exception(error)
-                failed += 1
-        return failed
+        """Ends every waiting request of a program with `error`; returns how many."""
+        return self._fail(self.queue.waiting_of(program_id=program_id), error)
 
     def fail_worker(self, worker: Worker, error: ApiError) -> int:
-        """End every request waiting for `worker` (it went down) with `error`."""
-        failed = 0
-        for waiter in list(self._waiting.values()):
-            if waiter.worker is worker and not waiter.future.done():
-                waiter.future.set_exception(error)
-                failed += 1
-        return failed
+        """Ends every request waiting for `worker` (it went down) with `error`."""
+        return self._fail(self.queue.waiting_of(worker=worker.index), error)

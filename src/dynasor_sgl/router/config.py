@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 
-SCHEDULING = ("sjf", "fifo")
+SCHEDULING = tuple(str(p) for p in SchedulingPolicy)
+# The knee of the CPU worker's throughput on the embedded model (bench/worker_speed.py: the
+# smallest concurrency within 90% of the best tokens/s); see the README.
+MEASURED_KNEE = 12
 
 
 @dataclass(frozen=True)
@@ -17,9 +21,20 @@ class RouterConfig:
 
     worker_urls: base URLs of the SGLang workers it fronts (at least one).
     host, port: where it listens; 127.0.0.1 unless you mean to expose it.
-    scheduling: "sjf" (approximate shortest-job-first with aging, gang) or "fifo" (baseline).
+    scheduling: the order of waiting work (`dynasor_sgl.scheduling.SchedulingPolicy`): "sjf"
+        (approximate shortest-job-first with aging, gang; the paper's), "deadline" (least
+        slack first, gang), "fifo" (programs in arrival order, gang) or "fcfs" (requests in
+        arrival order).
     max_inflight_per_worker: requests in flight per worker before new ones wait in the
-        router's admission queue (so the scheduling order holds under overload).
+        router's admission queue, where the scheduling order holds. The default is the
+        measured throughput knee of the CPU worker; a GPU worker saturates much later.
+    aging_rate: tokens of predicted work forgiven per second a program waits (sjf).
+    starvation_bound_s: no ready program waits longer than this (plus one dispatch per
+        program ahead of it): predicted work is clamped to aging_rate × this.
+    deadline_stop: stop a program (exit reason "deadline") when its next grant cannot end
+        by its deadline, with its current best answer.
+    program_ttl_s: a running program with nothing in flight and no request or report for
+        this long is ended as "abandoned" (its client went away).
     worker_priority: pass SGLang's per-request `priority` (workers must run with
         `--enable-priority-scheduling`; `launch` does this).
     health_interval_s: seconds between worker health checks.
@@ -35,7 +50,11 @@ class RouterConfig:
     host: str = "127.0.0.1"
     port: int = 30000
     scheduling: str = "sjf"
-    max_inflight_per_worker: int = 32
+    max_inflight_per_worker: int = MEASURED_KNEE
+    aging_rate: float = SchedulerConfig.aging_rate
+    starvation_bound_s: float = SchedulerConfig.starvation_bound_s
+    deadline_stop: bool = False
+    program_ttl_s: float = 600.0
     worker_priority: bool = False
     health_interval_s: float = 2.0
     request_timeout_s: float = 3600.0
@@ -59,6 +78,13 @@ class RouterConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for algorithm, overrides in self.policy_defaults.items():
             PolicyConfig.for_algorithm(algorithm, **overrides)  # raises ValueError if bad
-        for name in ("health_interval_s", "request_timeout_s"):
+        self.scheduler()  # raises ValueError naming a bad scheduling setting
+        for name in ("health_interval_s", "request_timeout_s", "program_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def scheduler(self) -> SchedulerConfig:
+        """The scheduler settings this router runs with."""
+        return SchedulerConfig(policy=SchedulingPolicy(self.scheduling),
+                               aging_rate=self.aging_rate,
+                               starvation_bound_s=self.starvation_bound_s)  # fmt: skip

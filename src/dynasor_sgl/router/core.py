@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from dynasor_sgl.admission_queue import slots_per_unit
+from dynasor_sgl.deadlines import deadline_stop
 from dynasor_sgl.policy import Action, Decision, Report
 from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
@@ -25,7 +28,6 @@ from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.router.programs import InFlight, Program, ProgramTable
-from dynasor_sgl.scheduling import SchedulerConfig
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -35,7 +37,7 @@ class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
         self.pool = WorkerPool(config.worker_urls, config.max_inflight_per_worker)
-        self.admission = Admission(self.pool, SchedulerConfig(policy=config.scheduling))
+        self.admission = Admission(self.pool, config.scheduler())
         self.programs = ProgramTable(config.max_programs)
         self.forwarder = Forwarder(config.request_timeout_s)
         self.metrics = Metrics()
@@ -56,11 +58,24 @@ class Router:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
-            with contextlib.suppress(Exception):
+            try:
                 await self.pool.check_all(self.forwarder.session)
                 for w in self.pool.workers:
                     if not w.healthy:
                         self.admission.fail_worker(w, unavailable(f"worker {w.index} is down"))
+                await self.reap()
+            except Exception:  # the loop must outlive any one failure; it is logged
+                logger.exception("health check round failed")
+
+    async def reap(self) -> int:
+        """Ends programs idle past the TTL (their client went away) as `abandoned`."""
+        idle = self.programs.idle(self.config.program_ttl_s)
+        for prog in idle:
+            logger.warning("program %s idle for %.0f s: abandoned", prog.program_id,
+                           self.config.program_ttl_s)  # fmt: skip
+            await self.end_program(prog, functools.partial(self.programs.stop, prog, "abandoned"),
+                                   "abandoned")  # fmt: skip
+        return len(idle)
 
     def any_worker(self) -> Worker:
         worker = self.pool.least_loaded()
@@ -96,21 +111,21 @@ class Router:
                            branch: str) -> Any:  # fmt: skip
         pid = prog.program_id if prog else None
         if prog is not None:
-            self.admission.ensure_program(worker, prog.program_id,
-                                          max(1, prog.config.cap - prog.step))  # fmt: skip
-        await self.admission.acquire(worker, uuid.uuid4().hex, pid)
+            self.admission.ensure_program(worker, prog.program_id, prog.remaining_units,
+                                          prog.config.algorithm, prog.deadline_at)  # fmt: skip
+        max_new = _max_new_tokens(body)
+        priority = await self.admission.acquire(worker, uuid.uuid4().hex, pid, max_new)
         entry: InFlight | None = None
         released = False
         try:
             if prog is not None:
                 self.programs.admit(prog, branch)  # it may have stopped while we waited
-                max_new = int(body.get("sampling_params", {}).get("max_new_tokens") or 128)
                 entry = self.programs.start(prog, branch, worker.index, max_new)
                 body["rid"] = entry.rid
             elif isinstance(body.get("rid"), str):
                 self._plain_rids[body["rid"]] = worker
             if self.config.worker_priority:
-                body["priority"] = self.admission.priority(worker, pid)
+                body["priority"] = priority
             payload = orjson.dumps(body)
             if body.get("stream"):
                 resp = await self.forwarder.open_stream(worker, "/generate", payload)
@@ -177,34 +192,49 @@ class Router:
     # -- decisions ------------------------------------------------------------------------
 
     def slack(self, prog: Program) -> int:
-        """Free request slots on the program's worker when nothing waits (else 0)."""
+        """Knob units the program could add now: free request slots on its worker (none while
+        anything waits), less those reserved for other programs' expansion, in its units."""
         worker = self.pool.pinned(prog.program_id) or self.pool.least_loaded()
-        if worker is None or worker.queued or self.admission.queue_length():
+        if worker is None:
             return 0
-        return max(0, self.pool.max_inflight - worker.inflight)
+        per_unit = slots_per_unit(prog.config.algorithm)
+        return self.admission.slack(worker) // per_unit if per_unit else 0
 
     async def report(self, prog: Program, report: Report) -> tuple[Decision, int]:
-        """Decide on a report and enforce it; returns the decision and requests aborted."""
-        self.programs.check_open(prog)
-        decision = await asyncio.to_thread(prog.policy.decide, report)
-        self.programs.check_open(prog)  # a concurrent report may have stopped it meanwhile
+        """Decide on a report and enforce it; returns the decision and requests aborted.
+        Reports of one program are applied one at a time, in the order they arrived."""
+        async with prog.lock:
+            self.programs.check_open(prog)
+            decision = await asyncio.to_thread(prog.policy.decide, report)
+            self.programs.check_open(prog)  # an abort or the reaper may have ended it meanwhile
+            return await self._apply(prog, report, decision)
+
+    async def _apply(self, prog: Program, report: Report,
+                     decision: Decision) -> tuple[Decision, int]:  # fmt: skip
+        if self.config.deadline_stop and prog.deadline_at is not None:
+            pace = self.admission.predicted_time(prog.program_id, decision.grant)
+            decision = deadline_stop(decision, self.programs.clock(), prog.deadline_at, pace)
         saved_before = prog.tokens_saved
-        steps = max(0, report.step - prog.step)
+        units = max(0, report.step - prog.step)
         tokens = prog.completion_tokens - prog.tokens_at_report
         prog.tokens_at_report = prog.completion_tokens
         self.programs.apply(prog, report, decision)
         self.metrics.decisions.labels(str(decision.action)).inc()
-        # SJF learns the program's own tokens per knob unit from what it generated since its
-        # last report.
-        remaining = max(0, prog.config.cap - prog.step)
-        self.admission.on_report(prog.program_id, max(0, tokens), steps, remaining)
+        # SJF learns the program's own tokens per knob unit (and the deadline order its pace)
+        # from what it generated since its last report.
+        self.admission.on_report(prog.program_id, max(0, tokens), units, prog.remaining_units)
         aborted = 0
         if decision.action is Action.STOP:
             aborted = await self.abort_program(prog, "stop")
             self.metrics.program_ended(prog, saved_before)
-        elif decision.trim:
-            entries = self.programs.rids_to_abort(prog, set(decision.trim))
-            aborted = await self._abort_entries(entries, "trim")
+        else:
+            worker = self.pool.pinned(prog.program_id)
+            if decision.expand and worker is not None:
+                slots = decision.expand * slots_per_unit(prog.config.algorithm)
+                self.admission.reserve(worker, prog.program_id, slots)
+            if decision.trim:
+                entries = self.programs.rids_to_abort(prog, set(decision.trim))
+                aborted = await self._abort_entries(entries, "trim")
         return decision, aborted
 
     async def end_program(self, prog: Program, end: Callable[[], None], cause: str) -> int:
@@ -225,6 +255,8 @@ class Router:
         self.admission.fail_program(prog.program_id, error)
         aborted = await self._abort_entries(self.programs.rids_to_abort(prog), cause)
         self.admission.forget_program(prog.program_id)
+        if cause == "abandoned":
+            self.metrics.programs_abandoned.inc()
         self.pool.unpin(prog.program_id)
         return aborted
 
@@ -249,6 +281,13 @@ class Router:
         if not workers:
             raise unavailable("no healthy SGLang worker")
         return await self.forwarder.fan_out(workers, "POST", "/abort_request", orjson.dumps(body))
+
+
+def _max_new_tokens(body: dict[str, Any]) -> int:
+    """The request's max_new_tokens (SGLang's default 128 when unset or a batch's list)."""
+    params = body.get("sampling_params")
+    value = params.get("max_new_tokens") if isinstance(params, dict) else None
+    return value if isinstance(value, int) and value > 0 else 128
 
 
 def _last_meta(tail: bytes) -> dict[str, Any] | None:

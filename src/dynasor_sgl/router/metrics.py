@@ -27,6 +27,9 @@ class Metrics:
         self.programs_ended = Counter("dynasor_programs_ended",
                                       "Programs stopped or finished, by exit reason",
                                       ["exit_reason"], registry=r)  # fmt: skip
+        self.programs_abandoned = Counter("dynasor_programs_abandoned",
+                                          "Programs ended idle past the TTL (client gone)",
+                                          registry=r)  # fmt: skip
         self.tokens = Counter("dynasor_tokens", "Tokens of program requests, by kind",
                               ["kind"], registry=r)  # fmt: skip
         self.tokens_saved = Counter("dynasor_tokens_saved",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from dynasor_sgl.admission_queue import Slots
+
 logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 10.0
@@ -26,16 +28,34 @@ class Worker:
     index: int
     url: str
     healthy: bool = False
-    inflight: int = 0
-    queued: int = 0
     failures: int = 0
     missed_checks: int = 0
     last_check: float = 0.0
     programs: set[str] = field(default_factory=set)
+    slots: Slots = field(init=False)  # occupancy, kept by admission
+
+    def __post_init__(self) -> None:
+        self.slots = Slots(self.index)
+
+    @property
+    def inflight(self) -> int:
+        return self.slots.inflight
+
+    @inflight.setter
+    def inflight(self, value: int) -> None:
+        self.slots.inflight = value
+
+    @property
+    def queued(self) -> int:
+        return self.slots.queued
+
+    @queued.setter
+    def queued(self, value: int) -> None:
+        self.slots.queued = value
 
     @property
     def load(self) -> int:
-        return self.inflight + self.queued
+        return self.slots.inflight + self.slots.queued
 
 
 class WorkerPool:

@@ -8,11 +8,13 @@ the app carries the aborts out through `forward`. No I/O here.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,11 +60,26 @@ class Program:
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
     answer: str | None = None
+    last_active: float = 0.0  # the last request start or end, or report (table clock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one report at a time
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _seq: itertools.count = field(default_factory=itertools.count)
 
     @property
     def config(self) -> PolicyConfig:
         return self.policy.config
+
+    @property
+    def deadline_at(self) -> float | None:
+        return None if self.deadline_s is None else self.created + self.deadline_s
+
+    @property
+    def remaining_units(self) -> int:
+        return max(0, self.config.cap - self.step)
+
+    @property
+    def age_s(self) -> float:
+        return (self.finished_at or self.clock()) - self.created
 
     def new_rid(self, branch: str) -> str:
         return f"{self.program_id}{RID_SEP}{branch}{RID_SEP}{next(self._seq)}"
@@ -91,17 +108,24 @@ class Program:
             },
             "certaindex": self.trajectory,
             "deadline_s": self.deadline_s,
-            "age_s": round(time.monotonic() - self.created, 3),
+            "age_s": round(self.age_s, 3),
             "answer": self.answer,
         }
 
 
 class ProgramTable:
-    """All programs the router knows, by id."""
+    """All programs the router knows, by id. `clock` is monotonic seconds (injectable)."""
 
-    def __init__(self, max_programs: int) -> None:
+    def __init__(self, max_programs: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_programs = max_programs
+        self.clock = clock
         self._programs: dict[str, Program] = {}
+
+    def idle(self, ttl_s: float) -> list[Program]:
+        """Running programs with nothing in flight and no activity for `ttl_s` seconds."""
+        cutoff = self.clock() - ttl_s
+        return [p for p in self._programs.values()
+                if p.status == "running" and not p.inflight and p.last_active < cutoff]  # fmt: skip
 
     def __len__(self) -> int:
         return len(self._programs)
@@ -120,7 +144,9 @@ class ProgramTable:
         if pid in self._programs:
             raise conflict(f"program {pid} already exists")
         self._evict()
-        prog = Program(pid, ProgramPolicy(config), time.monotonic(), deadline_s)
+        now = self.clock()
+        prog = Program(pid, ProgramPolicy(config), now, deadline_s, last_active=now,
+                       clock=self.clock)
         prog.grant = prog.policy.initial_grant
         self._programs[pid] = prog
         logger.info("program %s registered (%s, cap %d)", pid, config.algorithm, config.cap)
@@ -168,10 +194,12 @@ class ProgramTable:
         prog.branches.add(branch)
         prog.requests += 1
         prog.worker = worker
+        prog.last_active = self.clock()
         return entry
 
     def end(self, prog: Program, entry: InFlight, meta: dict[str, Any] | None) -> None:
         prog.inflight.pop(entry.rid, None)
+        prog.last_active = self.clock()
         if not meta:
             return
         prog.prompt_tokens += int(meta.get("prompt_tokens") or 0)
@@ -192,6 +220,7 @@ class ProgramTable:
     def apply(self, prog: Program, report: Report, decision: Decision) -> None:
         """Apply a policy decision to the table (not to the workers: the app aborts)."""
         prog.step = report.step
+        prog.last_active = self.clock()
         if decision.values:
             prog.trajectory.append({"step": report.step, **decision.values})
         if decision.action is Action.STOP:
@@ -204,7 +233,7 @@ class ProgramTable:
 
     def _stop(self, prog: Program, reason: str) -> None:
         prog.status, prog.exit_reason = "stopped", reason
-        prog.finished_at = time.monotonic()
+        prog.finished_at = self.clock()
         remaining = max(0, prog.config.cap - prog.step)
         per_step = prog.completion_tokens / prog.step if prog.step else 0.0
         prog.tokens_saved += int(remaining * per_step)
@@ -220,7 +249,7 @@ class ProgramTable:
             prog.exit_reason = prog.exit_reason or ("cap" if prog.step >= prog.config.cap
                                                     else "finished")  # fmt: skip
         prog.status = "finished"
-        prog.finished_at = prog.finished_at or time.monotonic()
+        prog.finished_at = prog.finished_at or self.clock()
         prog.answer = answer
 
     def rids_to_abort(self, prog: Program, branches: set[str] | None = None) -> list[InFlight]:

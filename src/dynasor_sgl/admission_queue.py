@@ -1,0 +1,270 @@
+"""Admission queue: how many requests each worker runs, who waits, and who goes when a slot frees.
+
+Each worker takes at most `bound` requests at once, the measured knee of its throughput (past
+it more concurrent requests only share the same tokens/s), so the backlog waits here, where the
+scheduler can order it, instead of inside the engine's batch. Below the bound a request goes
+straight through; above it, it waits, and each freed slot goes to the program the worker's
+`Scheduler` puts first: all of that program's waiting requests together (a gang; one request
+under fcfs), each with the SGLang priority the scheduler gave it at dispatch.
+
+Synchronous and clock-injected (`now` is passed in): the router wraps it with futures
+(`dynasor_sgl.router.admission`), a simulator calls it directly. A request outside any program
+(plain) is a one-unit job of its own max_new_tokens. Slots can be reserved for expansion a
+policy granted, so concurrent reports do not all see the same free capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from dynasor_sgl.scheduling import Dispatch, Scheduler, SchedulerConfig
+
+logger = logging.getLogger(__name__)
+
+PLAIN_PREFIX = "request:"  # scheduler ids of plain requests
+# Concurrent requests one more knob unit takes, to turn free slots into expansion: an SC or
+# best-of-N sample, a REBASE or beam node is one request; an MCTS iteration expands two
+# children and judges them; a CoT unit is a token of the one chain (it cannot use more slots).
+SLOTS_PER_UNIT = {"sc": 1, "bon": 1, "rebase": 1, "beam": 1, "mcts": 3, "cot": 0}
+
+
+def slots_per_unit(algorithm: str) -> int:
+    """Request slots one knob unit of `algorithm` occupies (0: it cannot expand into slots)."""
+    return SLOTS_PER_UNIT.get(algorithm, 1)
+
+
+@dataclass
+class Slots:
+    """One worker's occupancy: requests running, waiting, and reserved for granted expansion."""
+
+    index: int
+    inflight: int = 0
+    queued: int = 0
+    reserved: int = 0
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A waiting request let through: its id and the SGLang priority it goes with."""
+
+    request_id: str
+    priority: int
+
+
+class AdmissionQueue:
+    """Per-worker in-flight bounds and wait queues. Not thread-safe; the caller serializes."""
+
+    def __init__(self, workers: list[Slots], bound: int, config: SchedulerConfig) -> None:
+        if bound < 1:
+            raise ValueError(f"bound must be >= 1, got {bound!r}")
+        self.bound = bound
+        self.config = config
+        self.workers = {w.index: w for w in workers}
+        self._schedulers = {w.index: Scheduler(config) for w in workers}
+        self._waiting: dict[str, tuple[int, str]] = {}  # request id -> (worker, scheduler id)
+        self._home: dict[str, int] = {}  # program id -> worker whose scheduler holds it
+        self._reserved: dict[str, int] = {}  # program id -> slots reserved for it
+
+    def queue_length(self) -> int:
+        return len(self._waiting)
+
+    def scheduler(self, worker: int) -> Scheduler:
+        return self._schedulers[worker]
+
+    def programs(self) -> int:
+        return len(self._home)
+
+    # -- programs ---------------------------------------------------------------------------
+
+    def ensure_program(
+        self,
+        worker: int,
+        program_id: str,
+        now: float,
+        remaining_units: int,
+        algorithm: str,
+        deadline_at: float | None = None,
+    ) -> list[Grant]:
+        """Schedules a program on `worker`. A program already scheduled on another worker
+        moves, with its history and waiting requests; returns the grants that frees up."""
+        home = self._home.get(program_id)
+        if home == worker:
+            return []
+        if home is None:
+            self._schedulers[worker].add(
+                program_id,
+                now,
+                max(0, remaining_units),
+                algorithm=algorithm,
+                deadline_at=deadline_at,
+            )
+            self._home[program_id] = worker
+            return []
+        return self._move(program_id, home, worker, now)
+
+    def _move(self, program_id: str, src: int, dst: int, now: float) -> list[Grant]:
+        state = self._schedulers[src].detach(program_id)
+        self._home[program_id] = dst
+        held = self._reserved.get(program_id, 0)
+        self.workers[src].reserved -= held
+        self.workers[dst].reserved += held
+        if state is None:
+            return []
+        self._schedulers[dst].attach(state)
+        for rid, _ in state.pending:
+            self._waiting[rid] = (dst, program_id)
+            self.workers[src].queued -= 1
+            self.workers[dst].queued += 1
+        logger.info(
+            "program %s moved from worker %d to worker %d with %d waiting requests",
+            program_id,
+            src,
+            dst,
+            len(state.pending),
+        )
+        return self.dispatch(dst, now)
+
+    def on_report(
+        self, program_id: str, tokens: int, units: int, remaining_units: int, now: float
+    ) -> None:
+        home = self._home.get(program_id)
+        if home is not None:
+            self._schedulers[home].on_report(program_id, tokens, units, remaining_units, now)
+
+    def priority(self, worker: int, program_id: str, now: float) -> int | None:
+        """The SGLang priority a program's requests would get on `worker` now (None: unknown)."""
+        sched = self._schedulers[worker]
+        return sched.priority(program_id, now) if program_id in sched else None
+
+    def predicted_time(self, program_id: str, units: int | None = None) -> float | None:
+        home = self._home.get(program_id)
+        if home is None or program_id not in self._schedulers[home]:
+            return None
+        return self._schedulers[home].predicted_time(program_id, units)
+
+    def forget_program(self, program_id: str, now: float) -> list[tuple[int, list[Grant]]]:
+        """Forgets a program (its waiting requests must have been failed first) and its
+        reservation; returns the grants its freed reservation lets through, per worker."""
+        home = self._home.pop(program_id, None)
+        if home is None:
+            return []
+        for rid in self._schedulers[home].abort(program_id):
+            if self._waiting.pop(rid, None) is not None:
+                self.workers[home].queued -= 1
+        held = self._reserved.pop(program_id, 0)
+        if held:
+            self.workers[home].reserved -= held
+            return [(home, self.dispatch(home, now))]
+        return []
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _free(self, w: Slots, program_id: str | None) -> int:
+        own = self._reserved.get(program_id, 0) if program_id else 0
+        return self.bound - w.inflight - (w.reserved - own)
+
+    def submit(
+        self,
+        worker: int,
+        request_id: str,
+        program_id: str | None,
+        now: float,
+        max_new_tokens: int = 128,
+    ) -> int | None:
+        """A request for `worker`: its priority if it may go now, else None (it waits until a
+        `release` or `dispatch` grants it)."""
+        w = self.workers[worker]
+        sid = program_id if program_id is not None else PLAIN_PREFIX + request_id
+        sched = self._schedulers[worker]
+        if program_id is None:
+            sched.add(sid, now, 1, algorithm="plain", tokens_per_unit=max(1, max_new_tokens))
+        elif sid not in sched:  # not ensured first (or elsewhere): one unit here
+            self.ensure_program(worker, sid, now, 1, "sc")
+        if self._free(w, program_id) > 0 and not w.queued:
+            w.inflight += 1
+            self._consume_reservation(program_id, w)
+            priority = sched.priority(sid, now)
+            if program_id is None:
+                sched.on_finish(sid)
+            return priority
+        sched.enqueue(sid, [request_id], now)
+        self._waiting[request_id] = (worker, sid)
+        w.queued += 1
+        logger.debug("request %s of %s queued on worker %d", request_id, sid, worker)
+        return None
+
+    def release(self, worker: int, now: float) -> list[Grant]:
+        """A request on `worker` ended; returns the waiting requests that may go now."""
+        self.workers[worker].inflight -= 1
+        return self.dispatch(worker, now)
+
+    def dispatch(self, worker: int, now: float) -> list[Grant]:
+        w = self.workers[worker]
+        sched = self._schedulers[worker]
+        grants: list[Grant] = []
+        while w.inflight < self.bound and w.queued:
+            nxt: Dispatch | None = sched.next(now)
+            if nxt is None:
+                break
+            for rid in nxt.request_ids:  # the whole gang, even past the bound by its size
+                if self._waiting.pop(rid, None) is None:
+                    continue
+                w.queued -= 1
+                w.inflight += 1
+                grants.append(Grant(rid, nxt.priority))
+            pid = nxt.program_id
+            if pid.startswith(PLAIN_PREFIX):
+                sched.on_finish(pid)
+            else:
+                self._consume_reservation(pid, w, len(nxt.request_ids))
+        return grants
+
+    def cancel(self, request_id: str) -> bool:
+        """Withdraws a waiting request (its caller is gone); False if it was not waiting."""
+        entry = self._waiting.pop(request_id, None)
+        if entry is None:
+            return False
+        worker, sid = entry
+        self.workers[worker].queued -= 1
+        sched = self._schedulers[worker]
+        if sid.startswith(PLAIN_PREFIX):
+            sched.on_finish(sid)
+        else:
+            sched.withdraw(sid, request_id)
+        return True
+
+    def waiting_of(self, program_id: str | None = None, worker: int | None = None) -> list[str]:
+        """Waiting request ids of a program and/or a worker."""
+        return [
+            rid
+            for rid, (w, sid) in self._waiting.items()
+            if (program_id is None or sid == program_id) and (worker is None or w == worker)
+        ]
+
+    # -- expansion slack --------------------------------------------------------------------
+
+    def slack(self, worker: int) -> int:
+        """Request slots free on `worker` with nothing waiting anywhere (else 0)."""
+        w = self.workers[worker]
+        if self._waiting:
+            return 0
+        return max(0, self.bound - w.inflight - w.reserved)
+
+    def reserve(self, worker: int, program_id: str, slots: int) -> None:
+        """Holds `slots` for a program's granted expansion until its requests take them."""
+        if slots <= 0:
+            return
+        self._reserved[program_id] = self._reserved.get(program_id, 0) + slots
+        self.workers[worker].reserved += slots
+
+    def _consume_reservation(self, program_id: str | None, w: Slots, n: int = 1) -> None:
+        held = self._reserved.get(program_id, 0) if program_id else 0
+        if not held or program_id is None:
+            return
+        used = min(held, n)
+        w.reserved = max(0, w.reserved - used)
+        if held - used:
+            self._reserved[program_id] = held - used
+        else:
+            del self._reserved[program_id]
