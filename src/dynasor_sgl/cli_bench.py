@@ -1,0 +1,194 @@
+"""`dynasor-sgl bench online`: the open-loop online serving benchmark from the command line.
+
+Owns the options (defaults from `BenchConfig`, or its `quick()` smoke-run defaults), what the
+user sees, and turning every user mistake or failed start into one line. The work is in
+`dynasor_sgl.online`; sglang is imported only when a run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dynasor_sgl.cli_run import _parse_set, _policy, configure_logging
+from dynasor_sgl.eval.datasets import TASKS
+from dynasor_sgl.online.config import QUICK, BenchConfig
+from dynasor_sgl.online.systems import SYSTEMS
+
+logger = logging.getLogger(__name__)
+_D = BenchConfig.defaults()
+
+
+def _default(name: str) -> str:
+    """The help text's default, with the quick one when it differs."""
+    value = _D[name]
+    shown = ",".join(f"{v:g}" for v in value) if name == "rates" else value
+    quick = QUICK.get(name)
+    if quick is None:
+        return f"[default: {shown}]"
+    quick_shown = ",".join(f"{v:g}" for v in quick) if name == "rates" else quick
+    return f"[default: {shown}; --quick: {quick_shown}]"
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}",
+                                 param_hint=what) from exc  # fmt: skip
+
+
+@click.group("bench")
+def bench_command() -> None:
+    """Serving benchmarks against real SGLang workers."""
+
+
+@bench_command.command("online")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder (resumed if it holds a run of the same settings).",
+)
+@click.option("--quick", is_flag=True, help="A few programs, 2 rates, small knobs: minutes.")
+@click.option("--program", help=f"A shipped program. {_default('program')}")
+@click.option(
+    "--dataset",
+    help="JSONL file, hf:NAME[:CONFIG[:SPLIT]] or synth:TASK "
+    f"({', '.join(sorted(TASKS))}). {_default('dataset')}",
+)
+@click.option(
+    "--programs", type=click.IntRange(min=1), help=f"Programs per run. {_default('programs')}"
+)
+@click.option("--rates", help=f"Arrival rates, programs/s, comma-separated. {_default('rates')}")
+@click.option("--systems", help=f"Comma-separated subset of: {', '.join(SYSTEMS)}. [default: all]")
+@click.option(
+    "--slo-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"SLO scale of the figure of merit. {_default('slo_scale')}",
+)
+@click.option(
+    "--fixed-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Rate of the attainment-vs-SLO-scale view. [default: the middle rate]",
+)
+@click.option(
+    "--cap", type=click.IntRange(min=1), help=f"The program's knob cap. {_default('cap')}"
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    help=f"Tokens per generation. {_default('max_tokens')}",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    help="Certaindex threshold of the program's signal (default: per program).",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON policy file (algorithm -> overrides) for the Certaindex systems.",
+)
+@click.option(
+    "--set",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A program parameter, e.g. --set temperature=0.7 (repeatable).",
+)
+@click.option(
+    "--difficulty",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A `dynasor-sgl eval` results file: per-question difficulty 1-3. [default: 1 for all]",
+)
+@click.option(
+    "--base-deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Base deadline in s. [default: measured, median of uncontended programs]",
+)
+@click.option(
+    "--worker-url",
+    help="Use this SGLang worker for every system instead of "
+    "starting the bench's own (sglang-lpm is then skipped).",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=1),
+    help="The routers' --max-inflight-per-worker. [default: the router's]",
+)
+@click.option("--model-path", help="Model of the bench's own workers. [default: embedded]")
+@click.option("--seed", type=int, help=f"Seed of arrivals and built-in tasks. {_default('seed')}")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+def online_command(quick: bool, rates: str | None, systems: str | None, threshold: float | None,
+                   policy_file: str | None, params: tuple[str, ...], log_level: str,
+                   **options: Any) -> None:  # fmt: skip
+    """Open-loop online serving benchmark: programs arrive as a seeded Poisson process at each
+    rate, each with a deadline (SLO scale × difficulty × base deadline), and run on SGLang
+    alone and behind the router's scheduling modes on the same trace and workers. Writes
+    results.jsonl, summary.json, summary.md and PNGs into --out; the figure of merit is the
+    highest rate at which 90% of programs meet their deadline, and its ratio to SGLang."""
+    configure_logging(log_level)
+    cfg = _config(quick, rates, systems, threshold, policy_file, params, options)
+    _run(cfg)
+
+
+def _config(quick: bool, rates: str | None, systems: str | None, threshold: float | None,
+            policy_file: str | None, params: tuple[str, ...],
+            options: dict[str, Any]) -> BenchConfig:  # fmt: skip
+    from dynasor_sgl.programs import get_program
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if rates is not None:
+        given["rates"] = _floats(rates, "--rates")
+    if systems is not None:
+        given["systems"] = tuple(s.strip() for s in systems.split(",") if s.strip())
+    try:
+        spec = get_program(given.get("program", _D["program"]))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--program") from exc
+    policy = _policy(spec, policy_file, None, threshold, None)
+    given.update(params=_parse_set(params), policy=policy)
+    try:
+        return BenchConfig.quick(**given) if quick else BenchConfig(**given)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _run(cfg: BenchConfig) -> None:
+    from dynasor_sgl.eval.datasets import DatasetError
+    from dynasor_sgl.lang import BackendError
+    from dynasor_sgl.online.report import one_line
+    from dynasor_sgl.online.results import ResultsError
+    from dynasor_sgl.online.servers import ServerError
+    from dynasor_sgl.online.session import BenchError, run_bench
+
+    try:
+        summary = run_bench(cfg)
+    except (DatasetError, ResultsError, ValueError, BenchError, ServerError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except BackendError as exc:
+        raise click.ClickException(f"a program could not run: {exc}") from exc
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted; finished runs are in {cfg.out}. Re-run the same command to "
+                   "resume (an unfinished run is redone).", err=True)  # fmt: skip
+        sys.exit(130)
+    click.echo(f"{one_line(summary)}; report {summary['outputs']['markdown']}")
+    failed = summary.get("runs_with_errors") or []
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} run(s) had failed programs ({', '.join(failed)}; see 'error' in "
+            f"{summary['results']}); re-run the same command to redo them"
+        )

@@ -1,0 +1,105 @@
+"""`BenchConfig`: what one `dynasor-sgl bench online` run measures, with every default here.
+
+The full defaults are sized for the embedded SmolLM2-135M on a 2-core CPU (about 30 tokens/s
+aggregate): self-consistency at cap 10 with 16-token samples on a built-in task, 20 programs
+per run at 0.15, 0.3 and 0.6 programs/s, every system; about 45-60 minutes there. `quick()`
+is a smoke run of a few minutes. On a GPU deployment pass your own rates, dataset and knobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
+
+QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4,
+                            "calibration_programs": 2}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One online benchmark.
+
+    out: the output folder (results.jsonl, summary.json, summary.md, PNGs, logs/).
+    program / dataset / seed: the shipped program and its questions (`load_dataset` spec;
+        built-in tasks are generated with `seed`, which also seeds the arrivals).
+    programs: programs per run (one run = one system at one rate).
+    rates: arrival rates in programs/s. systems: names from `online.systems.SYSTEMS`.
+    slo_scale: the SLO scale of the figure of merit (and of the deadline told to the router).
+    fixed_rate: the rate of the attainment-vs-SLO-scale view (None: the middle rate).
+    cap / max_tokens: the program's knob cap and tokens per generation (if it has that
+        parameter). params / policy: more program parameters and PolicyConfig overrides.
+    difficulty: a `dynasor-sgl eval` results file giving each question's difficulty.
+    base_deadline: the base deadline in s; None measures it (median latency of
+        `calibration_programs` programs run one at a time on the dynasor system at cap).
+    worker_url: an existing SGLang worker for every system; None starts the bench's own.
+    max_inflight: the routers' `--max-inflight-per-worker` (None: the router's default).
+    model_path: the model of the bench's own workers (None: the embedded model).
+    """
+
+    out: Path
+    program: str = "self-consistency"
+    dataset: str = "synth:facts"
+    seed: int = 0
+    programs: int = 20
+    rates: tuple[float, ...] = (0.15, 0.3, 0.6)
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS
+    slo_scale: float = 2.0
+    fixed_rate: float | None = None
+    cap: int = 10
+    max_tokens: int = 16
+    params: Mapping[str, Any] = field(default_factory=dict)
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    difficulty: str | None = None
+    base_deadline: float | None = None
+    calibration_programs: int = 3
+    worker_url: str | None = None
+    max_inflight: int | None = None
+    model_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("programs", "cap", "max_tokens", "calibration_programs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.rates or any(r <= 0 for r in self.rates):
+            raise ValueError(f"rates must be positive numbers, got {self.rates}")
+        if self.slo_scale <= 0:
+            raise ValueError(f"slo_scale must be > 0, got {self.slo_scale}")
+        if self.base_deadline is not None and self.base_deadline <= 0:
+            raise ValueError(f"base_deadline must be > 0, got {self.base_deadline}")
+        if self.max_inflight is not None and self.max_inflight < 1:
+            raise ValueError(f"max_inflight must be >= 1, got {self.max_inflight}")
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown or not self.systems:
+            raise ValueError(f"unknown system(s) {unknown or '(none)'}; choose from "
+                             f"{', '.join(SYSTEMS)}")  # fmt: skip
+        if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
+            raise ValueError(f"worker URL must start with http:// or https://, got "
+                             f"{self.worker_url!r}")  # fmt: skip
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """The smoke-run defaults (`QUICK`), with `overrides` on top."""
+        return cls(**{**QUICK, **overrides})
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}  # fmt: skip
+
+    def user_policy(self) -> dict[str, Any]:
+        """The PolicyConfig overrides every system starts from (its own go on top)."""
+        return {"cap": self.cap, **self.policy}
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for a results folder to be resumed (not the rates or systems:
+        adding one later runs just the new runs)."""
+        keys = ("program", "dataset", "seed", "programs", "slo_scale", "cap", "max_tokens",
+                "difficulty", "base_deadline", "calibration_programs", "max_inflight",
+                "model_path")  # fmt: skip
+        data = {k: getattr(self, k) for k in keys}
+        return {**data, "params": dict(self.params), "policy": dict(self.policy)}

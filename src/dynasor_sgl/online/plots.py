@@ -1,0 +1,129 @@
+"""PNG figures of the online benchmark (matplotlib, headless), one function per figure.
+
+attainment vs rate at the chosen SLO scale (paper Fig. 8a), attainment vs SLO scale at a fixed
+rate (8b), accuracy against attainment (8c: one point per rate; higher and further right is
+better), P50/P90 latency per system and rate, tokens per program, and the CDF of finish-time
+fairness (latency per token) at the fixed rate. Reads the summary and the program records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from dynasor_sgl.online import metrics as m
+
+FIGURES = ("attainment_vs_rate", "attainment_vs_slo", "accuracy_vs_attainment", "latency",
+           "tokens", "fairness_cdf")  # fmt: skip
+
+
+def _series(summary: Mapping[str, Any], system: str, key: str) -> tuple[list[float], list[Any]]:
+    runs = summary["runs"][system]
+    rates = sorted(runs, key=float)
+    return [float(r) for r in rates], [runs[r][key] for r in rates]
+
+
+def _save(fig: Any, ax: Axes, title: str, path: Path) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attainment_vs_rate(summary: Mapping[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for system in summary["systems"]:
+        xs, ys = _series(summary, system, "attainment")
+        ax.plot(xs, [100 * (y or 0) for y in ys], "o-", ms=4, label=system)
+    ax.axhline(100 * summary["target_attainment"], color="black", ls="--", lw=1)
+    ax.set_xlabel("arrival rate (programs/s)")
+    ax.set_ylabel("programs on time (%)")
+    _save(fig, ax, f"SLO attainment at SLO scale {summary['slo_scale']:g}", path)
+
+
+def attainment_vs_slo(summary: Mapping[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for system, points in summary["attainment_vs_slo"].items():
+        ax.plot([p[0] for p in points], [100 * (p[1] or 0) for p in points], "o-", ms=4,
+                label=system)  # fmt: skip
+    ax.axhline(100 * summary["target_attainment"], color="black", ls="--", lw=1)
+    ax.set_xlabel("SLO scale (deadline = scale × difficulty × base)")
+    ax.set_ylabel("programs on time (%)")
+    _save(fig, ax, f"SLO attainment at {summary['fixed_rate']:g} programs/s", path)
+
+
+def accuracy_vs_attainment(summary: Mapping[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for system in summary["systems"]:
+        _, att = _series(summary, system, "attainment")
+        _, acc = _series(summary, system, "accuracy")
+        pairs = sorted((100 * (a or 0), 100 * (c or 0)) for a, c in zip(att, acc, strict=True))
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], "o-", ms=4, label=system)
+    ax.set_xlabel(f"programs on time at SLO scale {summary['slo_scale']:g} (%), one point per rate")
+    ax.set_ylabel("accuracy (%)")
+    _save(fig, ax, "Accuracy at equal SLO attainment", path)
+
+
+def latency(summary: Mapping[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, system in enumerate(summary["systems"]):
+        xs, p50 = _series(summary, system, "p50_s")
+        _, p90 = _series(summary, system, "p90_s")
+        color = f"C{i % 10}"
+        ax.plot(xs, p50, "o-", ms=4, color=color, label=f"{system} P50")
+        ax.plot(xs, p90, "s--", ms=4, color=color, label=f"{system} P90")
+    ax.set_xlabel("arrival rate (programs/s)")
+    ax.set_ylabel("latency from arrival (s)")
+    _save(fig, ax, "Program latency", path)
+
+
+def tokens(summary: Mapping[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    systems = summary["systems"]
+    rates = summary["rates"]
+    width = 0.8 / max(1, len(rates))
+    for j, rate in enumerate(rates):
+        ys = [(summary["runs"][s].get(str(rate)) or {}).get("mean_tokens") or 0 for s in systems]
+        ax.bar([i + j * width for i in range(len(systems))], ys, width, label=f"{rate:g}/s")
+    ax.set_xticks([i + width * (len(rates) - 1) / 2 for i in range(len(systems))], systems,
+                  rotation=20, fontsize=8)  # fmt: skip
+    ax.set_ylabel("tokens per program (mean)")
+    _save(fig, ax, "Tokens per program", path)
+
+
+def fairness_cdf(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                 path: Path) -> None:  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fixed = summary["fixed_rate"]
+    for system in summary["systems"]:
+        values = m.fairness([r for r in records if r["system"] == system
+                             and float(r["rate"]) == fixed])  # fmt: skip
+        if values:
+            xs, ys = m.cdf(values)
+            ax.step(xs, ys, where="post", label=system)
+    ax.set_xlabel("latency per token (s/token)")
+    ax.set_ylabel("fraction of programs")
+    _save(fig, ax, f"Finish-time fairness at {fixed:g} programs/s", path)
+
+
+def write_all(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+              out: Path) -> dict[str, str]:  # fmt: skip
+    """Every figure into `out`; their paths by name."""
+    paths = {name: out / f"{name}.png" for name in FIGURES}
+    attainment_vs_rate(summary, paths["attainment_vs_rate"])
+    attainment_vs_slo(summary, paths["attainment_vs_slo"])
+    accuracy_vs_attainment(summary, paths["accuracy_vs_attainment"])
+    latency(summary, paths["latency"])
+    tokens(summary, paths["tokens"])
+    fairness_cdf(summary, records, paths["fairness_cdf"])
+    return {k: str(v) for k, v in paths.items()}

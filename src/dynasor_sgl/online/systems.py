@@ -1,0 +1,118 @@
+"""The systems the online benchmark compares, in one table, and the router each one runs.
+
+A system is SGLang alone (programs run to their cap straight against a worker; `direct`) or a
+`dynasor-sgl router` with a scheduling mode, optional deadline stops and a policy override on
+top of the user's. Each also names the worker flavour it needs: stock SGLang, SGLang with
+`--schedule-policy lpm`, or SGLang with `--enable-priority-scheduling` (the router maps its
+order onto per-request priority). Whether the router in this checkout supports a system's mode
+is read from `RouterConfig` itself, so the table stays honest while the router grows. Pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dynasor_sgl.router.config import SCHEDULING, RouterConfig
+
+Flavour = Literal["plain", "lpm", "priority"]
+# Extra `sglang.launch_server` arguments of each worker flavour, started in this order (the
+# base deadline is measured on the first worker started).
+WORKER_FLAVOURS: dict[Flavour, tuple[str, ...]] = {
+    "priority": ("--enable-priority-scheduling",),
+    "plain": (),
+    "lpm": ("--schedule-policy", "lpm"),
+}
+RUN_TO_CAP: Mapping[str, Any] = {"thresholds": {}}  # no certaindex stop: every program hits cap
+
+
+@dataclass(frozen=True)
+class System:
+    """One compared system.
+
+    name: its label in results and plots. scheduling: the router's `--scheduling` mode; None:
+    no router, programs go straight to the worker. deadline_stop: pass `--deadline-stop`
+    (stop programs that can no longer meet their deadline). policy: PolicyConfig overrides
+    applied over the user's (e.g. `RUN_TO_CAP`). worker: the worker flavour it needs.
+    """
+
+    name: str
+    description: str
+    scheduling: str | None
+    deadline_stop: bool = False
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    worker: Flavour = "priority"
+
+    @property
+    def direct(self) -> bool:
+        return self.scheduling is None
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (
+    System("sglang", "SGLang alone, every program to its cap", None, policy=RUN_TO_CAP,
+           worker="plain"),
+    System("sglang-lpm", "SGLang alone with longest-prefix-match scheduling, to cap", None,
+           policy=RUN_TO_CAP, worker="lpm"),
+    System("parrot", "program-order FIFO with gang dispatch (Parrot's App-FIFO), to cap",
+           "fifo", policy=RUN_TO_CAP),
+    System("dynasor", "approximate SJF with aging and gang, Certaindex early exit", "sjf"),
+    System("certaindex", "per-request first-come-first-served, Certaindex early exit", "fcfs"),
+    System("certaindex-gang", "program-order FIFO with gang, Certaindex early exit", "fifo"),
+    System("dynasor-deadline", "least slack first with gang, deadline stops, Certaindex",
+           "deadline", deadline_stop=True),
+)}  # fmt: skip
+DEFAULT_SYSTEMS = tuple(SYSTEMS)
+
+
+def parse_systems(text: str) -> tuple[System, ...]:
+    """Systems named in a comma-separated list, in the table's order; unknown: ValueError."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise ValueError(f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(SYSTEMS)}")  # fmt: skip
+    return tuple(s for s in SYSTEMS.values() if s.name in names)
+
+
+def unsupported(system: System) -> str | None:
+    """Why this checkout's router cannot run `system`, or None when it can."""
+    if system.direct:
+        return None
+    if system.scheduling not in SCHEDULING:
+        return (
+            f"the router has no --scheduling {system.scheduling} (it has {', '.join(SCHEDULING)})"
+        )
+    if system.deadline_stop and "deadline_stop" not in {
+        f.name for f in dataclasses.fields(RouterConfig)
+    }:
+        return "the router has no --deadline-stop"
+    return None
+
+
+def policy_for(system: System, user_policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The PolicyConfig overrides a program of `system` registers with."""
+    return {**user_policy, **system.policy}
+
+
+def router_command(system: System, worker_url: str, port: int, *, priority: bool,
+                   max_inflight: int | None, log_level: str = "warning") -> list[str]:  # fmt: skip
+    """The `dynasor-sgl router` argv that serves `system` in front of `worker_url`.
+
+    priority: pass `--worker-priority` (the worker runs with priority scheduling).
+    max_inflight: `--max-inflight-per-worker`, or None for the router's own default.
+    """
+    if system.scheduling is None:
+        raise ValueError(f"{system.name} runs without a router")
+    cmd = [sys.executable, "-m", "dynasor_sgl.cli", "router", "--worker-url", worker_url,
+           "--host", "127.0.0.1", "--port", str(port), "--scheduling", system.scheduling,
+           "--log-level", log_level]  # fmt: skip
+    if system.deadline_stop:
+        cmd.append("--deadline-stop")
+    if priority:
+        cmd.append("--worker-priority")
+    if max_inflight is not None:
+        cmd += ["--max-inflight-per-worker", str(max_inflight)]
+    return cmd

@@ -1,0 +1,86 @@
+"""`dynasor-sgl bench online` end to end against the fake SGLang worker: SGLang alone (direct)
+and a real router subprocess (dynasor), the base deadline measured, reports written, and a
+re-run that resumes: finished runs are skipped, a run without its end line is redone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fake_worker import FakeWorker, LoopThread
+
+from dynasor_sgl.cli import main
+from dynasor_sgl.online.plots import FIGURES
+
+pytestmark = pytest.mark.filterwarnings("ignore:Error in stream_executor")
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[FakeWorker]:
+    loop = LoopThread()
+    fake = FakeWorker(token_delay=0.002)
+    loop.run(fake.start())
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+        loop.close()
+
+
+def bench(out: Path, url: str, systems: str = "sglang,dynasor") -> list[str]:
+    return ["bench", "online", "--out", str(out), "--worker-url", url, "--systems", systems,
+            "--programs", "3", "--rates", "4,8", "--cap", "2", "--max-tokens", "3",
+            "--dataset", "synth:add1", "--slo-scale", "50"]  # fmt: skip
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_bench_runs_reports_and_resumes(worker: FakeWorker, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    first = CliRunner().invoke(main, bench(out, worker.url))
+    assert first.exit_code == 0, first.output
+    assert "max rate with ≥90% on time" in first.output and "dynasor" in first.output
+    programs = [r for r in rows(out) if r["kind"] == "program"]
+    assert len(programs) == 2 * 2 * 3
+    assert {(r["system"], r["rate"]) for r in programs} == {
+        (s, r) for s in ("sglang", "dynasor") for r in (4.0, 8.0)}  # fmt: skip
+    assert all(r["status"] == "ok" and r["steps"] == 2 for r in programs)
+    assert all(r["router_tokens"] is None for r in programs if r["system"] == "sglang")
+    assert all(r["router_tokens"] for r in programs if r["system"] == "dynasor")
+    base = next(r for r in rows(out) if r["kind"] == "base")
+    assert len(base["latencies"]) == 3 and base["base_deadline_s"] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["systems"]) == {"sglang", "dynasor"}
+    assert summary["max_rate_at_target"]["sglang"]["ratio_to_sglang"] == 1.0
+    assert all((out / f"{name}.png").stat().st_size > 0 for name in FIGURES)
+    assert "| sglang |" in (out / "summary.md").read_text()
+
+    requests = len(worker.generate_bodies)
+    again = CliRunner().invoke(main, bench(out, worker.url))
+    assert again.exit_code == 0, again.output
+    assert len(worker.generate_bodies) == requests  # nothing ran twice
+    assert len([r for r in rows(out) if r["kind"] == "program"]) == 12
+
+    kept = [r for r in rows(out) if not (r["kind"] == "run" and r["system"] == "sglang"
+                                         and r["rate"] == 8.0)]  # fmt: skip
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    redo = CliRunner().invoke(main, bench(out, worker.url))
+    assert redo.exit_code == 0, redo.output
+    after = [r for r in rows(out) if r["kind"] == "program"]
+    assert len(after) == 12  # the unfinished run was dropped and redone, not duplicated
+    assert len(worker.generate_bodies) > requests
+
+
+def test_other_settings_in_the_same_folder_are_refused(worker: FakeWorker, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    args = [*bench(out, worker.url, "sglang"), "--base-deadline", "5"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    other = CliRunner().invoke(main, [*args[:-1], "6"])
+    assert other.exit_code == 1
+    assert "other settings" in other.output
