@@ -75,6 +75,10 @@ class AdmissionQueue:
     def programs(self) -> int:
         return len(self._home)
 
+    def home(self, program_id: str) -> int | None:
+        """The worker whose scheduler holds the program, if any."""
+        return self._home.get(program_id)
+
     # -- programs ---------------------------------------------------------------------------
 
     def ensure_program(
@@ -251,12 +255,19 @@ class AdmissionQueue:
             return 0
         return max(0, self.bound - w.inflight - w.reserved)
 
-    def reserve(self, worker: int, program_id: str, slots: int) -> None:
-        """Holds `slots` for a program's granted expansion until its requests take them."""
-        if slots <= 0:
-            return
-        self._reserved[program_id] = self._reserved.get(program_id, 0) + slots
-        self.workers[worker].reserved += slots
+    def reserve(self, program_id: str, slots: int, now: float) -> list[Grant]:
+        """Holds `slots` on the program's worker for expansion granted to it (replacing what it
+        held), until its requests take them; returns the grants a smaller hold lets through."""
+        home = self._home.get(program_id)
+        if home is None:
+            return []
+        w = self.workers[home]
+        held = self._reserved.pop(program_id, 0)
+        w.reserved -= held
+        if slots > 0:
+            self._reserved[program_id] = slots
+            w.reserved += slots
+        return self.dispatch(home, now) if slots < held else []
 
     def _consume_reservation(self, program_id: str | None, w: Slots, n: int = 1) -> None:
         held = self._reserved.get(program_id, 0) if program_id else 0

@@ -69,8 +69,12 @@ class Admission:
     def slack(self, worker: Worker) -> int:
         return self.queue.slack(worker.index)
 
-    def reserve(self, worker: Worker, program_id: str, slots: int) -> None:
-        self.queue.reserve(worker.index, program_id, slots)
+    def reserve(self, program_id: str, slots: int) -> None:
+        """Holds `slots` for the program's granted expansion (replacing what it held)."""
+        home = self.queue.home(program_id)
+        grants = self.queue.reserve(program_id, slots, self.clock())
+        if home is not None:
+            self._resume(home, grants)
 
     async def acquire(
         self, worker: Worker, request_id: str, program_id: str | None, max_new_tokens: int = 128

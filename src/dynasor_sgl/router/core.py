@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import uuid
@@ -200,38 +201,49 @@ class Router:
         per_unit = slots_per_unit(prog.config.algorithm)
         return self.admission.slack(worker) // per_unit if per_unit else 0
 
-    async def report(self, prog: Program, report: Report) -> tuple[Decision, int]:
+    async def report(
+        self, prog: Program, report: Report, auto_slack: bool = False
+    ) -> tuple[Decision, int]:
         """Decide on a report and enforce it; returns the decision and requests aborted.
-        Reports of one program are applied one at a time, in the order they arrived."""
+        Reports of one program are applied one at a time, in the order they arrived. With
+        `auto_slack` the report's slack is the free capacity the router sees, held for the
+        program while the policy decides, so concurrent reports do not count it twice."""
         async with prog.lock:
             self.programs.check_open(prog)
-            decision = await asyncio.to_thread(prog.policy.decide, report)
-            self.programs.check_open(prog)  # an abort or the reaper may have ended it meanwhile
+            per_unit = slots_per_unit(prog.config.algorithm)
+            if auto_slack:
+                report = dataclasses.replace(report, slack=self.slack(prog))
+                self.admission.reserve(prog.program_id, report.slack * per_unit)
+            try:
+                decision = await asyncio.to_thread(prog.policy.decide, report)
+                self.programs.check_open(prog)  # an abort or the reaper may have ended it
+            finally:
+                self.admission.reserve(prog.program_id, 0)
             return await self._apply(prog, report, decision)
 
     async def _apply(self, prog: Program, report: Report,
                      decision: Decision) -> tuple[Decision, int]:  # fmt: skip
+        # The scheduler learns the program's own tokens per knob unit (SJF) and its pace (the
+        # deadline order and stop) from what it generated since its last report.
+        units = max(0, report.step - prog.step)
+        tokens = max(0, prog.completion_tokens - prog.tokens_at_report)
+        prog.tokens_at_report = prog.completion_tokens
+        remaining = max(0, prog.config.cap - report.step)
+        self.admission.on_report(prog.program_id, tokens, units, remaining)
         if self.config.deadline_stop and prog.deadline_at is not None:
             pace = self.admission.predicted_time(prog.program_id, decision.grant)
             decision = deadline_stop(decision, self.programs.clock(), prog.deadline_at, pace)
         saved_before = prog.tokens_saved
-        units = max(0, report.step - prog.step)
-        tokens = prog.completion_tokens - prog.tokens_at_report
-        prog.tokens_at_report = prog.completion_tokens
         self.programs.apply(prog, report, decision)
         self.metrics.decisions.labels(str(decision.action)).inc()
-        # SJF learns the program's own tokens per knob unit (and the deadline order its pace)
-        # from what it generated since its last report.
-        self.admission.on_report(prog.program_id, max(0, tokens), units, prog.remaining_units)
         aborted = 0
         if decision.action is Action.STOP:
             aborted = await self.abort_program(prog, "stop")
             self.metrics.program_ended(prog, saved_before)
         else:
-            worker = self.pool.pinned(prog.program_id)
-            if decision.expand and worker is not None:
+            if decision.expand:
                 slots = decision.expand * slots_per_unit(prog.config.algorithm)
-                self.admission.reserve(worker, prog.program_id, slots)
+                self.admission.reserve(prog.program_id, slots)
             if decision.trim:
                 entries = self.programs.rids_to_abort(prog, set(decision.trim))
                 aborted = await self._abort_entries(entries, "trim")

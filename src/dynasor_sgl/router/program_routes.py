@@ -75,14 +75,14 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     async def report(program_id: str, body: ReportIn) -> JSONResponse:
         prog = table.get(program_id)
         data = body.model_dump()
-        if data["slack"] is None:
-            data["slack"] = router.slack(prog)
+        auto_slack = data["slack"] is None
+        data["slack"] = data["slack"] or 0
         try:
             rep = Report(**data)
         except ValueError as exc:
             raise bad_request(str(exc)) from exc
         try:
-            decision, aborted = await router.report(prog, rep)
+            decision, aborted = await router.report(prog, rep, auto_slack)
         except ValueError as exc:  # a value the policy's math rejects (e.g. reward > 1)
             raise bad_request(f"invalid report: {exc}") from exc
         return JSONResponse({

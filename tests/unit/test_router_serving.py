@@ -1,0 +1,174 @@
+"""Online serving in the router, on a virtual clock: reaping abandoned programs, the deadline
+stop, reports of one program applied in order, and expansion slack reserved when granted."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from router_harness import BRANCH, assert_idle, gen, register, run, setup
+
+from dynasor_sgl.policy import Decision, Report
+from dynasor_sgl.router.core import Router
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def virtual_clock(router: Router) -> Clock:
+    """Puts the program table and admission on one virtual clock (before any registration)."""
+    clock = Clock()
+    router.programs.clock = clock
+    router.admission.clock = clock
+    return clock
+
+
+def metric(router: Router, name: str, **labels: str) -> float:
+    value = router.metrics.registry.get_sample_value(name, labels or None)
+    return value or 0.0
+
+
+def test_an_idle_program_is_reaped_as_abandoned_and_leaves_nothing_behind() -> None:
+    async def scenario() -> None:
+        async with setup(program_ttl_s=60) as (client, router, _):
+            clock = virtual_clock(router)
+            await register(client, "gone")
+            await register(client, "busy")
+            for pid in ("gone", "busy"):
+                resp = await client.post(f"/programs/{pid}/generate", json=gen(max_new=2))
+                assert resp.status_code == 200
+            clock.now += 59
+            assert await router.reap() == 0
+            await client.post("/programs/busy/report", json={"step": 1})  # still alive
+            clock.now += 2
+            assert await router.reap() == 1
+            gone = (await client.get("/programs/gone")).json()
+            assert (gone["status"], gone["exit_reason"]) == ("stopped", "abandoned")
+            assert (await client.get("/programs/busy")).json()["status"] == "running"
+            assert metric(router, "dynasor_programs_abandoned_total") == 1
+            assert metric(router, "dynasor_programs_ended_total", exit_reason="abandoned") == 1
+            assert router.admission.queue.home("gone") is None
+            assert router.pool.pinned("gone") is None
+            clock.now += 120
+            assert await router.reap() == 1  # "busy" too, once it goes quiet
+            assert router.admission.queue.programs() == 0
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_a_program_in_flight_is_never_reaped() -> None:
+    async def scenario() -> None:
+        async with setup(program_ttl_s=60) as (client, router, (fake,)):
+            clock = virtual_clock(router)
+            await register(client, "p")
+            task = asyncio.create_task(client.post("/programs/p/generate", json=gen()))
+            await fake.wait_running(1)
+            clock.now += 3600
+            assert await router.reap() == 0
+            await client.post("/programs/p/abort")
+            await task
+
+    run(scenario)
+
+
+def test_a_program_that_cannot_meet_its_deadline_stops_with_reason_deadline() -> None:
+    async def scenario() -> None:
+        async with setup(deadline_stop=True) as (client, router, _):
+            clock = virtual_clock(router)
+            for pid, deadline in (("late", 30.0), ("fine", 300.0)):
+                resp = await client.post(
+                    "/programs",
+                    json={"program_id": pid, "deadline_s": deadline, "policy": {"cap": 8}},
+                )
+                assert resp.status_code == 201
+                await client.post(f"/programs/{pid}/generate", json=gen(max_new=4))
+            clock.now += 20  # 5 units in 20 s: 4 s a unit; the next grant (3) needs 12 s
+            split = {"step": 5, "answers": {str(i): str(i) for i in range(5)}}
+            late = (await client.post("/programs/late/report", json=split)).json()
+            assert (late["action"], late["reason"], late["status"]) == (
+                "stop",
+                "deadline",
+                "stopped",
+            )
+            fine = (await client.post("/programs/fine/report", json=split)).json()
+            assert fine["action"] == "continue" and fine["grant"] == 3
+            shown = (await client.get("/programs/late")).json()
+            assert shown["exit_reason"] == "deadline"
+
+    run(scenario)
+
+
+def test_without_the_deadline_stop_a_late_program_runs_on() -> None:
+    async def scenario() -> None:
+        async with setup() as (client, router, _):
+            clock = virtual_clock(router)
+            await client.post("/programs", json={"program_id": "p", "deadline_s": 1.0})
+            await client.post("/programs/p/generate", json=gen(max_new=4))
+            clock.now += 20
+            split = {"step": 5, "answers": {str(i): str(i) for i in range(5)}}
+            assert (await client.post("/programs/p/report", json=split)).json()["action"] != "stop"
+
+    run(scenario)
+
+
+def test_concurrent_reports_of_one_program_apply_in_the_order_they_arrived() -> None:
+    async def scenario() -> None:
+        async with setup() as (client, router, _):
+            await register(client, "p", detect_at=1, detect_every=1, thresholds={"entropy": 1.0})
+            prog = router.programs.get("p")
+            first_running = threading.Event()
+            decide = prog.policy.decide
+
+            def slow_first(report: Report) -> Decision:
+                if report.step == 1:
+                    first_running.set()
+                    time.sleep(0.3)  # without the lock the second report would overtake it
+                return decide(report)
+
+            prog.policy.decide = slow_first  # type: ignore[method-assign]
+            one = {"step": 1, "answers": {"a": "1", "b": "2"}}
+            two = {"step": 2, "answers": {"a": "1", "b": "2", "c": "3"}}
+            t1 = asyncio.create_task(client.post("/programs/p/report", json=one))
+            while not first_running.is_set():
+                await asyncio.sleep(0.01)
+            t2 = asyncio.create_task(client.post("/programs/p/report", json=two))
+            r1, r2 = await asyncio.gather(t1, t2)
+            assert r1.status_code == r2.status_code == 200
+            shown = (await client.get("/programs/p")).json()
+            assert [c["step"] for c in shown["certaindex"]] == [1, 2] and shown["step"] == 2
+
+    run(scenario)
+
+
+def test_granted_expansion_is_reserved_so_a_second_report_sees_less_slack() -> None:
+    async def scenario() -> None:
+        async with setup(max_inflight_per_worker=8) as (client, router, _):
+            policy: dict[str, Any] = {"cap": 20, "detect_every": 4, "thresholds": {"entropy": 1.0}}
+            for pid in ("a", "b"):
+                await register(client, pid, **policy)
+                await client.post(f"/programs/{pid}/generate", json=gen(max_new=2),
+                                  headers={BRANCH: "x"})  # fmt: skip
+            split = {"step": 4, "answers": {str(i): str(i) for i in range(4)}}
+            a = (await client.post("/programs/a/report", json=split)).json()
+            # 8 free slots: a gets its 4 at the normal pace plus all 8 as expansion (SC: one
+            # slot a sample), and the 8 are held for it.
+            assert (a["action"], a["grant"], a["expand"]) == ("expand", 12, 8)
+            slots = router.pool.workers[0].slots
+            assert slots.reserved == 8
+            b = (await client.post("/programs/b/report", json=split)).json()
+            assert (b["action"], b["expand"]) == ("continue", 0)  # nothing left to expand into
+            # a's next request takes one of its reserved slots.
+            await client.post("/programs/a/generate", json=gen(max_new=2), headers={BRANCH: "y"})
+            assert slots.reserved == 7
+            await client.post("/programs/a/finish", json={"answer": None})
+            assert slots.reserved == 0 and router.admission.slack(router.pool.workers[0]) == 8
+
+    run(scenario)
