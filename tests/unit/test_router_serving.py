@@ -154,8 +154,9 @@ def test_granted_expansion_is_reserved_so_a_second_report_sees_less_slack() -> N
             policy: dict[str, Any] = {"cap": 20, "detect_every": 4, "thresholds": {"entropy": 1.0}}
             for pid in ("a", "b"):
                 await register(client, pid, **policy)
-                await client.post(f"/programs/{pid}/generate", json=gen(max_new=2),
-                                  headers={BRANCH: "x"})  # fmt: skip
+                await client.post(
+                    f"/programs/{pid}/generate", json=gen(max_new=2), headers={BRANCH: "x"}
+                )
             split = {"step": 4, "answers": {str(i): str(i) for i in range(4)}}
             a = (await client.post("/programs/a/report", json=split)).json()
             # 8 free slots: a gets its 4 at the normal pace plus all 8 as expansion (SC: one

@@ -173,10 +173,13 @@ def test_abort_and_finish() -> None:
 
 
 events = st.lists(
-    st.tuples(st.sampled_from(["add", "enqueue", "report", "next", "finish"]),
-              st.integers(0, 5), st.integers(0, 30)),
+    st.tuples(
+        st.sampled_from(["add", "enqueue", "report", "next", "finish"]),
+        st.integers(0, 5),
+        st.integers(0, 30),
+    ),
     max_size=60,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -209,9 +212,15 @@ def test_the_heap_dispatches_what_a_full_sort_would(
                 assert d.program_id == expected[0]
 
 
-def simulate(policy: SchedulingPolicy, bound_s: float, knob: int, t0: int,
-             arrivals: list[list[int]], horizon: int,
-             aging: float = 256) -> tuple[int | None, int]:  # fmt: skip
+def simulate(
+    policy: SchedulingPolicy,
+    bound_s: float,
+    knob: int,
+    t0: int,
+    arrivals: list[list[int]],
+    horizon: int,
+    aging: float = 256,
+) -> tuple[int | None, int]:
     """One dispatch per tick; short programs (with tight deadlines under `deadline`) arrive
     every tick. Returns when the long program was dispatched and N = the others ready at
     t0 + bound."""
@@ -265,6 +274,7 @@ def test_no_program_waits_past_the_stated_bound(
 
 
 def test_without_aging_and_bound_the_long_program_starves_under_sjf() -> None:
-    dispatched, _ = simulate(SchedulingPolicy.SJF, 1e12, knob=40, t0=0, arrivals=[[1]],
-                             horizon=300, aging=1e-6)  # fmt: skip
+    dispatched, _ = simulate(
+        SchedulingPolicy.SJF, 1e12, knob=40, t0=0, arrivals=[[1]], horizon=300, aging=1e-6
+    )
     assert dispatched is None

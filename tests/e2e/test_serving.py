@@ -1,0 +1,153 @@
+"""Online serving on the real CPU worker: the router's queue orders saturated work (a short
+program that arrives after a long one finishes first under sjf, not under fifo), the deadline
+stop ends a late program with its current answer, and one program's reports apply in order.
+
+Each test starts its own `dynasor-sgl router` (a second or two) in front of a worker of the
+shared session cluster, with a bound of one request in flight so the queue is in the router."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dynasor_sgl import lang as dl
+from dynasor_sgl.worker import WorkerProcess, free_ports, worker_env
+
+pytestmark = pytest.mark.e2e
+
+
+@contextmanager
+def router(worker_url: str, log_dir: Path, *options: str) -> Iterator[str]:
+    port = free_ports("127.0.0.1", 38400, 1)[0]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynasor_sgl.cli",
+        "router",
+        "--worker-url",
+        worker_url,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *options,
+    ]
+    proc = WorkerProcess.start(
+        0, cmd, worker_env("router"), "127.0.0.1", port, log_dir / f"router-{port}.log", "router"
+    )
+    try:
+        proc.wait_healthy(60)
+        yield proc.url
+    finally:
+        proc.stop()
+
+
+def generate(url: str, pid: str, max_new: int, done: list[str]) -> None:
+    body = {
+        "text": f"Count slowly from one ({pid}):",
+        "sampling_params": {"max_new_tokens": max_new, "temperature": 0.0, "ignore_eos": True},
+    }
+    reply = httpx.post(f"{url}/programs/{pid}/generate", json=body, timeout=300)
+    assert reply.status_code == 200, reply.text
+    done.append(pid)
+
+
+def finish_order(url: str) -> list[str]:
+    """A blocker holds the one slot; then a long program (20 samples to go) queues, then a
+    short one (1 sample); returns the order in which the two finished."""
+    for pid, cap in (("long", 20), ("short", 1)):
+        reply = httpx.post(
+            f"{url}/programs",
+            json={"program_id": pid, "algorithm": "sc", "policy": {"cap": cap}},
+            timeout=30,
+        )
+        assert reply.status_code == 201, reply.text
+    done: list[str] = []
+    with ThreadPoolExecutor(4) as pool:
+        blocker = pool.submit(
+            httpx.post,
+            f"{url}/generate",
+            timeout=300,
+            json={
+                "text": "Say hello.",
+                "sampling_params": {"max_new_tokens": 24, "ignore_eos": True},
+            },
+        )
+        time.sleep(0.5)  # the blocker holds the slot
+        jobs = [pool.submit(generate, url, "long", 16, done)]
+        time.sleep(0.3)
+        jobs.append(pool.submit(generate, url, "short", 16, done))
+        assert blocker.result().status_code == 200
+        for job in jobs:
+            job.result()
+    return done
+
+
+@pytest.mark.parametrize("scheduling, first", [("sjf", "short"), ("fifo", "long")])
+def test_the_router_queue_orders_saturated_work(
+    worker_url: str, tmp_path: Path, scheduling: str, first: str
+) -> None:
+    opts = ("--scheduling", scheduling, "--max-inflight-per-worker", "1")
+    with router(worker_url, tmp_path, *opts) as url:
+        order = finish_order(url)
+    assert order[0] == first, order
+
+
+def test_a_late_program_ends_as_deadline_with_its_current_answer(
+    worker_url: str, tmp_path: Path
+) -> None:
+    with router(worker_url, tmp_path, "--deadline-stop") as url:
+        result = dl.run_program(
+            "self-consistency",
+            "How many days are in a week?",
+            router=url,
+            deadline_s=0.5,
+            params={"max_tokens": 16, "temperature": 1.0},
+            policy={"thresholds": {}},
+        )
+        shown = httpx.get(f"{url}/programs/{result.program_id}", timeout=30).json()
+    assert result.ok, result.error
+    assert result.exit_reason == "deadline" and shown["exit_reason"] == "deadline"
+    assert result.steps == 5 and result.answer is not None  # the 5 samples it had
+
+
+def test_reports_of_one_program_apply_in_the_order_they_arrived(
+    worker_url: str, tmp_path: Path
+) -> None:
+    with router(worker_url, tmp_path) as url:
+        policy = {
+            "cap": 100,
+            "detect_at": 1,
+            "detect_every": 1,
+            "rule": "posterior",
+            "mc_samples": 100_000,
+        }
+        reply = httpx.post(f"{url}/programs", json={"program_id": "p", "policy": policy})
+        assert reply.status_code == 201, reply.text
+        # The first report is slow to decide (a 100,000-draw posterior over 60 answers), the
+        # second fast: without the per-program lock the second would be applied first.
+        slow = {"step": 60, "answers": {f"b{i}": str(i % 30) for i in range(60)}}
+        fast = {"step": 61, "answers": {"b0": "1"}}
+        replies: dict[int, httpx.Response] = {}
+
+        def post(body: dict[str, object]) -> None:
+            replies[int(str(body["step"]))] = httpx.post(
+                f"{url}/programs/p/report", json=body, timeout=120
+            )
+
+        first = threading.Thread(target=post, args=(slow,))
+        first.start()
+        time.sleep(0.05)
+        post(fast)
+        first.join()
+        shown = httpx.get(f"{url}/programs/p", timeout=30).json()
+    assert all(r.status_code == 200 for r in replies.values())
+    assert [c["step"] for c in shown["certaindex"]] == [60, 61] and shown["step"] == 61
