@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 # router stop is expected to cause. run_program reports every failure in its result instead.
 warnings.filterwarnings("ignore", message="Error in stream_executor", category=UserWarning)
 
-EXIT_REASONS = ("threshold", "posterior", "cap", "completed", "trimmed", "aborted", "timeout",
-                "error")  # fmt: skip
+# threshold, posterior, cap, deadline: the router's stop decisions; abandoned: the router
+# reaped the program after its client went quiet past the TTL.
+EXIT_REASONS = ("threshold", "posterior", "cap", "deadline", "completed", "trimmed", "aborted",
+                "abandoned", "timeout", "error")  # fmt: skip
 _DRAIN_S = 60.0
 
 
