@@ -93,8 +93,12 @@ def worker_command(
     # machine that halves everything else. It wakes on the next request without delay.
     cmd += ["--sleep-on-idle"]
     if cfg.worker_priority:
-        # The router maps its scheduling order onto SGLang's per-request priority.
+        # The router maps its scheduling order onto SGLang's per-request priority, and the
+        # same priority is the prefix cache's eviction hint: the prefixes of programs that run
+        # soon (short or urgent) are kept, those of programs far back in the order go first.
         cmd += ["--enable-priority-scheduling"]
+        if not any(a.split("=", 1)[0] == "--radix-eviction-policy" for a in cfg.sglang_args):
+            cmd += ["--radix-eviction-policy", "priority"]
     kv_tokens = cfg.kv_tokens(device)
     if kv_tokens is not None:
         cmd += ["--max-total-tokens", str(kv_tokens)]

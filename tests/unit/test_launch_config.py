@@ -70,6 +70,7 @@ def test_cpu_worker_command() -> None:
         "--grammar-backend llguidance",
         "--sleep-on-idle",
         "--enable-priority-scheduling",
+        "--radix-eviction-policy priority",
     ):
         assert part in joined
     assert cmd[-2:] == ["--schedule-policy", "fcfs"]
@@ -85,6 +86,7 @@ def test_lpm_workers_run_without_priority_and_the_router_sends_none(args: tuple[
     assert not cfg.worker_priority
     cmd = worker_command(cfg, Path("/m"), "127.0.0.1", 1, "cpu")
     assert "--enable-priority-scheduling" not in cmd and cmd[-len(args) :] == list(args)
+    assert "--radix-eviction-policy" not in cmd
     router = router_command(cfg, 2, ["http://127.0.0.1:1"])
     assert "--no-worker-priority" in router and "--worker-priority" not in router
 

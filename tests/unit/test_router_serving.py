@@ -173,3 +173,22 @@ def test_granted_expansion_is_reserved_so_a_second_report_sees_less_slack() -> N
             assert slots.reserved == 0 and router.admission.slack(router.pool.workers[0]) == 8
 
     run(scenario)
+
+
+def test_a_failing_health_round_is_logged_and_counted_and_the_loop_lives_on() -> None:
+    async def scenario() -> None:
+        async with setup(health_interval_s=0.05) as (_, router, _):
+            calls = 0
+
+            async def broken(session: Any) -> None:
+                nonlocal calls
+                calls += 1
+                raise RuntimeError("boom")
+
+            router.pool.check_all = broken  # type: ignore[method-assign]
+            while calls < 3:
+                await asyncio.sleep(0.05)
+            assert metric(router, "dynasor_health_check_errors_total") >= 2
+            assert router._health_task is not None and not router._health_task.done()
+
+    run(scenario)

@@ -65,8 +65,9 @@ class Router:
                     if not w.healthy:
                         self.admission.fail_worker(w, unavailable(f"worker {w.index} is down"))
                 await self.reap()
-            except Exception:  # the loop must outlive any one failure; it is logged
+            except Exception:  # the loop must outlive any one failure; logged and counted
                 logger.exception("health check round failed")
+                self.metrics.health_errors.inc()
 
     async def reap(self) -> int:
         """Ends programs idle past the TTL (their client went away) as `abandoned`."""

@@ -30,6 +30,9 @@ class Metrics:
         self.programs_abandoned = Counter("dynasor_programs_abandoned",
                                           "Programs ended idle past the TTL (client gone)",
                                           registry=r)  # fmt: skip
+        self.health_errors = Counter("dynasor_health_check_errors",
+                                     "Health-check rounds that failed unexpectedly",
+                                     registry=r)  # fmt: skip
         self.tokens = Counter("dynasor_tokens", "Tokens of program requests, by kind",
                               ["kind"], registry=r)  # fmt: skip
         self.tokens_saved = Counter("dynasor_tokens_saved",
