@@ -1,6 +1,6 @@
 """The router's side of admission: waiting requests as futures around the pure queue.
 
-`dynasor_sgl.admission_queue.AdmissionQueue` decides (per-worker bound, the scheduler's order,
+`dynasor_sgl.scheduling.admission.AdmissionQueue` decides (per-worker bound, the scheduler's order,
 gangs, priorities, reservations); this module turns its grants into resumed coroutines and its
 failures into errors for the waiting callers. Used from the router's event loop only.
 """
@@ -12,10 +12,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from dynasor_sgl.admission_queue import AdmissionQueue, Grant
 from dynasor_sgl.router.errors import ApiError
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.scheduling import SchedulerConfig
+from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant
 
 logger = logging.getLogger(__name__)
 

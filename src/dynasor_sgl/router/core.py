@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from dynasor_sgl.admission_queue import slots_per_unit
 from dynasor_sgl.deadlines import deadline_stop
 from dynasor_sgl.policy import Action, Decision, Report
 from dynasor_sgl.router.admission import Admission
@@ -29,6 +28,7 @@ from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.router.programs import InFlight, Program, ProgramTable
+from dynasor_sgl.scheduling.admission import slots_per_unit
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2

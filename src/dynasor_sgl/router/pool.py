@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from dynasor_sgl.admission_queue import Slots
+from dynasor_sgl.scheduling.admission import Slots
 
 logger = logging.getLogger(__name__)
 

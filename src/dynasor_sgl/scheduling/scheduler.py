@@ -1,35 +1,8 @@
-"""Program scheduling: the order in which ready programs (and plain requests) go to a worker.
+"""The scheduler: ready programs in a heap, keyed by the configured order.
 
-A plain state machine (add / enqueue / next / on_report / on_finish / detach / attach) over
-programs and their ready requests, driven by the caller's clock (`now` in seconds, any monotone
-origin). The router maps its output onto its admission queue and SGLang's per-request
-`priority`; the simulator drives the same class. No I/O, no clock, no knowledge of HTTP, SGLang
-or the policy. Knob units are what a program's policy counts (SC: samples, CoT: tokens, ...).
-
-Policies (`SchedulingPolicy`):
-- fcfs: requests in the order they became ready, one at a time (no gang).
-- fifo: programs in arrival order; a program's ready requests go out together (a gang):
-  Parrot's App-FIFO.
-- sjf: approximate shortest-job-first with aging, gang (the Dynasor paper's order). Score
-  (lower first) = min(remaining units × tokens per unit, work_cap) − aging_rate × waited,
-  where tokens per unit is the program's own average so far, before its first report the
-  running average of its algorithm (seeded from `PRIOR_TOKENS_PER_UNIT`).
-- deadline: least slack first among programs that can still make their deadline, gang. Slack =
-  deadline − now − predicted time, predicted time = remaining units × the program's own seconds
-  per unit so far (before its first report: predicted work / `prior_token_rate`). A program
-  without a deadline is due `starvation_bound_s` after it became ready. Programs that can no
-  longer make it go after those that can, by SJF score, except one that has waited longer than
-  `starvation_bound_s`, which goes first.
-
-Every key above is time-invariant (aging shifts every SJF score by the same −aging_rate × now),
-so ready programs sit in a heap: add, enqueue, next and on_report are O(log P).
-
-Starvation bound. Let B = starvation_bound_s, a = aging_rate, work_cap = a·B. Under sjf a
-program P ready from t0 has score ≤ a·B − a·(now − t0); a program Q that becomes ready after
-t0 + B has score ≥ −a·(now − t_Q) > a·B − a·(now − t0) ≥ P's. So if the caller dispatches at
-least every d seconds while anything is ready, P is dispatched by t0 + B + (N + 1)·d, N = the
-programs ready at t0 + B (each dispatched at most once before P). Under deadline the same holds
-through the late queue's escape; fifo and fcfs never starve.
+Owns each program's scheduling state (units left, tokens and pace so far, ready requests) and
+the per-algorithm running priors. No I/O, no clock: `now` comes from the caller. See
+`dynasor_sgl.scheduling` for the orders and the starvation bound.
 """
 
 from __future__ import annotations
@@ -37,109 +10,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Sequence
+
+from dynasor_sgl.scheduling.config import PRIOR_TOKENS_PER_UNIT, SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling.state import Dispatch, ProgramState
 
 logger = logging.getLogger(__name__)
-
-
-class SchedulingPolicy(StrEnum):
-    FCFS = "fcfs"
-    FIFO = "fifo"
-    SJF = "sjf"
-    DEADLINE = "deadline"
-
-
-# Tokens one knob unit costs before any program of the algorithm has reported: an SC or
-# best-of-N sample is a whole answer; a CoT unit is one token; an MCTS iteration expands two
-# 64-token steps and judges them; a REBASE or beam unit is one 64-token step plus its judge.
-# "plain" is a request outside any program (its own max_new_tokens is used instead).
-PRIOR_TOKENS_PER_UNIT: dict[str, float] = {
-    "sc": 256.0,
-    "bon": 256.0,
-    "cot": 1.0,
-    "mcts": 160.0,
-    "rebase": 72.0,
-    "beam": 72.0,
-    "plain": 128.0,
-}
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """policy: see `SchedulingPolicy`.
-    aging_rate: tokens of predicted work forgiven per second a program waits (> 0).
-    starvation_bound_s: predicted work is clamped to aging_rate × this, so no ready program
-      waits longer than this plus one dispatch per program ahead of it (> 0).
-    prior_token_rate: tokens/s a program is assumed to progress at before its first report;
-      only the deadline order reads it (> 0).
-    prior_weight: weight of each new report in an algorithm's running tokens-per-unit average,
-      in (0, 1].
-    tokens_per_level / max_priority: SGLang priority = max_priority − score / tokens_per_level,
-      clamped to [0, max_priority] (higher = earlier); under fifo and fcfs every request gets
-      max_priority / 2 (the dispatch order is the order the worker sees)."""
-
-    policy: SchedulingPolicy = SchedulingPolicy.SJF
-    aging_rate: float = 64.0
-    starvation_bound_s: float = 300.0
-    prior_token_rate: float = 32.0
-    prior_weight: float = 0.2
-    tokens_per_level: float = 64.0
-    max_priority: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.policy not in tuple(SchedulingPolicy):
-            choices = ", ".join(SchedulingPolicy)
-            raise ValueError(f"policy must be one of {choices}, got {self.policy!r}")
-        object.__setattr__(self, "policy", SchedulingPolicy(self.policy))
-        for name in ("aging_rate", "starvation_bound_s", "prior_token_rate", "tokens_per_level"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not 0 < self.prior_weight <= 1:
-            raise ValueError(f"prior_weight must be in (0, 1], got {self.prior_weight!r}")
-        if self.max_priority < 1:
-            raise ValueError(f"max_priority must be >= 1, got {self.max_priority!r}")
-
-    @property
-    def work_cap(self) -> float:
-        """The most predicted work (tokens) any program is charged: aging_rate × bound."""
-        return self.aging_rate * self.starvation_bound_s
-
-
-@dataclass
-class ProgramState:
-    """One program as the scheduler sees it; `detach` hands it over to another scheduler."""
-
-    program_id: str
-    algorithm: str
-    arrival: float
-    remaining_units: int
-    deadline_at: float | None = None
-    tokens_per_unit: float | None = None  # a fixed prior (plain requests), else learned
-    units: int = 0
-    tokens: int = 0
-    seconds_per_unit: float | None = None  # observed: time since arrival / units, at reports
-    pending: deque[tuple[str, float]] = field(default_factory=deque)  # (request id, ready at)
-    seq: int = 0
-    version: int = 0
-
-    @property
-    def ready_since(self) -> float | None:
-        return self.pending[0][1] if self.pending else None
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """What `next` sends: a program, its request ids (a gang, or one under fcfs), and the SGLang
-    priority they go with (computed before the wait is reset, so aging reaches it)."""
-
-    program_id: str
-    request_ids: list[str]
-    priority: int
 
 
 class Scheduler:
@@ -420,9 +297,6 @@ class Scheduler:
     def _sjf_at(self, prog: ProgramState, now: float) -> float:
         since = prog.ready_since if prog.ready_since is not None else now
         return self.predicted_work(prog.program_id) - self.config.aging_rate * (now - since)
-
-    def waiting(self) -> Iterable[ProgramState]:
-        return (p for p in self._programs.values() if p.pending)
 
     def _get(self, program_id: str) -> ProgramState:
         prog = self._programs.get(program_id)

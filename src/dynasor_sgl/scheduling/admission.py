@@ -1,4 +1,4 @@
-"""Admission queue: how many requests each worker runs, who waits, and who goes when a slot frees.
+"""Admission: how many requests each worker runs, who waits, and who goes when a slot frees.
 
 Each worker takes at most `bound` requests at once, the measured knee of its throughput (past
 it more concurrent requests only share the same tokens/s), so the backlog waits here, where the
@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from dynasor_sgl.scheduling import Dispatch, Scheduler, SchedulerConfig
+from dynasor_sgl.scheduling.config import SchedulerConfig
+from dynasor_sgl.scheduling.scheduler import Scheduler
+from dynasor_sgl.scheduling.state import Dispatch
 
 logger = logging.getLogger(__name__)
 
