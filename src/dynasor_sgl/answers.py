@@ -1,16 +1,10 @@
-"""Final answers: extraction from model text, normalization, equivalence and clustering.
+"""Final answers: normalization, equivalence and clustering (extraction: `extraction`).
 
-Owns what "the answer" of a piece of generated text is and when two answers are the same.
-Equivalence runs math-verify in a separate worker process (see `dynasor_sgl.verifier`) so a
-pathological expression cannot hang the caller. This module imports only the standard library;
-it knows nothing about certaindex, policies, SGLang or HTTP.
-
-Extraction precedence (`extract_answer`), first rule that matches wins:
-1. the last `\\boxed{...}` or `\\fbox{...}` (nested braces balanced);
-2. the last "Final Answer: X" / "final answer is X";
-3. the last "The answer is X" / "Answer: X";
-4. the last multiple-choice letter written as "(B)";
-5. the last number in the text.
+Owns when two answers are the same. Equivalence runs math-verify in a separate worker process
+(see `dynasor_sgl.verifier`) so a pathological expression cannot hang the caller; when that
+process cannot say (a timeout, a dead child) the pair is compared by normalized text for this
+call only, counted in `undecided()`, and not cached, so a slow moment never becomes a wrong
+answer for the life of the process. Knows nothing about certaindex, policies, SGLang or HTTP.
 """
 
 from __future__ import annotations
@@ -19,90 +13,43 @@ import functools
 import logging
 import math
 import re
+import threading
 from collections.abc import Sequence
 
+from dynasor_sgl.extraction import extract_answer, extract_boxed, extract_probe_answer
 from dynasor_sgl.verifier import math_verify_equal
 
 logger = logging.getLogger(__name__)
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_FINAL_RE = re.compile(r"final\s+answer(?:\s*\*\*)?\s*(?:is\b|:)?", re.IGNORECASE)
-_ANSWER_IS_RE = re.compile(r"the\s+answer\s+is\b|\banswer\s*:", re.IGNORECASE)
-_CHOICE_RE = re.compile(r"\(([A-J])\)")
-_NUMBER_RE = re.compile(r"-?\d(?:,?\d)*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n")
+__all__ = [
+    "cluster",
+    "cluster_sizes",
+    "equivalent",
+    "extract_answer",
+    "extract_boxed",
+    "extract_probe_answer",
+    "majority_answer",
+    "normalize",
+    "undecided",
+]
+
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\s*\{([^{}]*)\}")
 _THOUSANDS_RE = re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])")
 _ASSIGN_RE = re.compile(r"^[a-zA-Z]\s*=\s*(?=[^=])")
 _PLAIN_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$")
 _LETTER_RE = re.compile(r"^[A-J]$")
 _REL_TOL = 1e-4
+_undecided = 0
+_undecided_lock = threading.Lock()
 
 
-def _balanced(text: str, start: int) -> str | None:
-    """The content from `start` up to the brace that closes an already open `{`, or None."""
-    depth = 1
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-    return None
+class _Undecided(Exception):
+    """math-verify could not decide a pair (raised through the cache, so it is not cached)."""
 
 
-def extract_boxed(text: str) -> str | None:
-    """The content of the last closed `\\boxed{...}` or `\\fbox{...}` in `text`, or None."""
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        content = _balanced(text, match.end())
-        if content is not None:
-            return content
-    return None
-
-
-def extract_probe_answer(response: str) -> str | None:
-    """The answer in a probe response that continues an already open `\\boxed{`.
-
-    The probe prompt ends with `\\boxed{`, so the answer is the text up to the first unmatched
-    `}`. Returns None when there is no closing brace or the answer is blank, including an answer
-    of nothing but braces and spaces (`{}`).
-    """
-    content = _balanced(response, 0)
-    if content is None or not content.strip("{} \t\n"):
-        return None
-    return content.strip()
-
-
-def _clause(text: str) -> str:
-    """The first line or sentence of `text` (a period followed by space ends it, 3.5 does not)."""
-    text = text.lstrip(" \t\n*:$")
-    end = _SENTENCE_END_RE.search(text)
-    return (text[: end.start()] if end else text).strip().strip("*$ ").strip()
-
-
-def extract_answer(text: str | None) -> str | None:
-    """The final answer in a piece of model output, or None if it has none.
-
-    Precedence is documented in the module docstring: boxed, "Final Answer", "The answer is",
-    "(B)", last number. The result is stripped but not normalized (see `normalize`).
-    """
-    if not text:
-        return None
-    boxed = extract_boxed(text)
-    if boxed is not None:
-        return boxed.strip() or None
-    for pattern in (_FINAL_RE, _ANSWER_IS_RE):
-        matches = list(pattern.finditer(text))
-        if matches:
-            clause = _clause(text[matches[-1].end() :])
-            if clause:
-                return clause
-    choices = _CHOICE_RE.findall(text)
-    if choices:
-        return str(choices[-1])
-    numbers = _NUMBER_RE.findall(text)
-    return str(numbers[-1]) if numbers else None
+def undecided() -> int:
+    """How many equivalence checks math-verify could not decide (fell back to text)."""
+    return _undecided
 
 
 def normalize(answer: str | None) -> str:
@@ -171,27 +118,39 @@ def equivalent(a: str | None, b: str | None) -> bool:
     None and blank answers are never equivalent to anything, themselves included. Otherwise:
     equal normalized strings -> True; two plain numbers -> equal within relative 1e-4; an option
     letter only equals the same letter; everything else goes to math-verify (cached per
-    unordered pair, with a timeout; a timeout or math-verify error counts as not equivalent).
+    unordered pair). When math-verify cannot decide (timeout, error), the normalized strings
+    differ, so the answer is False for this call, uncached and counted in `undecided()`.
     """
     return _equivalent_keys(normalize(a), normalize(b))
 
 
 def _equivalent_keys(na: str, nb: str) -> bool:
     """`equivalent` on already normalized answers."""
+    global _undecided
     if not na or not nb:
         return False
     if na == nb:
         return True
-    return _equivalent_normalized(min(na, nb), max(na, nb))
+    try:
+        return _equivalent_normalized(min(na, nb), max(na, nb))
+    except _Undecided:
+        with _undecided_lock:
+            _undecided += 1
+        logger.warning("math-verify could not compare %r and %r; treated as different", na, nb)
+        return False
 
 
 @functools.lru_cache(maxsize=65536)
 def _equivalent_normalized(a: str, b: str) -> bool:
-    """Equivalence of two normalized, non-empty answers with a < b (cache key is order-free)."""
+    """Equivalence of two normalized, non-empty answers with a < b (cache key is order-free).
+    Raises _Undecided (which lru_cache does not cache) when math-verify cannot say."""
     fast = _fast_path(a, b)
     if fast is not None:
         return fast
-    return math_verify_equal(a, b)
+    verdict = math_verify_equal(a, b)
+    if verdict is None:
+        raise _Undecided(a, b)
+    return verdict
 
 
 def cluster(answers: Sequence[str | None]) -> list[list[int]]:

@@ -60,6 +60,23 @@ def math_verify_pair(a: str, b: str) -> bool:
     return bool(verify(gold, target, timeout_seconds=None))
 
 
+def math_verify_extract(text: str) -> str:
+    """The final value math-verify's `parse` finds in free text (its string form); "" if none."""
+    from math_verify import parse
+
+    found = parse(text, parsing_timeout=None)
+    return str(found[1]) if len(found) > 1 else ""
+
+
+def math_verify_call(op: str, *args: str) -> Any:
+    """The child's entry point: ("equal", a, b) or ("extract", text)."""
+    if op == "equal":
+        return math_verify_pair(*args)
+    if op == "extract":
+        return math_verify_extract(*args)
+    raise ValueError(f"unknown math-verify operation {op!r}")
+
+
 @contextlib.contextmanager
 def _without_main() -> Iterator[None]:
     """Hide the caller's `__main__` while a child is spawned.
@@ -173,10 +190,19 @@ def default_worker() -> TimedWorker:
     global _default_worker
     with _default_lock:
         if _default_worker is None:
-            _default_worker = TimedWorker(math_verify_pair, warmup=_import_math_verify)
+            _default_worker = TimedWorker(math_verify_call, warmup=_import_math_verify)
         return _default_worker
 
 
-def math_verify_equal(a: str, b: str) -> bool:
-    """Whether math-verify judges `a` and `b` equal; False on timeout or error."""
-    return default_worker().call(a, b) is True
+def math_verify_equal(a: str, b: str) -> bool | None:
+    """Whether math-verify judges `a` and `b` equal; None when it could not say (a timeout, an
+    error or a dead child): the caller must not take that for "different"."""
+    value = default_worker().call("equal", a, b)
+    return None if value is None else value is True
+
+
+def math_verify_parse(text: str) -> str | None:
+    """The final value math-verify finds in `text`; "" when it finds none, None when it could
+    not say (a timeout, an error or a dead child)."""
+    value = default_worker().call("extract", text)
+    return value if isinstance(value, str) else None

@@ -34,7 +34,17 @@ from dynasor_sgl.verifier import TimedWorker
         ("so the answer is x+1\nmore text 9", "x+1"),
         ("Answer: C", "C"),
         ("I pick (B) since 2 > 1", "B"),
-        ("x = 3 so y = 1,234", "1,234"),
+        ("x = 3 so y = 1,234", "1234"),
+        # Found by hand on the embedded model: filler and units used to stay in the answer
+        # and split the vote; a word answer used to be no answer at all.
+        ("The final answer is of 8", "8"),
+        ("the answer is 8 apples", "8"),
+        ("The capital of France is Paris.", "Paris"),
+        ("The final answer is you want", None),
+        ("The answer is: yes, it is.", "yes"),
+        ("The answer is (B).", "B"),
+        ("So the answer is twelve cookies.", "twelve cookies"),
+        ("It is 1/2 of the cake", "1/2"),
         ("we have -2.5 left", "-2.5"),
         ("no digits here", None),
         ("", None),
@@ -43,6 +53,18 @@ from dynasor_sgl.verifier import TimedWorker
 )
 def test_extract_answer(text: str | None, expected: str | None) -> None:
     assert extract_answer(text) == expected
+
+
+def test_an_undecided_check_is_not_cached_as_different(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A math-verify timeout used to be cached as "different" for the life of the process."""
+    answers.clear_cache()
+    verdicts: list[bool | None] = [None, True]
+    monkeypatch.setattr(answers, "math_verify_equal", lambda a, b: verdicts.pop(0))
+    before = answers.undecided()
+    assert not equivalent(r"\frac{1}{2}", "0.5")  # undecided: different for this call only
+    assert answers.undecided() == before + 1
+    assert equivalent(r"\frac{1}{2}", "0.5")  # asked again, and now it knows
+    assert answers.undecided() == before + 1
 
 
 def test_extract_probe_answer() -> None:

@@ -1,0 +1,189 @@
+"""Final-answer extraction: what "the answer" of a piece of model text is.
+
+Precedence (`extract_answer`), first rule that matches wins:
+1. the last `\\boxed{...}` or `\\fbox{...}` (nested braces balanced);
+2. an answer clause: the first sentence after the last "Final Answer" / "final answer is" /
+   "The answer is" / "Answer:" marker. From it, in order: an option letter ("C", "(B)"), a
+   yes/no, the value math-verify's `parse` finds ("of 8" -> 8, "8 apples" -> 8), the clause
+   itself when it reads as math ("x+1"), else a short word answer;
+3. without a marker: an option letter written "(B)", then the last value math-verify finds in
+   the text, then a word answer after the last "is" ("The capital of France is Paris." ->
+   "Paris").
+A word answer is at most four words after leading filler ("of", "that", "you", ...) is
+dropped; a clause of nothing but filler ("you want") is no answer (None), never a cluster of
+its own. math-verify runs in the verifier's child process with its timeout; when it cannot
+answer, the last number in the text stands in.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dynasor_sgl.verifier import math_verify_parse
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MARKER_RE = re.compile(
+    r"final\s+answer(?:\s*\*\*)?\s*(?:is\b|:)?|the\s+answer\s+is\b|\banswer\s*:", re.IGNORECASE
+)
+_CHOICE_RE = re.compile(r"\(([A-J])\)")
+_LETTER_RE = re.compile(r"^\(?([A-J])\)?$")
+_NUMBER_RE = re.compile(r"-?\d(?:,?\d)*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_PLAIN_NUMBER_RE = re.compile(r"^-?\d(?:,?\d)*(?:\.\d+)?$")
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n")
+_MATH_RE = re.compile(r"[\d=+^\\/*<>]|\b[a-z]\b")
+_IS_RE = re.compile(r"\b(?:is|are|was|were|equals)\s+", re.IGNORECASE)
+_WORD_RE = re.compile(r"[^\W\d_][\w'-]*")
+_YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}
+_FILLER = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "that",
+        "this",
+        "these",
+        "it",
+        "its",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "being",
+        "to",
+        "equal",
+        "equals",
+        "so",
+        "then",
+        "just",
+        "simply",
+        "you",
+        "your",
+        "we",
+        "our",
+        "i",
+        "my",
+        "me",
+        "want",
+        "wanted",
+        "here",
+        "there",
+        "which",
+        "what",
+        "would",
+        "will",
+        "approximately",
+        "about",
+        "around",
+        "answer",
+        "final",
+        "thus",
+        "therefore",
+        "hence",
+    ]
+)
+MAX_WORDS = 4
+
+
+def _balanced(text: str, start: int) -> str | None:
+    """The content from `start` up to the brace that closes an already open `{`, or None."""
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last closed `\\boxed{...}` or `\\fbox{...}` in `text`, or None."""
+    for match in reversed(list(_BOX_RE.finditer(text))):
+        content = _balanced(text, match.end())
+        if content is not None:
+            return content
+    return None
+
+
+def extract_probe_answer(response: str) -> str | None:
+    """The answer in a probe response that continues an already open `\\boxed{`.
+
+    The probe prompt ends with `\\boxed{`, so the answer is the text up to the first unmatched
+    `}`. Returns None when there is no closing brace or the answer is blank, including an answer
+    of nothing but braces and spaces (`{}`).
+    """
+    content = _balanced(response, 0)
+    if content is None or not content.strip("{} \t\n"):
+        return None
+    return content.strip()
+
+
+def _clause(text: str) -> str:
+    """The first line or sentence of `text` (a period followed by space ends it, 3.5 does not)."""
+    text = text.lstrip(" \t\n*:$")
+    end = _SENTENCE_END_RE.search(text)
+    return (text[: end.start()] if end else text).strip().strip("*$ ").strip()
+
+
+def _value(text: str) -> str | None:
+    """The value in `text`: a plain number as written, else math-verify's (None if it finds
+    none), else, when math-verify could not say, the last number."""
+    if _PLAIN_NUMBER_RE.match(text):
+        return text
+    found = math_verify_parse(text)
+    if found is not None:
+        return found or None
+    numbers = _NUMBER_RE.findall(text)
+    return str(numbers[-1]) if numbers else None
+
+
+def word_answer(phrase: str) -> str | None:
+    """A short word answer: leading filler dropped, at most MAX_WORDS words; None if nothing
+    but filler is left."""
+    words = _WORD_RE.findall(phrase)
+    while words and words[0].lower() in _FILLER:
+        words.pop(0)
+    if not words or all(w.lower() in _FILLER for w in words):
+        return None
+    return " ".join(words[:MAX_WORDS])
+
+
+def _from_clause(clause: str) -> str | None:
+    letter = _LETTER_RE.match(clause)
+    if letter:
+        return letter.group(1)
+    first = _WORD_RE.match(clause)
+    if first and first.group(0).lower() in _YES_NO:
+        return _YES_NO[first.group(0).lower()]
+    value = _value(clause)
+    if value is not None:
+        return value
+    if _MATH_RE.search(clause):
+        return clause
+    return word_answer(clause)
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final answer in a piece of model output, or None if it has none (see the module
+    docstring for the rules). The result is stripped but not normalized."""
+    if not text:
+        return None
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed.strip() or None
+    markers = list(_MARKER_RE.finditer(text))
+    if markers:
+        clause = _clause(text[markers[-1].end() :])
+        if clause:
+            return _from_clause(clause)
+    choices = _CHOICE_RE.findall(text)
+    if choices:
+        return str(choices[-1])
+    value = _value(text) if any(c.isdigit() for c in text) else None
+    if value is not None:
+        return value
+    copulas = list(_IS_RE.finditer(text))
+    return word_answer(_clause(text[copulas[-1].end() :])) if copulas else None
