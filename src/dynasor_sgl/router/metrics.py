@@ -11,6 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from dynasor_sgl import answers
 from dynasor_sgl.router.programs import Program
 
 disable_created_metrics()  # the *_created series only clutter a scrape
@@ -33,6 +34,10 @@ class Metrics:
         self.health_errors = Counter("dynasor_health_check_errors",
                                      "Health-check rounds that failed unexpectedly",
                                      registry=r)  # fmt: skip
+        self.undecided = Gauge("dynasor_equivalence_undecided",
+                               "Answer comparisons math-verify could not decide (timeouts); "
+                               "compared as text instead", registry=r)  # fmt: skip
+        self.undecided.set_function(answers.undecided)
         self.tokens = Counter("dynasor_tokens", "Tokens of program requests, by kind",
                               ["kind"], registry=r)  # fmt: skip
         self.tokens_saved = Counter("dynasor_tokens_saved",
