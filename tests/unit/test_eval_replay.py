@@ -196,13 +196,25 @@ def test_markdown_has_the_table_and_each_policy() -> None:
     lines = text.splitlines()
     assert lines[0] == "# cot-probe on hand (4 questions)"
     assert ("| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
-            "| mean steps | saved vs baseline | exits |") in lines  # fmt: skip
+            "| mean steps | saved vs baseline | no answer (runs; samples) "
+            "| exits |") in lines  # fmt: skip
     rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
     assert set(rows) >= {"| baseline", "| dynasor", "| oracle"}
     assert rows["| dynasor"].startswith("| dynasor | live | 50.0% (")
     assert "| 50.0 |" in rows["| dynasor"] and "| 50.0% |" in rows["| dynasor"]
     assert "Fraction of the oracle's saving: 71.4%." in lines
     assert "Errors (retried on resume): 1." in text
+
+
+def test_the_summary_counts_runs_and_samples_without_an_answer() -> None:
+    rows = [
+        {**record("q1", "baseline", True, 10), "answer": "4",
+         "details": {"answers": ["4", None, "you want", "4"]}},
+        {**record("q2", "baseline", False, 10), "answer": None, "details": {"answers": [None]}},
+    ]  # fmt: skip
+    stats = summarize(rows, ["baseline"], META)["policies"]["baseline"]
+    assert (stats["no_answer"], stats["samples"], stats["samples_without_answer"]) == (1, 5, 2)
+    assert "| 1; 2/5 |" in markdown(summarize(rows, ["baseline"], META))
 
 
 def sc_baseline(qid: str, gold: str, answers: list[str], shared: int) -> dict[str, Any]:

@@ -59,6 +59,18 @@ def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "mean_tokens_by_kind": kinds,
         "mean_steps": sum(int(r.get("steps") or 0) for r in rows) / n if n else 0.0,
         "exit_reasons": dict(Counter(str(r.get("exit_reason")) for r in rows)),
+        **_unanswered(rows),
+    }
+
+
+def _unanswered(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """What the accuracy rests on: runs whose final answer was None, and (where a program
+    records its samples' answers) samples with no extractable answer out of all samples."""
+    samples = [a for r in rows for a in ((r.get("details") or {}).get("answers") or [])]
+    return {
+        "no_answer": sum(r.get("answer") is None for r in rows),
+        "samples": len(samples),
+        "samples_without_answer": sum(not _answers.normalize(a) for a in samples),
     }
 
 
@@ -136,8 +148,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f"Errors (retried on resume): {summary['errors']}.",
         "",
         "| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens | mean steps "
-        "| saved vs baseline | exits |",
-        "|---|---|---|---|---|---|---|---|",
+        "| saved vs baseline | no answer (runs; samples) | exits |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     modes = summary.get("modes", {})
     for name, s in summary["policies"].items():
@@ -148,7 +160,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
             f"| {name} | {modes.get(name, '')} | {100 * s['accuracy']:.1f}% "
             f"({100 * lo:.1f}–{100 * hi:.1f}) | {s['mean_tokens']:.1f} "
             f"| {kinds['probe'] + kinds['reward']:.1f} | {s['mean_steps']:.2f} "
-            f"| {_pct(s['saved_vs_baseline'])} | {exits} |"
+            f"| {_pct(s['saved_vs_baseline'])} | {s['no_answer']}; "
+            f"{s['samples_without_answer']}/{s['samples']} | {exits} |"
         )
     if "fraction_of_oracle_saving" in summary:
         lines += ["", f"Fraction of the oracle's saving: "
