@@ -4,7 +4,8 @@ Inside a program: `ctx = context(s)` gives the run's policy and `ctx.report(...)
 decision for the branches' answers/rewards; `start_probe(s)` is the chain-of-thought probe;
 `tag`, `read`, `meta` name branches and read their results safely; `ctx.reward` scores states.
 Outside: `run_program(name_or_spec, question, router=URL)` runs a program, tagged and accounted,
-and returns a `ProgramResult`. Knows nothing about how the router decides (see `policy`).
+and returns a `ProgramResult` (`worker=URL` instead runs it straight against an SGLang worker,
+the policy decided in this process). Knows nothing about how the router decides (see `policy`).
 """
 
 from dynasor_sgl.lang.client import DEFAULT_ROUTER, RouterClient
