@@ -2,10 +2,12 @@
 
 Input is plain data (from JSON): per program, the reports it made at each step of a full-budget
 run (answers so far, cumulative tokens, optionally precomputed signals) and the correct answer.
-Each candidate (thresholds × detection step) is replayed through the real `ProgramPolicy`, so
-calibration and serving stop at the same points. The chosen candidate keeps accuracy within
-`margin` of the full-budget accuracy and uses the fewest tokens. Also reports the oracle
-(stop at the earliest step after which the final answer never changes). No I/O, no clock.
+Each candidate (thresholds × detection step × how often certaindex is read after that) is
+replayed through the real `ProgramPolicy`, so calibration and serving stop at the same points.
+The chosen candidate keeps accuracy within `margin` of the full-budget accuracy and uses the
+fewest tokens; the accuracy-vs-tokens frontier of all candidates is reported with it. Also
+reports the oracle (stop at the earliest step after which the final answer never changes).
+No I/O, no clock.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class CalibrationResult:
     oracle_saving: float
     n_programs: int
     stopped_early: int
+    detect_every: int = 0
+    frontier: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -205,26 +209,54 @@ def _same(a: str | None, b: str | None) -> bool:
     return (not _answers.normalize(a) and not _answers.normalize(b)) or _answers.equivalent(a, b)
 
 
-def _search(
+@dataclass(frozen=True)
+class _Candidate:
+    thresholds: dict[str, float]
+    detect_step: int
+    detect_every: int
+    result: ReplayResult
+
+    def point(self) -> dict[str, Any]:
+        return {"thresholds": self.thresholds, "detect_step": self.detect_step,
+                "detect_every": self.detect_every, "accuracy": self.result.accuracy,
+                "tokens": self.result.tokens}  # fmt: skip
+
+
+def _candidates(
     preps: Sequence[_Prepared],
     grid: Mapping[str, Sequence[float]],
     steps: Sequence[int],
-    min_accuracy: float,
-    detect_every: int,
-) -> tuple[dict[str, float], int, ReplayResult] | None:
-    """The cheapest candidate with accuracy ≥ `min_accuracy` (ties as in `calibrate`)."""
+    everys: Sequence[int],
+) -> list[_Candidate]:
     names = sorted(grid)
-    best: tuple[tuple[Any, ...], dict[str, float], int, ReplayResult] | None = None
+    out = []
     for combo in itertools.product(*(sorted(grid[n]) for n in names)):
         thresholds = dict(zip(names, combo, strict=True))
-        for step in steps:
-            result = _replay(preps, thresholds, step, detect_every)
-            if result.accuracy < min_accuracy - 1e-12:
-                continue
-            key = (result.tokens, -result.accuracy, -step, tuple(-t for t in combo))
-            if best is None or key < best[0]:
-                best = (key, thresholds, step, result)
-    return None if best is None else best[1:]
+        for step, every in itertools.product(steps, everys):
+            out.append(_Candidate(thresholds, step, every, _replay(preps, thresholds, step, every)))
+    return out
+
+
+def _cheapest(candidates: Sequence[_Candidate], min_accuracy: float) -> _Candidate | None:
+    """The cheapest candidate with accuracy ≥ `min_accuracy` (ties as in `calibrate`)."""
+    ok = [c for c in candidates if c.result.accuracy >= min_accuracy - 1e-12]
+
+    def key(c: _Candidate) -> tuple[Any, ...]:
+        cautious = tuple(-t for t in c.thresholds.values())
+        return (c.result.tokens, -c.result.accuracy, c.detect_every == 0, -c.detect_every,
+                -c.detect_step, cautious)  # fmt: skip
+
+    return min(ok, key=key) if ok else None
+
+
+def frontier(candidates: Sequence[_Candidate]) -> tuple[dict[str, Any], ...]:
+    """The accuracy-vs-tokens frontier: each candidate no other beats on both counts, by
+    tokens (the curve `calibrate` reports)."""
+    best: list[_Candidate] = []
+    for c in sorted(candidates, key=lambda c: (c.result.tokens, -c.result.accuracy)):
+        if not best or c.result.accuracy > best[-1].result.accuracy + 1e-12:
+            best.append(c)
+    return tuple(c.point() for c in best)
 
 
 def calibrate(
@@ -232,64 +264,47 @@ def calibrate(
     grid: Mapping[str, Sequence[float]] | None = None,
     detect_steps: Sequence[int] | None = None,
     margin: float = 0.0,
-    detect_every: int = 0,
+    detect_every: int | Sequence[int] = 0,
     probe_window: int = 3,
 ) -> CalibrationResult:
     """Chooses thresholds that keep accuracy ≥ full-budget accuracy − `margin`, fewest tokens.
 
     grid: signal -> candidate thresholds (default entropy over 0, 0.05, …, 1); several signals
     are searched jointly (all must pass). detect_steps: candidate detection steps (default:
-    every step present in the runs). Ties: fewer tokens, then higher accuracy, then later
-    detection and higher thresholds (the more cautious one).
+    every step present in the runs). detect_every: how often certaindex is read after the
+    first reading (0 = once, the paper's rule; k = every k units), one value or candidates
+    searched jointly. Ties: fewer tokens, then higher accuracy, then reading once or more
+    rarely (larger batches keep samples in parallel), later detection and higher thresholds.
     """
     if not runs:
         raise ValueError("calibrate needs at least one run")
     if not 0.0 <= margin <= 1.0:
         raise ValueError(f"margin must be in [0, 1], got {margin!r}")
+    everys = sorted({detect_every} if isinstance(detect_every, int) else set(detect_every))
+    if not everys or everys[0] < 0:
+        raise ValueError(f"detect_every must be >= 0, got {detect_every!r}")
     grid = dict(grid or {"entropy": DEFAULT_GRID})
     preps = [_prepare(r, probe_window) for r in runs]
     steps = sorted({s for s in (detect_steps or [s for p in preps for s in p.steps]) if s >= 1})
     full_acc = sum(p.correct[-1] for p in preps) / len(preps)
     full_tokens = sum(p.tokens[-1] for p in preps)
     oracle_tokens = sum(p.tokens[oracle_index(p.answers)] for p in preps)
-    best = _search(preps, grid, steps, full_acc - margin, detect_every)
+    candidates = _candidates(preps, grid, steps, everys)
+    best = _cheapest(candidates, full_acc - margin)
 
     def saving(tokens: int) -> float:
         return 1.0 - tokens / full_tokens if full_tokens else 0.0
 
+    common: dict[str, Any] = {"full_accuracy": full_acc, "full_tokens": full_tokens,
+              "oracle_tokens": oracle_tokens, "oracle_saving": saving(oracle_tokens),
+              "n_programs": len(runs), "frontier": frontier(candidates)}  # fmt: skip
     if best is None:
-        return CalibrationResult(
-            None,
-            None,
-            full_acc,
-            full_tokens,
-            full_acc,
-            full_tokens,
-            0.0,
-            oracle_tokens,
-            saving(oracle_tokens),
-            len(runs),
-            0,
-        )
-    thresholds, step, result = best
-    logger.info(
-        "calibrated %s at step %d: accuracy %.3f (full %.3f), saving %.1f%%",
-        thresholds,
-        step,
-        result.accuracy,
-        full_acc,
-        100 * saving(result.tokens),
-    )
-    return CalibrationResult(
-        thresholds,
-        step,
-        result.accuracy,
-        result.tokens,
-        full_acc,
-        full_tokens,
-        saving(result.tokens),
-        oracle_tokens,
-        saving(oracle_tokens),
-        len(runs),
-        result.stopped_early,
-    )
+        return CalibrationResult(None, None, full_acc, full_tokens, saving=0.0,
+                                 stopped_early=0, **common)  # fmt: skip
+    result = best.result
+    logger.info("calibrated %s at step %d, read every %d: accuracy %.3f (full %.3f), saving "
+                "%.1f%%", best.thresholds, best.detect_step, best.detect_every, result.accuracy,
+                full_acc, 100 * saving(result.tokens))  # fmt: skip
+    return CalibrationResult(best.thresholds, best.detect_step, result.accuracy, result.tokens,
+                             saving=saving(result.tokens), stopped_early=result.stopped_early,
+                             detect_every=best.detect_every, **common)  # fmt: skip

@@ -116,19 +116,27 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
     help="Accuracy the policy may lose against the full budget (0.02 = 2 points).",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Policy file to write (JSON: algorithm -> overrides).")  # fmt: skip
-def calibrate_command(results: Path, margin: float, out: Path) -> None:
+              help="Policy file to write (JSON: algorithm -> overrides); the full result "
+                   "with the accuracy-vs-tokens frontier goes next to it (.calibration.json).")
+@click.option("--detect-every", default="0,1,2,5",
+              help="Candidates for how often certaindex is read after the first reading "
+                   "(comma-separated samples; 0 = once, the paper's rule). Reading often saves "
+                   "more tokens but draws samples in smaller batches (more latency).")  # fmt: skip
+def calibrate_command(results: Path, margin: float, out: Path, detect_every: str) -> None:
     """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
     an eval results file of self-consistency (its full-budget baseline runs)."""
     from dynasor_sgl.eval.calibrate import calibrate_results
 
     try:
-        policy, result = calibrate_results(results, margin)
+        everys = tuple(int(v) for v in detect_every.split(",") if v.strip())
+        policy, result = calibrate_results(results, margin, everys)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     out.write_text(json.dumps(policy, indent=2) + "\n")
+    out.with_suffix(".calibration.json").write_text(json.dumps(result.to_dict(), indent=2))
     chosen = "run to the cap" if result.thresholds is None else (
-        f"thresholds {result.thresholds} at step {result.detect_step}")  # fmt: skip
+        f"thresholds {result.thresholds} at step {result.detect_step}, read "
+        + (f"every {result.detect_every}" if result.detect_every else "once"))  # fmt: skip
     click.echo(
         f"{result.n_programs} runs: {chosen}; accuracy {100 * result.accuracy:.1f}% "
         f"(full budget {100 * result.full_accuracy:.1f}%), tokens saved "

@@ -135,3 +135,33 @@ def test_runs_from_plain_data() -> None:
         LabelledRun("q", "1", (StepRecord(2, 1), StepRecord(1, 2)))
     with pytest.raises(ValueError):
         calibrate([])
+
+
+def test_sequential_detection_is_searched_and_reported(sc_runs: list[LabelledRun]) -> None:
+    # Read once at 5, "hard" must run to 20; read every 5 it stops at 10 when it has settled.
+    once = calibrate(sc_runs, detect_steps=[5])
+    seq = calibrate(sc_runs, detect_steps=[5], detect_every=(0, 5))
+    assert (once.detect_every, once.tokens) == (0, 3000)
+    assert seq.detect_every == 5 and seq.tokens == 500 + 1000 + 500
+    assert seq.accuracy == pytest.approx(seq.full_accuracy)
+    # The frontier runs from cheapest to most accurate, each point better than the last.
+    tokens = [p["tokens"] for p in seq.frontier]
+    accuracy = [p["accuracy"] for p in seq.frontier]
+    assert tokens == sorted(tokens) and accuracy == sorted(set(accuracy))
+    assert {"thresholds", "detect_step", "detect_every"} <= set(seq.frontier[0])
+    with pytest.raises(ValueError, match="detect_every"):
+        calibrate(sc_runs, detect_every=(-1,))
+
+
+def test_policy_overrides_read_in_batches_of_the_read_every() -> None:
+    from dynasor_sgl.eval.calibrate import policy_overrides
+    from dynasor_sgl.policy_config import PolicyConfig
+
+    result = calibrate(
+        [sc_run("a", "5", {k: ["5"] * k for k in range(1, 21)})],
+        detect_steps=[3],
+        detect_every=(2,),
+    )
+    overrides = policy_overrides(result, cap=20)
+    assert overrides["detect_every"] == overrides["step"] == 2 and overrides["detect_at"] == 3
+    PolicyConfig.for_algorithm("sc", **overrides)  # a valid live policy

@@ -2,8 +2,8 @@
 
 Reads the full-budget self-consistency runs ("baseline" records, which keep every sample's
 answer and tokens), turns each into per-sample reports for `dynasor_sgl.calibration`, and picks
-the cheapest (threshold, detection step) within the accuracy margin. The policy file maps
-"sc" to the overrides that make the live program stop where calibration replayed it.
+the cheapest (threshold, detection step, read-every) within the accuracy margin. The policy
+file maps "sc" to the overrides that make the live program stop where calibration replayed it.
 """
 
 from __future__ import annotations
@@ -32,23 +32,30 @@ def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
     return runs
 
 
-def calibrate_results(path: str | Path, margin: float) -> tuple[dict[str, Any], CalibrationResult]:
-    """(policy file content, calibration result) for a results file."""
+def calibrate_results(
+    path: str | Path, margin: float, detect_every: tuple[int, ...] = (0,)
+) -> tuple[dict[str, Any], CalibrationResult]:
+    """(policy file content, calibration result) for a results file; `detect_every` are the
+    read-every candidates searched (0 = read once)."""
     _, records = read_records(path)
     runs = labelled_runs(records)
     if not runs:
         raise ValueError(f"{path} has no full-budget self-consistency runs to calibrate on "
                          "(run `dynasor-sgl eval --program self-consistency` first)")  # fmt: skip
-    result = calibrate(runs, margin=margin)
+    result = calibrate(runs, margin=margin, detect_every=detect_every)
     return {"sc": policy_overrides(result, max(len(r.records) for r in runs))}, result
 
 
 def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
-    """The SC overrides that make the live program stop where calibration replayed it: read
-    once at the chosen step (drawn as the first grant), or only at the cap if nothing met the
-    target."""
+    """The SC overrides that make the live program stop where calibration replayed it: read at
+    the chosen step (drawn as the first grant), then every `detect_every` samples (drawn in
+    batches of that size, so each reading sees exactly the samples the replay did), or only at
+    the cap if nothing met the target."""
     if result.thresholds is None or result.detect_step is None:
         return {"cap": cap, "detect_at": cap}
     step = result.detect_step
-    return {"cap": cap, "detect_at": step, "initial": step,
-            "thresholds": dict(result.thresholds)}  # fmt: skip
+    overrides = {"cap": cap, "detect_at": step, "initial": step,
+                 "thresholds": dict(result.thresholds)}  # fmt: skip
+    if result.detect_every:
+        overrides.update(detect_every=result.detect_every, step=result.detect_every)
+    return overrides
