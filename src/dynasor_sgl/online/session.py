@@ -220,7 +220,11 @@ def _run_one(bench: Bench, system: System, rate: float, worker_url: str,
 def write_reports(bench: Bench) -> dict[str, Any]:
     """summary.json, summary.md and the PNGs from every finished run on disk."""
     cfg = bench.cfg
-    records = bench.results.programs()
+    order = {name: i for i, name in enumerate(SYSTEMS)}  # the table's order, not run order
+    records = sorted(
+        bench.results.programs(),
+        key=lambda r: (order.get(r["system"], len(order)), r["rate"], r["index"]),
+    )
     base = bench.results.base or {}
     meta = {"program": cfg.program, "dataset": cfg.dataset, "programs_per_run": cfg.programs,
             "base_deadline_s": base.get("base_deadline_s"), "base_source": base.get("source"),
