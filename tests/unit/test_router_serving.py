@@ -192,3 +192,32 @@ def test_a_failing_health_round_is_logged_and_counted_and_the_loop_lives_on() ->
             assert router._health_task is not None and not router._health_task.done()
 
     run(scenario)
+
+
+def test_abort_request_aborts_what_the_rid_names_and_an_unknown_rid_is_a_404() -> None:
+    """A client's own rid on a program request used to abort nothing and answer ok."""
+
+    async def scenario() -> None:
+        async with setup() as (client, router, (fake,)):
+            await register(client, "p")
+            mine = asyncio.create_task(client.post("/generate", json=gen(rid="p::b0::mine")))
+            other = asyncio.create_task(
+                client.post("/programs/p/generate", json=gen(), headers={BRANCH: "b1"})
+            )
+            third = asyncio.create_task(
+                client.post("/programs/p/generate", json=gen(), headers={BRANCH: "b1"})
+            )
+            await fake.wait_running(3)
+            resp = await client.post("/abort_request", json={"rid": "p::b0::mine"})
+            assert resp.status_code == 200 and resp.json()["ok"] == 1
+            assert (await mine).json()["meta_info"]["finish_reason"]["type"] == "abort"
+            resp = await client.post("/abort_request", json={"rid": "p::b1"})  # a branch
+            assert resp.json()["ok"] == 2
+            for task in (other, third):
+                assert (await task).json()["meta_info"]["finish_reason"]["type"] == "abort"
+            for unknown in ("nope", "p::b7", "p::b0::mine"):
+                resp = await client.post("/abort_request", json={"rid": unknown})
+                assert resp.status_code == 404 and "no request in flight" in resp.text
+            assert_idle(router)
+
+    run(scenario)

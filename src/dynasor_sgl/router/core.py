@@ -23,11 +23,11 @@ from dynasor_sgl.deadlines import deadline_stop
 from dynasor_sgl.policy import Action, Decision, Report
 from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
-from dynasor_sgl.router.errors import ApiError, bad_request, conflict, unavailable
+from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found, unavailable
 from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
-from dynasor_sgl.router.programs import InFlight, Program, ProgramTable
+from dynasor_sgl.router.programs import RID_SEP, InFlight, Program, ProgramTable
 from dynasor_sgl.scheduling.admission import slots_per_unit
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class Router:
         try:
             if prog is not None:
                 self.programs.admit(prog, branch)  # it may have stopped while we waited
-                entry = self.programs.start(prog, branch, worker.index, max_new)
+                client_rid = body.get("rid") if isinstance(body.get("rid"), str) else None
+                entry = self.programs.start(prog, branch, worker.index, max_new, client_rid)
                 body["rid"] = entry.rid
             elif isinstance(body.get("rid"), str):
                 self._plain_rids[body["rid"]] = worker
@@ -282,18 +283,36 @@ class Router:
         return sum(results)
 
     async def abort_request(self, body: dict[str, Any]) -> list[Reply | BaseException]:
-        """SGLang's /abort_request: to the worker that has the rid, else to every worker."""
-        rid = body.get("rid")
-        target = None
-        if isinstance(rid, str):
-            owner = self.programs.owner_of(rid)
-            if owner is not None and rid in owner[0].inflight:
-                target = self.pool.workers[owner[0].inflight[rid].worker]
-            target = target or self._plain_rids.get(rid)
-        workers = [target] if target is not None else self.pool.healthy()
-        if not workers:
+        """SGLang's /abort_request. `abort_all` goes to every worker. A rid aborts what it
+        names: a plain request's rid, a program request's own or client-chosen rid, or a
+        prefix `<program>` / `<program>::<branch>` (all its requests in flight); each goes to
+        the worker running it. A rid that names nothing in flight is a 404."""
+        if not self.pool.healthy():
             raise unavailable("no healthy SGLang worker")
-        return await self.forwarder.fan_out(workers, "POST", "/abort_request", orjson.dumps(body))
+        rid = body.get("rid")
+        if not isinstance(rid, str):
+            return await self.forwarder.fan_out(self.pool.healthy(), "POST", "/abort_request",
+                                                orjson.dumps(body))  # fmt: skip
+        targets = self._abort_targets(rid)
+        if not targets:
+            raise not_found(f"no request in flight with rid {rid!r}")
+        return list(await asyncio.gather(*(
+            self.forwarder.request(worker, "POST", "/abort_request",
+                                   orjson.dumps({**body, "rid": worker_rid}))
+            for worker, worker_rid in targets
+        ), return_exceptions=True))  # fmt: skip
+
+    def _abort_targets(self, rid: str) -> list[tuple[Worker, str]]:
+        plain = self._plain_rids.get(rid)
+        if plain is not None:
+            return [(plain, rid)]
+        prog = self.programs.find(rid.split(RID_SEP)[0])
+        if prog is None:
+            return []
+        named = [e for e in prog.inflight.values()
+                 if rid in (e.rid, e.client_rid, prog.program_id)
+                 or e.rid.startswith(rid + RID_SEP)]  # fmt: skip
+        return [(self.pool.workers[e.worker], e.rid) for e in named]
 
 
 def _max_new_tokens(body: dict[str, Any]) -> int:

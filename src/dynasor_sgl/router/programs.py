@@ -34,6 +34,7 @@ class InFlight:
     branch: str
     worker: int
     max_new_tokens: int
+    client_rid: str | None = None  # the rid the client sent, replaced by `rid` on the way
 
 
 @dataclass
@@ -168,6 +169,9 @@ class ProgramTable:
             raise not_found(f"unknown program {program_id}")
         return prog
 
+    def find(self, program_id: str) -> Program | None:
+        return self._programs.get(program_id)
+
     def owner_of(self, rid: str) -> tuple[Program, str] | None:
         """The program and branch a client-chosen rid `{program}::{branch}[::...]` names."""
         parts = rid.split(RID_SEP)
@@ -188,8 +192,9 @@ class ProgramTable:
             raise conflict(f"branch {branch} of program {prog.program_id} was trimmed",
                            "branch_trimmed")  # fmt: skip
 
-    def start(self, prog: Program, branch: str, worker: int, max_new_tokens: int) -> InFlight:
-        entry = InFlight(prog.new_rid(branch), branch, worker, max_new_tokens)
+    def start(self, prog: Program, branch: str, worker: int, max_new_tokens: int,
+              client_rid: str | None = None) -> InFlight:  # fmt: skip
+        entry = InFlight(prog.new_rid(branch), branch, worker, max_new_tokens, client_rid)
         prog.inflight[entry.rid] = entry
         prog.branches.add(branch)
         prog.requests += 1
