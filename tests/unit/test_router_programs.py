@@ -106,9 +106,11 @@ def test_end_accounts_tokens_and_aborts() -> None:
     t.end(prog, lost, None)  # the worker died: no meta, nothing to count
     assert prog.inflight == {}
     assert (prog.prompt_tokens, prog.completion_tokens, prog.cached_tokens) == (20, 130, 14)
-    assert prog.aborted_requests == 1 and prog.tokens_saved == 70
+    # An aborted request's unused max_new_tokens is not a saving of its own (it used to be
+    # added on top of the stop's estimate): only a policy stop saves, see below.
+    assert prog.aborted_requests == 1 and prog.tokens_saved == 0
     tokens = prog.summary()["tokens"]
-    assert tokens["total"] == 20 - 14 + 130 and tokens["saved_estimate"] == 70
+    assert tokens["total"] == 20 - 14 + 130 and tokens["saved_estimate"] == 0
     t.end(prog, done, {"completion_tokens": None, "finish_reason": None})
     assert prog.completion_tokens == 130
 
@@ -126,10 +128,27 @@ def test_apply_stop_decision_from_the_policy() -> None:
     assert prog.step == 4 and prog.finished_at is not None
     assert prog.trajectory == [{"step": 4, "entropy": pytest.approx(1.0)}]
     assert prog.tokens_saved == (8 - 4) * 400 // 4  # remaining knob x tokens per knob unit
+    assert prog.settle() == 400 and prog.settle() is None  # counted once, when settled
     assert t.active() == 0
     with pytest.raises(ApiError) as exc:
         t.check_open(prog)
     assert status_of(exc) == (409, "program_stopped")
+
+
+def test_the_saving_is_one_estimate_settled_after_the_aborted_replies_arrive() -> None:
+    t = table()
+    prog = t.register(CONFIG, "p")
+    t.end(prog, t.start(prog, "b0", 0, 100), {"completion_tokens": 200})
+    cut = t.start(prog, "b1", 0, 100)  # still in flight when the stop comes
+    report = Report(step=4, answers={f"b{i}": "42" for i in range(4)})
+    t.apply(prog, report, prog.policy.decide(report))
+    assert prog.settle() is None  # its aborted reply is not back yet: the count is not final
+    t.end(prog, cut, {"completion_tokens": 40, "finish_reason": {"type": "abort"}})
+    # (cap 8 - 4 used) x (240 tokens / 4 units), with the aborted reply's tokens in.
+    assert prog.tokens_saved == 240 and prog.settle() == 240
+    client = t.register(CONFIG, "q")
+    t.stop(client, "aborted")  # a client's abort is not early exit
+    assert client.tokens_saved == 0
 
 
 def test_apply_trim_and_continue_decisions() -> None:

@@ -221,3 +221,23 @@ def test_abort_request_aborts_what_the_rid_names_and_an_unknown_rid_is_a_404() -
             assert_idle(router)
 
     run(scenario)
+
+
+def test_metrics_count_the_same_saving_the_program_shows() -> None:
+    async def scenario() -> None:
+        async with setup() as (client, router, (fake,)):
+            await register(client, "p")
+            await client.post("/programs/p/generate", json=gen(max_new=8), headers={BRANCH: "a"})
+            running = asyncio.create_task(
+                client.post("/programs/p/generate", json=gen(), headers={BRANCH: "b"})
+            )
+            await fake.wait_running(1)
+            await asyncio.sleep(0.05)  # it generates a few tokens before the stop
+            report = {"step": 4, "answers": {f"b{i}": "42" for i in range(4)}}
+            assert (await client.post("/programs/p/report", json=report)).json()["action"] == "stop"
+            await running
+            shown = (await client.get("/programs/p")).json()["tokens"]
+            assert shown["saved_estimate"] == (8 - 4) * shown["completion"] // 4 > 0
+            assert metric(router, "dynasor_tokens_saved_total") == shown["saved_estimate"]
+
+    run(scenario)

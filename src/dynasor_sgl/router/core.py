@@ -147,6 +147,7 @@ class Router:
         self.admission.release(worker)
         if prog is not None and entry is not None:
             self.programs.end(prog, entry, meta)
+            self._settle(prog)
         rid = body.get("rid")
         if prog is None and isinstance(rid, str):
             self._plain_rids.pop(rid, None)
@@ -160,6 +161,7 @@ class Router:
                 meta = reply.json().get("meta_info")
         self._count_tokens(meta)
         self.programs.end(prog, entry, meta)
+        self._settle(prog)
 
     def _count_tokens(self, meta: dict[str, Any] | None) -> None:
         if not meta:
@@ -235,13 +237,13 @@ class Router:
         if self.config.deadline_stop and prog.deadline_at is not None:
             pace = self.admission.predicted_time(prog.program_id, decision.grant)
             decision = deadline_stop(decision, self.programs.clock(), prog.deadline_at, pace)
-        saved_before = prog.tokens_saved
         self.programs.apply(prog, report, decision)
         self.metrics.decisions.labels(str(decision.action)).inc()
         aborted = 0
         if decision.action is Action.STOP:
             aborted = await self.abort_program(prog, "stop")
-            self.metrics.program_ended(prog, saved_before)
+            self.metrics.program_ended(prog)
+            self._settle(prog)
         else:
             if decision.expand:
                 slots = decision.expand * slots_per_unit(prog.config.algorithm)
@@ -255,12 +257,18 @@ class Router:
         """Run `end` (finish or stop it in the table), abort what it still has in flight, and
         count it as ended once; returns the requests aborted."""
         was_running = prog.status == "running"
-        saved_before = prog.tokens_saved
         end()
         aborted = await self.abort_program(prog, cause)
         if was_running:
-            self.metrics.program_ended(prog, saved_before)
+            self.metrics.program_ended(prog)
+        self._settle(prog)
         return aborted
+
+    def _settle(self, prog: Program) -> None:
+        """Counts a program's saving in the metrics once its last request is back."""
+        saved = prog.settle()
+        if saved:
+            self.metrics.tokens_saved.inc(saved)
 
     async def abort_program(self, prog: Program, cause: str) -> int:
         """Abort every in-flight and waiting request of a program in the workers now."""

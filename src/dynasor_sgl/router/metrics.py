@@ -59,9 +59,8 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
-    def program_ended(self, prog: Program, saved_before: int) -> None:
+    def program_ended(self, prog: Program) -> None:
         self.programs_ended.labels(prog.exit_reason or "unknown").inc()
-        self.tokens_saved.inc(max(0, prog.tokens_saved - saved_before))
         if prog.trajectory:
             for name, value in prog.trajectory[-1].items():
                 if name != "step":

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 RID_SEP = "::"
+# Stops that count as early exit in the saving estimate (a client's abort or a reaped program
+# saved nothing by the policy's doing).
+POLICY_STOPS = frozenset({"threshold", "posterior", "deadline"})
 
 
 @dataclass
@@ -56,7 +59,8 @@ class Program:
     completion_tokens: int = 0
     cached_tokens: int = 0
     aborted_requests: int = 0
-    tokens_saved: int = 0
+    stop_units_left: int = 0  # knob units a policy stop left unused
+    saved_counted: bool = False  # its saving went into the metrics (once, when settled)
     tokens_at_report: int = 0  # completion_tokens at the last report (for tokens per step)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
@@ -77,6 +81,23 @@ class Program:
     @property
     def remaining_units(self) -> int:
         return max(0, self.config.cap - self.step)
+
+    @property
+    def tokens_saved(self) -> int:
+        """The one estimate of tokens early exit saved: the knob units a policy stop
+        (threshold, posterior, deadline) left unused × the program's own completion tokens per
+        unit used (every completion token it generated, aborted requests included)."""
+        if not self.stop_units_left or not self.step:
+            return 0
+        return int(self.stop_units_left * self.completion_tokens / self.step)
+
+    def settle(self) -> int | None:
+        """Once the program has ended and its last request is back (so its token count is
+        final), its saving, the first time only; None otherwise."""
+        if self.status == "running" or self.inflight or self.saved_counted:
+            return None
+        self.saved_counted = True
+        return self.tokens_saved
 
     @property
     def age_s(self) -> float:
@@ -213,9 +234,6 @@ class ProgramTable:
         reason = meta.get("finish_reason")
         if isinstance(reason, dict) and reason.get("type") == "abort":
             prog.aborted_requests += 1
-            prog.tokens_saved += max(
-                0, entry.max_new_tokens - int(meta.get("completion_tokens") or 0)
-            )
 
     def check_open(self, prog: Program) -> None:
         if prog.status != "running":
@@ -239,9 +257,8 @@ class ProgramTable:
     def _stop(self, prog: Program, reason: str) -> None:
         prog.status, prog.exit_reason = "stopped", reason
         prog.finished_at = self.clock()
-        remaining = max(0, prog.config.cap - prog.step)
-        per_step = prog.completion_tokens / prog.step if prog.step else 0.0
-        prog.tokens_saved += int(remaining * per_step)
+        if reason in POLICY_STOPS:
+            prog.stop_units_left = max(0, prog.config.cap - prog.step)
 
     def stop(self, prog: Program, reason: str) -> None:
         if prog.status == "running":
