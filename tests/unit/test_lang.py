@@ -327,6 +327,24 @@ def test_timeout_of_the_last_gen_is_a_timeout(served: Served) -> None:
     assert res.exit_reason == "timeout"
 
 
+@sgl.function
+def unread_program(s, question):
+    s += question + " "
+    s += sgl.gen("never_read", max_tokens=LONG)  # queued; the function returns at once
+
+
+def test_a_run_whose_work_outlives_the_drain_is_an_error_not_ok(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_program used to report ok while the executor was still generating."""
+    from dynasor_sgl.lang import run as run_module
+
+    monkeypatch.setattr(run_module, "_DRAIN_S", 0.3)
+    res = run(served, unread_program)
+    assert res.status == "error" and "still running" in (res.error or "")
+    assert show(served, res.program_id)["status"] != "running"  # ended at the router
+
+
 # -- plain backends and the CLI ----------------------------------------------------------
 
 

@@ -166,6 +166,10 @@ def _execute(function: SglFunction, backend: DynasorEndpoint, client: RouterClie
         state = function.run(backend=backend)
         state.stream_executor.worker.join(_DRAIN_S)
         failure = state.stream_executor.error_
+        if failure is None and state.stream_executor.worker.is_alive():
+            # Its work is still running: an ok result now would be missing it.
+            failure = TimeoutError(f"the program's generations were still running {_DRAIN_S:.0f}"
+                                   " s after its function returned")  # fmt: skip
     except Exception as exc:  # the program's own failure, reported in the result
         failure = exc
     finally:
@@ -174,6 +178,8 @@ def _execute(function: SglFunction, backend: DynasorEndpoint, client: RouterClie
     if not ctx.wait_idle(_DRAIN_S):
         logger.warning("program %s: requests still in flight after %.0f s", ctx.program_id,
                        _DRAIN_S)  # fmt: skip
+        failure = failure or TimeoutError(f"requests still in flight {_DRAIN_S:.0f} s after "
+                                          "the program ended")  # fmt: skip
     routed = isinstance(ctx.reporter, RouterReporter)
     return _Outcome(failure, timed_out.is_set(), started, routed)
 
