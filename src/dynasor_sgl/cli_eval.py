@@ -66,7 +66,8 @@ def _launch(stack: ExitStack) -> str:
 def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: Path,
                  router_url: str, launch_: bool, concurrency: int, cap: int | None,
                  threshold: float | None, detect_at: int | None, policy_file: str | None,
-                 params: tuple[str, ...], timeout: float | None, question_field: str,
+                 params: tuple[str, ...], timeout: float | None, deadline: float | None,
+                 question_field: str,
                  answer_field: str, id_field: str, api_key: str | None,
                  log_level: str) -> None:  # fmt: skip
     """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
@@ -80,7 +81,8 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
     spec = _load_spec(program)
     fields = Fields(question_field, answer_field, id_field or None)
     evspec = EvalSpec(spec.name, spec.algorithm, _policy(spec, policy_file, cap, threshold,
-                      detect_at), _parse_set(params), concurrency, timeout)  # fmt: skip
+                      detect_at), _parse_set(params), concurrency, timeout,
+                      deadline)  # fmt: skip
     with ExitStack() as stack:
         url = _launch(stack) if launch_ else router_url
         client = RouterClient(url, api_key)

@@ -113,6 +113,9 @@ def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="A program parameter, e.g. --set max_tokens=128 (repeatable)."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
                      help="Abort a program after this many seconds."),
+        click.option("--deadline", type=click.FloatRange(min=0, min_open=True),
+                     help="The program's deadline in seconds, told to the router (its "
+                          "deadline order and deadline stop use it)."),
         click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None,
                      show_default=False, help="Router API key [env: DYNASOR_SGL_API_KEY]."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
@@ -138,8 +141,8 @@ def configure_logging(level: str, timestamps: bool = False) -> None:
 @program_options
 def run_command(program: str, question: str, router_url: str, as_json: bool, cap: int | None,
                 threshold: float | None, detect_at: int | None, policy_file: str | None,
-                params: tuple[str, ...], timeout: float | None, api_key: str | None,
-                log_level: str) -> None:  # fmt: skip
+                params: tuple[str, ...], timeout: float | None, deadline: float | None,
+                api_key: str | None, log_level: str) -> None:  # fmt: skip
     """Run PROGRAM on QUESTION against a running router and print the answer, exit reason,
     certaindex and tokens. PROGRAM is one of: self-consistency, cot-probe, best-of-n,
     beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec."""
@@ -151,7 +154,7 @@ def run_command(program: str, question: str, router_url: str, as_json: bool, cap
     try:
         result = run_program(spec, question, router=router_url, policy=policy,
                              params=_parse_set(params), timeout_s=timeout,
-                             api_key=api_key)  # fmt: skip
+                             deadline_s=deadline, api_key=api_key)  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from exc
     except BackendError as exc:

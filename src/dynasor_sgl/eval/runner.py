@@ -34,7 +34,8 @@ INCOMPLETE = ("aborted", "timeout")
 @dataclass(frozen=True)
 class EvalSpec:
     """What to evaluate: the program, Dynasor policy overrides (`policy`), the program's
-    parameters, and the concurrency (questions in flight)."""
+    parameters, the concurrency (questions in flight), and each program's timeout and
+    deadline (seconds; the deadline is told to the router)."""
 
     program: str
     algorithm: str
@@ -42,6 +43,7 @@ class EvalSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     concurrency: int = 4
     timeout_s: float | None = None
+    deadline_s: float | None = None
 
     def dynasor_config(self) -> PolicyConfig:
         return PolicyConfig.for_algorithm(self.algorithm, **self.policy)
@@ -119,7 +121,8 @@ class Evaluation:
         try:
             return self.run_program(self.spec.program, item.question, policy=dict(overrides),
                                     params=dict(self.spec.params), program_id=pid,
-                                    timeout_s=self.spec.timeout_s)  # fmt: skip
+                                    timeout_s=self.spec.timeout_s,
+                                    deadline_s=self.spec.deadline_s)  # fmt: skip
         finally:
             with self._lock:
                 self._active.discard(pid)
