@@ -1,10 +1,10 @@
 """One `dynasor-sgl bench online` from start to reports.
 
 Plans which systems run on which worker (one worker per flavour, started in turn, or the
-user's worker for all), measures the base deadline once (kept in the results file), runs each
-pending (system, rate) open-loop on a flushed prefix cache with a progress bar, and writes
-summary.json, summary.md and the PNGs into the output folder. Every process it starts is
-stopped on the way out, Ctrl-C included.
+user's worker for all), warms each worker up, measures the base deadline once (kept in the
+results file), runs each pending (system, rate) open-loop on a flushed prefix cache with a
+progress bar, and writes summary.json, summary.md and the PNGs into the output folder. Every
+process it starts is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import statistics
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,8 @@ from dynasor_sgl.online.systems import (
 from dynasor_sgl.online.workload import Arrival, deadline_s, load_difficulty, workload
 
 logger = logging.getLogger(__name__)
+
+WARM_UP_PROGRAMS = 3
 
 
 class BenchError(RuntimeError):
@@ -131,6 +134,7 @@ def _run_group(bench: Bench, flavour: Flavour | None, systems: list[System]) -> 
             bench.notes.append(f"{url} runs without --enable-priority-scheduling: the routers "
                                "order their own queue only (no --worker-priority)")  # fmt: skip
             logger.warning("%s", bench.notes[-1])
+        _warm_up(bench, url)
         if bench.results.base is None:
             _measure_base(bench, url, priority)
         for system in systems:
@@ -143,6 +147,27 @@ def _run_group(bench: Bench, flavour: Flavour | None, systems: list[System]) -> 
             with router as router_url:
                 for rate in rates:
                     _run_one(bench, system, rate, url, router_url)
+
+
+def _warm_up(bench: Bench, worker_url: str) -> None:
+    """A few programs at once straight on the worker, results discarded: a fresh CPU worker is
+    slow on its first batches, which would otherwise fall on whichever system runs first."""
+    from dynasor_sgl.lang import run_program
+
+    policy = {**bench.cfg.user_policy(), **RUN_TO_CAP}
+    items = bench.items[:WARM_UP_PROGRAMS]
+
+    def one(item: Item) -> Any:
+        return run_program(bench.spec, item.question, worker=worker_url, policy=policy,
+                           params=bench.params())  # fmt: skip
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        results = list(pool.map(one, items))
+    failed = [r.error for r in results if not r.ok]
+    if failed:
+        raise BenchError(f"warming up {worker_url}: a program failed: {failed[0]}")
+    flush_cache(worker_url)
+    logger.info("warmed up %s with %d programs", worker_url, len(items))
 
 
 def _measure_base(bench: Bench, worker_url: str, priority: bool) -> None:
