@@ -343,7 +343,7 @@ def test_plan_groups_systems_by_worker_flavour(tmp_path: Path) -> None:
 
 def test_config_validates_and_quick_overrides(tmp_path: Path) -> None:
     quick = BenchConfig.quick(out=tmp_path, cap=3)
-    assert (quick.programs, quick.cap, quick.rates) == (6, 3, (1.0, 2.0))
+    assert (quick.programs, quick.cap, quick.rates) == (6, 3, (0.5, 1.0))
     assert "rates" not in quick.settings() and "systems" not in quick.settings()
     for bad in ({"rates": ()}, {"rates": (1.0, -1.0)}, {"systems": ("nope",)},
                 {"programs": 0}, {"worker_url": "localhost:1"}):  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
 
-QUICK: Mapping[str, Any] = {"programs": 6, "rates": (1.0, 2.0), "cap": 4,
+QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4,
                             "calibration_programs": 2}  # fmt: skip
 
 
