@@ -20,7 +20,7 @@ _MAX_ITEMS = 4096
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no inf or nan
 
 
 class ProgramIn(_Strict):
@@ -40,8 +40,9 @@ class ReportIn(_Strict):
     probe_texts: list[str | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
     top_logprobs: list[list[float]] = Field(default_factory=list, max_length=1 << 16)
     values: dict[str, float] = Field(default_factory=dict, max_length=64)
-    slack: int | None = Field(None, ge=0, le=1 << 20,
-                              description="default: free capacity the router sees")  # fmt: skip
+    slack: int | None = Field(
+        None, ge=0, le=1 << 20, description="default: free capacity the router sees"
+    )
 
 
 class FinishIn(_Strict):
@@ -85,17 +86,19 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
             decision, aborted = await router.report(prog, rep, auto_slack)
         except ValueError as exc:  # a value the policy's math rejects (e.g. reward > 1)
             raise bad_request(f"invalid report: {exc}") from exc
-        return JSONResponse({
-            "program_id": program_id,
-            "action": str(decision.action),
-            "grant": decision.grant,
-            "expand": decision.expand,
-            "trim": list(decision.trim),
-            "reason": None if decision.reason is None else str(decision.reason),
-            "values": dict(decision.values),
-            "aborted": aborted,
-            "status": prog.status,
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "program_id": program_id,
+                "action": str(decision.action),
+                "grant": decision.grant,
+                "expand": decision.expand,
+                "trim": list(decision.trim),
+                "reason": None if decision.reason is None else str(decision.reason),
+                "values": dict(decision.values),
+                "aborted": aborted,
+                "status": prog.status,
+            }
+        )
 
     @app.post("/programs/{program_id}/finish")
     async def finish(program_id: str, body: FinishIn | None = None) -> JSONResponse:
