@@ -41,6 +41,7 @@ test-unit: setup
 
 lint: setup
 	$(BIN)/ruff check src tests programs bench
+	$(BIN)/ruff format --check src tests programs bench
 	$(BIN)/mypy
 
 bench: setup

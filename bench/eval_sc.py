@@ -33,12 +33,19 @@ RESULTS = Path(__file__).parent / "results"
 
 def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str, Any]:
     """2-fold calibration: thresholds from one half, accuracy and tokens on the other."""
-    base = {r["question_id"]: r for r in records
-            if r["policy"] == "baseline" and r["status"] == "ok"}  # fmt: skip
+    base = {
+        r["question_id"]: r for r in records if r["policy"] == "baseline" and r["status"] == "ok"
+    }
     ids = sorted(base)
     folds = [ids[0::2], ids[1::2]]
-    totals = {"n": 0, "correct": 0, "tokens": 0, "base_correct": 0, "base_tokens": 0,
-              "oracle_tokens": 0}  # fmt: skip
+    totals = {
+        "n": 0,
+        "correct": 0,
+        "tokens": 0,
+        "base_correct": 0,
+        "base_tokens": 0,
+        "oracle_tokens": 0,
+    }
     chosen = []
     for tune, test in (folds, folds[::-1]):
         result = calibrate(labelled_runs([base[q] for q in tune]), margin=margin)
@@ -57,12 +64,17 @@ def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str,
     saved = 1 - totals["tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
     oracle = 1 - totals["oracle_tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
     return {
-        "margin": margin, "folds": chosen, "questions": totals["n"],
-        "accuracy": totals["correct"] / n, "baseline_accuracy": totals["base_correct"] / n,
-        "mean_tokens": totals["tokens"] / n, "baseline_mean_tokens": totals["base_tokens"] / n,
-        "saved_vs_baseline": saved, "oracle_saved": oracle,
+        "margin": margin,
+        "folds": chosen,
+        "questions": totals["n"],
+        "accuracy": totals["correct"] / n,
+        "baseline_accuracy": totals["base_correct"] / n,
+        "mean_tokens": totals["tokens"] / n,
+        "baseline_mean_tokens": totals["base_tokens"] / n,
+        "saved_vs_baseline": saved,
+        "oracle_saved": oracle,
         "fraction_of_oracle_saving": saved / oracle if oracle else None,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -82,25 +94,31 @@ def main() -> None:
     from dynasor_sgl.cli_eval import _launch
     from dynasor_sgl.lang import RouterClient, run_program
 
-    spec = EvalSpec("self-consistency", "sc", {"cap": args.cap, "initial": min(5, args.cap),
-                    "detect_at": min(5, args.cap)},
-                    {"max_tokens": args.max_tokens, "temperature": args.temperature},
-                    args.concurrency)  # fmt: skip
+    spec = EvalSpec(
+        "self-consistency",
+        "sc",
+        {"cap": args.cap, "initial": min(5, args.cap), "detect_at": min(5, args.cap)},
+        {"max_tokens": args.max_tokens, "temperature": args.temperature},
+        args.concurrency,
+    )
     with ExitStack() as stack:
         url = _launch(stack) if args.launch else args.router
         client = RouterClient(url)
         run = EvalRun(spec, args.dataset, args.out, url, args.limit)
-        summary = run_eval(run, lambda name, q, **kw: run_program(name, q, router=client, **kw),
-                           client.abort)  # fmt: skip
+        summary = run_eval(
+            run, lambda name, q, **kw: run_program(name, q, router=client, **kw), client.abort
+        )
     _, records = read_records(args.out)
     summary["heldout_calibration"] = heldout(records, args.cap, args.margin)
     path = args.out.with_suffix(".json")
     path.write_text(json.dumps(summary, indent=2) + "\n")
     h = summary["heldout_calibration"]
     print(one_line(summary))
-    print(f"held-out calibration (margin {args.margin}): {100 * h['accuracy']:.1f}% vs baseline "
-          f"{100 * h['baseline_accuracy']:.1f}%, saved {100 * h['saved_vs_baseline']:.1f}% "
-          f"(oracle {100 * h['oracle_saved']:.1f}%); wrote {path}")  # fmt: skip
+    print(
+        f"held-out calibration (margin {args.margin}): {100 * h['accuracy']:.1f}% vs baseline "
+        f"{100 * h['baseline_accuracy']:.1f}%, saved {100 * h['saved_vs_baseline']:.1f}% "
+        f"(oracle {100 * h['oracle_saved']:.1f}%); wrote {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -69,14 +69,40 @@ def _serve(cmd: list[str], url: str, log: Path) -> Any:
 def _routers(worker_url: str, log_dir: Path) -> dict[str, tuple[list[str], str]]:
     ours, rust = free_ports("127.0.0.1", 38700, 2)
     return {
-        "dynasor-router": ([sys.executable, "-m", "dynasor_sgl.cli", "router", "--port", str(ours),
-                            "--worker-url", worker_url, "--log-level", "warning"],
-                           f"http://127.0.0.1:{ours}"),
-        "sglang-router": ([sys.executable, "-m", "sglang_router.launch_router", "--port", str(rust),
-                           "--worker-urls", worker_url, "--policy", "round_robin",
-                           "--log-level", "warn", "--log-dir", str(log_dir)],
-                          f"http://127.0.0.1:{rust}"),
-    }  # fmt: skip
+        "dynasor-router": (
+            [
+                sys.executable,
+                "-m",
+                "dynasor_sgl.cli",
+                "router",
+                "--port",
+                str(ours),
+                "--worker-url",
+                worker_url,
+                "--log-level",
+                "warning",
+            ],
+            f"http://127.0.0.1:{ours}",
+        ),
+        "sglang-router": (
+            [
+                sys.executable,
+                "-m",
+                "sglang_router.launch_router",
+                "--port",
+                str(rust),
+                "--worker-urls",
+                worker_url,
+                "--policy",
+                "round_robin",
+                "--log-level",
+                "warn",
+                "--log-dir",
+                str(log_dir),
+            ],
+            f"http://127.0.0.1:{rust}",
+        ),
+    }
 
 
 def latency(urls: dict[str, str], n: int) -> dict[str, dict[str, float]]:
@@ -128,8 +154,12 @@ def _stub_worker(port: int) -> subprocess.Popen[bytes]:
 
 
 def stub_main(port: int) -> None:
-    meta = {"prompt_tokens": 1, "completion_tokens": 1, "cached_tokens": 0,
-            "finish_reason": {"type": "length"}}  # fmt: skip
+    meta = {
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "cached_tokens": 0,
+        "finish_reason": {"type": "length"},
+    }
     reply = json.dumps({"text": "!", "meta_info": meta}).encode()
 
     async def generate(_: web.Request) -> web.Response:
@@ -154,10 +184,13 @@ def on_stub(log_dir: Path, requests: int, seconds: float, clients: int) -> dict[
         cap = {"direct": round(asyncio.run(_wait_then_hammer(stub_url, seconds, clients)), 1)}
         routers = _routers(stub_url, log_dir)
         (ours_cmd, ours), (rust_cmd, rust) = routers["dynasor-router"], routers["sglang-router"]
-        with _serve(ours_cmd, ours, log_dir / "dynasor-stub.log"), \
-             _serve(rust_cmd, rust, log_dir / "sglang-router-stub.log"):  # fmt: skip
-            lat = latency({"direct": stub_url, "dynasor-router": ours, "sglang-router": rust},
-                          requests)  # fmt: skip
+        with (
+            _serve(ours_cmd, ours, log_dir / "dynasor-stub.log"),
+            _serve(rust_cmd, rust, log_dir / "sglang-router-stub.log"),
+        ):
+            lat = latency(
+                {"direct": stub_url, "dynasor-router": ours, "sglang-router": rust}, requests
+            )
             cap["dynasor-router"] = round(asyncio.run(_hammer(ours, seconds, clients)), 1)
             cap["sglang-router"] = round(asyncio.run(_hammer(rust, seconds, clients)), 1)
         return {"latency": lat, "capacity_req_per_s": cap}
@@ -197,13 +230,21 @@ def main() -> None:
         worker = cluster.url
         routers = _routers(worker, log_dir)
         (ours_cmd, ours), (rust_cmd, rust) = routers["dynasor-router"], routers["sglang-router"]
-        with _serve(ours_cmd, ours, log_dir / "dynasor.log"), \
-             _serve(rust_cmd, rust, log_dir / "sglang-router.log"):  # fmt: skip
-            lat = latency({"direct": worker, "dynasor-router": ours, "sglang-router": rust},
-                          args.requests)  # fmt: skip
+        with (
+            _serve(ours_cmd, ours, log_dir / "dynasor.log"),
+            _serve(rust_cmd, rust, log_dir / "sglang-router.log"),
+        ):
+            lat = latency(
+                {"direct": worker, "dynasor-router": ours, "sglang-router": rust}, args.requests
+            )
     stub = on_stub(log_dir, args.requests, args.seconds, args.clients)
-    result = {"bench": "router_overhead", "requests_per_path": args.requests,
-              "clients": args.clients, "real_worker_latency": lat, "stub_worker": stub}  # fmt: skip
+    result = {
+        "bench": "router_overhead",
+        "requests_per_path": args.requests,
+        "clients": args.clients,
+        "real_worker_latency": lat,
+        "stub_worker": stub,
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     d, r = stub["latency"]["dynasor-router"], stub["latency"]["sglang-router"]
     cap = stub["capacity_req_per_s"]

@@ -28,8 +28,24 @@ from dynasor_sgl.launch import run_cluster
 from dynasor_sgl.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"
-TOPICS = ["rivers", "bread", "comets", "chess", "owls", "glass", "tides", "violins",
-          "maps", "bees", "copper", "clouds", "ferns", "trains", "salt", "lanterns"]  # fmt: skip
+TOPICS = [
+    "rivers",
+    "bread",
+    "comets",
+    "chess",
+    "owls",
+    "glass",
+    "tides",
+    "violins",
+    "maps",
+    "bees",
+    "copper",
+    "clouds",
+    "ferns",
+    "trains",
+    "salt",
+    "lanterns",
+]
 
 
 async def _one(client: httpx.AsyncClient, url: str, i: int, new_tokens: int) -> int:
@@ -45,13 +61,18 @@ async def _one(client: httpx.AsyncClient, url: str, i: int, new_tokens: int) -> 
 async def _batch(url: str, concurrency: int, new_tokens: int) -> dict[str, float]:
     async with httpx.AsyncClient() as client:
         t0 = time.perf_counter()
-        counts = await asyncio.gather(*(_one(client, url, i, new_tokens)
-                                        for i in range(concurrency)))  # fmt: skip
+        counts = await asyncio.gather(
+            *(_one(client, url, i, new_tokens) for i in range(concurrency))
+        )
         wall = time.perf_counter() - t0
     total = sum(counts)
-    return {"concurrency": concurrency, "completion_tokens": total, "wall_s": round(wall, 3),
-            "tokens_per_s": round(total / wall, 2),
-            "per_stream_tokens_per_s": round(total / wall / concurrency, 2)}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "completion_tokens": total,
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(total / wall, 2),
+        "per_stream_tokens_per_s": round(total / wall / concurrency, 2),
+    }
 
 
 KNEE_FRACTION = 0.9
@@ -95,8 +116,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     rates = ", ".join(f"{r['concurrency']}x: {r['tokens_per_s']} tok/s" for r in runs)
-    print(f"worker start-up {startup_s:.1f} s; decode {rates}; knee at {knee(runs)} concurrent "
-          f"requests ({KNEE_FRACTION:.0%} of the best); wrote {args.out}")
+    print(
+        f"worker start-up {startup_s:.1f} s; decode {rates}; knee at {knee(runs)} concurrent "
+        f"requests ({KNEE_FRACTION:.0%} of the best); wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

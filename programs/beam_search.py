@@ -59,8 +59,9 @@ def ended_on_newline(finish_reason: Mapping[str, Any] | None) -> bool:
     return finish_reason.get("type") == "stop" and finish_reason.get("matched") == STEP_STOP
 
 
-def is_terminal(step_text: str, finish_reason: Mapping[str, Any] | None, depth: int,
-                max_depth: int) -> bool:  # fmt: skip
+def is_terminal(
+    step_text: str, finish_reason: Mapping[str, Any] | None, depth: int, max_depth: int
+) -> bool:
     """A step ends its solution when it writes `\\boxed`, when it is at `max_depth`, or when the
     gen ended for another reason than the newline (EOS or another stop token, an abort). A step
     cut by `max_tokens` ("length") is not terminal: it is a long line the next step continues."""
@@ -106,8 +107,9 @@ def read_step(state: Any, step: StepParams) -> tuple[str, dict[str, Any]]:
         queue_step(state, attempt, step)
 
 
-def expand(parents: Sequence[Branch], counts: Sequence[int], names: Iterator[str],
-           step: StepParams) -> list[Branch]:  # fmt: skip
+def expand(
+    parents: Sequence[Branch], counts: Sequence[int], names: Iterator[str], step: StepParams
+) -> list[Branch]:
     """Sample `counts[i]` one-step children of `parents[i]`, all concurrently; the children in
     order, their steps read and attached to the tree (terminal ones with their answer)."""
     forks: list[tuple[Branch, str, Any]] = []
@@ -122,8 +124,9 @@ def expand(parents: Sequence[Branch], counts: Sequence[int], names: Iterator[str
         text, reason = read_step(fork, step)
         terminal = is_terminal(text, reason, parent.node.depth + 1, step.max_depth)
         answer = extract_answer(path_text(parent.node) + text) if terminal else None
-        children.append(Branch(name, fork, add_child(parent.node, text, terminal=terminal,
-                                                     answer=answer)))  # fmt: skip
+        children.append(
+            Branch(name, fork, add_child(parent.node, text, terminal=terminal, answer=answer))
+        )
     return children
 
 
@@ -160,8 +163,9 @@ def final_answer(finished: Sequence[Branch], beams: Sequence[Branch]) -> str | N
 
 
 @sgl.function
-def beam_search(s, question, beam_width=2, children=2, max_depth=8, step_tokens=64,
-                temperature=0.7):  # fmt: skip
+def beam_search(
+    s, question, beam_width=2, children=2, max_depth=8, step_tokens=64, temperature=0.7
+):
     s += sgl.system(SYSTEM)
     s += sgl.user(question)
     s += sgl.assistant_begin()
@@ -189,9 +193,15 @@ def beam_search(s, question, beam_width=2, children=2, max_depth=8, step_tokens=
         grant = granted(verdict, used, cap)
     answer, best = final_answer(finished, beams), max((b.reward for b in finished), default=None)
     drop(beams)
-    ctx.finish(answer, exit_reason="cap" if beams else "completed", steps=used, levels=levels,
-               finished=len(finished), best_reward=None if best is None else round(best, 4),
-               answers=[b.node.answer for b in finished])  # fmt: skip
+    ctx.finish(
+        answer,
+        exit_reason="cap" if beams else "completed",
+        steps=used,
+        levels=levels,
+        finished=len(finished),
+        best_reward=None if best is None else round(best, 4),
+        answers=[b.node.answer for b in finished],
+    )
 
 
 SPEC = dl.ProgramSpec(

@@ -23,8 +23,9 @@ SYSTEM = (
 )
 
 
-def draw(ctx: dl.ProgramContext, s: Any, first: int, count: int, max_tokens: int,
-         temperature: float) -> dict[str, tuple[str | None, float]]:  # fmt: skip
+def draw(
+    ctx: dl.ProgramContext, s: Any, first: int, count: int, max_tokens: int, temperature: float
+) -> dict[str, tuple[str | None, float]]:
     """Sample `count` solutions on forks of `s` (branches c<first>..) and judge them: each
     branch's (extracted answer, reward)."""
     if ctx.reward is None:
@@ -62,15 +63,23 @@ def best_of_n(s, question, max_tokens=256, temperature=0.7):
     while want > 0:
         candidates.update(draw(ctx, s, drawn, want, max_tokens, temperature))
         drawn += want
-        verdict = ctx.report(drawn, answers={b: a for b, (a, _) in candidates.items()},
-                             rewards={b: r for b, (_, r) in candidates.items()})  # fmt: skip
+        verdict = ctx.report(
+            drawn,
+            answers={b: a for b, (a, _) in candidates.items()},
+            rewards={b: r for b, (_, r) in candidates.items()},
+        )
         for branch in verdict.trim:
             candidates.pop(branch, None)
         want = 0 if verdict.stop else min(verdict.grant, cap - drawn)
     branch, answer = choose(candidates)
-    ctx.finish(answer, exit_reason="cap", steps=drawn, chosen=branch,
-               reward=None if branch is None else round(candidates[branch][1], 4),
-               answers=[a for a, _ in candidates.values()])  # fmt: skip
+    ctx.finish(
+        answer,
+        exit_reason="cap",
+        steps=drawn,
+        chosen=branch,
+        reward=None if branch is None else round(candidates[branch][1], 4),
+        answers=[a for a, _ in candidates.values()],
+    )
 
 
 SPEC = dl.ProgramSpec(

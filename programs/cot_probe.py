@@ -61,8 +61,13 @@ def cot_probe(s, question, temperature=0.6):
         final = dl.start_probe(s).result()
         answer = final.answer
         probe_prefill.append(final.prefill)
-    ctx.finish(answer, exit_reason="cap" if used >= cap else "completed", steps=used,
-               probe_answers=probe_answers, probe_prefill=probe_prefill)  # fmt: skip
+    ctx.finish(
+        answer,
+        exit_reason="cap" if used >= cap else "completed",
+        steps=used,
+        probe_answers=probe_answers,
+        probe_prefill=probe_prefill,
+    )
 
 
 SPEC = dl.ProgramSpec(

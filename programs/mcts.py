@@ -66,8 +66,15 @@ def prune(tree: dict[Node, Branch], trim: tuple[str, ...]) -> None:
             drop([tree.pop(node)])
 
 
-def iterate(ctx: dl.ProgramContext, root: Node, tree: dict[Node, Branch], names: Iterator[str],
-            step: StepParams, children: int, exploration: float) -> None:  # fmt: skip
+def iterate(
+    ctx: dl.ProgramContext,
+    root: Node,
+    tree: dict[Node, Branch],
+    names: Iterator[str],
+    step: StepParams,
+    children: int,
+    exploration: float,
+) -> None:
     """One MCTS iteration: select a leaf by UCT, expand it (one gen per child), judge the
     children and back-propagate each reward; a finished leaf back-propagates its reward again."""
     leaf = select_path(root, exploration)[-1]
@@ -83,8 +90,15 @@ def iterate(ctx: dl.ProgramContext, root: Node, tree: dict[Node, Branch], names:
 
 
 @sgl.function
-def mcts(s, question, expand_children=2, max_depth=6, step_tokens=64, temperature=0.7,
-         exploration=DEFAULT_EXPLORATION):  # fmt: skip
+def mcts(
+    s,
+    question,
+    expand_children=2,
+    max_depth=6,
+    step_tokens=64,
+    temperature=0.7,
+    exploration=DEFAULT_EXPLORATION,
+):
     s += sgl.system(SYSTEM)
     s += sgl.user(question)
     s += sgl.assistant_begin()
@@ -97,14 +111,22 @@ def mcts(s, question, expand_children=2, max_depth=6, step_tokens=64, temperatur
         iterate(ctx, root, tree, names, step, expand_children, exploration)
         done += 1
         finished = terminals(root)
-        verdict = ctx.report(done, rewards={tree[n].name: n.mean for n in finished},
-                             answers={tree[n].name: n.answer for n in finished})  # fmt: skip
+        verdict = ctx.report(
+            done,
+            rewards={tree[n].name: n.mean for n in finished},
+            answers={tree[n].name: n.answer for n in finished},
+        )
         prune(tree, verdict.trim)
         budget = granted(verdict, done, ctx.config.cap)
     best = best_terminal(root)
-    ctx.finish(final_answer(root), exit_reason="cap" if expandable(root) else "completed",
-               steps=done, nodes=len(tree) - 1, finished=len(terminals(root)),
-               best_reward=None if best is None else round(best.mean, 4))  # fmt: skip
+    ctx.finish(
+        final_answer(root),
+        exit_reason="cap" if expandable(root) else "completed",
+        steps=done,
+        nodes=len(tree) - 1,
+        finished=len(terminals(root)),
+        best_reward=None if best is None else round(best.mean, 4),
+    )
     drop(tree.values())
 
 

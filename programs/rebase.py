@@ -31,8 +31,14 @@ def completed_left(level: Sequence[Branch], left: int) -> tuple[list[Branch], li
     return done, [b for b in level if not b.node.terminal], left - len(done)
 
 
-def search_round(ctx: dl.ProgramContext, s: Any, width: int, names: Iterator[str],
-                 step: StepParams, balance_temperature: float) -> list[Branch]:  # fmt: skip
+def search_round(
+    ctx: dl.ProgramContext,
+    s: Any,
+    width: int,
+    names: Iterator[str],
+    step: StepParams,
+    balance_temperature: float,
+) -> list[Branch]:
     """One REBASE tree of `width` solutions from the prompt `s`; its completed solutions."""
     frontier, completed, left = [Branch("root", s, Node())], [], width
     while left > 0 and frontier:
@@ -61,14 +67,23 @@ def rebase(s, question, max_depth=8, step_tokens=64, temperature=0.7, balance_te
         done = search_round(ctx, s, width, names, step, balance_temperature)
         used, rounds = used + width, rounds + 1
         solutions += done
-        verdict = ctx.report(used, answers={b.name: b.node.answer for b in solutions},
-                             rewards={b.name: b.reward for b in solutions})  # fmt: skip
+        verdict = ctx.report(
+            used,
+            answers={b.name: b.node.answer for b in solutions},
+            rewards={b.name: b.reward for b in solutions},
+        )
         solutions = [b for b in solutions if b.name not in verdict.trim]
         width = granted(verdict, used, cap)
     vote = weighted_vote([b.node.answer for b in solutions], [b.reward for b in solutions])
-    ctx.finish(vote.answer, exit_reason="cap", steps=used, rounds=rounds, share=vote.share,
-               answers=[b.node.answer for b in solutions],
-               rewards=[round(b.reward, 4) for b in solutions])  # fmt: skip
+    ctx.finish(
+        vote.answer,
+        exit_reason="cap",
+        steps=used,
+        rounds=rounds,
+        share=vote.share,
+        answers=[b.node.answer for b in solutions],
+        rewards=[round(b.reward, 4) for b in solutions],
+    )
 
 
 SPEC = dl.ProgramSpec(

@@ -61,9 +61,14 @@ def self_consistency(s, question, max_tokens=256, temperature=0.7):
         want = 0 if verdict.stop else min(verdict.grant, ctx.config.cap - len(drawn))
     vote = majority_vote(list(answers.values()))
     order = [f"s{i}" for i in range(len(drawn))]
-    ctx.finish(vote.answer, exit_reason="cap", steps=len(drawn), share=vote.share,
-               answers=[answers.get(b) for b in order],
-               sample_tokens=[drawn[b][1] for b in order])  # fmt: skip
+    ctx.finish(
+        vote.answer,
+        exit_reason="cap",
+        steps=len(drawn),
+        share=vote.share,
+        answers=[answers.get(b) for b in order],
+        sample_tokens=[drawn[b][1] for b in order],
+    )
 
 
 SPEC = dl.ProgramSpec(

@@ -217,9 +217,13 @@ class _Candidate:
     result: ReplayResult
 
     def point(self) -> dict[str, Any]:
-        return {"thresholds": self.thresholds, "detect_step": self.detect_step,
-                "detect_every": self.detect_every, "accuracy": self.result.accuracy,
-                "tokens": self.result.tokens}  # fmt: skip
+        return {
+            "thresholds": self.thresholds,
+            "detect_step": self.detect_step,
+            "detect_every": self.detect_every,
+            "accuracy": self.result.accuracy,
+            "tokens": self.result.tokens,
+        }
 
 
 def _candidates(
@@ -243,8 +247,14 @@ def _cheapest(candidates: Sequence[_Candidate], min_accuracy: float) -> _Candida
 
     def key(c: _Candidate) -> tuple[Any, ...]:
         cautious = tuple(-t for t in c.thresholds.values())
-        return (c.result.tokens, -c.result.accuracy, c.detect_every == 0, -c.detect_every,
-                -c.detect_step, cautious)  # fmt: skip
+        return (
+            c.result.tokens,
+            -c.result.accuracy,
+            c.detect_every == 0,
+            -c.detect_every,
+            -c.detect_step,
+            cautious,
+        )
 
     return min(ok, key=key) if ok else None
 
@@ -295,16 +305,35 @@ def calibrate(
     def saving(tokens: int) -> float:
         return 1.0 - tokens / full_tokens if full_tokens else 0.0
 
-    common: dict[str, Any] = {"full_accuracy": full_acc, "full_tokens": full_tokens,
-              "oracle_tokens": oracle_tokens, "oracle_saving": saving(oracle_tokens),
-              "n_programs": len(runs), "frontier": frontier(candidates)}  # fmt: skip
+    common: dict[str, Any] = {
+        "full_accuracy": full_acc,
+        "full_tokens": full_tokens,
+        "oracle_tokens": oracle_tokens,
+        "oracle_saving": saving(oracle_tokens),
+        "n_programs": len(runs),
+        "frontier": frontier(candidates),
+    }
     if best is None:
-        return CalibrationResult(None, None, full_acc, full_tokens, saving=0.0,
-                                 stopped_early=0, **common)  # fmt: skip
+        return CalibrationResult(
+            None, None, full_acc, full_tokens, saving=0.0, stopped_early=0, **common
+        )
     result = best.result
-    logger.info("calibrated %s at step %d, read every %d: accuracy %.3f (full %.3f), saving "
-                "%.1f%%", best.thresholds, best.detect_step, best.detect_every, result.accuracy,
-                full_acc, 100 * saving(result.tokens))  # fmt: skip
-    return CalibrationResult(best.thresholds, best.detect_step, result.accuracy, result.tokens,
-                             saving=saving(result.tokens), stopped_early=result.stopped_early,
-                             detect_every=best.detect_every, **common)  # fmt: skip
+    logger.info(
+        "calibrated %s at step %d, read every %d: accuracy %.3f (full %.3f), saving %.1f%%",
+        best.thresholds,
+        best.detect_step,
+        best.detect_every,
+        result.accuracy,
+        full_acc,
+        100 * saving(result.tokens),
+    )
+    return CalibrationResult(
+        best.thresholds,
+        best.detect_step,
+        result.accuracy,
+        result.tokens,
+        saving=saving(result.tokens),
+        stopped_early=result.stopped_early,
+        detect_every=best.detect_every,
+        **common,
+    )

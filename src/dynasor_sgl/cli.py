@@ -35,37 +35,62 @@ _ROUTER_DEFAULTS = {f.name: f.default for f in fields(RouterConfig)}
 def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The router's options, shared by `launch` (which starts one) and `router`."""
     options = [
-        click.option("--scheduling", type=click.Choice(SCHEDULING),
-                     default=_ROUTER_DEFAULTS["scheduling"],
-                     help="Order of waiting work: sjf (shortest-job-first with aging, gang), "
-                          "deadline (least slack first, gang), fifo (programs in arrival "
-                          "order, gang) or fcfs (requests in arrival order)."),
-        click.option("--max-inflight-per-worker", type=click.IntRange(min=1),
-                     default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
-                     help="Requests in flight per worker before the router queues them "
-                          "(default: the CPU worker's measured throughput knee)."),
-        click.option("--aging-rate", type=click.FloatRange(min=0, min_open=True),
-                     default=_ROUTER_DEFAULTS["aging_rate"],
-                     help="Tokens of predicted work forgiven per second a program waits."),
-        click.option("--starvation-bound-s", type=click.FloatRange(min=0, min_open=True),
-                     default=_ROUTER_DEFAULTS["starvation_bound_s"],
-                     help="Longest a ready program waits (plus one dispatch per program "
-                          "ahead of it)."),
-        click.option("--deadline-stop/--no-deadline-stop",
-                     default=_ROUTER_DEFAULTS["deadline_stop"],
-                     help="Stop a program whose next grant cannot meet its deadline, with its "
-                          "current best answer (exit reason 'deadline')."),
-        click.option("--program-ttl-s", type=click.FloatRange(min=0, min_open=True),
-                     default=_ROUTER_DEFAULTS["program_ttl_s"],
-                     help="End a program idle this long as 'abandoned'."),
-        click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None, show_default=False,
-                     help="Require 'Authorization: Bearer KEY' on every router route "
-                          "[env: DYNASOR_SGL_API_KEY]."),
-        click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
-                     default=None,
-                     help="JSON policy file (algorithm -> overrides, e.g. from "
-                          "`dynasor-sgl calibrate`) applied to every program."),
-    ]  # fmt: skip
+        click.option(
+            "--scheduling",
+            type=click.Choice(SCHEDULING),
+            default=_ROUTER_DEFAULTS["scheduling"],
+            help="Order of waiting work: sjf (shortest-job-first with aging, gang), "
+            "deadline (least slack first, gang), fifo (programs in arrival "
+            "order, gang) or fcfs (requests in arrival order).",
+        ),
+        click.option(
+            "--max-inflight-per-worker",
+            type=click.IntRange(min=1),
+            default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
+            help="Requests in flight per worker before the router queues them "
+            "(default: the CPU worker's measured throughput knee).",
+        ),
+        click.option(
+            "--aging-rate",
+            type=click.FloatRange(min=0, min_open=True),
+            default=_ROUTER_DEFAULTS["aging_rate"],
+            help="Tokens of predicted work forgiven per second a program waits.",
+        ),
+        click.option(
+            "--starvation-bound-s",
+            type=click.FloatRange(min=0, min_open=True),
+            default=_ROUTER_DEFAULTS["starvation_bound_s"],
+            help="Longest a ready program waits (plus one dispatch per program ahead of it).",
+        ),
+        click.option(
+            "--deadline-stop/--no-deadline-stop",
+            default=_ROUTER_DEFAULTS["deadline_stop"],
+            help="Stop a program whose next grant cannot meet its deadline, with its "
+            "current best answer (exit reason 'deadline').",
+        ),
+        click.option(
+            "--program-ttl-s",
+            type=click.FloatRange(min=0, min_open=True),
+            default=_ROUTER_DEFAULTS["program_ttl_s"],
+            help="End a program idle this long as 'abandoned'.",
+        ),
+        click.option(
+            "--api-key",
+            envvar="DYNASOR_SGL_API_KEY",
+            default=None,
+            show_default=False,
+            help="Require 'Authorization: Bearer KEY' on every router route "
+            "[env: DYNASOR_SGL_API_KEY].",
+        ),
+        click.option(
+            "--policy",
+            "policy_file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="JSON policy file (algorithm -> overrides, e.g. from "
+            "`dynasor-sgl calibrate`) applied to every program.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command

@@ -40,8 +40,9 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError as exc:
-        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}",
-                                 param_hint=what) from exc  # fmt: skip
+        raise click.BadParameter(
+            f"expected numbers separated by commas, got {text!r}", param_hint=what
+        ) from exc
 
 
 @click.group("bench")
@@ -132,9 +133,16 @@ def bench_command() -> None:
     default="warning",
     show_default=True,
 )
-def online_command(quick: bool, rates: str | None, systems: str | None, threshold: float | None,
-                   policy_file: str | None, params: tuple[str, ...], log_level: str,
-                   **options: Any) -> None:  # fmt: skip
+def online_command(
+    quick: bool,
+    rates: str | None,
+    systems: str | None,
+    threshold: float | None,
+    policy_file: str | None,
+    params: tuple[str, ...],
+    log_level: str,
+    **options: Any,
+) -> None:
     """Open-loop online serving benchmark: programs arrive as a seeded Poisson process at each
     rate, each with a deadline (SLO scale × difficulty × base deadline), and run on SGLang
     alone and behind the router's scheduling modes on the same trace and workers. Writes
@@ -145,9 +153,15 @@ def online_command(quick: bool, rates: str | None, systems: str | None, threshol
     _run(cfg)
 
 
-def _config(quick: bool, rates: str | None, systems: str | None, threshold: float | None,
-            policy_file: str | None, params: tuple[str, ...],
-            options: dict[str, Any]) -> BenchConfig:  # fmt: skip
+def _config(
+    quick: bool,
+    rates: str | None,
+    systems: str | None,
+    threshold: float | None,
+    policy_file: str | None,
+    params: tuple[str, ...],
+    options: dict[str, Any],
+) -> BenchConfig:
     from dynasor_sgl.programs import get_program
 
     given = {k: v for k, v in options.items() if v is not None}
@@ -182,8 +196,11 @@ def _run(cfg: BenchConfig) -> None:
     except BackendError as exc:
         raise click.ClickException(f"a program could not run: {exc}") from exc
     except KeyboardInterrupt:
-        click.echo(f"\nInterrupted; finished runs are in {cfg.out}. Re-run the same command to "
-                   "resume (an unfinished run is redone).", err=True)  # fmt: skip
+        click.echo(
+            f"\nInterrupted; finished runs are in {cfg.out}. Re-run the same command to "
+            "resume (an unfinished run is redone).",
+            err=True,
+        )
         sys.exit(130)
     click.echo(f"{one_line(summary)}; report {summary['outputs']['markdown']}")
     failed = summary.get("runs_with_errors") or []

@@ -39,9 +39,11 @@ def _launch(stack: ExitStack) -> str:
 
 @click.command("eval", context_settings={"show_default": True})
 @click.option("--program", default="self-consistency", help="A shipped program's name.")
-@click.option("--dataset", required=True,
-              help="A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK "
-                   f"({', '.join(sorted(TASKS))}).")  # fmt: skip
+@click.option(
+    "--dataset",
+    required=True,
+    help=f"A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK ({', '.join(sorted(TASKS))}).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="First N questions (synth: how many).")
 @click.option("--seed", type=int, default=0, help="Seed of the built-in task generators.")
 @click.option(
@@ -63,13 +65,28 @@ def _launch(stack: ExitStack) -> str:
 @click.option("--answer-field", default="answer")
 @click.option("--id-field", default="id", help="Empty: use line numbers.")
 @program_options
-def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: Path,
-                 router_url: str, launch_: bool, concurrency: int, cap: int | None,
-                 threshold: float | None, detect_at: int | None, policy_file: str | None,
-                 params: tuple[str, ...], timeout: float | None, deadline: float | None,
-                 question_field: str,
-                 answer_field: str, id_field: str, api_key: str | None,
-                 log_level: str) -> None:  # fmt: skip
+def eval_command(
+    program: str,
+    dataset: str,
+    limit: int | None,
+    seed: int,
+    out: Path,
+    router_url: str,
+    launch_: bool,
+    concurrency: int,
+    cap: int | None,
+    threshold: float | None,
+    detect_at: int | None,
+    policy_file: str | None,
+    params: tuple[str, ...],
+    timeout: float | None,
+    deadline: float | None,
+    question_field: str,
+    answer_field: str,
+    id_field: str,
+    api_key: str | None,
+    log_level: str,
+) -> None:
     """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
     oracle; write one JSONL record per question and policy, a summary and plots."""
     configure_logging(log_level)
@@ -80,9 +97,15 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
 
     spec = _load_spec(program)
     fields = Fields(question_field, answer_field, id_field or None)
-    evspec = EvalSpec(spec.name, spec.algorithm, _policy(spec, policy_file, cap, threshold,
-                      detect_at), _parse_set(params), concurrency, timeout,
-                      deadline)  # fmt: skip
+    evspec = EvalSpec(
+        spec.name,
+        spec.algorithm,
+        _policy(spec, policy_file, cap, threshold, detect_at),
+        _parse_set(params),
+        concurrency,
+        timeout,
+        deadline,
+    )
     with ExitStack() as stack:
         url = _launch(stack) if launch_ else router_url
         client = RouterClient(url, api_key)
@@ -98,8 +121,10 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
         except BackendError as exc:
             raise click.ClickException(f"router {url}: {exc}") from exc
         except KeyboardInterrupt:
-            click.echo(f"\nInterrupted; finished records are in {out}. Re-run the same "
-                       "command to resume.", err=True)  # fmt: skip
+            click.echo(
+                f"\nInterrupted; finished records are in {out}. Re-run the same command to resume.",
+                err=True,
+            )
             sys.exit(130)
     click.echo(one_line(summary))
     if summary["errors"]:
@@ -117,13 +142,20 @@ def eval_command(program: str, dataset: str, limit: int | None, seed: int, out: 
     default=0.0,
     help="Accuracy the policy may lose against the full budget (0.02 = 2 points).",
 )
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Policy file to write (JSON: algorithm -> overrides); the full result "
-                   "with the accuracy-vs-tokens frontier goes next to it (.calibration.json).")
-@click.option("--detect-every", default="0,1,2,5",
-              help="Candidates for how often certaindex is read after the first reading "
-                   "(comma-separated samples; 0 = once, the paper's rule). Reading often saves "
-                   "more tokens but draws samples in smaller batches (more latency).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Policy file to write (JSON: algorithm -> overrides); the full result "
+    "with the accuracy-vs-tokens frontier goes next to it (.calibration.json).",
+)
+@click.option(
+    "--detect-every",
+    default="0,1,2,5",
+    help="Candidates for how often certaindex is read after the first reading "
+    "(comma-separated samples; 0 = once, the paper's rule). Reading often saves "
+    "more tokens but draws samples in smaller batches (more latency).",
+)
 def calibrate_command(results: Path, margin: float, out: Path, detect_every: str) -> None:
     """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
     an eval results file of self-consistency (its full-budget baseline runs)."""
@@ -136,9 +168,14 @@ def calibrate_command(results: Path, margin: float, out: Path, detect_every: str
         raise click.ClickException(str(exc)) from exc
     out.write_text(json.dumps(policy, indent=2) + "\n")
     out.with_suffix(".calibration.json").write_text(json.dumps(result.to_dict(), indent=2))
-    chosen = "run to the cap" if result.thresholds is None else (
-        f"thresholds {result.thresholds} at step {result.detect_step}, read "
-        + (f"every {result.detect_every}" if result.detect_every else "once"))  # fmt: skip
+    chosen = (
+        "run to the cap"
+        if result.thresholds is None
+        else (
+            f"thresholds {result.thresholds} at step {result.detect_step}, read "
+            + (f"every {result.detect_every}" if result.detect_every else "once")
+        )
+    )
     click.echo(
         f"{result.n_programs} runs: {chosen}; accuracy {100 * result.accuracy:.1f}% "
         f"(full budget {100 * result.full_accuracy:.1f}%), tokens saved "

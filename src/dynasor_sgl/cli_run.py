@@ -60,8 +60,13 @@ def _load_spec(name: str) -> Any:
     return spec
 
 
-def _policy(spec: Any, policy_file: str | None, cap: int | None, threshold: float | None,
-            detect_at: int | None) -> dict[str, Any]:  # fmt: skip
+def _policy(
+    spec: Any,
+    policy_file: str | None,
+    cap: int | None,
+    threshold: float | None,
+    detect_at: int | None,
+) -> dict[str, Any]:
     policy: dict[str, Any] = {}
     if policy_file:
         try:
@@ -91,36 +96,70 @@ def _print_text(result: Any, knob: str) -> None:
     click.echo(f"certaindex: {trajectory or '(not read)'}")
     t = result.tokens
     router = result.router_tokens.get("total") if result.router_tokens else "?"
-    click.echo(f"tokens:     reasoning {t['reasoning']}, probe {t['probe']}, reward "
-               f"{t['reward']}, total {t['total']} (router: {router})")  # fmt: skip
+    click.echo(
+        f"tokens:     reasoning {t['reasoning']}, probe {t['probe']}, reward "
+        f"{t['reward']}, total {t['total']} (router: {router})"
+    )
     click.echo(f"program:    {result.program_id} ({result.elapsed_s:.1f} s)")
 
 
 def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by `run` and `eval`: where the router is, the policy, the program."""
     options = [
-        click.option("--router", "router_url", envvar=ROUTER_ENV, default=DEFAULT_ROUTER_URL,
-                     help=f"Router URL [env: {ROUTER_ENV}]."),
-        click.option("--cap", type=click.IntRange(min=1),
-                     help="Most knob units (default: per program)."),
-        click.option("--threshold", type=click.FloatRange(0, 1),
-                     help="Threshold of the program's certaindex signal (default: per program)."),
+        click.option(
+            "--router",
+            "router_url",
+            envvar=ROUTER_ENV,
+            default=DEFAULT_ROUTER_URL,
+            help=f"Router URL [env: {ROUTER_ENV}].",
+        ),
+        click.option(
+            "--cap", type=click.IntRange(min=1), help="Most knob units (default: per program)."
+        ),
+        click.option(
+            "--threshold",
+            type=click.FloatRange(0, 1),
+            help="Threshold of the program's certaindex signal (default: per program).",
+        ),
         click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read."),
-        click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
-                     help="JSON policy file: algorithm -> PolicyConfig overrides "
-                          "(e.g. from `dynasor-sgl calibrate`)."),
-        click.option("--set", "params", multiple=True, metavar="KEY=VALUE",
-                     help="A program parameter, e.g. --set max_tokens=128 (repeatable)."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-                     help="Abort a program after this many seconds."),
-        click.option("--deadline", type=click.FloatRange(min=0, min_open=True),
-                     help="The program's deadline in seconds, told to the router (its "
-                          "deadline order and deadline stop use it)."),
-        click.option("--api-key", envvar="DYNASOR_SGL_API_KEY", default=None,
-                     show_default=False, help="Router API key [env: DYNASOR_SGL_API_KEY]."),
-        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-                     default="warning"),
-    ]  # fmt: skip
+        click.option(
+            "--policy",
+            "policy_file",
+            type=click.Path(dir_okay=False),
+            help="JSON policy file: algorithm -> PolicyConfig overrides "
+            "(e.g. from `dynasor-sgl calibrate`).",
+        ),
+        click.option(
+            "--set",
+            "params",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A program parameter, e.g. --set max_tokens=128 (repeatable).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Abort a program after this many seconds.",
+        ),
+        click.option(
+            "--deadline",
+            type=click.FloatRange(min=0, min_open=True),
+            help="The program's deadline in seconds, told to the router (its "
+            "deadline order and deadline stop use it).",
+        ),
+        click.option(
+            "--api-key",
+            envvar="DYNASOR_SGL_API_KEY",
+            default=None,
+            show_default=False,
+            help="Router API key [env: DYNASOR_SGL_API_KEY].",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            default="warning",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -129,8 +168,9 @@ def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def configure_logging(level: str, timestamps: bool = False) -> None:
     """Logging for a command, once, to stderr; timestamps for the long-running servers."""
     when = "%(asctime)s " if timestamps else ""
-    logging.basicConfig(level=level.upper(), format=when + "%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    logging.basicConfig(
+        level=level.upper(), format=when + "%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
 
 
@@ -139,10 +179,21 @@ def configure_logging(level: str, timestamps: bool = False) -> None:
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @program_options
-def run_command(program: str, question: str, router_url: str, as_json: bool, cap: int | None,
-                threshold: float | None, detect_at: int | None, policy_file: str | None,
-                params: tuple[str, ...], timeout: float | None, deadline: float | None,
-                api_key: str | None, log_level: str) -> None:  # fmt: skip
+def run_command(
+    program: str,
+    question: str,
+    router_url: str,
+    as_json: bool,
+    cap: int | None,
+    threshold: float | None,
+    detect_at: int | None,
+    policy_file: str | None,
+    params: tuple[str, ...],
+    timeout: float | None,
+    deadline: float | None,
+    api_key: str | None,
+    log_level: str,
+) -> None:
     """Run PROGRAM on QUESTION against a running router and print the answer, exit reason,
     certaindex and tokens. PROGRAM is one of: self-consistency, cot-probe, best-of-n,
     beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec."""
@@ -152,9 +203,16 @@ def run_command(program: str, question: str, router_url: str, as_json: bool, cap
     spec = _load_spec(program)
     policy = _policy(spec, policy_file, cap, threshold, detect_at)
     try:
-        result = run_program(spec, question, router=router_url, policy=policy,
-                             params=_parse_set(params), timeout_s=timeout,
-                             deadline_s=deadline, api_key=api_key)  # fmt: skip
+        result = run_program(
+            spec,
+            question,
+            router=router_url,
+            policy=policy,
+            params=_parse_set(params),
+            timeout_s=timeout,
+            deadline_s=deadline,
+            api_key=api_key,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from exc
     except BackendError as exc:

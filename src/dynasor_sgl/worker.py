@@ -80,13 +80,20 @@ def worker_command(
 ) -> list[str]:
     """The `sglang.launch_server` argv for one worker."""
     cmd = [
-        sys.executable, "-m", "sglang.launch_server",
-        "--model-path", str(model_dir),
-        "--host", host,
-        "--port", str(port),
-        "--log-level", cfg.log_level,
-        "--grammar-backend", cfg.grammar_backend,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        cfg.log_level,
+        "--grammar-backend",
+        cfg.grammar_backend,
+    ]
     if device == "cpu":
         cmd += ["--device", "cpu", "--attention-backend", "torch_native"]
     # An idle SGLang scheduler otherwise spins a whole core; with two workers on a two-core
@@ -107,15 +114,30 @@ def worker_command(
 
 def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list[str]:
     """The `dynasor-sgl router` argv that fronts the given workers."""
-    cmd = [sys.executable, "-m", "dynasor_sgl.cli", "router", "--host", cfg.host,
-           "--port", str(port), "--scheduling", cfg.scheduling,
-           "--max-inflight-per-worker", str(cfg.max_inflight_per_worker),
-           "--aging-rate", str(cfg.aging_rate),
-           "--starvation-bound-s", str(cfg.starvation_bound_s),
-           "--program-ttl-s", str(cfg.program_ttl_s),
-           "--deadline-stop" if cfg.deadline_stop else "--no-deadline-stop",
-           "--log-level", cfg.log_level,
-           "--worker-priority" if cfg.worker_priority else "--no-worker-priority"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynasor_sgl.cli",
+        "router",
+        "--host",
+        cfg.host,
+        "--port",
+        str(port),
+        "--scheduling",
+        cfg.scheduling,
+        "--max-inflight-per-worker",
+        str(cfg.max_inflight_per_worker),
+        "--aging-rate",
+        str(cfg.aging_rate),
+        "--starvation-bound-s",
+        str(cfg.starvation_bound_s),
+        "--program-ttl-s",
+        str(cfg.program_ttl_s),
+        "--deadline-stop" if cfg.deadline_stop else "--no-deadline-stop",
+        "--log-level",
+        cfg.log_level,
+        "--worker-priority" if cfg.worker_priority else "--no-worker-priority",
+    ]
     for url in worker_urls:
         cmd += ["--worker-url", url]
     if cfg.policy_file:
@@ -184,8 +206,9 @@ class WorkerProcess:
     def restart(self) -> WorkerProcess:
         """Start the same command again (after a stop or a crash); returns the new process."""
         self.stop()
-        return WorkerProcess.start(self.index, self.cmd, self.env, self.host, self.port,
-                                   self.log_path, self.role)  # fmt: skip
+        return WorkerProcess.start(
+            self.index, self.cmd, self.env, self.host, self.port, self.log_path, self.role
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -20,8 +20,19 @@ PROGRAMS = 4
 
 def test_quick_bench_on_the_real_worker(worker_url: str, tmp_path: Path) -> None:
     out = tmp_path / "online"
-    args = ["bench", "online", "--quick", "--out", str(out), "--worker-url", worker_url,
-            "--systems", ",".join(SYSTEMS), "--programs", str(PROGRAMS)]  # fmt: skip
+    args = [
+        "bench",
+        "online",
+        "--quick",
+        "--out",
+        str(out),
+        "--worker-url",
+        worker_url,
+        "--systems",
+        ",".join(SYSTEMS),
+        "--programs",
+        str(PROGRAMS),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "max rate with ≥90% on time" in result.output
@@ -41,7 +52,8 @@ def test_quick_bench_on_the_real_worker(worker_url: str, tmp_path: Path) -> None
     assert all(r["router_tokens"] for r in programs if r["system"] != "sglang")
     assert all(r["wait_s"] is not None for r in programs)  # the real worker reports latency
     assert {(r["system"], r["rate"]) for r in rows if r["kind"] == "run"} == {
-        (s, rate) for s in SYSTEMS for rate in rates}  # fmt: skip
+        (s, rate) for s in SYSTEMS for rate in rates
+    }
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["base_deadline_s"] > 0

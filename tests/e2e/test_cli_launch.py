@@ -105,8 +105,16 @@ def test_port_in_use_is_one_clear_line() -> None:
 def test_worker_dying_at_startup_shows_its_log_tail(tmp_path: Path) -> None:
     port = free_ports("127.0.0.1", 38400, 1)[0]
     # SGLang's own argument parser rejects this and the worker exits during start-up.
-    res = _run_cli("launch", "--port", str(port), "--log-dir", str(tmp_path),
-                   "--", "--context-length", "not-a-number")  # fmt: skip
+    res = _run_cli(
+        "launch",
+        "--port",
+        str(port),
+        "--log-dir",
+        str(tmp_path),
+        "--",
+        "--context-length",
+        "not-a-number",
+    )
     assert res.returncode == 1
     first = next(ln for ln in res.stderr.splitlines() if ln.startswith("Error:"))
     assert re.match(r"Error: worker 0 \(port \d+\) exited with code \d+ during start-up", first)

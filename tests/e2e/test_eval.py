@@ -14,9 +14,28 @@ pytestmark = pytest.mark.e2e
 
 
 def eval_cmd(router_url: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "dynasor_sgl.cli", "eval", "--dataset", "synth:facts",
-            "--limit", "3", "--cap", "5", "--set", "max_tokens=16", "--set", "temperature=0.4",
-            "--router", router_url, "--out", str(out), "--concurrency", "3"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "dynasor_sgl.cli",
+        "eval",
+        "--dataset",
+        "synth:facts",
+        "--limit",
+        "3",
+        "--cap",
+        "5",
+        "--set",
+        "max_tokens=16",
+        "--set",
+        "temperature=0.4",
+        "--router",
+        router_url,
+        "--out",
+        str(out),
+        "--concurrency",
+        "3",
+    ]
 
 
 def test_eval_writes_records_and_reports_and_resumes_without_duplicates(

@@ -29,8 +29,14 @@ COT_QUESTION = (
     "A train travels 60 miles per hour for 3 hours. How far does it travel? "
     "Explain each step carefully."
 )
-COT_POLICY = {"cap": 384, "step": 32, "initial": 32, "detect_at": 32, "detect_every": 32,
-              "probe_window": 2}  # fmt: skip
+COT_POLICY = {
+    "cap": 384,
+    "step": 32,
+    "initial": 32,
+    "detect_at": 32,
+    "detect_every": 32,
+    "probe_window": 2,
+}
 
 
 def metric(router_url: str, name: str) -> float:
@@ -51,8 +57,9 @@ def test_self_consistency_stops_at_the_detection_step_when_samples_agree(
     router_url: str,
 ) -> None:
     saved_before = metric(router_url, "dynasor_tokens_saved_total")
-    result = dl.run_program("self-consistency", "How many days are in a week?",
-                            router=router_url, params=AGREE)  # fmt: skip
+    result = dl.run_program(
+        "self-consistency", "How many days are in a week?", router=router_url, params=AGREE
+    )
     assert_accounted(result)
     assert result.exit_reason == "threshold"
     assert result.steps == 5 and result.cap == 20
@@ -66,8 +73,13 @@ def test_self_consistency_stops_at_the_detection_step_when_samples_agree(
 
 
 def test_self_consistency_continues_when_samples_disagree(router_url: str) -> None:
-    result = dl.run_program("self-consistency", DISAGREE_QUESTION, router=router_url,
-                            policy={"cap": 10}, params=DISAGREE)  # fmt: skip
+    result = dl.run_program(
+        "self-consistency",
+        DISAGREE_QUESTION,
+        router=router_url,
+        policy={"cap": 10},
+        params=DISAGREE,
+    )
     assert_accounted(result)
     assert result.certaindex[0]["entropy"] < 0.7
     assert result.steps == 10 and result.exit_reason == "cap"
@@ -78,8 +90,9 @@ def test_cot_probe_stops_before_its_budget_and_aborts_the_chunk_in_flight(
     router_url: str,
 ) -> None:
     aborts_before = metric(router_url, 'dynasor_aborts_total{cause="stop"}')
-    result = dl.run_program("cot-probe", COT_QUESTION, router=router_url, policy=COT_POLICY,
-                            params={"temperature": 0.0})  # fmt: skip
+    result = dl.run_program(
+        "cot-probe", COT_QUESTION, router=router_url, policy=COT_POLICY, params={"temperature": 0.0}
+    )
     assert_accounted(result)
     assert result.exit_reason == "threshold"
     assert result.steps < COT_POLICY["cap"]
@@ -111,8 +124,7 @@ TREE_PROGRAMS = [
 def test_reward_programs_run_end_to_end(
     router_url: str, name: str, policy: dict[str, int], params: dict[str, int]
 ) -> None:
-    result = dl.run_program(name, "What is 3 + 4?", router=router_url, policy=policy,
-                            params=params)  # fmt: skip
+    result = dl.run_program(name, "What is 3 + 4?", router=router_url, policy=policy, params=params)
     assert_accounted(result)
     assert result.answer is not None
     assert result.tokens["reward"] > 0  # the self-judge ran, and was counted
@@ -140,11 +152,27 @@ def test_a_program_with_an_error_inside_ends_as_a_failed_result(router_url: str)
 
 def test_cli_run_prints_one_json_object(router_url: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "dynasor_sgl.cli", "run", "self-consistency",
-         "How many days are in a week?", "--router", router_url, "--json", "--cap", "5",
-         "--set", "max_tokens=24", "--set", "temperature=0.0"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dynasor_sgl.cli",
+            "run",
+            "self-consistency",
+            "How many days are in a week?",
+            "--router",
+            router_url,
+            "--json",
+            "--cap",
+            "5",
+            "--set",
+            "max_tokens=24",
+            "--set",
+            "temperature=0.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert {"answer", "exit_reason", "steps", "certaindex", "tokens"} <= set(out)

@@ -87,12 +87,16 @@ def test_stop_aborts_every_branch_in_the_worker(router_url: str, cluster: Cluste
     async def scenario() -> tuple[list[httpx.Response], dict[str, Any], int]:
         async with httpx.AsyncClient(timeout=600) as client:
             branches = [
-                asyncio.create_task(client.post(
-                    f"{router_url}/generate",
-                    json=gen_body(f"{pid}::b{i}", "Write a very long story about a dragon.", LONG),
-                ))
+                asyncio.create_task(
+                    client.post(
+                        f"{router_url}/generate",
+                        json=gen_body(
+                            f"{pid}::b{i}", "Write a very long story about a dragon.", LONG
+                        ),
+                    )
+                )
                 for i in range(4)
-            ]  # fmt: skip
+            ]
             index = await wait_inflight(client, router_url, pid, 4)
             worker = cluster.workers[index].url
             await wait_running(client, worker, 4)
@@ -121,17 +125,22 @@ def test_stop_aborts_every_branch_in_the_worker(router_url: str, cluster: Cluste
 
 
 def test_trim_aborts_exactly_the_named_branch(router_url: str, cluster: Cluster) -> None:
-    pid = register(router_url, cap=20, initial=4, detect_at=4, trim="minority",
-                   thresholds={"entropy": 0.99})  # fmt: skip
+    pid = register(
+        router_url, cap=20, initial=4, detect_at=4, trim="minority", thresholds={"entropy": 0.99}
+    )
 
     async def scenario() -> tuple[dict[str, httpx.Response], dict[str, Any]]:
         async with httpx.AsyncClient(timeout=600) as client:
             budgets = {"b0": 40, "b1": 40, "b2": 40, "b3": LONG}
             tasks = {
-                b: asyncio.create_task(client.post(
-                    f"{router_url}/generate", json=gen_body(f"{pid}::{b}", "Tell me a story.", n)))
+                b: asyncio.create_task(
+                    client.post(
+                        f"{router_url}/generate",
+                        json=gen_body(f"{pid}::{b}", "Tell me a story.", n),
+                    )
+                )
                 for b, n in budgets.items()
-            }  # fmt: skip
+            }
             index = await wait_inflight(client, router_url, pid, 4)
             worker = cluster.workers[index].url
             await wait_running(client, worker, 4)
@@ -158,17 +167,23 @@ def test_programs_stay_on_their_worker_and_hit_the_prefix_cache(router_url: str)
     seen: dict[str, set[int]] = {}
     for pid in pids:
         prefix = f"Program {pid}. " + " ".join(f"Rule {i}: keep {i} apples." for i in range(80))
-        first = httpx.post(f"{router_url}/programs/{pid}/generate",
-                           json={"text": prefix, "sampling_params": {"max_new_tokens": 1}},
-                           timeout=300).json()  # fmt: skip
+        first = httpx.post(
+            f"{router_url}/programs/{pid}/generate",
+            json={"text": prefix, "sampling_params": {"max_new_tokens": 1}},
+            timeout=300,
+        ).json()
         shared = first["meta_info"]["prompt_tokens"]
         worker = program(router_url, pid)["worker"]
         seen[pid] = {worker}
         for q in range(2):
-            out = httpx.post(f"{router_url}/programs/{pid}/generate",
-                             json={"text": prefix + f" Question {q}: how many apples?",
-                                   "sampling_params": {"max_new_tokens": 1}},
-                             timeout=300).json()  # fmt: skip
+            out = httpx.post(
+                f"{router_url}/programs/{pid}/generate",
+                json={
+                    "text": prefix + f" Question {q}: how many apples?",
+                    "sampling_params": {"max_new_tokens": 1},
+                },
+                timeout=300,
+            ).json()
             seen[pid].add(program(router_url, pid)["worker"])
             assert out["meta_info"]["cached_tokens"] >= 0.9 * shared
     assert all(len(w) == 1 for w in seen.values()), seen

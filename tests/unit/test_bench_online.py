@@ -96,16 +96,31 @@ def test_difficulty_from_an_eval_results_file(tmp_path: Path) -> None:
     path = tmp_path / "eval.jsonl"
     rows = [
         {"kind": "run", "settings": {}},
-        {"question_id": "a", "policy": "baseline", "status": "ok", "gold": "7",
-         "details": {"answers": ["7", "7", "7"]}},
-        {"question_id": "b", "policy": "baseline", "status": "ok", "gold": "7",
-         "details": {"answers": ["7", "8", None]}},
-        {"question_id": "c", "policy": "baseline", "status": "ok", "gold": "7",
-         "details": {"answers": ["1", None]}},
+        {
+            "question_id": "a",
+            "policy": "baseline",
+            "status": "ok",
+            "gold": "7",
+            "details": {"answers": ["7", "7", "7"]},
+        },
+        {
+            "question_id": "b",
+            "policy": "baseline",
+            "status": "ok",
+            "gold": "7",
+            "details": {"answers": ["7", "8", None]},
+        },
+        {
+            "question_id": "c",
+            "policy": "baseline",
+            "status": "ok",
+            "gold": "7",
+            "details": {"answers": ["1", None]},
+        },
         {"question_id": "d", "policy": "baseline", "status": "ok", "gold": "7", "correct": True},
         {"question_id": "e", "policy": "baseline", "status": "error"},
         {"question_id": "a", "policy": "dynasor", "status": "ok", "gold": "7", "correct": False},
-    ]  # fmt: skip
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert load_difficulty(path) == {"a": 1, "b": 2, "c": 3, "d": 1}
 
@@ -122,12 +137,30 @@ def test_a_difficulty_file_without_baseline_records_is_an_error(tmp_path: Path) 
 # -- metrics -------------------------------------------------------------------------------------
 
 
-def rec(latency: float, *, difficulty: int = 1, base: float = 10.0, status: str = "ok",
-        tokens: int = 100, correct: bool | None = True, wait: float | None = None,
-        system: str = "s", rate: float = 1.0) -> dict[str, Any]:  # fmt: skip
-    return {"system": system, "rate": rate, "status": status, "latency_s": latency,
-            "difficulty": difficulty, "base_deadline_s": base, "tokens": tokens,
-            "correct": correct, "wait_s": wait, "exit_reason": "cap"}  # fmt: skip
+def rec(
+    latency: float,
+    *,
+    difficulty: int = 1,
+    base: float = 10.0,
+    status: str = "ok",
+    tokens: int = 100,
+    correct: bool | None = True,
+    wait: float | None = None,
+    system: str = "s",
+    rate: float = 1.0,
+) -> dict[str, Any]:
+    return {
+        "system": system,
+        "rate": rate,
+        "status": status,
+        "latency_s": latency,
+        "difficulty": difficulty,
+        "base_deadline_s": base,
+        "tokens": tokens,
+        "correct": correct,
+        "wait_s": wait,
+        "exit_reason": "cap",
+    }
 
 
 def test_meets_scales_the_deadline_by_difficulty() -> None:
@@ -174,15 +207,22 @@ def test_ratio_and_percentiles() -> None:
 
 
 def test_fairness_is_latency_per_token_and_its_cdf() -> None:
-    records = [rec(10.0, tokens=100), rec(4.0, tokens=10), rec(3.0, status="error"),
-               rec(1.0, tokens=0)]  # fmt: skip
+    records = [
+        rec(10.0, tokens=100),
+        rec(4.0, tokens=10),
+        rec(3.0, status="error"),
+        rec(1.0, tokens=0),
+    ]
     assert m.fairness(records) == [0.1, 0.4]
     assert m.cdf([0.4, 0.1]) == ([0.1, 0.4], [0.5, 1.0])
 
 
 def test_accuracy_tokens_and_wait() -> None:
-    records = [rec(1.0, correct=True, tokens=10, wait=0.5), rec(1.0, correct=False, tokens=30),
-               rec(1.0, status="error", correct=None)]  # fmt: skip
+    records = [
+        rec(1.0, correct=True, tokens=10, wait=0.5),
+        rec(1.0, correct=False, tokens=30),
+        rec(1.0, status="error", correct=None),
+    ]
     assert m.accuracy(records) == pytest.approx(1 / 3)
     assert m.mean_tokens(records) == 20.0
     assert m.mean_wait(records) == 0.5
@@ -198,8 +238,10 @@ def records_of_two_systems() -> list[dict[str, Any]]:
     for rate, late in ((1.0, 0), (2.0, 5), (4.0, 10)):
         out += [rec(5.0 if i >= late else 50.0, system="sglang", rate=rate) for i in range(10)]
     for rate, late in ((1.0, 0), (2.0, 0), (4.0, 4)):
-        out += [rec(5.0 if i >= late else 50.0, system="dynasor", rate=rate, tokens=50)
-                for i in range(10)]  # fmt: skip
+        out += [
+            rec(5.0 if i >= late else 50.0, system="dynasor", rate=rate, tokens=50)
+            for i in range(10)
+        ]
     return out
 
 
@@ -234,11 +276,15 @@ def test_resume_keeps_finished_runs_only() -> None:
     rows = [
         {"kind": "header", "settings": {"a": 1}},
         {"kind": "base", "base_deadline_s": 3.0},
-        prog("x", 1.0, 0), prog("x", 1.0, 1), run_line("x", 1.0),  # finished
+        prog("x", 1.0, 0),
+        prog("x", 1.0, 1),
+        run_line("x", 1.0),  # finished
         prog("x", 2.0, 0),  # half-finished: no run line
-        prog("y", 1.0, 0), prog("y", 1.0, 1), run_line("y", 1.0, errors=1),  # failed program
+        prog("y", 1.0, 0),
+        prog("y", 1.0, 1),
+        run_line("y", 1.0, errors=1),  # failed program
         prog("x", 1.0, 1),  # a duplicate of a finished record
-    ]  # fmt: skip
+    ]
     header, kept, dropped = resume(rows)
     assert header == {"kind": "header", "settings": {"a": 1}}
     assert kept == [rows[1], prog("x", 1.0, 0), prog("x", 1.0, 1), run_line("x", 1.0)]
@@ -306,18 +352,20 @@ def test_parse_systems_keeps_the_table_order_and_refuses_unknown_names() -> None
 
 
 def test_router_command_and_policies() -> None:
-    cmd = router_command(SYSTEMS["dynasor-deadline"], "http://w:1", 4000, priority=True,
-                         max_inflight=8)  # fmt: skip
+    cmd = router_command(
+        SYSTEMS["dynasor-deadline"], "http://w:1", 4000, priority=True, max_inflight=8
+    )
     joined = " ".join(cmd)
     assert "--scheduling deadline" in joined and "--deadline-stop" in cmd
     assert "--worker-priority" in cmd and "--max-inflight-per-worker 8" in joined
-    plain = router_command(SYSTEMS["parrot"], "http://w:1", 4000, priority=False,
-                           max_inflight=None)  # fmt: skip
+    plain = router_command(SYSTEMS["parrot"], "http://w:1", 4000, priority=False, max_inflight=None)
     assert "--worker-priority" not in plain and "--max-inflight-per-worker" not in plain
     with pytest.raises(ValueError):
         router_command(SYSTEMS["sglang"], "http://w:1", 4000, priority=False, max_inflight=None)
     assert policy_for(SYSTEMS["parrot"], {"cap": 4, "thresholds": {"entropy": 0.5}}) == {
-        "cap": 4, **RUN_TO_CAP}  # fmt: skip
+        "cap": 4,
+        **RUN_TO_CAP,
+    }
     assert policy_for(SYSTEMS["dynasor"], {"cap": 4}) == {"cap": 4}
 
 
@@ -331,13 +379,18 @@ def test_plan_groups_systems_by_worker_flavour(tmp_path: Path) -> None:
     notes: list[str] = []
     cfg = BenchConfig(out=tmp_path, systems=("sglang", "sglang-lpm", "parrot", "dynasor"))
     groups = [(f, [s.name for s in systems]) for f, systems in plan(cfg, notes)]
-    assert groups == [("priority", ["parrot", "dynasor"]), ("plain", ["sglang"]),
-                      ("lpm", ["sglang-lpm"])]  # fmt: skip
-    shared = BenchConfig(out=tmp_path, systems=("sglang", "sglang-lpm", "dynasor"),
-                         worker_url="http://127.0.0.1:1")  # fmt: skip
+    assert groups == [
+        ("priority", ["parrot", "dynasor"]),
+        ("plain", ["sglang"]),
+        ("lpm", ["sglang-lpm"]),
+    ]
+    shared = BenchConfig(
+        out=tmp_path, systems=("sglang", "sglang-lpm", "dynasor"), worker_url="http://127.0.0.1:1"
+    )
     notes = []
     assert [(f, [s.name for s in g]) for f, g in plan(shared, notes)] == [
-        (None, ["sglang", "dynasor"])]  # fmt: skip
+        (None, ["sglang", "dynasor"])
+    ]
     assert any("sglang-lpm skipped" in n for n in notes)
 
 
@@ -345,8 +398,13 @@ def test_config_validates_and_quick_overrides(tmp_path: Path) -> None:
     quick = BenchConfig.quick(out=tmp_path, cap=3)
     assert (quick.programs, quick.cap, quick.rates) == (6, 3, (0.5, 1.0))
     assert "rates" not in quick.settings() and "systems" not in quick.settings()
-    for bad in ({"rates": ()}, {"rates": (1.0, -1.0)}, {"systems": ("nope",)},
-                {"programs": 0}, {"worker_url": "localhost:1"}):  # fmt: skip
+    for bad in (
+        {"rates": ()},
+        {"rates": (1.0, -1.0)},
+        {"systems": ("nope",)},
+        {"programs": 0},
+        {"worker_url": "localhost:1"},
+    ):
         with pytest.raises(ValueError):
             BenchConfig(out=tmp_path, **bad)
 

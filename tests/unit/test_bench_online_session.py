@@ -32,9 +32,28 @@ def worker() -> Iterator[FakeWorker]:
 
 
 def bench(out: Path, url: str, systems: str = "sglang,dynasor") -> list[str]:
-    return ["bench", "online", "--out", str(out), "--worker-url", url, "--systems", systems,
-            "--programs", "3", "--rates", "4,8", "--cap", "2", "--max-tokens", "3",
-            "--dataset", "synth:add1", "--slo-scale", "50"]  # fmt: skip
+    return [
+        "bench",
+        "online",
+        "--out",
+        str(out),
+        "--worker-url",
+        url,
+        "--systems",
+        systems,
+        "--programs",
+        "3",
+        "--rates",
+        "4,8",
+        "--cap",
+        "2",
+        "--max-tokens",
+        "3",
+        "--dataset",
+        "synth:add1",
+        "--slo-scale",
+        "50",
+    ]
 
 
 def rows(out: Path) -> list[dict]:
@@ -49,7 +68,8 @@ def test_bench_runs_reports_and_resumes(worker: FakeWorker, tmp_path: Path) -> N
     programs = [r for r in rows(out) if r["kind"] == "program"]
     assert len(programs) == 2 * 2 * 3
     assert {(r["system"], r["rate"]) for r in programs} == {
-        (s, r) for s in ("sglang", "dynasor") for r in (4.0, 8.0)}  # fmt: skip
+        (s, r) for s in ("sglang", "dynasor") for r in (4.0, 8.0)
+    }
     assert all(r["status"] == "ok" and r["steps"] == 2 for r in programs)
     assert all(r["router_tokens"] is None for r in programs if r["system"] == "sglang")
     assert all(r["router_tokens"] for r in programs if r["system"] == "dynasor")
@@ -67,8 +87,11 @@ def test_bench_runs_reports_and_resumes(worker: FakeWorker, tmp_path: Path) -> N
     assert len(worker.generate_bodies) == requests  # nothing ran twice
     assert len([r for r in rows(out) if r["kind"] == "program"]) == 12
 
-    kept = [r for r in rows(out) if not (r["kind"] == "run" and r["system"] == "sglang"
-                                         and r["rate"] == 8.0)]  # fmt: skip
+    kept = [
+        r
+        for r in rows(out)
+        if not (r["kind"] == "run" and r["system"] == "sglang" and r["rate"] == 8.0)
+    ]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     redo = CliRunner().invoke(main, bench(out, worker.url))
     assert redo.exit_code == 0, redo.output

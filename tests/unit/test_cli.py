@@ -10,8 +10,15 @@ from dynasor_sgl.cli import main
 def test_help_lists_launch_options() -> None:
     res = CliRunner().invoke(main, ["launch", "--help"])
     assert res.exit_code == 0
-    for opt in ("--model-path", "--workers", "--host", "--port", "--max-total-tokens",
-                "--log-level", "SGLANG_ARGS"):  # fmt: skip
+    for opt in (
+        "--model-path",
+        "--workers",
+        "--host",
+        "--port",
+        "--max-total-tokens",
+        "--log-level",
+        "SGLANG_ARGS",
+    ):
         assert opt in res.output
 
 

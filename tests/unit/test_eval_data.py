@@ -22,8 +22,14 @@ from dynasor_sgl.eval.datasets import (
 )
 from dynasor_sgl.eval.results import ResultsError, ResultsFile, read_records
 
-SETTINGS = {"program": "self-consistency", "dataset": "synth:add1", "limit": 3, "seed": 0,
-            "policy": {"cap": 5}, "params": {"max_tokens": 4}}  # fmt: skip
+SETTINGS = {
+    "program": "self-consistency",
+    "dataset": "synth:add1",
+    "limit": 3,
+    "seed": 0,
+    "policy": {"cap": 5},
+    "params": {"max_tokens": 4},
+}
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -35,21 +41,27 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def test_jsonl_with_custom_fields(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "d.jsonl", [
-        json.dumps({"qid": 7, "problem": "What is 2 + 2?", "solution": 4, "extra": "x"}),
-        "",
-        json.dumps({"qid": "b", "problem": "What is 3 + 3?", "solution": "6"}),
-    ])  # fmt: skip
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"qid": 7, "problem": "What is 2 + 2?", "solution": 4, "extra": "x"}),
+            "",
+            json.dumps({"qid": "b", "problem": "What is 3 + 3?", "solution": "6"}),
+        ],
+    )
     items = read_jsonl(path, Fields(question="problem", answer="solution", id="qid"))
     assert items == [Item("7", "What is 2 + 2?", "4"), Item("b", "What is 3 + 3?", "6")]
 
 
 def test_jsonl_without_an_id_field_uses_line_numbers(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "d.jsonl", [
-        json.dumps({"question": "q one", "answer": "1"}),
-        "   ",
-        json.dumps({"question": "q three", "answer": "3"}),
-    ])  # fmt: skip
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"question": "q one", "answer": "1"}),
+            "   ",
+            json.dumps({"question": "q three", "answer": "3"}),
+        ],
+    )
     assert [i.id for i in read_jsonl(path, Fields(id=None))] == ["1", "3"]
 
 
@@ -75,11 +87,14 @@ def test_gsm8k_style_file(tmp_path: Path) -> None:
 
 
 def test_malformed_line_names_the_file_and_line(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "bad.jsonl", [
-        json.dumps({"id": "a", "question": "q", "answer": "1"}),
-        "",
-        '{"id": "b", "question": "q", ',
-    ])  # fmt: skip
+    path = write_lines(
+        tmp_path / "bad.jsonl",
+        [
+            json.dumps({"id": "a", "question": "q", "answer": "1"}),
+            "",
+            '{"id": "b", "question": "q", ',
+        ],
+    )
     with pytest.raises(DatasetError) as err:
         read_jsonl(path)
     assert str(err.value).startswith(f"{path}:3: not valid JSON")
@@ -92,10 +107,13 @@ def test_line_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_field_names_the_line_and_the_field(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "d.jsonl", [
-        json.dumps({"id": "a", "question": "q", "answer": "1"}),
-        json.dumps({"id": "b", "question": "q"}),
-    ])  # fmt: skip
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"id": "a", "question": "q", "answer": "1"}),
+            json.dumps({"id": "b", "question": "q"}),
+        ],
+    )
     with pytest.raises(DatasetError) as err:
         read_jsonl(path)
     message = str(err.value)
@@ -111,10 +129,13 @@ def test_empty_question_is_refused(tmp_path: Path) -> None:
 
 
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "d.jsonl", [
-        json.dumps({"id": 1, "question": "q", "answer": "1"}),
-        json.dumps({"id": "1", "question": "r", "answer": "2"}),
-    ])  # fmt: skip
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"id": 1, "question": "q", "answer": "1"}),
+            json.dumps({"id": "1", "question": "r", "answer": "2"}),
+        ],
+    )
     with pytest.raises(DatasetError, match=r"duplicate id '1'"):
         read_jsonl(path)
 
@@ -178,8 +199,13 @@ def test_unknown_task_names_the_choices() -> None:
 
 
 def rec(qid: str, policy: str, status: str = "ok", **extra: Any) -> dict[str, Any]:
-    return {"question_id": qid, "policy": policy, "status": status, "tokens": {"total": 10},
-            **extra}  # fmt: skip
+    return {
+        "question_id": qid,
+        "policy": policy,
+        "status": status,
+        "tokens": {"total": 10},
+        **extra,
+    }
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:

@@ -134,11 +134,27 @@ def test_wilson_contains_the_estimate(n: int) -> None:
         assert 0.0 <= lo <= correct / n <= hi <= 1.0
 
 
-def record(qid: str, policy: str, correct: bool, total: int, status: str = "ok",
-           steps: int = 5, exit_reason: str = "cap", **extra: Any) -> dict[str, Any]:  # fmt: skip
+def record(
+    qid: str,
+    policy: str,
+    correct: bool,
+    total: int,
+    status: str = "ok",
+    steps: int = 5,
+    exit_reason: str = "cap",
+    **extra: Any,
+) -> dict[str, Any]:
     tokens = {"reasoning": total, "probe": 0, "reward": 0, "total": total}
-    return {"question_id": qid, "policy": policy, "status": status, "correct": correct,
-            "tokens": tokens, "steps": steps, "exit_reason": exit_reason, **extra}  # fmt: skip
+    return {
+        "question_id": qid,
+        "policy": policy,
+        "status": status,
+        "correct": correct,
+        "tokens": tokens,
+        "steps": steps,
+        "exit_reason": exit_reason,
+        **extra,
+    }
 
 
 POLICIES = ("baseline", "dynasor", "oracle")
@@ -153,8 +169,9 @@ TABLE = {
 
 
 def hand_records() -> list[dict[str, Any]]:
-    rows = [record(q, p, c, t, steps=t // 10) for q, by_p in TABLE.items()
-            for p, (c, t) in by_p.items()]  # fmt: skip
+    rows = [
+        record(q, p, c, t, steps=t // 10) for q, by_p in TABLE.items() for p, (c, t) in by_p.items()
+    ]
     # q5 is not complete (dynasor failed, no oracle): it must not count for any policy
     rows += [record("q5", "baseline", True, 10), record("q5", "dynasor", False, 0, "error")]
     return rows
@@ -179,8 +196,7 @@ def test_summary_by_hand() -> None:
     assert pol["baseline"]["ci95"] == pytest.approx([0.3006418, 0.9544127], abs=1e-6)
     assert summary["dynasor_accuracy_within_baseline_ci"] is True
     assert pol["oracle"]["exit_reasons"] == {"cap": 4}
-    assert pol["dynasor"]["mean_tokens_by_kind"] == {"reasoning": 50.0, "probe": 0.0,
-                                                     "reward": 0.0}  # fmt: skip
+    assert pol["dynasor"]["mean_tokens_by_kind"] == {"reasoning": 50.0, "probe": 0.0, "reward": 0.0}
     assert "curves" not in summary  # only self-consistency has replayed curves
 
 
@@ -195,9 +211,11 @@ def test_markdown_has_the_table_and_each_policy() -> None:
     text = markdown(summarize(hand_records(), POLICIES, {**META, "modes": {"dynasor": "live"}}))
     lines = text.splitlines()
     assert lines[0] == "# cot-probe on hand (4 questions)"
-    assert ("| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
-            "| mean steps | saved vs baseline | no answer (runs; samples) "
-            "| exits |") in lines  # fmt: skip
+    assert (
+        "| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
+        "| mean steps | saved vs baseline | no answer (runs; samples) "
+        "| exits |"
+    ) in lines
     rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
     assert set(rows) >= {"| baseline", "| dynasor", "| oracle"}
     assert rows["| dynasor"].startswith("| dynasor | live | 50.0% (")
@@ -208,10 +226,13 @@ def test_markdown_has_the_table_and_each_policy() -> None:
 
 def test_the_summary_counts_runs_and_samples_without_an_answer() -> None:
     rows = [
-        {**record("q1", "baseline", True, 10), "answer": "4",
-         "details": {"answers": ["4", None, "you want", "4"]}},
+        {
+            **record("q1", "baseline", True, 10),
+            "answer": "4",
+            "details": {"answers": ["4", None, "you want", "4"]},
+        },
         {**record("q2", "baseline", False, 10), "answer": None, "details": {"answers": [None]}},
-    ]  # fmt: skip
+    ]
     stats = summarize(rows, ["baseline"], META)["policies"]["baseline"]
     assert (stats["no_answer"], stats["samples"], stats["samples_without_answer"]) == (1, 5, 2)
     assert "| 1; 2/5 |" in markdown(summarize(rows, ["baseline"], META))
@@ -231,14 +252,25 @@ def sc_records() -> list[dict[str, Any]]:
     ]
     rows = list(base)
     for r, right in zip(base, (True, False), strict=True):
-        rows.append(record(r["question_id"], "dynasor", right, 50,
-                           certaindex=[{"step": 5, "entropy": 1.0 if right else 0.4}]))  # fmt: skip
+        rows.append(
+            record(
+                r["question_id"],
+                "dynasor",
+                right,
+                50,
+                certaindex=[{"step": 5, "entropy": 1.0 if right else 0.4}],
+            )
+        )
         rows.append(record(r["question_id"], "oracle", right, 10, exit_reason="oracle"))
     return rows
 
 
-SC_META = {**META, "program": "self-consistency", "policy": {"cap": 5},
-           "dynasor_thresholds": {"entropy": 0.7}}  # fmt: skip
+SC_META = {
+    **META,
+    "program": "self-consistency",
+    "policy": {"cap": 5},
+    "dynasor_thresholds": {"entropy": 0.7},
+}
 
 
 def test_self_consistency_curves_by_hand() -> None:
@@ -306,8 +338,9 @@ def test_calibrate_results_by_hand(tmp_path: Path) -> None:
     rows.append(record("hard", "dynasor", True, 50))  # other policies are ignored
     rows.append(sc_baseline("failed", "4", ["4"] * 5, 0) | {"status": "error"})
     policy, result = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
-    assert policy == {"sc": {"cap": 5, "detect_at": 2, "initial": 2,
-                             "thresholds": {"entropy": 1.0}}}  # fmt: skip
+    assert policy == {
+        "sc": {"cap": 5, "detect_at": 2, "initial": 2, "thresholds": {"entropy": 1.0}}
+    }
     assert result.n_programs == 4 and result.accuracy == result.full_accuracy == 1.0
     assert result.tokens == 110 and result.full_tokens == 200
     assert result.saving == pytest.approx(0.45)
@@ -319,8 +352,9 @@ def test_calibrate_keeps_the_full_budget_when_every_early_stop_loses(tmp_path: P
     # among the equally cheap candidates the most cautious wins
     rows = [sc_baseline("hard", "4", ["1", "2", "3", "4", "4"], 0)]
     policy, result = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
-    assert policy == {"sc": {"cap": 5, "detect_at": 5, "initial": 5,
-                             "thresholds": {"entropy": 1.0}}}  # fmt: skip
+    assert policy == {
+        "sc": {"cap": 5, "detect_at": 5, "initial": 5, "thresholds": {"entropy": 1.0}}
+    }
     assert result.accuracy == result.full_accuracy == 1.0 and result.saving == 0.0
     assert result.oracle_saving == 0.0  # the majority changes at the last sample
 

@@ -72,16 +72,40 @@ class FakeRuns:
         if question in self.failing:
             if self.exc is not None:
                 raise self.exc
-            return ProgramResult(name, pid, question, "error", None, "error", 0, cap, [],
-                                 {"total": 0}, None, 0.01, error="worker died")  # fmt: skip
+            return ProgramResult(
+                name,
+                pid,
+                question,
+                "error",
+                None,
+                "error",
+                0,
+                cap,
+                [],
+                {"total": 0},
+                None,
+                0.01,
+                error="worker died",
+            )
         answers = ANSWERS.get(question, ["0"] * cap)[:cap]
         sample_tokens = [10 + i for i in range(len(answers))]
         total = 3 + sum(sample_tokens)  # 3 tokens of shared prefill
         tokens = {"reasoning": total, "probe": 0, "reward": 0, "total": total}
-        return ProgramResult(name, pid, question, "ok", answers[0], "cap", len(answers), cap,
-                             [{"step": cap, "entropy": 1.0}], tokens, dict(tokens), 0.01,
-                             details={"answers": answers,
-                                      "sample_tokens": sample_tokens})  # fmt: skip
+        return ProgramResult(
+            name,
+            pid,
+            question,
+            "ok",
+            answers[0],
+            "cap",
+            len(answers),
+            cap,
+            [{"step": cap, "entropy": 1.0}],
+            tokens,
+            dict(tokens),
+            0.01,
+            details={"answers": answers, "sample_tokens": sample_tokens},
+        )
 
     def abort(self, program_id: str) -> None:
         self.aborted.append(program_id)
@@ -110,8 +134,10 @@ def test_evaluation_records_a_failed_question_as_errors_and_retries_only_it(
     # one live full-budget run per question, with every sample drawn at once
     assert sorted(c["question"] for c in fake.calls) == sorted(i.question for i in ITEMS)
     assert {json.dumps(c["policy"], sort_keys=True) for c in fake.calls} == {
-        json.dumps({"cap": 5, "detect_at": 5, "detect_every": 0, "initial": 5, "step": 5},
-                   sort_keys=True)}  # fmt: skip
+        json.dumps(
+            {"cap": 5, "detect_at": 5, "detect_every": 0, "initial": 5, "step": 5}, sort_keys=True
+        )
+    }
     records = by_key(path)
     assert set(records) == {(i.id, p) for i in ITEMS for p in SC_POLICIES}
     assert len(reported) == len(records)
@@ -176,8 +202,23 @@ def served() -> Iterator[Served]:
 
 
 def eval_args(out: Path, url: str, dataset: str = "synth:add1") -> list[str]:
-    return ["eval", "--dataset", dataset, "--limit", "6", "--cap", "5", "--set", "max_tokens=4",
-            "--out", str(out), "--router", url, "--concurrency", "2"]  # fmt: skip
+    return [
+        "eval",
+        "--dataset",
+        dataset,
+        "--limit",
+        "6",
+        "--cap",
+        "5",
+        "--set",
+        "max_tokens=4",
+        "--out",
+        str(out),
+        "--router",
+        url,
+        "--concurrency",
+        "2",
+    ]
 
 
 def invoke(args: list[str]) -> Result:
@@ -186,9 +227,15 @@ def invoke(args: list[str]) -> Result:
 
 def outputs(out: Path) -> dict[str, Path]:
     stem = out.with_suffix("")
-    return {name: stem.with_name(stem.name + suffix) for name, suffix in (
-        ("summary", ".summary.json"), ("markdown", ".summary.md"),
-        ("plot", ".accuracy_vs_tokens.png"), ("histogram", ".certaindex.png"))}  # fmt: skip
+    return {
+        name: stem.with_name(stem.name + suffix)
+        for name, suffix in (
+            ("summary", ".summary.json"),
+            ("markdown", ".summary.md"),
+            ("plot", ".accuracy_vs_tokens.png"),
+            ("histogram", ".certaindex.png"),
+        )
+    }
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +291,9 @@ def test_cli_eval_interrupted_then_resumed(
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
     message = [line for line in stderr.splitlines() if "Interrupted" in line]
-    assert message == [f"Interrupted; finished records are in {out}. Re-run the same command "
-                       "to resume."]  # fmt: skip
+    assert message == [
+        f"Interrupted; finished records are in {out}. Re-run the same command to resume."
+    ]
     assert stdout == ""
 
     lines = out.read_text().splitlines()
@@ -270,9 +318,13 @@ def test_cli_eval_interrupted_then_resumed(
 
 def test_cli_eval_malformed_dataset_is_one_error_line(served: Served, tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
-    data.write_text(json.dumps({"id": "a", "question": "What is 1 + 1?", "answer": "2"}) + "\n"
-                    + json.dumps({"id": "b", "question": "What is 2 + 2?", "answer": "4"}) + "\n"
-                    + '{"id": "c", "question": \n')  # fmt: skip
+    data.write_text(
+        json.dumps({"id": "a", "question": "What is 1 + 1?", "answer": "2"})
+        + "\n"
+        + json.dumps({"id": "b", "question": "What is 2 + 2?", "answer": "4"})
+        + "\n"
+        + '{"id": "c", "question": \n'
+    )
     out = tmp_path / "run.jsonl"
     res = invoke(eval_args(out, served.url, dataset=str(data)))
     assert res.exit_code == 1
@@ -309,13 +361,18 @@ def test_live_programs_run_dynasor_first_then_the_baseline(tmp_path: Path) -> No
     fake = FakeRuns()
     spec = EvalSpec("cot-probe", "cot", policy={"cap": 128}, concurrency=1)
     settings = {**SETTINGS, "program": "cot-probe"}
-    Evaluation(spec, ITEMS[:2], ResultsFile(tmp_path / "run.jsonl", settings), fake,
-               fake.abort).run(lambda _: None)  # fmt: skip
+    Evaluation(
+        spec, ITEMS[:2], ResultsFile(tmp_path / "run.jsonl", settings), fake, fake.abort
+    ).run(lambda _: None)
     order = [(c["question"], c["policy"].get("detect_at")) for c in fake.calls]
     # The Dynasor run keeps the program's own detection (no override); the baseline reads
     # only at the cap.
-    assert order == [(ITEMS[0].question, None), (ITEMS[0].question, 128),
-                     (ITEMS[1].question, None), (ITEMS[1].question, 128)]  # fmt: skip
+    assert order == [
+        (ITEMS[0].question, None),
+        (ITEMS[0].question, 128),
+        (ITEMS[1].question, None),
+        (ITEMS[1].question, 128),
+    ]
     records = by_key(tmp_path / "run.jsonl")
     assert set(records) == {(i.id, p) for i in ITEMS[:2] for p in ("baseline", "dynasor")}
     assert all(r["mode"] == "live" for r in records.values())

@@ -43,8 +43,9 @@ def show(served: Served, program_id: str) -> dict[str, Any]:
 
 
 def spec(function: Any, name: str = "test") -> dl.ProgramSpec:
-    return dl.ProgramSpec(name=name, algorithm="sc", function=function, knob="samples",
-                          signal="entropy")  # fmt: skip
+    return dl.ProgramSpec(
+        name=name, algorithm="sc", function=function, knob="samples", signal="entropy"
+    )
 
 
 def run(served: Served, function: Any, **kwargs: Any) -> dl.ProgramResult:
@@ -177,9 +178,14 @@ def context_program(s, question):
     dl.context(s)
 
 
-CLI_SPEC = dl.ProgramSpec(name="cli-vote", algorithm="sc", function=vote_program,
-                          knob="samples", signal="entropy",
-                          params={"answers": ["7", "7", "7", "7"]})  # fmt: skip
+CLI_SPEC = dl.ProgramSpec(
+    name="cli-vote",
+    algorithm="sc",
+    function=vote_program,
+    knob="samples",
+    signal="entropy",
+    params={"answers": ["7", "7", "7", "7"]},
+)
 
 
 # -- token ledger and branches -------------------------------------------------------------
@@ -360,8 +366,9 @@ def cli(*args: str) -> Any:
 
 def test_cli_run_prints_one_json_object(served: Served) -> None:
     spec_name = f"{__name__}:CLI_SPEC"
-    res = cli(spec_name, QUESTION, "--router", served.url, "--json", "--cap", "8",
-              "--detect-at", "4")  # fmt: skip
+    res = cli(
+        spec_name, QUESTION, "--router", served.url, "--json", "--cap", "8", "--detect-at", "4"
+    )
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1

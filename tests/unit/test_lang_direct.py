@@ -55,14 +55,16 @@ def batches(s, question, answers):
     ctx.finish(answers[0], exit_reason="cap", steps=len(drawn))
 
 
-SPEC = dl.ProgramSpec(name="batches", algorithm="sc", function=batches, knob="samples",
-                      signal="entropy")  # fmt: skip
+SPEC = dl.ProgramSpec(
+    name="batches", algorithm="sc", function=batches, knob="samples", signal="entropy"
+)
 POLICY = {"cap": 8, "initial": 4, "step": 4, "detect_at": 4}
 
 
 def run_direct(worker: FakeWorker, answers: list[str], **policy: Any) -> dl.ProgramResult:
-    return dl.run_program(SPEC, QUESTION, worker=worker.url, policy={**POLICY, **policy},
-                          params={"answers": answers})  # fmt: skip
+    return dl.run_program(
+        SPEC, QUESTION, worker=worker.url, policy={**POLICY, **policy}, params={"answers": answers}
+    )
 
 
 def test_agreeing_answers_stop_locally_at_the_detection_step(worker: FakeWorker) -> None:
@@ -88,8 +90,7 @@ def test_disagreeing_answers_continue_to_the_cap(worker: FakeWorker) -> None:
 
 def test_a_timeout_needs_a_router(worker: FakeWorker) -> None:
     with pytest.raises(ValueError, match="router"):
-        dl.run_program(SPEC, QUESTION, worker=worker.url, timeout_s=5.0,
-                       params={"answers": ["1"]})  # fmt: skip
+        dl.run_program(SPEC, QUESTION, worker=worker.url, timeout_s=5.0, params={"answers": ["1"]})
 
 
 def test_local_reporter_decides_like_the_policy() -> None:
@@ -113,8 +114,14 @@ def test_wait_is_wall_time_minus_the_workers_own_latency() -> None:
 def test_deadline_reaches_the_router() -> None:
     served: Served
     with serve_router() as served:
-        res = dl.run_program(SPEC, QUESTION, router=served.url, policy=POLICY,
-                             params={"answers": ["7"]}, deadline_s=12.5)  # fmt: skip
+        res = dl.run_program(
+            SPEC,
+            QUESTION,
+            router=served.url,
+            policy=POLICY,
+            params={"answers": ["7"]},
+            deadline_s=12.5,
+        )
         shown = httpx.get(f"{served.url}/programs/{res.program_id}").json()
     assert res.status == "ok", res.error
     assert shown["deadline_s"] == 12.5

@@ -66,8 +66,10 @@ def test_a_folder_without_the_completion_marker_is_rebuilt() -> None:
 def test_concurrent_callers_convert_once() -> None:
     calls: list[Path] = []
     convert = fake_convert(calls, delay=0.3)
-    threads = [threading.Thread(target=ensure_embedded_model, kwargs={"convert": convert})
-               for _ in range(3)]  # fmt: skip
+    threads = [
+        threading.Thread(target=ensure_embedded_model, kwargs={"convert": convert})
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -61,16 +61,20 @@ def fake_expand(finishing: set[str], calls: list[list[int]]) -> Callable[..., li
     """An `expand` that writes "<name>\\n" per child; children named in `finishing`, or at
     max_depth, finish with their name as answer."""
 
-    def expand(parents: Sequence[Branch], counts: Sequence[int], names: Iterator[str],
-               step: StepParams) -> list[Branch]:  # fmt: skip
+    def expand(
+        parents: Sequence[Branch], counts: Sequence[int], names: Iterator[str], step: StepParams
+    ) -> list[Branch]:
         calls.append(list(counts))
         out = []
         for parent, count in zip(parents, counts, strict=True):
             for _ in range(count):
                 name = next(names)
                 done = name in finishing or parent.node.depth + 1 >= step.max_depth
-                out.append(branch(name, parent, text=f"{name}\n", terminal=done,
-                                  answer=name if done else None))  # fmt: skip
+                out.append(
+                    branch(
+                        name, parent, text=f"{name}\n", terminal=done, answer=name if done else None
+                    )
+                )
         return out
 
     return expand

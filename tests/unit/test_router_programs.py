@@ -99,10 +99,26 @@ def test_end_accounts_tokens_and_aborts() -> None:
     done = t.start(prog, "b0", 0, max_new_tokens=100)
     cut = t.start(prog, "b1", 0, max_new_tokens=100)
     lost = t.start(prog, "b2", 0, max_new_tokens=100)
-    t.end(prog, done, {"prompt_tokens": 10, "completion_tokens": 100, "cached_tokens": 4,
-                       "finish_reason": {"type": "length", "length": 100}})  # fmt: skip
-    t.end(prog, cut, {"prompt_tokens": 10, "completion_tokens": 30, "cached_tokens": 10,
-                      "finish_reason": {"type": "abort", "message": "aborted"}})  # fmt: skip
+    t.end(
+        prog,
+        done,
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 100,
+            "cached_tokens": 4,
+            "finish_reason": {"type": "length", "length": 100},
+        },
+    )
+    t.end(
+        prog,
+        cut,
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 30,
+            "cached_tokens": 10,
+            "finish_reason": {"type": "abort", "message": "aborted"},
+        },
+    )
     t.end(prog, lost, None)  # the worker died: no meta, nothing to count
     assert prog.inflight == {}
     assert (prog.prompt_tokens, prog.completion_tokens, prog.cached_tokens) == (20, 130, 14)

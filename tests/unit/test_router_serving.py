@@ -241,3 +241,21 @@ def test_metrics_count_the_same_saving_the_program_shows() -> None:
             assert metric(router, "dynasor_tokens_saved_total") == shown["saved_estimate"]
 
     run(scenario)
+
+
+def test_a_report_with_inf_or_nan_is_a_400_and_the_listing_stays_json() -> None:
+    """Found by the fuzz test: an Infinity in a report's values reached the trajectory, and
+    every later GET /programs was a 500 (JSON has no inf)."""
+
+    async def scenario() -> None:
+        async with setup() as (client, _, _):
+            await register(client, "p", detect_at=1)
+            for bad in ('{"step": 1, "values": {"entropy": Infinity}}',
+                        '{"step": 1, "rewards": {"a": NaN}}'):  # fmt: skip
+                resp = await client.post(
+                    "/programs/p/report", content=bad, headers={"content-type": "application/json"}
+                )
+                assert resp.status_code == 400, resp.text
+            assert (await client.get("/programs")).status_code == 200
+
+    run(scenario)

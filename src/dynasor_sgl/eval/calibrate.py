@@ -40,8 +40,10 @@ def calibrate_results(
     _, records = read_records(path)
     runs = labelled_runs(records)
     if not runs:
-        raise ValueError(f"{path} has no full-budget self-consistency runs to calibrate on "
-                         "(run `dynasor-sgl eval --program self-consistency` first)")  # fmt: skip
+        raise ValueError(
+            f"{path} has no full-budget self-consistency runs to calibrate on "
+            "(run `dynasor-sgl eval --program self-consistency` first)"
+        )
     result = calibrate(runs, margin=margin, detect_every=detect_every)
     return {"sc": policy_overrides(result, max(len(r.records) for r in runs))}, result
 
@@ -54,8 +56,12 @@ def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
     if result.thresholds is None or result.detect_step is None:
         return {"cap": cap, "detect_at": cap}
     step = result.detect_step
-    overrides = {"cap": cap, "detect_at": step, "initial": step,
-                 "thresholds": dict(result.thresholds)}  # fmt: skip
+    overrides = {
+        "cap": cap,
+        "detect_at": step,
+        "initial": step,
+        "thresholds": dict(result.thresholds),
+    }
     if result.detect_every:
         overrides.update(detect_every=result.detect_every, step=result.detect_every)
     return overrides

@@ -191,8 +191,9 @@ def synthetic(task: str, n: int, seed: int = 0) -> list[Item]:
     return [Item(f"{task}-{seed}-{i}", *TASKS[task](rng)) for i in range(n)]
 
 
-def load_dataset(spec: str, fields: Fields = Fields(), limit: int | None = None,
-                 seed: int = 0) -> list[Item]:  # fmt: skip
+def load_dataset(
+    spec: str, fields: Fields = Fields(), limit: int | None = None, seed: int = 0
+) -> list[Item]:
     """Items of `spec` (a JSONL path, `hf:NAME[:CONFIG[:SPLIT]]` or `synth:TASK`), the first
     `limit` of them (built-in tasks generate `limit`, default 100)."""
     if limit is not None and limit < 1:

@@ -32,17 +32,25 @@ def accuracy_vs_tokens(summary: Mapping[str, Any], path: str | Path) -> None:
         if points:
             ax.plot(xs, ys, style, ms=4, label=label)
         for p, x, y in zip(points, xs, ys, strict=True):
-            ax.annotate(f"{p['x']:g}", (x, y), textcoords="offset points", xytext=(3, 3),
-                        fontsize=7)  # fmt: skip
+            ax.annotate(
+                f"{p['x']:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
+            )
     for name, s in summary["policies"].items():
-        ax.errorbar(s["mean_tokens"], 100 * s["accuracy"],
-                    yerr=[[100 * (s["accuracy"] - s["ci95"][0])],
-                          [100 * (s["ci95"][1] - s["accuracy"])]],
-                    fmt="D", ms=7, capsize=3, label=f"{name} (evaluated, 95% CI)")  # fmt: skip
+        ax.errorbar(
+            s["mean_tokens"],
+            100 * s["accuracy"],
+            yerr=[[100 * (s["accuracy"] - s["ci95"][0])], [100 * (s["ci95"][1] - s["accuracy"])]],
+            fmt="D",
+            ms=7,
+            capsize=3,
+            label=f"{name} (evaluated, 95% CI)",
+        )
     ax.set_xlabel("mean tokens per question (all kinds)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{summary.get('program')} on {summary.get('dataset')}: "
-                 f"{summary['questions']} questions", fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{summary.get('program')} on {summary.get('dataset')}: {summary['questions']} questions",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

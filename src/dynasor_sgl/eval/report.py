@@ -49,8 +49,10 @@ def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     correct = sum(bool(r.get("correct")) for r in rows)
     low, high = wilson(correct, n)
     tokens = [int(r["tokens"]["total"]) for r in rows]
-    kinds = {k: sum(int(r["tokens"].get(k, 0)) for r in rows) / n if n else 0.0
-             for k in ("reasoning", "probe", "reward")}  # fmt: skip
+    kinds = {
+        k: sum(int(r["tokens"].get(k, 0)) for r in rows) / n if n else 0.0
+        for k in ("reasoning", "probe", "reward")
+    }
     return {
         "n": n,
         "accuracy": correct / n if n else 0.0,
@@ -74,8 +76,9 @@ def _unanswered(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     }
 
 
-def summarize(records: Sequence[Mapping[str, Any]], policies: Sequence[str],
-              meta: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    records: Sequence[Mapping[str, Any]], policies: Sequence[str], meta: Mapping[str, Any]
+) -> dict[str, Any]:
     """The summary JSON: per-policy stats, savings vs baseline, errors, and SC curves."""
     complete = _complete(records, policies)
     stats = {p: _stats([rs[p] for rs in complete.values()]) for p in policies}
@@ -164,8 +167,10 @@ def markdown(summary: Mapping[str, Any]) -> str:
             f"{s['samples_without_answer']}/{s['samples']} | {exits} |"
         )
     if "fraction_of_oracle_saving" in summary:
-        lines += ["", f"Fraction of the oracle's saving: "
-                      f"{_pct(summary['fraction_of_oracle_saving'])}."]  # fmt: skip
+        lines += [
+            "",
+            f"Fraction of the oracle's saving: {_pct(summary['fraction_of_oracle_saving'])}.",
+        ]
     if modes.get("dynasor") == "live":
         lines.append(
             "Both policies ran live on the same workers, Dynasor first: prefill the worker's "

@@ -62,8 +62,14 @@ class EvalSpec:
 
 
 def _record(item: Item, policy: str, mode: str, **fields: Any) -> dict[str, Any]:
-    return {"question_id": item.id, "policy": policy, "mode": mode, "gold": item.answer,
-            "checker": CHECKER, **fields}  # fmt: skip
+    return {
+        "question_id": item.id,
+        "policy": policy,
+        "mode": mode,
+        "gold": item.answer,
+        "checker": CHECKER,
+        **fields,
+    }
 
 
 def _from_result(item: Item, policy: str, result: Any) -> dict[str, Any]:
@@ -71,23 +77,39 @@ def _from_result(item: Item, policy: str, result: Any) -> dict[str, Any]:
     ok = result.status == "ok" and result.exit_reason not in INCOMPLETE
     correct = _answers.equivalent(result.answer, item.answer) if ok else None
     return _record(
-        item, policy, "live", status="ok" if ok else "error", answer=result.answer,
+        item,
+        policy,
+        "live",
+        status="ok" if ok else "error",
+        answer=result.answer,
         correct=correct,
-        tokens=result.tokens, router_tokens=result.router_tokens, steps=result.steps,
-        cap=result.cap, exit_reason=result.exit_reason, certaindex=result.certaindex,
+        tokens=result.tokens,
+        router_tokens=result.router_tokens,
+        steps=result.steps,
+        cap=result.cap,
+        exit_reason=result.exit_reason,
+        certaindex=result.certaindex,
         error=result.error or (None if ok else f"program {result.exit_reason}"),
-        program_id=result.program_id, elapsed_s=result.elapsed_s,
+        program_id=result.program_id,
+        elapsed_s=result.elapsed_s,
         details=result.details,
-    )  # fmt: skip
+    )
 
 
 def _from_outcome(item: Item, policy: str, out: Outcome, cap: int) -> dict[str, Any]:
     return _record(
-        item, policy, "replay", status="ok", answer=out.answer,
+        item,
+        policy,
+        "replay",
+        status="ok",
+        answer=out.answer,
         correct=_answers.equivalent(out.answer, item.answer),
         tokens={"reasoning": out.tokens, "probe": 0, "reward": 0, "total": out.tokens},
-        steps=out.steps, cap=cap, exit_reason=out.exit_reason, certaindex=out.certaindex,
-    )  # fmt: skip
+        steps=out.steps,
+        cap=cap,
+        exit_reason=out.exit_reason,
+        certaindex=out.certaindex,
+    )
 
 
 class Evaluation:
@@ -111,18 +133,26 @@ class Evaluation:
         self._lock = threading.Lock()
 
     def pending(self) -> list[Item]:
-        return [i for i in self.items
-                if not all(self.results.has(i.id, p) for p in self.spec.policies())]  # fmt: skip
+        return [
+            i
+            for i in self.items
+            if not all(self.results.has(i.id, p) for p in self.spec.policies())
+        ]
 
     def _live(self, item: Item, policy: str, overrides: Mapping[str, Any]) -> Any:
         pid = f"eval-{uuid.uuid4().hex[:12]}"
         with self._lock:
             self._active.add(pid)
         try:
-            return self.run_program(self.spec.program, item.question, policy=dict(overrides),
-                                    params=dict(self.spec.params), program_id=pid,
-                                    timeout_s=self.spec.timeout_s,
-                                    deadline_s=self.spec.deadline_s)  # fmt: skip
+            return self.run_program(
+                self.spec.program,
+                item.question,
+                policy=dict(overrides),
+                params=dict(self.spec.params),
+                program_id=pid,
+                timeout_s=self.spec.timeout_s,
+                deadline_s=self.spec.deadline_s,
+            )
         finally:
             with self._lock:
                 self._active.discard(pid)
@@ -165,8 +195,10 @@ class Evaluation:
 
     def _replayed(self, item: Item, base: dict[str, Any]) -> list[dict[str, Any]]:
         if base["status"] != "ok":  # nothing to replay: mark both so they are retried too
-            return [_record(item, p, "replay", status="error", error=base.get("error"))
-                    for p in ("dynasor", "oracle")]  # fmt: skip
+            return [
+                _record(item, p, "replay", status="error", error=base.get("error"))
+                for p in ("dynasor", "oracle")
+            ]
         run = sampled_run(base["details"], int(base["tokens"]["total"]))
         cap = int(base["cap"])
         return [
@@ -190,8 +222,11 @@ class Evaluation:
                 self.interrupt(pool, futures)
                 raise
 
-    def _drain(self, futures: set[Future[list[dict[str, Any]]]],
-               on_done: Callable[[list[dict[str, Any]]], Any]) -> set[Future[Any]]:  # fmt: skip
+    def _drain(
+        self,
+        futures: set[Future[list[dict[str, Any]]]],
+        on_done: Callable[[list[dict[str, Any]]], Any],
+    ) -> set[Future[Any]]:
         done, rest = wait(futures, return_when=FIRST_COMPLETED)
         for fut in done:
             on_done(fut.result())

@@ -40,15 +40,26 @@ class EvalRun:
 
     def settings(self) -> dict[str, Any]:
         """What must match for a results file to be resumed."""
-        return {"program": self.spec.program, "dataset": self.dataset, "limit": self.limit,
-                "seed": self.seed, "policy": dict(self.spec.policy),
-                "params": dict(self.spec.params)}  # fmt: skip
+        return {
+            "program": self.spec.program,
+            "dataset": self.dataset,
+            "limit": self.limit,
+            "seed": self.seed,
+            "policy": dict(self.spec.policy),
+            "params": dict(self.spec.params),
+        }
 
     def outputs(self) -> dict[str, Path]:
         stem = self.out.with_suffix("") if self.out.suffix == ".jsonl" else self.out
-        return {name: stem.with_name(stem.name + suffix) for name, suffix in (
-            ("summary", ".summary.json"), ("markdown", ".summary.md"),
-            ("plot", ".accuracy_vs_tokens.png"), ("histogram", ".certaindex.png"))}  # fmt: skip
+        return {
+            name: stem.with_name(stem.name + suffix)
+            for name, suffix in (
+                ("summary", ".summary.json"),
+                ("markdown", ".summary.md"),
+                ("plot", ".accuracy_vs_tokens.png"),
+                ("histogram", ".certaindex.png"),
+            )
+        }
 
 
 class _Progress:
@@ -69,17 +80,21 @@ class _Progress:
                     self.correct += bool(r.get("correct"))
                     self.tokens += int(r["tokens"]["total"])
             if self.n:
-                self.bar.set_postfix(acc=f"{self.correct / self.n:.2f}",
-                                     tokens=f"{self.tokens / self.n:.0f}",
-                                     errors=self.errors, refresh=False)  # fmt: skip
+                self.bar.set_postfix(
+                    acc=f"{self.correct / self.n:.2f}",
+                    tokens=f"{self.tokens / self.n:.0f}",
+                    errors=self.errors,
+                    refresh=False,
+                )
             self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
 
 
-def run_eval(run: EvalRun, run_program: Callable[..., Any],
-             abort: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
+def run_eval(
+    run: EvalRun, run_program: Callable[..., Any], abort: Callable[[str], Any]
+) -> dict[str, Any]:
     """Evaluate, resuming `run.out` if it exists, then write the reports; the summary."""
     items = load_dataset(run.dataset, run.fields, run.limit, run.seed)
     results = ResultsFile(run.out, run.settings())
@@ -99,13 +114,20 @@ def run_eval(run: EvalRun, run_program: Callable[..., Any],
 def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]:
     spec = run.spec
     meta = {
-        "program": spec.program, "dataset": run.dataset, "checker": CHECKER,
-        "router": run.router, "results": str(run.out), "policy": dict(spec.policy),
+        "program": spec.program,
+        "dataset": run.dataset,
+        "checker": CHECKER,
+        "router": run.router,
+        "results": str(run.out),
+        "policy": dict(spec.policy),
         "dynasor_thresholds": dict(spec.dynasor_config().thresholds),
         "params": dict(spec.params),
-        "modes": {"baseline": "live", "dynasor": "replay" if spec.program == REPLAYED else "live",
-                  "oracle": "replay"},
-    }  # fmt: skip
+        "modes": {
+            "baseline": "live",
+            "dynasor": "replay" if spec.program == REPLAYED else "live",
+            "oracle": "replay",
+        },
+    }
     summary = summarize(records, spec.policies(), meta)
     paths = run.outputs()
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")

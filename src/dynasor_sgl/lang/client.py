@@ -29,8 +29,9 @@ def _timeout(read: float | None) -> httpx.Timeout:
 class RouterClient:
     """Program endpoints of one router. `api_key` defaults to $DYNASOR_SGL_API_KEY."""
 
-    def __init__(self, url: str = DEFAULT_ROUTER, api_key: str | None = None,
-                 timeout_s: float | None = 60.0) -> None:  # fmt: skip
+    def __init__(
+        self, url: str = DEFAULT_ROUTER, api_key: str | None = None, timeout_s: float | None = 60.0
+    ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -63,9 +64,13 @@ class RouterClient:
     def model_info(self) -> dict[str, Any]:
         return dict(self.request("GET", "/get_model_info"))
 
-    def register(self, algorithm: str, policy: Mapping[str, Any] | None = None,
-                 program_id: str | None = None,
-                 deadline_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    def register(
+        self,
+        algorithm: str,
+        policy: Mapping[str, Any] | None = None,
+        program_id: str | None = None,
+        deadline_s: float | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"algorithm": algorithm, "policy": dict(policy or {})}
         if program_id is not None:
             body["program_id"] = program_id

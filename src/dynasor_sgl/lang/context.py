@@ -147,8 +147,11 @@ class ProgramContext:
         for key, value in (("answers", answers), ("rewards", rewards), ("values", values)):
             if value:
                 body[key] = dict(value)
-        for key, seq in (("probe_answers", probe_answers), ("probe_texts", probe_texts),
-                         ("top_logprobs", top_logprobs)):  # fmt: skip
+        for key, seq in (
+            ("probe_answers", probe_answers),
+            ("probe_texts", probe_texts),
+            ("top_logprobs", top_logprobs),
+        ):
             if seq:
                 body[key] = list(seq)
         verdict = self.reporter.report(body)
@@ -156,12 +159,18 @@ class ProgramContext:
         self.last = verdict
         if verdict.values:
             self.trajectory.append({"step": int(step), **verdict.values})
-        logger.debug("program %s step %d: %s %s", self.program_id, step, verdict.action,
-                     verdict.reason or "")  # fmt: skip
+        logger.debug(
+            "program %s step %d: %s %s", self.program_id, step, verdict.action, verdict.reason or ""
+        )
         return verdict
 
-    def finish(self, answer: str | None, exit_reason: str | None = None,
-               steps: int | None = None, **details: Any) -> None:  # fmt: skip
+    def finish(
+        self,
+        answer: str | None,
+        exit_reason: str | None = None,
+        steps: int | None = None,
+        **details: Any,
+    ) -> None:
         """Declare the program's final answer; exit_reason when no stop decision ended it (e.g.
         "completed" when the model finished on its own); steps: knob units used, when more than
         the last report says; details go into the result as-is (JSON-serializable)."""

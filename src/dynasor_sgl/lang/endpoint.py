@@ -34,8 +34,12 @@ from dynasor_sgl.search import TokenKind
 logger = logging.getLogger(__name__)
 
 BRANCH_HEADER = "X-Dynasor-Branch"
-_LOGPROB_FIELDS = ("return_logprob", "logprob_start_len", "top_logprobs_num",
-                   "return_text_in_logprobs")  # fmt: skip
+_LOGPROB_FIELDS = (
+    "return_logprob",
+    "logprob_start_len",
+    "top_logprobs_num",
+    "return_text_in_logprobs",
+)
 
 
 def branch_of(s: StreamExecutor) -> str:
@@ -62,9 +66,14 @@ class DynasorEndpoint(RuntimeEndpoint):
     router once (the stock constructor would ask again for every program). `generate_url`
     replaces the router's program route (a direct run posts to `<worker>/generate`)."""
 
-    def __init__(self, client: RouterClient, ctx: ProgramContext, model_info: dict[str, Any],
-                 chat_template: str | None = None,
-                 generate_url: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: RouterClient,
+        ctx: ProgramContext,
+        model_info: dict[str, Any],
+        chat_template: str | None = None,
+        generate_url: str | None = None,
+    ) -> None:
         # Deliberately not RuntimeEndpoint.__init__: it GETs /get_model_info on every build.
         self.support_concate_and_append = True
         self.base_url = client.url
@@ -132,8 +141,9 @@ class DynasorEndpoint(RuntimeEndpoint):
         self._add_images(s, data)
         self._post(s, data)
 
-    def generate_stream(self, s: StreamExecutor,
-                        sampling_params: SglSamplingParams) -> Iterator[Any]:  # fmt: skip
+    def generate_stream(
+        self, s: StreamExecutor, sampling_params: SglSamplingParams
+    ) -> Iterator[Any]:
         data = {**self._body(s, sampling_params), "stream": True}
         branch = branch_of(s)
         meta: dict[str, Any] | None = None
@@ -172,7 +182,9 @@ class DynasorEndpoint(RuntimeEndpoint):
         # SGLang's select sends a batch, which the router does not tag; it still works, but its
         # tokens are not attributed to the program. Programs here judge with a 1-token gen.
         if not self._warned_select:
-            logger.warning("program %s uses sgl.select: its tokens are not counted to the "
-                           "program", self.ctx.program_id)  # fmt: skip
+            logger.warning(
+                "program %s uses sgl.select: its tokens are not counted to the program",
+                self.ctx.program_id,
+            )
             self._warned_select = True
         return super().select(s, *args, **kwargs)

@@ -29,8 +29,11 @@ class BackendError(RuntimeError):
         if isinstance(error, dict):
             message, kind = str(error.get("message", text)), str(error.get("type", "error"))
         else:
-            message = str(body.get("detail") or body.get("message") or text) if isinstance(
-                body, dict) else text  # fmt: skip
+            message = (
+                str(body.get("detail") or body.get("message") or text)
+                if isinstance(body, dict)
+                else text
+            )
             kind = "error"
         klass = {"program_stopped": ProgramStopped, "branch_trimmed": BranchTrimmed}.get(
             kind, BackendError

@@ -50,9 +50,14 @@ class SelfJudge:
             fork = state.fork(1)[0]
             tag(fork, "judge", "reward")
             fork += self.prompt + sgl.gen(
-                "judge", max_tokens=1, temperature=0.0, return_logprob=True,
-                top_logprobs_num=self.top_k, return_text_in_logprobs=True, logprob_start_len=-1,
-            )  # fmt: skip
+                "judge",
+                max_tokens=1,
+                temperature=0.0,
+                return_logprob=True,
+                top_logprobs_num=self.top_k,
+                return_text_in_logprobs=True,
+                logprob_start_len=-1,
+            )
             forks.append(fork)
         try:
             return [_p_yes(meta(fork, "judge")) for fork in forks]
@@ -68,8 +73,14 @@ class RemoteJudge:
     not behind our router, so the router's per-program total does not include them.
     """
 
-    def __init__(self, url: str, prompt: str = JUDGE_PROMPT, top_k: int = TOP_K,
-                 api_key: str | None = None, timeout_s: float = 120.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        prompt: str = JUDGE_PROMPT,
+        top_k: int = TOP_K,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+    ) -> None:
         self.url = url.rstrip("/")
         self.prompt = prompt
         self.top_k = top_k

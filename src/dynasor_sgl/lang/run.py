@@ -41,8 +41,18 @@ warnings.filterwarnings("ignore", message="Error in stream_executor", category=U
 
 # threshold, posterior, cap, deadline: the router's stop decisions; abandoned: the router
 # reaped the program after its client went quiet past the TTL.
-EXIT_REASONS = ("threshold", "posterior", "cap", "deadline", "completed", "trimmed", "aborted",
-                "abandoned", "timeout", "error")  # fmt: skip
+EXIT_REASONS = (
+    "threshold",
+    "posterior",
+    "cap",
+    "deadline",
+    "completed",
+    "trimmed",
+    "aborted",
+    "abandoned",
+    "timeout",
+    "error",
+)
 _DRAIN_S = 60.0
 
 
@@ -146,17 +156,26 @@ def run_program(
     return _result(spec, ctx, client, question, outcome)
 
 
-def _registered_context(client: RouterClient, spec: ProgramSpec,
-                        policy: Mapping[str, Any] | None, program_id: str | None,
-                        deadline_s: float | None) -> ProgramContext:  # fmt: skip
+def _registered_context(
+    client: RouterClient,
+    spec: ProgramSpec,
+    policy: Mapping[str, Any] | None,
+    program_id: str | None,
+    deadline_s: float | None,
+) -> ProgramContext:
     """Register the program at the router; its context, with the policy the router built."""
     info = client.register(spec.algorithm, policy, program_id, deadline_s)
     pid = str(info["program_id"])
     return ProgramContext(pid, PolicyConfig.from_dict(info["config"]), RouterReporter(client, pid))
 
 
-def _execute(function: SglFunction, backend: DynasorEndpoint, client: RouterClient,
-             ctx: ProgramContext, timeout_s: float | None) -> _Outcome:  # fmt: skip
+def _execute(
+    function: SglFunction,
+    backend: DynasorEndpoint,
+    client: RouterClient,
+    ctx: ProgramContext,
+    timeout_s: float | None,
+) -> _Outcome:
     """Run the bound function to its end and wait for every request (a complete ledger)."""
     started = time.monotonic()
     timed_out = threading.Event()
@@ -168,24 +187,29 @@ def _execute(function: SglFunction, backend: DynasorEndpoint, client: RouterClie
         failure = state.stream_executor.error_
         if failure is None and state.stream_executor.worker.is_alive():
             # Its work is still running: an ok result now would be missing it.
-            failure = TimeoutError(f"the program's generations were still running {_DRAIN_S:.0f}"
-                                   " s after its function returned")  # fmt: skip
+            failure = TimeoutError(
+                f"the program's generations were still running {_DRAIN_S:.0f}"
+                " s after its function returned"
+            )
     except Exception as exc:  # the program's own failure, reported in the result
         failure = exc
     finally:
         if timer is not None:
             timer.cancel()
     if not ctx.wait_idle(_DRAIN_S):
-        logger.warning("program %s: requests still in flight after %.0f s", ctx.program_id,
-                       _DRAIN_S)  # fmt: skip
-        failure = failure or TimeoutError(f"requests still in flight {_DRAIN_S:.0f} s after "
-                                          "the program ended")  # fmt: skip
+        logger.warning(
+            "program %s: requests still in flight after %.0f s", ctx.program_id, _DRAIN_S
+        )
+        failure = failure or TimeoutError(
+            f"requests still in flight {_DRAIN_S:.0f} s after the program ended"
+        )
     routed = isinstance(ctx.reporter, RouterReporter)
     return _Outcome(failure, timed_out.is_set(), started, routed)
 
 
-def _direct_context(spec: ProgramSpec, policy: Mapping[str, Any] | None,
-                    program_id: str | None) -> ProgramContext:  # fmt: skip
+def _direct_context(
+    spec: ProgramSpec, policy: Mapping[str, Any] | None, program_id: str | None
+) -> ProgramContext:
     """The context of a direct run: the policy the router would have built, decided here."""
     config = PolicyConfig.for_algorithm(spec.algorithm, **dict(policy or {}))
     pid = program_id or f"direct-{uuid.uuid4().hex[:12]}"
@@ -198,8 +222,9 @@ def _bind(spec: ProgramSpec, arguments: Mapping[str, Any]) -> SglFunction:
     known = [name for name in spec.function.arg_names if name != "s"]
     unknown = sorted(set(arguments) - set(known))
     if unknown:
-        raise ValueError(f"{spec.name} has no parameter {', '.join(unknown)}; "
-                         f"it takes: {', '.join(known)}")  # fmt: skip
+        raise ValueError(
+            f"{spec.name} has no parameter {', '.join(unknown)}; it takes: {', '.join(known)}"
+        )
     return spec.function.bind(**arguments)
 
 
@@ -209,8 +234,9 @@ def _lookup(name: str) -> ProgramSpec:
     return get_program(name)
 
 
-def _watchdog(client: RouterClient, pid: str, timeout_s: float | None,
-              fired: threading.Event) -> threading.Timer | None:  # fmt: skip
+def _watchdog(
+    client: RouterClient, pid: str, timeout_s: float | None, fired: threading.Event
+) -> threading.Timer | None:
     if timeout_s is None:
         return None
 
@@ -263,8 +289,9 @@ class _Outcome:
     routed: bool
 
 
-def _finish_at_router(client: RouterClient, ctx: ProgramContext, answer: str | None,
-                      failed: bool) -> dict[str, int] | None:  # fmt: skip
+def _finish_at_router(
+    client: RouterClient, ctx: ProgramContext, answer: str | None, failed: bool
+) -> dict[str, int] | None:
     """Tell the router the program ended; the router's token count, or None."""
     try:
         if failed:

@@ -17,8 +17,7 @@ from typing import Any
 
 from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
 
-QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4,
-                            "calibration_programs": 2}  # fmt: skip
+QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4, "calibration_programs": 2}
 
 
 @dataclass(frozen=True)
@@ -76,11 +75,13 @@ class BenchConfig:
             raise ValueError(f"max_inflight must be >= 1, got {self.max_inflight}")
         unknown = [s for s in self.systems if s not in SYSTEMS]
         if unknown or not self.systems:
-            raise ValueError(f"unknown system(s) {unknown or '(none)'}; choose from "
-                             f"{', '.join(SYSTEMS)}")  # fmt: skip
+            raise ValueError(
+                f"unknown system(s) {unknown or '(none)'}; choose from {', '.join(SYSTEMS)}"
+            )
         if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
-            raise ValueError(f"worker URL must start with http:// or https://, got "
-                             f"{self.worker_url!r}")  # fmt: skip
+            raise ValueError(
+                f"worker URL must start with http:// or https://, got {self.worker_url!r}"
+            )
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
@@ -89,8 +90,11 @@ class BenchConfig:
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {f.name: f.default for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING}  # fmt: skip
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
 
     def user_policy(self) -> dict[str, Any]:
         """The PolicyConfig overrides every system starts from (its own go on top)."""
@@ -99,8 +103,19 @@ class BenchConfig:
     def settings(self) -> dict[str, Any]:
         """What must match for a results folder to be resumed (not the rates or systems:
         adding one later runs just the new runs)."""
-        keys = ("program", "dataset", "seed", "programs", "slo_scale", "cap", "max_tokens",
-                "difficulty", "base_deadline", "calibration_programs", "max_inflight",
-                "model_path")  # fmt: skip
+        keys = (
+            "program",
+            "dataset",
+            "seed",
+            "programs",
+            "slo_scale",
+            "cap",
+            "max_tokens",
+            "difficulty",
+            "base_deadline",
+            "calibration_programs",
+            "max_inflight",
+            "model_path",
+        )
         data = {k: getattr(self, k) for k in keys}
         return {**data, "params": dict(self.params), "policy": dict(self.policy)}

@@ -32,8 +32,9 @@ def attainment(records: Sequence[Record], slo_scale: float) -> float | None:
     return sum(meets(r, slo_scale) for r in records) / len(records)
 
 
-def max_rate(points: Sequence[tuple[float, float]],
-             target: float = TARGET) -> tuple[float | None, str]:  # fmt: skip
+def max_rate(
+    points: Sequence[tuple[float, float]], target: float = TARGET
+) -> tuple[float | None, str]:
     """The highest arrival rate at which attainment ≥ target, and how it was found.
 
     points: (rate, attainment) pairs in any order. Take the highest measured rate r_i that

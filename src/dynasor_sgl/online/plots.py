@@ -20,8 +20,14 @@ from matplotlib.axes import Axes
 
 from dynasor_sgl.online import metrics as m
 
-FIGURES = ("attainment_vs_rate", "attainment_vs_slo", "accuracy_vs_attainment", "latency",
-           "tokens", "fairness_cdf")  # fmt: skip
+FIGURES = (
+    "attainment_vs_rate",
+    "attainment_vs_slo",
+    "accuracy_vs_attainment",
+    "latency",
+    "tokens",
+    "fairness_cdf",
+)
 
 
 def _series(summary: Mapping[str, Any], system: str, key: str) -> tuple[list[float], list[Any]]:
@@ -54,8 +60,9 @@ def attainment_vs_rate(summary: Mapping[str, Any], path: Path) -> None:
 def attainment_vs_slo(summary: Mapping[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for system, points in summary["attainment_vs_slo"].items():
-        ax.plot([p[0] for p in points], [100 * (p[1] or 0) for p in points], "o-", ms=4,
-                label=system)  # fmt: skip
+        ax.plot(
+            [p[0] for p in points], [100 * (p[1] or 0) for p in points], "o-", ms=4, label=system
+        )
     ax.axhline(100 * summary["target_attainment"], color="black", ls="--", lw=1)
     ax.set_xlabel("SLO scale (deadline = scale × difficulty × base)")
     ax.set_ylabel("programs on time (%)")
@@ -95,19 +102,25 @@ def tokens(summary: Mapping[str, Any], path: Path) -> None:
     for j, rate in enumerate(rates):
         ys = [(summary["runs"][s].get(str(rate)) or {}).get("mean_tokens") or 0 for s in systems]
         ax.bar([i + j * width for i in range(len(systems))], ys, width, label=f"{rate:g}/s")
-    ax.set_xticks([i + width * (len(rates) - 1) / 2 for i in range(len(systems))], systems,
-                  rotation=20, fontsize=8)  # fmt: skip
+    ax.set_xticks(
+        [i + width * (len(rates) - 1) / 2 for i in range(len(systems))],
+        systems,
+        rotation=20,
+        fontsize=8,
+    )
     ax.set_ylabel("tokens per program (mean)")
     _save(fig, ax, "Tokens per program", path)
 
 
-def fairness_cdf(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
-                 path: Path) -> None:  # fmt: skip
+def fairness_cdf(
+    summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], path: Path
+) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     fixed = summary["fixed_rate"]
     for system in summary["systems"]:
-        values = m.fairness([r for r in records if r["system"] == system
-                             and float(r["rate"]) == fixed])  # fmt: skip
+        values = m.fairness(
+            [r for r in records if r["system"] == system and float(r["rate"]) == fixed]
+        )
         if values:
             xs, ys = m.cdf(values)
             ax.step(xs, ys, where="post", label=system)
@@ -116,8 +129,9 @@ def fairness_cdf(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]
     _save(fig, ax, f"Finish-time fairness at {fixed:g} programs/s", path)
 
 
-def write_all(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
-              out: Path) -> dict[str, str]:  # fmt: skip
+def write_all(
+    summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], out: Path
+) -> dict[str, str]:
     """Every figure into `out`; their paths by name."""
     paths = {name: out / f"{name}.png" for name in FIGURES}
     attainment_vs_rate(summary, paths["attainment_vs_rate"])

@@ -46,8 +46,9 @@ def _by_run(records: Sequence[Record]) -> dict[str, dict[float, list[Record]]]:
     return runs
 
 
-def _merit(runs: Mapping[str, Mapping[float, Sequence[Record]]],
-           slo_scale: float) -> dict[str, dict[str, Any]]:  # fmt: skip
+def _merit(
+    runs: Mapping[str, Mapping[float, Sequence[Record]]], slo_scale: float
+) -> dict[str, dict[str, Any]]:
     merit: dict[str, dict[str, Any]] = {}
     for system, by_rate in runs.items():
         points = [(rate, m.attainment(recs, slo_scale) or 0.0) for rate, recs in by_rate.items()]
@@ -59,8 +60,12 @@ def _merit(runs: Mapping[str, Mapping[float, Sequence[Record]]],
     return merit
 
 
-def summarize(records: Sequence[Record], meta: Mapping[str, Any], slo_scale: float,
-              fixed_rate: float | None = None) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    records: Sequence[Record],
+    meta: Mapping[str, Any],
+    slo_scale: float,
+    fixed_rate: float | None = None,
+) -> dict[str, Any]:
     """The whole summary. fixed_rate: the rate of the attainment-vs-SLO-scale view (default:
     the middle measured rate)."""
     runs = _by_run(records)
@@ -109,11 +114,17 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for system, e in s["max_rate_at_target"].items():
-        lines.append(f"| {system} | {_fmt(e['rate'])} | {_fmt(e['ratio_to_sglang'])} | "
-                     f"{e['method']} |")  # fmt: skip
-    lines += ["", "## Per run", "",
-              "| system | rate | on time | P50 s | P90 s | tokens/program | accuracy | "
-              "wait s | errors | exits |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {system} | {_fmt(e['rate'])} | {_fmt(e['ratio_to_sglang'])} | {e['method']} |"
+        )
+    lines += [
+        "",
+        "## Per run",
+        "",
+        "| system | rate | on time | P50 s | P90 s | tokens/program | accuracy | "
+        "wait s | errors | exits |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for system, by_rate in s["runs"].items():
         for rate, r in by_rate.items():
             exits = ", ".join(f"{k} {v}" for k, v in sorted(r["exit_reasons"].items()))
@@ -123,8 +134,10 @@ def markdown(summary: Mapping[str, Any]) -> str:
                 f"{_fmt(r['mean_wait_s'])} | {r['errors']} | {exits} |"
             )
     lines += ["", f"## On time against SLO scale at {_fmt(s['fixed_rate'])} programs/s", ""]
-    lines += [f"- {system}: " + ", ".join(f"{x:g}× {_fmt(a, True)}" for x, a in points)
-              for system, points in s["attainment_vs_slo"].items()]  # fmt: skip
+    lines += [
+        f"- {system}: " + ", ".join(f"{x:g}× {_fmt(a, True)}" for x, a in points)
+        for system, points in s["attainment_vs_slo"].items()
+    ]
     extra = [
         *(s.get("notes") or []),
         *(
@@ -134,10 +147,13 @@ def markdown(summary: Mapping[str, Any]) -> str:
     ]
     if extra:
         lines += ["", "## Notes", "", *(f"- {note}" for note in extra)]
-    lines += ["", "Wait: mean seconds a request spent in front of the worker (the router's "
-              "admission queue and transport); SGLang's own waiting queue is inside the "
-              "worker and not separated. Accuracy counts a failed program as wrong.",
-              ""]  # fmt: skip
+    lines += [
+        "",
+        "Wait: mean seconds a request spent in front of the worker (the router's "
+        "admission queue and transport); SGLang's own waiting queue is inside the "
+        "worker and not separated. Accuracy counts a failed program as wrong.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -149,5 +165,4 @@ def one_line(summary: Mapping[str, Any]) -> str:
         rate = "none" if e["rate"] is None else f"{e['rate']:g}/s"
         parts.append(f"{system} {rate}{ratio}")
     target = f"{100 * summary['target_attainment']:.0f}%"
-    return (f"max rate with ≥{target} on time at SLO {summary['slo_scale']:g}×: "
-            + "; ".join(parts))  # fmt: skip
+    return f"max rate with ≥{target} on time at SLO {summary['slo_scale']:g}×: " + "; ".join(parts)

@@ -90,8 +90,11 @@ class BenchResults:
                 "use another --out or the same settings to resume"
             )
         if dropped:
-            logger.info("%s: %d records of unfinished or failed runs dropped; those runs are "
-                        "redone", path, dropped)  # fmt: skip
+            logger.info(
+                "%s: %d records of unfinished or failed runs dropped; those runs are redone",
+                path,
+                dropped,
+            )
         self.rows = [{"kind": "header", "settings": self.settings}, *kept]
         self._rewrite()
 
@@ -121,8 +124,9 @@ class BenchResults:
         return next((r for r in self.rows if r.get("kind") == "base"), None)
 
     def set_base(self, base_s: float, latencies: list[float], source: str) -> None:
-        self._append({"kind": "base", "base_deadline_s": base_s, "latencies": latencies,
-                      "source": source})  # fmt: skip
+        self._append(
+            {"kind": "base", "base_deadline_s": base_s, "latencies": latencies, "source": source}
+        )
 
     def done(self) -> set[RunKey]:
         with self._lock:
@@ -131,10 +135,17 @@ class BenchResults:
     def add_program(self, record: Mapping[str, Any]) -> None:
         self._append({"kind": "program", **record})
 
-    def end_run(self, system: str, rate: float, programs: int, errors: int,
-                wall_s: float) -> None:  # fmt: skip
-        self._append({"kind": "run", "system": system, "rate": rate, "programs": programs,
-                      "errors": errors, "wall_s": round(wall_s, 3)})  # fmt: skip
+    def end_run(self, system: str, rate: float, programs: int, errors: int, wall_s: float) -> None:
+        self._append(
+            {
+                "kind": "run",
+                "system": system,
+                "rate": rate,
+                "programs": programs,
+                "errors": errors,
+                "wall_s": round(wall_s, 3),
+            }
+        )
 
     def programs(self) -> list[dict[str, Any]]:
         """Program records of finished runs (a run in progress is left out)."""

@@ -25,8 +25,13 @@ logger = logging.getLogger(__name__)
 Execute = Callable[[Arrival, float], Mapping[str, Any]]
 
 
-def _one(arrival: Arrival, due: float, execute: Execute, label: Mapping[str, Any],
-         done: queue.Queue[dict[str, Any]]) -> None:  # fmt: skip
+def _one(
+    arrival: Arrival,
+    due: float,
+    execute: Execute,
+    label: Mapping[str, Any],
+    done: queue.Queue[dict[str, Any]],
+) -> None:
     wait = due - time.monotonic()
     if wait > 0:
         time.sleep(wait)
@@ -37,15 +42,26 @@ def _one(arrival: Arrival, due: float, execute: Execute, label: Mapping[str, Any
         logger.warning("program %d (%s) failed: %s", arrival.index, arrival.item.id, exc)
         fields = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     ended = time.monotonic()
-    done.put({
-        **label, "index": arrival.index, "question_id": arrival.item.id,
-        "arrival_s": round(arrival.offset_s, 4), "difficulty": arrival.difficulty,
-        "latency_s": round(ended - due, 4), "start_lag_s": round(started - due, 4), **fields,
-    })  # fmt: skip
+    done.put(
+        {
+            **label,
+            "index": arrival.index,
+            "question_id": arrival.item.id,
+            "arrival_s": round(arrival.offset_s, 4),
+            "difficulty": arrival.difficulty,
+            "latency_s": round(ended - due, 4),
+            "start_lag_s": round(started - due, 4),
+            **fields,
+        }
+    )
 
 
-def run_open_loop(arrivals: Sequence[Arrival], execute: Execute, label: Mapping[str, Any],
-                  on_record: Callable[[dict[str, Any]], None]) -> float:  # fmt: skip
+def run_open_loop(
+    arrivals: Sequence[Arrival],
+    execute: Execute,
+    label: Mapping[str, Any],
+    on_record: Callable[[dict[str, Any]], None],
+) -> float:
     """Run every arrival open-loop; each record (label + arrival + `execute`'s fields +
     latency) goes to `on_record` as it finishes. Returns the run's wall time (s).
 
@@ -54,8 +70,12 @@ def run_open_loop(arrivals: Sequence[Arrival], execute: Execute, label: Mapping[
     done: queue.Queue[dict[str, Any]] = queue.Queue()
     t0 = time.monotonic() + 0.05  # every thread is started before the first arrival
     for arrival in arrivals:
-        threading.Thread(target=_one, args=(arrival, t0 + arrival.offset_s, execute, label, done),
-                         name=f"program-{arrival.index}", daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=_one,
+            args=(arrival, t0 + arrival.offset_s, execute, label, done),
+            name=f"program-{arrival.index}",
+            daemon=True,
+        ).start()
     for _ in arrivals:
         on_record(done.get())
     return time.monotonic() - t0

@@ -32,16 +32,23 @@ class ServerError(RuntimeError):
 
 
 @contextmanager
-def own_worker(flavour: Flavour, log_dir: Path, model_path: str | None = None,
-               startup_timeout: float = 600.0) -> Iterator[str]:  # fmt: skip
+def own_worker(
+    flavour: Flavour, log_dir: Path, model_path: str | None = None, startup_timeout: float = 600.0
+) -> Iterator[str]:
     """One SGLang worker of `flavour` on a free port; its URL until the block ends."""
     port = free_ports("127.0.0.1", WORKER_PORT_BASE, 1)[0]
-    cfg = LaunchConfig(model_path=model_path, router=False, port=port, log_level="warning",
-                       log_dir=str(log_dir / f"worker-{flavour}"),
-                       startup_timeout=startup_timeout,
-                       sglang_args=WORKER_FLAVOURS[flavour])  # fmt: skip
-    logger.info("starting a %s SGLang worker (%s)", flavour,
-                " ".join(WORKER_FLAVOURS[flavour]) or "stock")  # fmt: skip
+    cfg = LaunchConfig(
+        model_path=model_path,
+        router=False,
+        port=port,
+        log_level="warning",
+        log_dir=str(log_dir / f"worker-{flavour}"),
+        startup_timeout=startup_timeout,
+        sglang_args=WORKER_FLAVOURS[flavour],
+    )
+    logger.info(
+        "starting a %s SGLang worker (%s)", flavour, " ".join(WORKER_FLAVOURS[flavour]) or "stock"
+    )
     try:
         with run_cluster(cfg, progress=logger.info) as cluster:
             yield cluster.workers[0].url
@@ -50,8 +57,9 @@ def own_worker(flavour: Flavour, log_dir: Path, model_path: str | None = None,
 
 
 @contextmanager
-def router_for(system: System, worker_url: str, log_dir: Path, *, priority: bool,
-               max_inflight: int | None) -> Iterator[str]:  # fmt: skip
+def router_for(
+    system: System, worker_url: str, log_dir: Path, *, priority: bool, max_inflight: int | None
+) -> Iterator[str]:
     """`dynasor-sgl router` for `system` in front of `worker_url`; its URL until the block ends."""
     port = free_ports("127.0.0.1", ROUTER_PORT_BASE, 1)[0]
     cmd = router_command(system, worker_url, port, priority=priority, max_inflight=max_inflight)
@@ -90,5 +98,6 @@ def flush_cache(worker_url: str) -> None:
         logger.warning("could not flush %s: %s", worker_url, exc)
         return
     if reply.status_code != 200:
-        logger.warning("could not flush %s: HTTP %d %s", worker_url, reply.status_code,
-                       reply.text[:200])  # fmt: skip
+        logger.warning(
+            "could not flush %s: HTTP %d %s", worker_url, reply.status_code, reply.text[:200]
+        )

@@ -131,8 +131,10 @@ def _run_group(bench: Bench, flavour: Flavour | None, systems: list[System]) -> 
             url = stack.enter_context(own_worker(flavour, cfg.out / "logs", cfg.model_path))
         priority = has_priority_scheduling(url)
         if not priority and any(not s.direct for s in systems):
-            bench.notes.append(f"{url} runs without --enable-priority-scheduling: the routers "
-                               "order their own queue only (no --worker-priority)")  # fmt: skip
+            bench.notes.append(
+                f"{url} runs without --enable-priority-scheduling: the routers "
+                "order their own queue only (no --worker-priority)"
+            )
             logger.warning("%s", bench.notes[-1])
         _warm_up(bench, url)
         if bench.results.base is None:
@@ -141,9 +143,13 @@ def _run_group(bench: Bench, flavour: Flavour | None, systems: list[System]) -> 
             rates = [r for s, r in _pending(bench, [system])]
             if not rates:
                 continue
-            router = (nullcontext(None) if system.direct else
-                      router_for(system, url, cfg.out / "logs", priority=priority,
-                                 max_inflight=cfg.max_inflight))  # fmt: skip
+            router = (
+                nullcontext(None)
+                if system.direct
+                else router_for(
+                    system, url, cfg.out / "logs", priority=priority, max_inflight=cfg.max_inflight
+                )
+            )
             with router as router_url:
                 for rate in rates:
                     _run_one(bench, system, rate, url, router_url)
@@ -158,8 +164,9 @@ def _warm_up(bench: Bench, worker_url: str) -> None:
     items = bench.items[:WARM_UP_PROGRAMS]
 
     def one(item: Item) -> Any:
-        return run_program(bench.spec, item.question, worker=worker_url, policy=policy,
-                           params=bench.params())  # fmt: skip
+        return run_program(
+            bench.spec, item.question, worker=worker_url, policy=policy, params=bench.params()
+        )
 
     with ThreadPoolExecutor(len(items)) as pool:
         results = list(pool.map(one, items))
@@ -179,12 +186,14 @@ def _measure_base(bench: Bench, worker_url: str, priority: bool) -> None:
     system = SYSTEMS["dynasor"]
     policy = {**cfg.user_policy(), **RUN_TO_CAP}
     latencies = []
-    with router_for(system, worker_url, cfg.out / "logs", priority=priority,
-                    max_inflight=cfg.max_inflight) as router_url:  # fmt: skip
+    with router_for(
+        system, worker_url, cfg.out / "logs", priority=priority, max_inflight=cfg.max_inflight
+    ) as router_url:
         for i in tqdm(range(cfg.calibration_programs), desc="base deadline", unit="prog"):
             item = bench.items[i % len(bench.items)]
-            result = run_program(bench.spec, item.question, router=router_url, policy=policy,
-                                 params=bench.params())  # fmt: skip
+            result = run_program(
+                bench.spec, item.question, router=router_url, policy=policy, params=bench.params()
+            )
             if not result.ok:
                 raise BenchError(f"measuring the base deadline: a program failed: {result.error}")
             latencies.append(result.elapsed_s)
@@ -194,8 +203,9 @@ def _measure_base(bench: Bench, worker_url: str, priority: bool) -> None:
     bench.results.set_base(round(base, 3), latencies, source)
 
 
-def _execute(bench: Bench, system: System, worker_url: str, router_url: str | None,
-             run_id: str) -> Any:  # fmt: skip
+def _execute(
+    bench: Bench, system: System, worker_url: str, router_url: str | None, run_id: str
+) -> Any:
     """The open loop's `execute` for one run: the program, told its deadline."""
     from dynasor_sgl.lang import run_program
 
@@ -210,15 +220,21 @@ def _execute(bench: Bench, system: System, worker_url: str, router_url: str | No
             result = run_program(bench.spec, arrival.item.question, worker=worker_url, **common)
         else:
             assert router_url is not None, "a router system runs behind its router"
-            result = run_program(bench.spec, arrival.item.question, router=router_url,
-                                 deadline_s=max(0.001, deadline - lag), **common)  # fmt: skip
+            result = run_program(
+                bench.spec,
+                arrival.item.question,
+                router=router_url,
+                deadline_s=max(0.001, deadline - lag),
+                **common,
+            )
         return {"deadline_s": round(deadline, 3), **program_fields(result, arrival.item.answer)}
 
     return execute
 
 
-def _run_one(bench: Bench, system: System, rate: float, worker_url: str,
-             router_url: str | None) -> None:  # fmt: skip
+def _run_one(
+    bench: Bench, system: System, rate: float, worker_url: str, router_url: str | None
+) -> None:
     cfg = bench.cfg
     arrivals = workload(bench.items, cfg.programs, rate, cfg.seed, bench.difficulty)
     flush_cache(worker_url)
@@ -251,12 +267,19 @@ def write_reports(bench: Bench) -> dict[str, Any]:
         key=lambda r: (order.get(r["system"], len(order)), r["rate"], r["index"]),
     )
     base = bench.results.base or {}
-    meta = {"program": cfg.program, "dataset": cfg.dataset, "programs_per_run": cfg.programs,
-            "base_deadline_s": base.get("base_deadline_s"), "base_source": base.get("source"),
-            "settings": cfg.settings(), "notes": bench.notes,
-            "results": str(bench.results.path)}  # fmt: skip
-    meta["runs_with_errors"] = [f"{r['system']} @ {r['rate']:g}/s" for r in bench.results.runs()
-                                if r.get("errors")]  # fmt: skip
+    meta = {
+        "program": cfg.program,
+        "dataset": cfg.dataset,
+        "programs_per_run": cfg.programs,
+        "base_deadline_s": base.get("base_deadline_s"),
+        "base_source": base.get("source"),
+        "settings": cfg.settings(),
+        "notes": bench.notes,
+        "results": str(bench.results.path),
+    }
+    meta["runs_with_errors"] = [
+        f"{r['system']} @ {r['rate']:g}/s" for r in bench.results.runs() if r.get("errors")
+    ]
     summary = summarize(records, meta, cfg.slo_scale, cfg.fixed_rate)
     outputs = {"summary": cfg.out / "summary.json", "markdown": cfg.out / "summary.md"}
     if records:

@@ -51,19 +51,40 @@ class System:
         return self.scheduling is None
 
 
-SYSTEMS: dict[str, System] = {s.name: s for s in (
-    System("sglang", "SGLang alone, every program to its cap", None, policy=RUN_TO_CAP,
-           worker="plain"),
-    System("sglang-lpm", "SGLang alone with longest-prefix-match scheduling, to cap", None,
-           policy=RUN_TO_CAP, worker="lpm"),
-    System("parrot", "program-order FIFO with gang dispatch (Parrot's App-FIFO), to cap",
-           "fifo", policy=RUN_TO_CAP),
-    System("dynasor", "approximate SJF with aging and gang, Certaindex early exit", "sjf"),
-    System("certaindex", "per-request first-come-first-served, Certaindex early exit", "fcfs"),
-    System("certaindex-gang", "program-order FIFO with gang, Certaindex early exit", "fifo"),
-    System("dynasor-deadline", "least slack first with gang, deadline stops, Certaindex",
-           "deadline", deadline_stop=True),
-)}  # fmt: skip
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System(
+            "sglang",
+            "SGLang alone, every program to its cap",
+            None,
+            policy=RUN_TO_CAP,
+            worker="plain",
+        ),
+        System(
+            "sglang-lpm",
+            "SGLang alone with longest-prefix-match scheduling, to cap",
+            None,
+            policy=RUN_TO_CAP,
+            worker="lpm",
+        ),
+        System(
+            "parrot",
+            "program-order FIFO with gang dispatch (Parrot's App-FIFO), to cap",
+            "fifo",
+            policy=RUN_TO_CAP,
+        ),
+        System("dynasor", "approximate SJF with aging and gang, Certaindex early exit", "sjf"),
+        System("certaindex", "per-request first-come-first-served, Certaindex early exit", "fcfs"),
+        System("certaindex-gang", "program-order FIFO with gang, Certaindex early exit", "fifo"),
+        System(
+            "dynasor-deadline",
+            "least slack first with gang, deadline stops, Certaindex",
+            "deadline",
+            deadline_stop=True,
+        ),
+    )
+}
 DEFAULT_SYSTEMS = tuple(SYSTEMS)
 
 
@@ -72,8 +93,10 @@ def parse_systems(text: str) -> tuple[System, ...]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown or not names:
-        raise ValueError(f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(SYSTEMS)}")  # fmt: skip
+        raise ValueError(
+            f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(SYSTEMS)}"
+        )
     return tuple(s for s in SYSTEMS.values() if s.name in names)
 
 
@@ -97,8 +120,15 @@ def policy_for(system: System, user_policy: Mapping[str, Any]) -> dict[str, Any]
     return {**user_policy, **system.policy}
 
 
-def router_command(system: System, worker_url: str, port: int, *, priority: bool,
-                   max_inflight: int | None, log_level: str = "warning") -> list[str]:  # fmt: skip
+def router_command(
+    system: System,
+    worker_url: str,
+    port: int,
+    *,
+    priority: bool,
+    max_inflight: int | None,
+    log_level: str = "warning",
+) -> list[str]:
     """The `dynasor-sgl router` argv that serves `system` in front of `worker_url`.
 
     priority: pass `--worker-priority` (the worker runs with priority scheduling).
@@ -106,9 +136,22 @@ def router_command(system: System, worker_url: str, port: int, *, priority: bool
     """
     if system.scheduling is None:
         raise ValueError(f"{system.name} runs without a router")
-    cmd = [sys.executable, "-m", "dynasor_sgl.cli", "router", "--worker-url", worker_url,
-           "--host", "127.0.0.1", "--port", str(port), "--scheduling", system.scheduling,
-           "--log-level", log_level]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynasor_sgl.cli",
+        "router",
+        "--worker-url",
+        worker_url,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--scheduling",
+        system.scheduling,
+        "--log-level",
+        log_level,
+    ]
     if system.deadline_stop:
         cmd.append("--deadline-stop")
     if priority:

@@ -72,8 +72,13 @@ def difficulty_of(correct: Sequence[bool]) -> int:
     return 3 if not any(correct) else 2
 
 
-def workload(items: Sequence[Item], n: int, rate: float, seed: int,
-             difficulty: Mapping[str, int] | None = None) -> list[Arrival]:  # fmt: skip
+def workload(
+    items: Sequence[Item],
+    n: int,
+    rate: float,
+    seed: int,
+    difficulty: Mapping[str, int] | None = None,
+) -> list[Arrival]:
     """The trace of one run: program i asks items[i % len(items)], arriving per
     `arrival_offsets(n, rate, seed)`; difficulty by question id (default 1)."""
     if not items:
@@ -81,10 +86,14 @@ def workload(items: Sequence[Item], n: int, rate: float, seed: int,
     known = difficulty or {}
     offsets = arrival_offsets(n, rate, seed)
     return [
-        Arrival(i, items[i % len(items)], offsets[i],
-                known.get(items[i % len(items)].id, DEFAULT_DIFFICULTY))
+        Arrival(
+            i,
+            items[i % len(items)],
+            offsets[i],
+            known.get(items[i % len(items)].id, DEFAULT_DIFFICULTY),
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def _sample_correctness(record: Mapping[str, Any]) -> list[bool]:

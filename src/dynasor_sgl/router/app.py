@@ -67,8 +67,9 @@ def create_app(config: RouterConfig) -> Any:
 
     for path in _READ_ONLY:
         app.add_api_route(path, read_only, methods=["GET"], include_in_schema=False)
-        app.add_api_route("/programs/{program_id}" + path, read_only, methods=["GET"],
-                          include_in_schema=False)  # fmt: skip
+        app.add_api_route(
+            "/programs/{program_id}" + path, read_only, methods=["GET"], include_in_schema=False
+        )
 
     @app.post("/generate")
     async def generate(request: Request) -> Response:
@@ -97,8 +98,9 @@ def create_app(config: RouterConfig) -> Any:
         return JSONResponse({"flushed": len(replies)})
 
     for path in ("/v1/completions", "/v1/chat/completions"):
-        app.add_api_route(path, _openai_forwarder(router, path), methods=["POST"],
-                          include_in_schema=False)  # fmt: skip
+        app.add_api_route(
+            path, _openai_forwarder(router, path), methods=["POST"], include_in_schema=False
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -149,11 +151,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "http_error"
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail), kind).body(),
-                            exc.status_code)  # fmt: skip
+        return JSONResponse(
+            ApiError(exc.status_code, str(exc.detail), kind).body(), exc.status_code
+        )
 
     @app.exception_handler(Exception)
     async def crash(_: Request, exc: Exception) -> Response:
         logger.exception("unhandled error: %s", exc)
-        return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}",
-                                     "internal").body(), 500)  # fmt: skip
+        return JSONResponse(
+            ApiError(500, f"internal error: {type(exc).__name__}", "internal").body(), 500
+        )

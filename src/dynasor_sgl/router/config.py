@@ -85,6 +85,8 @@ class RouterConfig:
 
     def scheduler(self) -> SchedulerConfig:
         """The scheduler settings this router runs with."""
-        return SchedulerConfig(policy=SchedulingPolicy(self.scheduling),
-                               aging_rate=self.aging_rate,
-                               starvation_bound_s=self.starvation_bound_s)  # fmt: skip
+        return SchedulerConfig(
+            policy=SchedulingPolicy(self.scheduling),
+            aging_rate=self.aging_rate,
+            starvation_bound_s=self.starvation_bound_s,
+        )

@@ -73,10 +73,12 @@ class Router:
         """Ends programs idle past the TTL (their client went away) as `abandoned`."""
         idle = self.programs.idle(self.config.program_ttl_s)
         for prog in idle:
-            logger.warning("program %s idle for %.0f s: abandoned", prog.program_id,
-                           self.config.program_ttl_s)  # fmt: skip
-            await self.end_program(prog, functools.partial(self.programs.stop, prog, "abandoned"),
-                                   "abandoned")  # fmt: skip
+            logger.warning(
+                "program %s idle for %.0f s: abandoned", prog.program_id, self.config.program_ttl_s
+            )
+            await self.end_program(
+                prog, functools.partial(self.programs.stop, prog, "abandoned"), "abandoned"
+            )
         return len(idle)
 
     def any_worker(self) -> Worker:
@@ -105,16 +107,23 @@ class Router:
                 self._worker_down(worker, exc)
                 if attempt == MAX_ATTEMPTS or not self.pool.healthy():
                     raise unavailable(f"worker {worker.index} failed: {exc}") from exc
-                logger.warning("retrying request of %s on another worker",
-                               prog.program_id if prog else "-")  # fmt: skip
+                logger.warning(
+                    "retrying request of %s on another worker", prog.program_id if prog else "-"
+                )
         raise AssertionError("unreachable")
 
-    async def _generate_on(self, worker: Worker, body: dict[str, Any], prog: Program | None,
-                           branch: str) -> Any:  # fmt: skip
+    async def _generate_on(
+        self, worker: Worker, body: dict[str, Any], prog: Program | None, branch: str
+    ) -> Any:
         pid = prog.program_id if prog else None
         if prog is not None:
-            self.admission.ensure_program(worker, prog.program_id, prog.remaining_units,
-                                          prog.config.algorithm, prog.deadline_at)  # fmt: skip
+            self.admission.ensure_program(
+                worker,
+                prog.program_id,
+                prog.remaining_units,
+                prog.config.algorithm,
+                prog.deadline_at,
+            )
         max_new = _max_new_tokens(body)
         priority = await self.admission.acquire(worker, uuid.uuid4().hex, pid, max_new)
         entry: InFlight | None = None
@@ -142,8 +151,14 @@ class Router:
             if not released:
                 self._finish_request(worker, prog, entry, None, body)
 
-    def _finish_request(self, worker: Worker, prog: Program | None, entry: InFlight | None,
-                        meta: dict[str, Any] | None, body: dict[str, Any]) -> None:  # fmt: skip
+    def _finish_request(
+        self,
+        worker: Worker,
+        prog: Program | None,
+        entry: InFlight | None,
+        meta: dict[str, Any] | None,
+        body: dict[str, Any],
+    ) -> None:
         self.admission.release(worker)
         if prog is not None and entry is not None:
             self.programs.end(prog, entry, meta)
@@ -225,8 +240,9 @@ class Router:
                 self.admission.reserve(prog.program_id, 0)
             return await self._apply(prog, report, decision)
 
-    async def _apply(self, prog: Program, report: Report,
-                     decision: Decision) -> tuple[Decision, int]:  # fmt: skip
+    async def _apply(
+        self, prog: Program, report: Report, decision: Decision
+    ) -> tuple[Decision, int]:
         # The scheduler learns the program's own tokens per knob unit (SJF) and its pace (the
         # deadline order and stop) from what it generated since its last report.
         units = max(0, report.step - prog.step)
@@ -272,8 +288,9 @@ class Router:
 
     async def abort_program(self, prog: Program, cause: str) -> int:
         """Abort every in-flight and waiting request of a program in the workers now."""
-        error = conflict(f"program {prog.program_id} was stopped ({prog.exit_reason})",
-                         "program_stopped")  # fmt: skip
+        error = conflict(
+            f"program {prog.program_id} was stopped ({prog.exit_reason})", "program_stopped"
+        )
         self.admission.fail_program(prog.program_id, error)
         aborted = await self._abort_entries(self.programs.rids_to_abort(prog), cause)
         self.admission.forget_program(prog.program_id)
@@ -299,16 +316,23 @@ class Router:
             raise unavailable("no healthy SGLang worker")
         rid = body.get("rid")
         if not isinstance(rid, str):
-            return await self.forwarder.fan_out(self.pool.healthy(), "POST", "/abort_request",
-                                                orjson.dumps(body))  # fmt: skip
+            return await self.forwarder.fan_out(
+                self.pool.healthy(), "POST", "/abort_request", orjson.dumps(body)
+            )
         targets = self._abort_targets(rid)
         if not targets:
             raise not_found(f"no request in flight with rid {rid!r}")
-        return list(await asyncio.gather(*(
-            self.forwarder.request(worker, "POST", "/abort_request",
-                                   orjson.dumps({**body, "rid": worker_rid}))
-            for worker, worker_rid in targets
-        ), return_exceptions=True))  # fmt: skip
+        return list(
+            await asyncio.gather(
+                *(
+                    self.forwarder.request(
+                        worker, "POST", "/abort_request", orjson.dumps({**body, "rid": worker_rid})
+                    )
+                    for worker, worker_rid in targets
+                ),
+                return_exceptions=True,
+            )
+        )
 
     def _abort_targets(self, rid: str) -> list[tuple[Worker, str]]:
         plain = self._plain_rids.get(rid)
@@ -317,9 +341,11 @@ class Router:
         prog = self.programs.find(rid.split(RID_SEP)[0])
         if prog is None:
             return []
-        named = [e for e in prog.inflight.values()
-                 if rid in (e.rid, e.client_rid, prog.program_id)
-                 or e.rid.startswith(rid + RID_SEP)]  # fmt: skip
+        named = [
+            e
+            for e in prog.inflight.values()
+            if rid in (e.rid, e.client_rid, prog.program_id) or e.rid.startswith(rid + RID_SEP)
+        ]
         return [(self.pool.workers[e.worker], e.rid) for e in named]
 
 

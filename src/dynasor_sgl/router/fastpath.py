@@ -75,8 +75,13 @@ class GenerateFastPath:
             return
         if isinstance(result, Reply):
             headers = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
-            await send({"type": "http.response.start", "status": result.status,
-                        "headers": headers or _JSON})  # fmt: skip
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": result.status,
+                    "headers": headers or _JSON,
+                }
+            )
             await send({"type": "http.response.body", "body": result.body})
             return
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})

@@ -22,8 +22,15 @@ from dynasor_sgl.router.pool import Worker
 logger = logging.getLogger(__name__)
 
 # Headers that describe one hop of the connection, not the payload.
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server",
-                "date", "content-encoding"}  # fmt: skip
+_HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "server",
+    "date",
+    "content-encoding",
+}
 
 
 class WorkerFailed(Exception):
@@ -75,19 +82,21 @@ class Forwarder:
                 timeout=self.timeout,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # workers set no cookies; skip the jar
-            )  # fmt: skip
+            )
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, worker: Worker, method: str, path: str,
-                      body: bytes | None = None) -> Reply:  # fmt: skip
+    async def request(
+        self, worker: Worker, method: str, path: str, body: bytes | None = None
+    ) -> Reply:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
-            async with self.session.request(method, self._url(worker, path), data=body,
-                                            headers=headers) as resp:  # fmt: skip
+            async with self.session.request(
+                method, self._url(worker, path), data=body, headers=headers
+            ) as resp:
                 data = await resp.read()
                 return Reply(resp.status, data, _headers(resp))
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -120,14 +129,14 @@ class Forwarder:
 
     async def abort(self, worker: Worker, rid: str) -> bool:
         try:
-            reply = await self.request(worker, "POST", "/abort_request",
-                                       orjson.dumps({"rid": rid}))  # fmt: skip
+            reply = await self.request(worker, "POST", "/abort_request", orjson.dumps({"rid": rid}))
         except (WorkerFailed, ApiError) as exc:
             logger.warning("abort of %s on worker %d failed: %s", rid, worker.index, exc)
             return False
         return reply.status == 200
 
-    async def fan_out(self, workers: list[Worker], method: str, path: str,
-                      body: bytes | None = None) -> list[Reply | BaseException]:  # fmt: skip
+    async def fan_out(
+        self, workers: list[Worker], method: str, path: str, body: bytes | None = None
+    ) -> list[Reply | BaseException]:
         coros = [self.request(w, method, path, body) for w in workers]
         return list(await asyncio.gather(*coros, return_exceptions=True))

@@ -20,44 +20,68 @@ disable_created_metrics()  # the *_created series only clutter a scrape
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("dynasor_requests", "Requests answered by the router",
-                                ["endpoint", "status"], registry=r)  # fmt: skip
-        self.programs_registered = Counter("dynasor_programs_registered",
-                                           "Programs registered", registry=r)  # fmt: skip
-        self.programs_active = Gauge("dynasor_programs_active", "Programs running", registry=r)
-        self.programs_ended = Counter("dynasor_programs_ended",
-                                      "Programs stopped or finished, by exit reason",
-                                      ["exit_reason"], registry=r)  # fmt: skip
-        self.programs_abandoned = Counter("dynasor_programs_abandoned",
-                                          "Programs ended idle past the TTL (client gone)",
-                                          registry=r)  # fmt: skip
-        self.health_errors = Counter("dynasor_health_check_errors",
-                                     "Health-check rounds that failed unexpectedly",
-                                     registry=r)  # fmt: skip
-        self.undecided = Gauge("dynasor_equivalence_undecided",
-                               "Answer comparisons math-verify could not decide (timeouts); "
-                               "compared as text instead", registry=r)  # fmt: skip
-        self.undecided.set_function(answers.undecided)
-        self.tokens = Counter("dynasor_tokens", "Tokens of program requests, by kind",
-                              ["kind"], registry=r)  # fmt: skip
-        self.tokens_saved = Counter("dynasor_tokens_saved",
-                                    "Estimated tokens not generated thanks to early exit",
-                                    registry=r)  # fmt: skip
-        self.aborts = Counter("dynasor_aborts", "Requests aborted in the workers, by cause",
-                              ["cause"], registry=r)  # fmt: skip
-        self.decisions = Counter("dynasor_decisions", "Policy decisions, by action",
-                                 ["action"], registry=r)  # fmt: skip
-        self.queue_length = Gauge("dynasor_queue_length", "Requests waiting for admission",
-                                  registry=r)  # fmt: skip
-        self.worker_inflight = Gauge("dynasor_worker_inflight", "Requests in flight per worker",
-                                     ["worker"], registry=r)  # fmt: skip
-        self.worker_healthy = Gauge("dynasor_worker_healthy", "1 when the worker is healthy",
-                                    ["worker"], registry=r)  # fmt: skip
-        self.certaindex_at_exit = Histogram(
-            "dynasor_certaindex_at_exit", "Last certaindex reading of each ended program",
-            ["signal"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+        self.requests = Counter(
+            "dynasor_requests",
+            "Requests answered by the router",
+            ["endpoint", "status"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.programs_registered = Counter(
+            "dynasor_programs_registered", "Programs registered", registry=r
+        )
+        self.programs_active = Gauge("dynasor_programs_active", "Programs running", registry=r)
+        self.programs_ended = Counter(
+            "dynasor_programs_ended",
+            "Programs stopped or finished, by exit reason",
+            ["exit_reason"],
+            registry=r,
+        )
+        self.programs_abandoned = Counter(
+            "dynasor_programs_abandoned",
+            "Programs ended idle past the TTL (client gone)",
+            registry=r,
+        )
+        self.health_errors = Counter(
+            "dynasor_health_check_errors",
+            "Health-check rounds that failed unexpectedly",
+            registry=r,
+        )
+        self.undecided = Gauge(
+            "dynasor_equivalence_undecided",
+            "Answer comparisons math-verify could not decide (timeouts); compared as text instead",
+            registry=r,
+        )
+        self.undecided.set_function(answers.undecided)
+        self.tokens = Counter(
+            "dynasor_tokens", "Tokens of program requests, by kind", ["kind"], registry=r
+        )
+        self.tokens_saved = Counter(
+            "dynasor_tokens_saved",
+            "Estimated tokens not generated thanks to early exit",
+            registry=r,
+        )
+        self.aborts = Counter(
+            "dynasor_aborts", "Requests aborted in the workers, by cause", ["cause"], registry=r
+        )
+        self.decisions = Counter(
+            "dynasor_decisions", "Policy decisions, by action", ["action"], registry=r
+        )
+        self.queue_length = Gauge(
+            "dynasor_queue_length", "Requests waiting for admission", registry=r
+        )
+        self.worker_inflight = Gauge(
+            "dynasor_worker_inflight", "Requests in flight per worker", ["worker"], registry=r
+        )
+        self.worker_healthy = Gauge(
+            "dynasor_worker_healthy", "1 when the worker is healthy", ["worker"], registry=r
+        )
+        self.certaindex_at_exit = Histogram(
+            "dynasor_certaindex_at_exit",
+            "Last certaindex reading of each ended program",
+            ["signal"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r,
+        )
 
     def program_ended(self, prog: Program) -> None:
         self.programs_ended.labels(prog.exit_reason or "unknown").inc()

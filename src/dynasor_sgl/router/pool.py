@@ -88,8 +88,12 @@ class WorkerPool:
         if current is not None and current.healthy and target.load >= current.load:
             return current  # nowhere better to spill to
         if current is not None:
-            logger.info("program %s moves from worker %d to worker %d", program_id,
-                        current.index, target.index)  # fmt: skip
+            logger.info(
+                "program %s moves from worker %d to worker %d",
+                program_id,
+                current.index,
+                target.index,
+            )
             current.programs.discard(program_id)
         self._pins[program_id] = target.index
         target.programs.add(program_id)

@@ -146,8 +146,11 @@ class ProgramTable:
     def idle(self, ttl_s: float) -> list[Program]:
         """Running programs with nothing in flight and no activity for `ttl_s` seconds."""
         cutoff = self.clock() - ttl_s
-        return [p for p in self._programs.values()
-                if p.status == "running" and not p.inflight and p.last_active < cutoff]  # fmt: skip
+        return [
+            p
+            for p in self._programs.values()
+            if p.status == "running" and not p.inflight and p.last_active < cutoff
+        ]
 
     def __len__(self) -> int:
         return len(self._programs)
@@ -158,8 +161,9 @@ class ProgramTable:
     def all(self) -> list[Program]:
         return list(self._programs.values())
 
-    def register(self, config: PolicyConfig, program_id: str | None = None,
-                 deadline_s: float | None = None) -> Program:  # fmt: skip
+    def register(
+        self, config: PolicyConfig, program_id: str | None = None, deadline_s: float | None = None
+    ) -> Program:
         pid = program_id or uuid.uuid4().hex[:16]
         if not PROGRAM_ID_RE.fullmatch(pid):
             raise bad_request("program_id must be 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -167,8 +171,9 @@ class ProgramTable:
             raise conflict(f"program {pid} already exists")
         self._evict()
         now = self.clock()
-        prog = Program(pid, ProgramPolicy(config), now, deadline_s, last_active=now,
-                       clock=self.clock)
+        prog = Program(
+            pid, ProgramPolicy(config), now, deadline_s, last_active=now, clock=self.clock
+        )
         prog.grant = prog.policy.initial_grant
         self._programs[pid] = prog
         logger.info("program %s registered (%s, cap %d)", pid, config.algorithm, config.cap)
@@ -179,8 +184,9 @@ class ProgramTable:
             return
         done = [p for p in self._programs.values() if p.status != "running"]
         if not done:
-            raise ApiError(429, f"too many running programs (limit {self.max_programs})",
-                           "too_many_programs")  # fmt: skip
+            raise ApiError(
+                429, f"too many running programs (limit {self.max_programs})", "too_many_programs"
+            )
         oldest = min(done, key=lambda p: p.finished_at or p.created)
         del self._programs[oldest.program_id]
 
@@ -207,14 +213,23 @@ class ProgramTable:
             raise bad_request("branch must be 1-64 characters of A-Z a-z 0-9 _ . -")
         if prog.status != "running":
             reason = f" ({prog.exit_reason})" if prog.exit_reason else ""
-            raise conflict(f"program {prog.program_id} is {prog.status}{reason}; "
-                           "no new requests are accepted", "program_stopped")  # fmt: skip
+            raise conflict(
+                f"program {prog.program_id} is {prog.status}{reason}; no new requests are accepted",
+                "program_stopped",
+            )
         if branch in prog.trimmed:
-            raise conflict(f"branch {branch} of program {prog.program_id} was trimmed",
-                           "branch_trimmed")  # fmt: skip
+            raise conflict(
+                f"branch {branch} of program {prog.program_id} was trimmed", "branch_trimmed"
+            )
 
-    def start(self, prog: Program, branch: str, worker: int, max_new_tokens: int,
-              client_rid: str | None = None) -> InFlight:  # fmt: skip
+    def start(
+        self,
+        prog: Program,
+        branch: str,
+        worker: int,
+        max_new_tokens: int,
+        client_rid: str | None = None,
+    ) -> InFlight:
         entry = InFlight(prog.new_rid(branch), branch, worker, max_new_tokens, client_rid)
         prog.inflight[entry.rid] = entry
         prog.branches.add(branch)
@@ -237,8 +252,9 @@ class ProgramTable:
 
     def check_open(self, prog: Program) -> None:
         if prog.status != "running":
-            raise conflict(f"program {prog.program_id} is {prog.status}; reports are closed",
-                           "program_stopped")  # fmt: skip
+            raise conflict(
+                f"program {prog.program_id} is {prog.status}; reports are closed", "program_stopped"
+            )
 
     def apply(self, prog: Program, report: Report, decision: Decision) -> None:
         """Apply a policy decision to the table (not to the workers: the app aborts)."""
@@ -251,8 +267,13 @@ class ProgramTable:
         else:
             prog.grant = report.step + decision.grant
             prog.trimmed.update(decision.trim)
-        logger.info("program %s step %d: %s %s", prog.program_id, report.step,
-                    decision.action, decision.reason or "")  # fmt: skip
+        logger.info(
+            "program %s step %d: %s %s",
+            prog.program_id,
+            report.step,
+            decision.action,
+            decision.reason or "",
+        )
 
     def _stop(self, prog: Program, reason: str) -> None:
         prog.status, prog.exit_reason = "stopped", reason
@@ -268,8 +289,9 @@ class ProgramTable:
         if prog.status == "finished":
             raise conflict(f"program {prog.program_id} is already finished", "program_finished")
         if prog.status == "running":
-            prog.exit_reason = prog.exit_reason or ("cap" if prog.step >= prog.config.cap
-                                                    else "finished")  # fmt: skip
+            prog.exit_reason = prog.exit_reason or (
+                "cap" if prog.step >= prog.config.cap else "finished"
+            )
         prog.status = "finished"
         prog.finished_at = prog.finished_at or self.clock()
         prog.answer = answer

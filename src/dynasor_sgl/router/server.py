@@ -15,8 +15,13 @@ logger = logging.getLogger(__name__)
 def serve(config: RouterConfig, log_level: str = "info") -> None:
     """Blocks until the server is told to stop. uvicorn handles SIGINT and SIGTERM."""
     app = create_app(config)
-    logger.info("router on http://%s:%d in front of %s (%s scheduling)", config.host,
-                config.port, ", ".join(config.worker_urls), config.scheduling)  # fmt: skip
+    logger.info(
+        "router on http://%s:%d in front of %s (%s scheduling)",
+        config.host,
+        config.port,
+        ", ".join(config.worker_urls),
+        config.scheduling,
+    )
     uvicorn.run(
         app,
         host=config.host,

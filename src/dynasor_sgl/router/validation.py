@@ -46,7 +46,7 @@ def validate_generate(body: dict[str, Any]) -> None:
         isinstance(text, str)
         or (isinstance(text, list) and text and all(isinstance(t, str) for t in text))
     ):
-        raise bad_request("text must be a string or a non-empty list of strings")  # fmt: skip
+        raise bad_request("text must be a string or a non-empty list of strings")
     ids = body.get("input_ids")
     if has_ids and not _token_ids(ids):
         raise bad_request("input_ids must be a non-empty list of token ids (or of such lists)")
