@@ -66,6 +66,7 @@ class Report:
     top_logprobs: Sequence[Sequence[float]] = ()
     values: Mapping[str, float] = field(default_factory=dict)
     slack: int = 0
+    clusters: Sequence[Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.step < 0:
@@ -151,6 +152,9 @@ class ProgramPolicy:
         return self._stop
 
     def _clusters(self, report: Report) -> list[list[str]]:
+        if report.clusters is not None:
+            groups = [sorted(g) for g in report.clusters if g]
+            return sorted(groups, key=lambda g: (-len(g), g[0]))
         ids = sorted(report.answers)
         groups = _answers.cluster([report.answers[i] for i in ids])
         return [[ids[j] for j in group] for group in groups]

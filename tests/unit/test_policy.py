@@ -281,3 +281,17 @@ def test_a_small_cap_pulls_the_first_grant_and_detection_down() -> None:
     assert (config.cap, config.initial, config.detect_at) == (8, 4, 8)
     with pytest.raises(ValueError, match="detect_at=12 exceeds cap=8"):
         PolicyConfig.for_algorithm("beam", cap=8, detect_at=12)
+
+
+def test_injected_clusters_decide_like_clustering_the_answers() -> None:
+    """A caller that has the equivalence classes already (a simulator) gets the same decision
+    without math-verify."""
+    answers = {"a": "7", "b": "7.0", "c": "8", "d": "7", "e": r"\frac{14}{2}"}
+    clusters = [["a", "b", "d", "e"], ["c"]]
+    for config in (PolicyConfig.for_algorithm("sc"), PolicyConfig(rule="posterior")):
+        plain = ProgramPolicy(config).decide(Report(step=5, answers=answers))
+        given = ProgramPolicy(config).decide(Report(step=5, answers=answers, clusters=clusters))
+        assert plain == given
+    split = ProgramPolicy(PolicyConfig.for_algorithm("sc"))
+    d = split.decide(Report(step=5, answers=answers, clusters=[["a", "b"], ["c", "d"], ["e"]]))
+    assert d.action is Action.CONTINUE and d.values["entropy"] < 0.7

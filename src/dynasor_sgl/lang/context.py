@@ -14,14 +14,11 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dynasor_sgl.lang.client import RouterClient
 from dynasor_sgl.policy import PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.search import TokenKind, TokenUsage
-
-if TYPE_CHECKING:
-    from dynasor_sgl.lang.reward import RewardSource
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +62,13 @@ class Reporter(Protocol):
     def report(self, body: Mapping[str, Any]) -> Verdict: ...
 
 
+class RewardSource(Protocol):
+    """Scores states in [0, 1]; states are scored concurrently where the source can. The
+    sources live in `dynasor_sgl.lang.reward`; a context is given one when it is built."""
+
+    def score(self, states: Sequence[Any]) -> list[float]: ...
+
+
 class RouterReporter:
     """Decisions from the router, which also enforces them (aborts, 409s)."""
 
@@ -102,7 +106,13 @@ class ProgramContext:
     and the transport; empty when the worker does not report `e2e_latency`.
     """
 
-    def __init__(self, program_id: str, config: PolicyConfig, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        program_id: str,
+        config: PolicyConfig,
+        reporter: Reporter,
+        reward: RewardSource | None = None,
+    ) -> None:
         self.program_id = program_id
         self.config = config
         self.reporter = reporter
@@ -115,7 +125,7 @@ class ProgramContext:
         self.details: dict[str, Any] = {}
         self.errors: list[tuple[str, BaseException]] = []
         self.waits: list[float] = []
-        self.reward: RewardSource | None = None
+        self.reward = reward
         self._lock = threading.Lock()
         self._inflight = 0
         self._idle = threading.Condition(self._lock)

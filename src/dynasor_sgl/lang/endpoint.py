@@ -29,7 +29,7 @@ from sglang.lang.ir import SglSamplingParams
 from dynasor_sgl.lang.client import RouterClient, check
 from dynasor_sgl.lang.context import ProgramContext
 from dynasor_sgl.lang.errors import BackendError, ProgramStopped
-from dynasor_sgl.search import TokenKind
+from dynasor_sgl.lang.tags import branch_of, kind_of
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,6 @@ _LOGPROB_FIELDS = (
     "top_logprobs_num",
     "return_text_in_logprobs",
 )
-
-
-def branch_of(s: StreamExecutor) -> str:
-    return getattr(s, "dynasor_branch", None) or s.sid
-
-
-def kind_of(s: StreamExecutor) -> TokenKind:
-    kind: TokenKind = getattr(s, "dynasor_kind", None) or "reasoning"
-    return kind
 
 
 def chat_template_for(model_path: str, name: str | None = None) -> Any:

@@ -11,25 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import sglang as sgl
 from sglang.lang.interpreter import ProgramState
 
 from dynasor_sgl.lang.client import check
+from dynasor_sgl.lang.context import RewardSource
 from dynasor_sgl.lang.errors import BackendError
 from dynasor_sgl.lang.state import context, discard, meta, tag
 from dynasor_sgl.search import top_logprobs_by_text, yes_probability
 
+__all__ = ["RemoteJudge", "RewardSource", "SelfJudge"]
+
 JUDGE_PROMPT = "\n\nIs the solution above correct so far? Answer Yes or No.\nAnswer:"
 TOP_K = 20
-
-
-class RewardSource(Protocol):
-    """Scores states in [0, 1]; states are scored concurrently where the source can."""
-
-    def score(self, states: Sequence[ProgramState]) -> list[float]: ...
 
 
 def _p_yes(info: dict[str, Any]) -> float:

@@ -144,13 +144,14 @@ def run_program(
     function = _bind(spec, {**spec.params, **(params or {}), "question": question})
     if worker is not None and timeout_s is not None:
         raise ValueError("timeout_s needs a router to abort the program; a direct run has none")
+    source = reward or SelfJudge()
     if worker is not None:
         client = _client(worker, api_key)
-        ctx, url = _direct_context(spec, policy, program_id), f"{client.url}/generate"
+        ctx, url = _direct_context(spec, policy, program_id, source), f"{client.url}/generate"
     else:
         client = router if isinstance(router, RouterClient) else _client(router, api_key)
-        ctx, url = _registered_context(client, spec, policy, program_id, deadline_s), None
-    ctx.reward = reward or SelfJudge()
+        ctx = _registered_context(client, spec, policy, program_id, deadline_s, source)
+        url = None
     backend = DynasorEndpoint(client, ctx, _model_info(client), chat_template, url)
     outcome = _execute(function, backend, client, ctx, timeout_s)
     return _result(spec, ctx, client, question, outcome)
@@ -162,11 +163,13 @@ def _registered_context(
     policy: Mapping[str, Any] | None,
     program_id: str | None,
     deadline_s: float | None,
+    reward: RewardSource,
 ) -> ProgramContext:
     """Register the program at the router; its context, with the policy the router built."""
     info = client.register(spec.algorithm, policy, program_id, deadline_s)
     pid = str(info["program_id"])
-    return ProgramContext(pid, PolicyConfig.from_dict(info["config"]), RouterReporter(client, pid))
+    config = PolicyConfig.from_dict(info["config"])
+    return ProgramContext(pid, config, RouterReporter(client, pid), reward)
 
 
 def _execute(
@@ -208,12 +211,15 @@ def _execute(
 
 
 def _direct_context(
-    spec: ProgramSpec, policy: Mapping[str, Any] | None, program_id: str | None
+    spec: ProgramSpec,
+    policy: Mapping[str, Any] | None,
+    program_id: str | None,
+    reward: RewardSource,
 ) -> ProgramContext:
     """The context of a direct run: the policy the router would have built, decided here."""
     config = PolicyConfig.for_algorithm(spec.algorithm, **dict(policy or {}))
     pid = program_id or f"direct-{uuid.uuid4().hex[:12]}"
-    return ProgramContext(pid, config, LocalReporter(config))
+    return ProgramContext(pid, config, LocalReporter(config), reward)
 
 
 def _bind(spec: ProgramSpec, arguments: Mapping[str, Any]) -> SglFunction:

@@ -14,8 +14,9 @@ from typing import Any
 from sglang.lang.interpreter import ProgramState, StreamExecutor
 
 from dynasor_sgl.lang.context import ProgramContext
-from dynasor_sgl.lang.endpoint import DynasorEndpoint, branch_of
+from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BranchFailed
+from dynasor_sgl.lang.tags import branch_of, set_tag
 from dynasor_sgl.search import TokenKind
 
 _POLL_S = 0.05
@@ -42,11 +43,7 @@ def tag(state: ProgramState, branch: str | None = None, kind: TokenKind | None =
     branch: 1-64 characters of A-Z a-z 0-9 _ . - (the router's rule); forks do not inherit it.
     kind: "reasoning" (default), "probe" or "reward" for the token ledger.
     """
-    ex = _executor(state)
-    if branch is not None:
-        ex.dynasor_branch = branch
-    if kind is not None:
-        ex.dynasor_kind = kind
+    set_tag(_executor(state), branch, kind)
 
 
 def branch(state: ProgramState) -> str:
