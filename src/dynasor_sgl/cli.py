@@ -24,6 +24,7 @@ from dynasor_sgl.cli_run import configure_logging, run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
 from dynasor_sgl.policy_config import load_policy_file
+from dynasor_sgl.protocol import API_KEY_ENV
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.worker import WorkerProcess
 
@@ -76,11 +77,10 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--api-key",
-            envvar="DYNASOR_SGL_API_KEY",
+            envvar=API_KEY_ENV,
             default=None,
             show_default=False,
-            help="Require 'Authorization: Bearer KEY' on every router route "
-            "[env: DYNASOR_SGL_API_KEY].",
+            help=f"Require 'Authorization: Bearer KEY' on every router route [env: {API_KEY_ENV}].",
         ),
         click.option(
             "--policy",

@@ -18,6 +18,7 @@ import click
 
 from dynasor_sgl.config import DEFAULT_ROUTER_URL
 from dynasor_sgl.policy_config import PolicyConfig, load_policy_file
+from dynasor_sgl.protocol import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +150,10 @@ def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--api-key",
-            envvar="DYNASOR_SGL_API_KEY",
+            envvar=API_KEY_ENV,
             default=None,
             show_default=False,
-            help="Router API key [env: DYNASOR_SGL_API_KEY].",
+            help=f"Router API key [env: {API_KEY_ENV}].",
         ),
         click.option(
             "--log-level",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dynasor_sgl.config import LaunchConfig
 from dynasor_sgl.model import cache_dir, ensure_embedded_model, validate_model_path
+from dynasor_sgl.protocol import API_KEY_ENV
 from dynasor_sgl.worker import (
     WorkerProcess,
     WorkerStartError,
@@ -133,7 +134,7 @@ def run_cluster(
             cmd = router_command(cfg, user_port, cluster.worker_urls)
             env = worker_env("router")
             if cfg.api_key:
-                env["DYNASOR_SGL_API_KEY"] = cfg.api_key
+                env[API_KEY_ENV] = cfg.api_key
             log = log_dir / "router.log"
             cluster.router = WorkerProcess.start(0, cmd, env, cfg.host, user_port, log, "router")
             _await(cluster.router, cfg, stop, on_ready, started)

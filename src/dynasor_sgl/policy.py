@@ -153,8 +153,8 @@ class ProgramPolicy:
 
     def _clusters(self, report: Report) -> list[list[str]]:
         if report.clusters is not None:
-            groups = [sorted(g) for g in report.clusters if g]
-            return sorted(groups, key=lambda g: (-len(g), g[0]))
+            given = [sorted(g) for g in report.clusters if g]
+            return sorted(given, key=lambda g: (-len(g), g[0]))
         ids = sorted(report.answers)
         groups = _answers.cluster([report.answers[i] for i in ids])
         return [[ids[j] for j in group] for group in groups]

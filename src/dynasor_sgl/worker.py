@@ -23,6 +23,7 @@ import httpx
 import psutil
 
 from dynasor_sgl.config import LaunchConfig
+from dynasor_sgl.protocol import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ class WorkerProcess:
     def healthy(self, timeout: float = 2.0) -> bool:
         """True once the worker finished loading and warm-up (/health answers 200)."""
         try:
-            key = self.env.get("DYNASOR_SGL_API_KEY")
+            key = self.env.get(API_KEY_ENV)
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             resp = httpx.get(f"{self.url}/health", headers=headers, timeout=timeout)
             return resp.status_code == 200

@@ -15,11 +15,11 @@ import httpx
 
 from dynasor_sgl.config import DEFAULT_ROUTER_URL
 from dynasor_sgl.lang.errors import BackendError
+from dynasor_sgl.protocol import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROUTER = DEFAULT_ROUTER_URL
-API_KEY_ENV = "DYNASOR_SGL_API_KEY"
 
 
 def _timeout(read: float | None) -> httpx.Timeout:

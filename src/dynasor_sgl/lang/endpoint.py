@@ -30,10 +30,10 @@ from dynasor_sgl.lang.client import RouterClient, check
 from dynasor_sgl.lang.context import ProgramContext
 from dynasor_sgl.lang.errors import BackendError, ProgramStopped
 from dynasor_sgl.lang.tags import branch_of, kind_of
+from dynasor_sgl.protocol import BRANCH_HEADER
 
 logger = logging.getLogger(__name__)
 
-BRANCH_HEADER = "X-Dynasor-Branch"
 _LOGPROB_FIELDS = (
     "return_logprob",
     "logprob_start_len",

@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dynasor_sgl import protocol
 from dynasor_sgl.router.core import Router, parse_body
 from dynasor_sgl.router.errors import ApiError, bad_request
 from dynasor_sgl.router.forward import Reply
@@ -17,7 +18,7 @@ from dynasor_sgl.router.middleware import send_error
 from dynasor_sgl.router.programs import Program
 from dynasor_sgl.router.validation import is_batch, validate_generate
 
-BRANCH_HEADER = "x-dynasor-branch"
+BRANCH_HEADER = protocol.BRANCH_HEADER.lower()  # as ASGI hands headers over
 _PROGRAM_PATH = re.compile(r"/programs/([^/]+)/generate")
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynasor_sgl.policy import Action, Decision, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.protocol import RID_SEP
 from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
 
 logger = logging.getLogger(__name__)
 
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-RID_SEP = "::"
 # Stops that count as early exit in the saving estimate (a client's abort or a reaped program
 # saved nothing by the policy's doing).
 POLICY_STOPS = frozenset({"threshold", "posterior", "deadline"})

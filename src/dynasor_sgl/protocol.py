@@ -1,0 +1,14 @@
+"""Names on the wire, shared by the router and its clients: one copy of each.
+
+Knows nothing else; every module that speaks to or for the router imports these from here.
+"""
+
+from __future__ import annotations
+
+# The header that names the branch of a program's request (HTTP headers are case-insensitive;
+# ASGI hands them over in lower case).
+BRANCH_HEADER = "X-Dynasor-Branch"
+# The environment variable that holds the router's API key, for the server and its clients.
+API_KEY_ENV = "DYNASOR_SGL_API_KEY"
+# The separator in request ids: `<program>::<branch>::<n>`.
+RID_SEP = "::"
