@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check $(FIND_LINKS)
 STAMP := $(VENV)/.setup-cpu
 ARGS ?=
 
-.PHONY: setup setup-gpu run test test-unit lint bench clean
+.PHONY: setup setup-gpu run test test-unit test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test: setup
 
 test-unit: setup
 	$(BIN)/pytest -m "not e2e" $(ARGS)
+
+# The pure layer: policy, scheduling, certaindex, answers, calibration; no sockets, seconds.
+test-fast: setup
+	$(BIN)/pytest -m "not e2e and not io" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests programs bench

@@ -16,7 +16,7 @@ from fake_worker import FakeWorker, LoopThread
 from dynasor_sgl.cli import main
 from dynasor_sgl.online.plots import FIGURES
 
-pytestmark = pytest.mark.filterwarnings("ignore:Error in stream_executor")
+pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
 
 
 @pytest.fixture(scope="module")

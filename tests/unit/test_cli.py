@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from dynasor_sgl.cli import main
+
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 
 
 def test_help_lists_launch_options() -> None:

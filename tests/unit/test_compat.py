@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dynasor_sgl.compat import PTH_NAME, SHIM_MODULE, install_torchvision_shim, torch_is_cpu_build
+
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 
 
 def test_install_writes_module_and_pth(tmp_path: Path) -> None:
@@ -16,8 +20,10 @@ def test_install_writes_module_and_pth(tmp_path: Path) -> None:
     assert install_torchvision_shim(tmp_path, force=True)  # idempotent
 
 
+@pytest.mark.skipif(
+    not torch_is_cpu_build(), reason="a GPU set-up (make setup-gpu): torchvision needs no hook"
+)
 def test_torchvision_imports_next_to_cpu_torch() -> None:
-    assert torch_is_cpu_build(), "the CPU set-up installs the CPU build of torch"
     code = (
         "import torchvision, torch; "
         "print(len(torch._C._jit_get_schemas_for_operator('torchvision::nms')))"

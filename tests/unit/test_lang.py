@@ -23,7 +23,7 @@ from router_harness import LONG, POLICY
 from dynasor_sgl import lang as dl
 from dynasor_sgl.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore:Error in stream_executor")
+pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
 
 QUESTION = "alpha beta gamma"  # 3 prompt tokens at the fake worker
 PROMPT = len(QUESTION.split())

@@ -20,6 +20,8 @@ from dynasor_sgl import lang as dl
 from dynasor_sgl.lang.context import LocalReporter, ProgramContext
 from dynasor_sgl.policy_config import PolicyConfig
 
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
+
 QUESTION = "alpha beta gamma"
 
 

@@ -11,6 +11,8 @@ import pytest
 from dynasor_sgl import model
 from dynasor_sgl.model import ModelError, ensure_embedded_model, validate_model_path
 
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
+
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

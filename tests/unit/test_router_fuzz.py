@@ -26,6 +26,8 @@ from router_harness import routed
 
 from dynasor_sgl.policy_config import ALGORITHMS, SIGNALS, PolicyConfig
 
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
+
 EXAMPLES = 1000
 MAX_PROGRAMS = 100
 JSON = {"Content-Type": "application/json"}

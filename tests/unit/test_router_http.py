@@ -23,6 +23,8 @@ from router_harness import (
     sse_events,
 )
 
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
+
 # -- the SGLang surface --------------------------------------------------------------------
 
 

@@ -22,6 +22,8 @@ from router_harness import (
     sse_events,
 )
 
+pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
+
 
 def test_stop_aborts_every_inflight_request_of_the_program_and_refuses_new_ones() -> None:
     async def scenario() -> None:
