@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from dynasor_sgl.config import LaunchConfig
@@ -48,3 +50,23 @@ def router_url(request: pytest.FixtureRequest) -> str:
     cluster: Cluster = request.getfixturevalue("cluster")
     assert cluster.router is not None
     return cluster.url
+
+
+@pytest.fixture(autouse=True)
+def _whole_cluster(request: pytest.FixtureRequest) -> None:
+    """Every test on the shared cluster starts with all its workers up: the worker-crash test
+    restarts the worker it kills, and this checks it did (a test never inherits a half cluster)."""
+    uses = {"cluster", "router_url", "worker_url"} & set(request.fixturenames)
+    if not uses or os.environ.get(ROUTER_ENV):
+        return
+    cluster: Cluster = request.getfixturevalue("cluster")
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            healthy = httpx.get(f"{cluster.url}/health", timeout=10).json().get("healthy_workers")
+        except (httpx.HTTPError, ValueError):
+            healthy = None
+        if healthy == len(cluster.workers):
+            return
+        assert time.monotonic() < deadline, f"the shared cluster is not whole: {healthy} healthy"
+        time.sleep(0.5)
