@@ -267,7 +267,9 @@ def sc_records() -> list[dict[str, Any]]:
 
 SC_META = {
     **META,
-    "program": "self-consistency",
+    "program": "my-own-vote",  # any SC program: replay is decided by the algorithm
+    "algorithm": "sc",
+    "modes": {"dynasor": "replay"},
     "policy": {"cap": 5},
     "dynasor_thresholds": {"entropy": 0.7},
 }
@@ -364,3 +366,13 @@ def test_calibrate_needs_baseline_records(tmp_path: Path) -> None:
     path = write_results(tmp_path / "r.jsonl", rows)
     with pytest.raises(ValueError, match=r"r.jsonl has no full-budget self-consistency runs"):
         calibrate_results(path, margin=0.0)
+
+
+def test_replay_is_decided_by_the_algorithm_not_the_programs_name() -> None:
+    from dynasor_sgl.eval.runner import EvalSpec
+
+    mine = EvalSpec("mymod:VOTE", "sc", policy={"cap": 5})
+    assert mine.replayed and mine.policies() == ("baseline", "dynasor", "oracle")
+    assert mine.baseline_policy()["initial"] == 5  # every sample drawn at once
+    cot = EvalSpec("cot-probe", "cot")
+    assert not cot.replayed and cot.policies() == ("baseline", "dynasor")

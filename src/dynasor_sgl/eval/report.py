@@ -97,7 +97,7 @@ def summarize(
     if "dynasor" in stats:
         lo, hi = stats["baseline"]["ci95"]
         summary["dynasor_accuracy_within_baseline_ci"] = lo <= stats["dynasor"]["accuracy"] <= hi
-    if meta.get("program") == "self-consistency" and complete:
+    if meta.get("modes", {}).get("dynasor") == "replay" and complete:
         summary["curves"] = curves([rs["baseline"] for rs in complete.values()], meta)
         summary["certaindex_at_detection"] = detection_values(
             [rs["dynasor"] for rs in complete.values()]

@@ -27,7 +27,10 @@ from dynasor_sgl.policy_config import PolicyConfig
 logger = logging.getLogger(__name__)
 
 CHECKER = "math-verify via dynasor_sgl.answers.equivalent"
-REPLAYED = "self-consistency"
+# Self-consistency's samples are exchangeable, so its policies are replayed over one
+# full-budget run: any program of this algorithm whose result's details record every sample's
+# answer and tokens (`answers`, `sample_tokens`, as the shipped one does).
+REPLAYED_ALGORITHM = "sc"
 INCOMPLETE = ("aborted", "timeout")
 
 
@@ -45,6 +48,12 @@ class EvalSpec:
     timeout_s: float | None = None
     deadline_s: float | None = None
 
+    @property
+    def replayed(self) -> bool:
+        """Whether Dynasor and the oracle are replayed over the baseline's samples (decided by
+        the algorithm, not the program's name, so a user's own SC program is replayed too)."""
+        return self.algorithm == REPLAYED_ALGORITHM
+
     def dynasor_config(self) -> PolicyConfig:
         return PolicyConfig.for_algorithm(self.algorithm, **self.policy)
 
@@ -52,12 +61,12 @@ class EvalSpec:
         """Every program runs to its cap: certaindex is read only at the cap."""
         cap = self.dynasor_config().cap
         live = {"cap": cap, "detect_at": cap, "detect_every": 0}
-        if self.program == REPLAYED:  # draw every sample at once
+        if self.replayed:  # draw every sample at once
             live.update(initial=cap, step=cap)
         return {**self.policy, **live}
 
     def policies(self) -> tuple[str, ...]:
-        extra = ("dynasor", "oracle") if self.program == REPLAYED else ("dynasor",)
+        extra = ("dynasor", "oracle") if self.replayed else ("dynasor",)
         return ("baseline", *extra)
 
 
@@ -180,14 +189,14 @@ class Evaluation:
             return []
         records: list[dict[str, Any]] = []
         live = [("baseline", spec.baseline_policy())]
-        if spec.program != REPLAYED:
+        if not spec.replayed:
             live.insert(0, ("dynasor", dict(spec.policy)))
         for policy, overrides in live:
             if (item.id, policy) in self.results.done:
                 records.append(self.results.done[(item.id, policy)])
             elif not self.stopping.is_set():
                 records.append(self._live_record(item, policy, overrides))
-        if spec.program == REPLAYED and records:
+        if spec.replayed and records:
             records += self._replayed(item, records[0])
         fresh = [r for r in records if not self.results.has(r["question_id"], r["policy"])]
         self.results.append(fresh)

@@ -21,7 +21,7 @@ from dynasor_sgl.eval import plots
 from dynasor_sgl.eval.datasets import Fields, load_dataset
 from dynasor_sgl.eval.report import markdown, summarize
 from dynasor_sgl.eval.results import ResultsFile, read_records
-from dynasor_sgl.eval.runner import CHECKER, REPLAYED, EvalSpec, Evaluation
+from dynasor_sgl.eval.runner import CHECKER, EvalSpec, Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]
     spec = run.spec
     meta = {
         "program": spec.program,
+        "algorithm": spec.algorithm,
         "dataset": run.dataset,
         "checker": CHECKER,
         "router": run.router,
@@ -124,7 +125,7 @@ def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]
         "params": dict(spec.params),
         "modes": {
             "baseline": "live",
-            "dynasor": "replay" if spec.program == REPLAYED else "live",
+            "dynasor": "replay" if spec.replayed else "live",
             "oracle": "replay",
         },
     }
