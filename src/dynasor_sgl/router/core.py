@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from dynasor_sgl.deadlines import deadline_stop
 from dynasor_sgl.policy import Action, Decision, Report
 from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
@@ -29,6 +28,7 @@ from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.router.programs import RID_SEP, InFlight, Program, ProgramTable
 from dynasor_sgl.scheduling.admission import slots_per_unit
+from dynasor_sgl.scheduling.reports import Progress, settle, slack_units
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -217,8 +217,7 @@ class Router:
         worker = self.pool.pinned(prog.program_id) or self.pool.least_loaded()
         if worker is None:
             return 0
-        per_unit = slots_per_unit(prog.config.algorithm)
-        return self.admission.slack(worker) // per_unit if per_unit else 0
+        return slack_units(self.admission.queue, worker.index, prog.config.algorithm)
 
     async def report(
         self, prog: Program, report: Report, auto_slack: bool = False
@@ -245,14 +244,24 @@ class Router:
     ) -> tuple[Decision, int]:
         # The scheduler learns the program's own tokens per knob unit (SJF) and its pace (the
         # deadline order and stop) from what it generated since its last report.
-        units = max(0, report.step - prog.step)
-        tokens = max(0, prog.completion_tokens - prog.tokens_at_report)
+        progress = Progress(
+            prog.program_id,
+            prog.config.algorithm,
+            prog.config.cap,
+            prog.step,
+            report.step,
+            prog.completion_tokens - prog.tokens_at_report,
+            prog.deadline_at,
+        )
         prog.tokens_at_report = prog.completion_tokens
-        remaining = max(0, prog.config.cap - report.step)
-        self.admission.on_report(prog.program_id, tokens, units, remaining)
-        if self.config.deadline_stop and prog.deadline_at is not None:
-            pace = self.admission.predicted_time(prog.program_id, decision.grant)
-            decision = deadline_stop(decision, self.programs.clock(), prog.deadline_at, pace)
+        settled = settle(
+            self.admission.queue,
+            progress,
+            decision,
+            self.admission.clock(),
+            self.config.deadline_stop,
+        )
+        decision = settled.decision
         self.programs.apply(prog, report, decision)
         self.metrics.decisions.labels(str(decision.action)).inc()
         aborted = 0
@@ -261,9 +270,8 @@ class Router:
             self.metrics.program_ended(prog)
             self._settle(prog)
         else:
-            if decision.expand:
-                slots = decision.expand * slots_per_unit(prog.config.algorithm)
-                self.admission.reserve(prog.program_id, slots)
+            if settled.reserve_slots:
+                self.admission.reserve(prog.program_id, settled.reserve_slots)
             if decision.trim:
                 entries = self.programs.rids_to_abort(prog, set(decision.trim))
                 aborted = await self._abort_entries(entries, "trim")

@@ -1,0 +1,112 @@
+"""Engine profiles: how long one engine step takes, and the engine's limits, as a JSON file.
+
+A step runs one decode token for each of B running requests plus P prompt tokens of prefill;
+it takes `step_s(B, P) = base_s + per_request_s·B + per_prefill_token_s·P`, a linear model
+fitted by least squares (`fit_step_model`) to measured (B, P, seconds) points. Every profile
+names where each number comes from (`source`): a measurement on a real worker, a published
+figure, or a provisional guess. Pure except `load_profile` / `save_profile`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One engine (an SGLang worker on one device) as the simulator models it.
+
+    name: a label. base_s / per_request_s / per_prefill_token_s: the step-time model above (s).
+    kv_tokens: KV pool size in tokens (SGLang's --max-total-tokens). prefill_budget: prompt
+    tokens prefilled per step at most (--chunked-prefill-size). max_running: requests running
+    at once at most (--max-running-requests). request_overhead_s: seconds each request spends
+    outside the engine (client, HTTP, router) on its way in and out. source: for each number,
+    where it comes from.
+    """
+
+    name: str
+    base_s: float
+    per_request_s: float
+    per_prefill_token_s: float
+    kv_tokens: int = 65536
+    prefill_budget: int = 8192
+    max_running: int = 4096
+    request_overhead_s: float = 0.0
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("base_s", "per_request_s", "per_prefill_token_s", "request_overhead_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.base_s + self.per_request_s <= 0:
+            raise ValueError("a decode step must take time: base_s + per_request_s > 0")
+        for name in ("kv_tokens", "prefill_budget", "max_running"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+    def step_s(self, batch: int, prefill_tokens: int) -> float:
+        """Seconds of one step decoding `batch` requests and prefilling `prefill_tokens`."""
+        return self.base_s + self.per_request_s * batch + self.per_prefill_token_s * prefill_tokens
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        """A profile from plain data; unknown keys are a ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown profile keys: {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["source"] = dict(self.source)
+        return data
+
+
+def fit_step_model(points: Sequence[tuple[int, int, float]]) -> tuple[float, float, float]:
+    """Least-squares (base_s, per_request_s, per_prefill_token_s) for (B, P, seconds) points.
+
+    Coefficients are clipped at 0 (a negative cost is noise); columns with no variation (e.g.
+    no prefill measured: P all 0) get 0 and are left out of the fit. Needs >= 1 point.
+    """
+    if not points:
+        raise ValueError("fitting a step model needs at least one point")
+    x = np.array([[1.0, b, p] for b, p, _ in points])
+    y = np.array([t for _, _, t in points])
+    used = [0] + [j for j in (1, 2) if np.ptp(x[:, j]) > 0]
+    coef, *_ = np.linalg.lstsq(x[:, used], y, rcond=None)
+    out = [0.0, 0.0, 0.0]
+    for j, c in zip(used, coef, strict=True):
+        out[j] = max(0.0, float(c))
+    return out[0], out[1], out[2]
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A profile file; a missing file, bad JSON or a bad value is a ValueError naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read profile {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path}: expected a JSON object")
+    try:
+        return Profile.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"profile {path}: {exc}") from exc
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
+    logger.info("wrote profile %s to %s", profile.name, path)

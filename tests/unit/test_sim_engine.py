@@ -1,0 +1,138 @@
+"""The simulated engine on hand-computed cases: one step = 1 s + 0.5 s per decoding request
++ 0.01 s per prefill token."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynasor_sgl.sim.engine import Engine
+from dynasor_sgl.sim.profile import Profile, fit_step_model
+from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request
+
+PROFILE = Profile("test", base_s=1.0, per_request_s=0.5, per_prefill_token_s=0.01)
+
+
+def req(rid: str, new: int, shared: int = 0, own: int = 10, pid: str = "", **kw: int) -> Request:
+    return Request(rid, pid or rid, shared, own, new, kw.pop("max_new", new), **kw)
+
+
+def run_until(engine: Engine, t: float = float("inf")) -> list[Finished]:
+    done: list[Finished] = []
+    while engine.busy and engine.wake_at <= t:
+        done += engine.on_wake(engine.wake_at)
+    return done
+
+
+def ends(done: list[Finished]) -> dict[str, float]:
+    return {f.request.rid: round(f.at, 6) for f in done}
+
+
+def test_one_request() -> None:
+    e = Engine(PROFILE)
+    e.submit(req("a", 4), 0.0)
+    done = run_until(e)
+    # prefill 10 tokens: 1.1 s, first token; 3 decode steps of 1.5 s
+    assert ends(done) == {"a": 5.6}
+    assert done[0].request.generated == 4 and done[0].request.prefilled == 10
+    assert e.kv_used == 0 and not e.busy
+    assert e.busy_s == pytest.approx(5.6)
+
+
+def test_a_batch_shares_steps() -> None:
+    e = Engine(PROFILE)
+    e.submit(req("a", 2), 0.0)
+    e.submit(req("b", 4), 0.0)
+    # one prefill step of 20 tokens (1.2 s), one decode step of two (2 s): a ends; then b
+    # alone for two steps of 1.5 s
+    assert ends(run_until(e)) == {"a": 3.2, "b": 6.2}
+
+
+def test_forks_prefill_the_shared_prompt_once() -> None:
+    e = Engine(PROFILE)
+    e.submit(req("prefix", 0, shared=100, own=0, pid="p"), 0.0)
+    done = run_until(e)
+    assert ends(done) == {"prefix": 2.0} and done[0].request.prefilled == 100
+    e.submit(req("f1", 3, shared=100, own=0, pid="p"), 2.0)
+    e.submit(req("f2", 3, shared=100, own=0, pid="p"), 2.0)
+    done = run_until(e)
+    # each fork recomputes one token (1.02 s), then two decode steps of two (4 s)
+    assert ends(done) == {"f1": 7.02, "f2": 7.02}
+    assert all(f.request.cached == 100 and f.request.prefilled == 1 for f in done)
+    e.forget_program("p")
+    assert "p" not in e.cache
+
+
+def test_abort_frees_kv_at_once_and_the_waiting_request_goes_next() -> None:
+    e = Engine(Profile("kv", 1.0, 0.5, 0.01, kv_tokens=30))
+    e.submit(req("a", 10), 0.0)
+    e.submit(req("b", 10), 0.0)  # 20 + 20 > 30: b waits
+    run_until(e, 0.0)
+    assert "b" in e.waiting and e.kv_used == 20
+    run_until(e, 2.0)
+    gone = e.abort("a", 2.0)
+    assert gone is not None and gone.aborted and gone.request.generated == 1
+    assert e.kv_used == 0
+    # the decode step in progress (1.1 .. 2.6) ends, then b prefills (1.1 s)
+    run_until(e, 2.6)
+    assert e.prefilling["b"].admitted == pytest.approx(2.6)
+    assert ends(run_until(e)) == {"b": pytest.approx(2.6 + 1.1 + 9 * 1.5)}
+
+
+def test_abort_of_a_waiting_request() -> None:
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1))
+    e.submit(req("a", 3), 0.0)
+    e.submit(req("b", 3), 0.0)
+    run_until(e, 0.0)
+    assert e.abort("b", 0.5) is not None and len(e.waiting) == 0
+    assert e.abort("nope", 0.5) is None
+    assert ends(run_until(e)) == {"a": 4.1}
+
+
+def test_priority_order_with_one_running_slot() -> None:
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueuePolicy.PRIORITY)
+    e.submit(req("first", 2, priority=0), 0.0)
+    run_until(e, 0.0)
+    e.submit(req("low", 2, priority=1), 0.1)
+    e.submit(req("high", 2, priority=9), 0.2)
+    order = [f.request.rid for f in sorted(run_until(e), key=lambda f: f.at)]
+    assert order == ["first", "high", "low"]
+
+
+def test_fcfs_ignores_priority() -> None:
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueuePolicy.FCFS)
+    e.submit(req("first", 2), 0.0)
+    run_until(e, 0.0)
+    e.submit(req("low", 2, priority=1), 0.1)
+    e.submit(req("high", 2, priority=9), 0.2)
+    order = [f.request.rid for f in sorted(run_until(e), key=lambda f: f.at)]
+    assert order == ["first", "low", "high"]
+
+
+def test_lpm_takes_the_longest_cached_prefix_first() -> None:
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueuePolicy.LPM)
+    e.submit(req("warm", 1, shared=50, own=0, pid="p"), 0.0)
+    run_until(e, 0.0)
+    e.submit(req("cold", 1, shared=50, own=0, pid="q"), 0.1)
+    e.submit(req("hit", 1, shared=50, own=0, pid="p"), 0.2)
+    order = [f.request.rid for f in sorted(run_until(e), key=lambda f: f.at)]
+    assert order == ["warm", "hit", "cold"]
+
+
+def test_a_new_request_joins_at_the_next_step_boundary() -> None:
+    e = Engine(PROFILE)
+    e.submit(req("a", 10), 0.0)  # prefill to 1.1, then 9 decode steps of 1.5 s
+    run_until(e, 2.0)
+    e.submit(req("b", 2), 2.0)
+    assert e.wake_at == pytest.approx(2.6)  # the run of decode steps is cut
+    done = run_until(e)
+    # at 2.6 a has 2 tokens; it decodes beside b's prefill (1 + 0.5 + 0.1 = 1.6 s), then both
+    # decode (2 s): b ends at 6.2 with a at 4 tokens; a's last 6 steps take 1.5 s each
+    assert ends(done)["b"] == pytest.approx(6.2)
+    assert ends(done)["a"] == pytest.approx(6.2 + 6 * 1.5)
+
+
+def test_fit_recovers_a_linear_model() -> None:
+    points = [(b, p, 0.05 + 0.002 * b + 0.0001 * p) for b in (1, 4, 16) for p in (0, 512)]
+    base, per_req, per_tok = fit_step_model(points)
+    assert (base, per_req, per_tok) == pytest.approx((0.05, 0.002, 0.0001))
+    assert fit_step_model([(b, 0, 0.1 + 0.01 * b) for b in (1, 2)])[2] == 0.0
