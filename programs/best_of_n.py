@@ -16,11 +16,9 @@ import sglang as sgl
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.search import best_of_n as pick_best
+from dynasor_sgl.votes import best_of_n as pick_best
 
-SYSTEM = (
-    "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
-)
+from .steps import SYSTEM
 
 
 def draw(
@@ -68,8 +66,8 @@ def best_of_n(s, question, max_tokens=256, temperature=0.7):
             answers={b: a for b, (a, _) in candidates.items()},
             rewards={b: r for b, (_, r) in candidates.items()},
         )
-        for branch in verdict.trim:
-            candidates.pop(branch, None)
+        for dropped in verdict.trim:
+            candidates.pop(dropped, None)
         want = 0 if verdict.stop else min(verdict.grant, cap - drawn)
     branch, answer = choose(candidates)
     ctx.finish(

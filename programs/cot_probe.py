@@ -18,9 +18,7 @@ import sglang as sgl
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
 
-SYSTEM = (
-    "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
-)
+from .steps import SYSTEM
 
 
 def _chunk(s: Any, k: int, tokens: int, temperature: float) -> str:

@@ -1,6 +1,6 @@
 """Monte-Carlo tree search over reasoning steps, judged by the reward source.
 
-Knob: iterations. Each iteration selects a path by UCT (`dynasor_sgl.mcts.select_path`),
+Knob: iterations. Each iteration selects a path by UCT (`dynasor_sgl.tree.select_path`),
 expands its leaf with `expand_children` one-step children (the steps of `beam_search.expand`),
 judges each and back-propagates its reward; a selected finished solution back-propagates its
 reward again without new tokens. `expand_children` defaults to 2: with 1, every expanded node
@@ -20,7 +20,7 @@ import sglang as sgl
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.mcts import (
+from dynasor_sgl.tree import (
     DEFAULT_EXPLORATION,
     Node,
     backpropagate,
@@ -30,9 +30,9 @@ from dynasor_sgl.mcts import (
     select_path,
     terminals,
 )
-from dynasor_sgl.search import best_of_n
+from dynasor_sgl.votes import best_of_n
 
-from .beam_search import SYSTEM, Branch, StepParams, drop, expand, granted, score
+from .steps import SYSTEM, Branch, StepParams, drop, expand, granted, score
 
 
 def leaves(root: Node) -> list[Node]:

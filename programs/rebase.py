@@ -19,10 +19,10 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.mcts import Node
-from dynasor_sgl.search import rebase_allocation, weighted_vote
+from dynasor_sgl.tree import Node
+from dynasor_sgl.votes import rebase_allocation, weighted_vote
 
-from .beam_search import SYSTEM, Branch, StepParams, drop, expand, granted, score
+from .steps import SYSTEM, Branch, StepParams, drop, expand, granted, score
 
 
 def completed_left(level: Sequence[Branch], left: int) -> tuple[list[Branch], list[Branch], int]:

@@ -16,11 +16,10 @@ import sglang as sgl
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.search import majority_vote, request_tokens
+from dynasor_sgl.tokens import request_tokens
+from dynasor_sgl.votes import majority_vote
 
-SYSTEM = (
-    "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
-)
+from .steps import SYSTEM
 
 
 def draw(

@@ -22,7 +22,7 @@ from dynasor_sgl.eval.replay import (
 )
 from dynasor_sgl.eval.report import markdown, summarize, wilson
 from dynasor_sgl.policy_config import PolicyConfig
-from dynasor_sgl.search import majority_vote
+from dynasor_sgl.votes import majority_vote
 
 SC = PolicyConfig.for_algorithm("sc")  # cap 20, read once at 5, entropy >= 0.7
 SAMPLE_TOKENS = tuple(10 + i for i in range(20))

@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynasor_sgl.lang import Verdict
-from dynasor_sgl.mcts import Node, add_child, backpropagate
 from dynasor_sgl.programs import beam_search as beam
 from dynasor_sgl.programs import best_of_n as bon
-from dynasor_sgl.programs import get_program
+from dynasor_sgl.programs import get_program, steps
 from dynasor_sgl.programs import mcts as mcts_prog
 from dynasor_sgl.programs import rebase as rebase_prog
-from dynasor_sgl.programs.beam_search import Branch, StepParams
+from dynasor_sgl.programs.steps import Branch, StepParams
+from dynasor_sgl.tree import Node, add_child, backpropagate
 
 NEWLINE = {"type": "stop", "matched": "\n"}
 EOS = {"type": "stop", "matched": 2}
@@ -90,22 +90,22 @@ def fake_score(_ctx: object, branches: Sequence[Branch]) -> None:
 
 
 def test_ended_on_newline_only_for_the_step_separator() -> None:
-    assert beam.ended_on_newline(NEWLINE)
-    assert not beam.ended_on_newline(EOS)  # EOS: matched is the token id
-    assert not beam.ended_on_newline({"type": "stop", "matched": "</s>"})
-    assert not beam.ended_on_newline(LENGTH)
-    assert not beam.ended_on_newline(None)
-    assert not beam.ended_on_newline({})
+    assert steps.ended_on_newline(NEWLINE)
+    assert not steps.ended_on_newline(EOS)  # EOS: matched is the token id
+    assert not steps.ended_on_newline({"type": "stop", "matched": "</s>"})
+    assert not steps.ended_on_newline(LENGTH)
+    assert not steps.ended_on_newline(None)
+    assert not steps.ended_on_newline({})
 
 
 def test_is_terminal() -> None:
-    assert not beam.is_terminal("We add 3 and 4.\n", NEWLINE, 1, 3)
-    assert beam.is_terminal("So the answer is \\boxed{7}.\n", NEWLINE, 1, 3)
-    assert beam.is_terminal("3 + 4 = 7.", EOS, 1, 3)  # the model ended its solution
-    assert beam.is_terminal("cut short", {"type": "abort"}, 1, 3)
-    assert not beam.is_terminal("a long line cut by max_tokens", LENGTH, 1, 3)
-    assert beam.is_terminal("a long line cut by max_tokens", LENGTH, 3, 3)  # at max_depth
-    assert beam.is_terminal("We add.\n", NEWLINE, 4, 3)
+    assert not steps.is_terminal("We add 3 and 4.\n", NEWLINE, 1, 3)
+    assert steps.is_terminal("So the answer is \\boxed{7}.\n", NEWLINE, 1, 3)
+    assert steps.is_terminal("3 + 4 = 7.", EOS, 1, 3)  # the model ended its solution
+    assert steps.is_terminal("cut short", {"type": "abort"}, 1, 3)
+    assert not steps.is_terminal("a long line cut by max_tokens", LENGTH, 1, 3)
+    assert steps.is_terminal("a long line cut by max_tokens", LENGTH, 3, 3)  # at max_depth
+    assert steps.is_terminal("We add.\n", NEWLINE, 4, 3)
 
 
 def test_granted_clips_to_the_cap_and_stops() -> None:

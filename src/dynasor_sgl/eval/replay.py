@@ -15,7 +15,7 @@ from typing import Any
 
 from dynasor_sgl.calibration import oracle_index
 from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
-from dynasor_sgl.search import majority_vote
+from dynasor_sgl.votes import majority_vote
 
 
 @dataclass(frozen=True)

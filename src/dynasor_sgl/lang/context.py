@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from dynasor_sgl.lang.client import RouterClient
 from dynasor_sgl.policy import PolicyConfig, ProgramPolicy, Report
-from dynasor_sgl.search import TokenKind, TokenUsage
+from dynasor_sgl.tokens import TokenKind, TokenUsage
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""Monte-Carlo tree search over reasoning steps: the tree and its statistics.
+"""The tree of reasoning steps that beam search, REBASE and MCTS grow, and its statistics.
 
-Owns a small tree of steps (`Node`), UCT selection of the next leaf to expand, the bookkeeping
-of expansion, reward back-propagation and the choice of the final answer (best-of-n by mean
-reward, through `dynasor_sgl.search.best_of_n`). The program decides how steps are sampled and
-rewarded, and when to stop; this module knows nothing about SGLang, the router or certaindex.
-Pure Python, deterministic (ties always go to the earliest child).
+Owns a small tree of steps (`Node`), UCT selection of the next leaf to expand (MCTS), the
+bookkeeping of expansion, reward back-propagation and the choice of the final answer
+(best-of-n by mean reward, through `dynasor_sgl.votes.best_of_n`). The program decides how
+steps are sampled and rewarded, and when to stop; this module knows nothing about SGLang, the
+router or certaindex. Pure Python, deterministic (ties always go to the earliest child).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from dynasor_sgl.search import best_of_n
+from dynasor_sgl.votes import best_of_n
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Non-LLM parts of the reasoning programs: votes, selection, REBASE budget, MCTS, judge, tokens."""
+"""Votes and selection (`votes`), the judged reward (`logprobs`), the token ledger (`tokens`)
+and the step tree (`tree`)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynasor_sgl import mcts
-from dynasor_sgl.search import (
-    TokenUsage,
+from dynasor_sgl import tree as mcts
+from dynasor_sgl.logprobs import top_logprobs_by_text, yes_probability
+from dynasor_sgl.tokens import TokenUsage
+from dynasor_sgl.votes import (
     Vote,
     beam_select,
     best_of_n,
     majority_vote,
     rebase_allocation,
-    top_logprobs_by_text,
     weighted_vote,
-    yes_probability,
 )
 
 # Small integer answers: equivalence is decided by the fast path, no math-verify process.

@@ -1,11 +1,9 @@
-"""The pure decisions inside reasoning programs: votes, selection, budgets, judged rewards, tokens.
+"""Votes and selection over a program's branches: majority and reward-weighted votes,
+best-of-n, beam top-k, and REBASE's softmax child budget.
 
-Owns how a program turns its branches' answers and rewards into a final answer (majority vote,
-reward-weighted vote, best-of-n), how step-level search spends its width (REBASE's softmax child
-budget, beam top-k), the self-judged reward P("Yes") from next-token logprobs, and the token
-ledger of one program run. The MCTS tree lives in `dynasor_sgl.mcts`. Answer equivalence comes
-from `dynasor_sgl.answers`; certaindex signals from `dynasor_sgl.certaindex`. Deterministic,
-numpy only; knows nothing about SGLang, HTTP, the router or the policy.
+Owns how a program turns its branches' answers and rewards into a final answer and how
+step-level search spends its width. Answer equivalence comes from `dynasor_sgl.answers`.
+Deterministic, numpy only; knows nothing about SGLang, HTTP, the router or the policy.
 """
 
 from __future__ import annotations
@@ -13,18 +11,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 
 from dynasor_sgl import answers as _answers
 
 logger = logging.getLogger(__name__)
-
-TokenKind = Literal["reasoning", "probe", "reward"]
-_YES, _NO = "yes", "no"
 
 
 @dataclass(frozen=True)
@@ -164,121 +158,3 @@ def rebase_allocation(rewards: Sequence[float], width: int, temperature: float) 
     with np.errstate(over="ignore", under="ignore"):  # T → 0: the others' terms go to 0
         e = np.exp((r - r.max()) / temperature)
     return _largest_remainder(width * e / e.sum(), width, r)
-
-
-def yes_probability(top_logprobs: Mapping[str, float]) -> float:
-    """Self-judged step reward: P("Yes") over the Yes/No tokens among the next-token top-k.
-
-    `top_logprobs` maps token text -> logprob for the token after a question such as "Is this
-    step correct? Answer Yes or No:". Variants are matched by `token.strip().casefold()` equal to
-    "yes" or "no" (" Yes", "Yes", " yes", "YES", ...). Returns Σ_yes e^l / (Σ_yes e^l + Σ_no e^l)
-    in [0, 1], computed stably. Edges: neither variant present (or all at −inf) -> 0.5, i.e. the
-    judge abstains, which is neutral for ranking and for the reward certaindex; only Yes -> 1.0;
-    only No -> 0.0. NaN logprobs raise ValueError.
-    """
-    yes: list[float] = []
-    no: list[float] = []
-    for token, logprob in top_logprobs.items():
-        if math.isnan(logprob):
-            raise ValueError(f"logprob of {token!r} is NaN")
-        word = token.strip().casefold()
-        if word in (_YES, _NO):
-            (yes if word == _YES else no).append(min(float(logprob), 0.0))
-    finite = [x for x in yes + no if x != -math.inf]
-    if not finite:
-        return 0.5
-    top = max(finite)
-    p_yes = math.fsum(math.exp(x - top) for x in yes)
-    p_no = math.fsum(math.exp(x - top) for x in no)
-    return p_yes / (p_yes + p_no)
-
-
-def top_logprobs_by_text(entries: Sequence[Sequence[Any]] | None) -> dict[str, float]:
-    """One position of SGLang's `meta_info["output_top_logprobs"]` as {token text: logprob}.
-
-    Each entry is `(logprob, token_id, text)`; the text is only there when the request set
-    `return_text_in_logprobs=True` (a None text raises ValueError). Two ids that decode to the
-    same text are merged (log-sum-exp). None (SGLang's value when no top-k was kept) -> {}.
-    """
-    merged: dict[str, float] = {}
-    for entry in entries or ():
-        logprob, text = float(entry[0]), entry[2] if len(entry) > 2 else None
-        if not isinstance(text, str):
-            raise ValueError("top logprob entry has no text: set return_text_in_logprobs=True")
-        merged[text] = float(np.logaddexp(merged[text], logprob)) if text in merged else logprob
-    return merged
-
-
-def _token_counts(meta_info: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(prompt, cached, completion) tokens of a meta_info (missing -> 0), checked."""
-    prompt, cached, completion = (
-        int(meta_info.get(k) or 0) for k in ("prompt_tokens", "cached_tokens", "completion_tokens")
-    )
-    if min(prompt, cached, completion) < 0 or cached > prompt:
-        raise ValueError(f"inconsistent token counts in meta_info: {dict(meta_info)!r}")
-    return prompt, cached, completion
-
-
-def request_tokens(meta_info: Mapping[str, Any]) -> int:
-    """Tokens one request cost the engine: prompt − cached + completion (the router's sum)."""
-    prompt, cached, completion = _token_counts(meta_info)
-    return prompt - cached + completion
-
-
-@dataclass
-class TokenUsage:
-    """Tokens one program run cost the engine, by purpose.
-
-    Each request counts prefill after the prefix cache (prompt_tokens − cached_tokens) plus
-    generated tokens (completion_tokens): the same `total` the router reports per program, so the
-    two add up. reasoning / probe / reward: those counts by purpose; prefill, generated: the same
-    tokens split by phase; cached: prompt tokens served from the cache (not in `total`).
-    Mutable and not thread-safe: add from the program's own thread.
-    """
-
-    reasoning: int = 0
-    probe: int = 0
-    reward: int = 0
-    prefill: int = 0
-    generated: int = 0
-    cached: int = 0
-    requests: int = 0
-
-    @property
-    def total(self) -> int:
-        """reasoning + probe + reward (= prefill + generated)."""
-        return self.reasoning + self.probe + self.reward
-
-    def add(self, kind: TokenKind, meta_info: Mapping[str, Any] | None) -> int:
-        """Account one finished request's SGLang `meta_info`; returns the tokens it added.
-
-        Reads prompt_tokens, cached_tokens and completion_tokens (missing -> 0). Pass the final
-        meta_info of a streamed request only (each chunk repeats the running totals). None
-        (a request that returned nothing) adds 0. A negative count, cached > prompt, or an
-        unknown kind raises ValueError.
-        """
-        if kind not in ("reasoning", "probe", "reward"):
-            raise ValueError(f"kind must be reasoning, probe or reward, got {kind!r}")
-        if meta_info is None:
-            return 0
-        prompt, cached, completion = _token_counts(meta_info)
-        spent = prompt - cached + completion
-        setattr(self, kind, getattr(self, kind) + spent)
-        self.prefill += prompt - cached
-        self.generated += completion
-        self.cached += cached
-        self.requests += 1
-        return spent
-
-    def to_dict(self) -> dict[str, int]:
-        """The `tokens` object of a program result: reasoning, probe, reward, total, and detail."""
-        return {
-            "reasoning": self.reasoning,
-            "probe": self.probe,
-            "reward": self.reward,
-            "total": self.total,
-            "prefill": self.prefill,
-            "generated": self.generated,
-            "cached": self.cached,
-            "requests": self.requests,
-        }
