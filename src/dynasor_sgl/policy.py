@@ -177,7 +177,7 @@ class ProgramPolicy:
         if "posterior" in needed and report.answers:
             values["posterior"] = ci.majority_posterior(sizes, cfg.mc_samples, cfg.seed)
         if "reward" in needed and report.rewards:
-            values["reward"] = ci.reward_certaindex(list(report.rewards.values()), cfg.reward_mode)  # type: ignore[arg-type]
+            values["reward"] = ci.reward_certaindex(list(report.rewards.values()), cfg.reward_mode)
         if "consistency" in needed and report.probe_answers:
             texts = report.probe_texts or None
             values["consistency"] = ci.probe_consistency(

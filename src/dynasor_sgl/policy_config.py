@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ ALGORITHMS = ("sc", "cot", "beam", "rebase", "mcts", "bon")
 RULES = ("threshold", "posterior")
 MAX_MC_SAMPLES = 100_000  # bounds the memory one posterior decision may take
 TRIMS = ("none", "minority", "lowest_reward")
+Rule = Literal["threshold", "posterior"]
+TrimMode = Literal["none", "minority", "lowest_reward"]
+RewardMode = Literal["mean", "max"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,13 @@ class PolicyConfig:
     detect_at: int = 5
     detect_every: int = 0
     thresholds: Mapping[str, float] = field(default_factory=lambda: {"entropy": 0.7})
-    rule: str = "threshold"
+    rule: Rule = "threshold"
     confidence: float = 0.95
     mc_samples: int = 1000
     seed: int = 0
-    reward_mode: str = "mean"
+    reward_mode: RewardMode = "mean"
     probe_window: int = 3
-    trim: str = "none"
+    trim: TrimMode = "none"
     trim_fraction: float = 0.5
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
 from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
-from dynasor_sgl.router.programs import RID_SEP, InFlight, Program, ProgramTable
+from dynasor_sgl.router.programs import RID_SEP, InFlight, Program, ProgramStatus, ProgramTable
 from dynasor_sgl.scheduling.admission import slots_per_unit
 from dynasor_sgl.scheduling.reports import Progress, settle, slack_units
 
@@ -280,7 +280,7 @@ class Router:
     async def end_program(self, prog: Program, end: Callable[[], None], cause: str) -> int:
         """Run `end` (finish or stop it in the table), abort what it still has in flight, and
         count it as ended once; returns the requests aborted."""
-        was_running = prog.status == "running"
+        was_running = prog.status is ProgramStatus.RUNNING
         end()
         aborted = await self.abort_program(prog, cause)
         if was_running:

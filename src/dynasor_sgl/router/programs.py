@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from dynasor_sgl.policy import Action, Decision, PolicyConfig, ProgramPolicy, Report
@@ -29,6 +30,12 @@ BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Stops that count as early exit in the saving estimate (a client's abort or a reaped program
 # saved nothing by the policy's doing).
 POLICY_STOPS = frozenset({"threshold", "posterior", "deadline"})
+
+
+class ProgramStatus(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # a decision, an abort or the reaper ended it; it may still finish
+    FINISHED = "finished"  # its client said it finished
 
 
 @dataclass
@@ -46,7 +53,7 @@ class Program:
     policy: ProgramPolicy
     created: float
     deadline_s: float | None = None
-    status: str = "running"  # running | stopped | finished
+    status: ProgramStatus = ProgramStatus.RUNNING
     exit_reason: str | None = None
     step: int = 0
     grant: int = 0
@@ -94,7 +101,7 @@ class Program:
     def settle(self) -> int | None:
         """Once the program has ended and its last request is back (so its token count is
         final), its saving, the first time only; None otherwise."""
-        if self.status == "running" or self.inflight or self.saved_counted:
+        if self.status is ProgramStatus.RUNNING or self.inflight or self.saved_counted:
             return None
         self.saved_counted = True
         return self.tokens_saved
@@ -149,14 +156,14 @@ class ProgramTable:
         return [
             p
             for p in self._programs.values()
-            if p.status == "running" and not p.inflight and p.last_active < cutoff
+            if p.status is ProgramStatus.RUNNING and not p.inflight and p.last_active < cutoff
         ]
 
     def __len__(self) -> int:
         return len(self._programs)
 
     def active(self) -> int:
-        return sum(p.status == "running" for p in self._programs.values())
+        return sum(p.status is ProgramStatus.RUNNING for p in self._programs.values())
 
     def all(self) -> list[Program]:
         return list(self._programs.values())
@@ -182,7 +189,7 @@ class ProgramTable:
     def _evict(self) -> None:
         if len(self._programs) < self.max_programs:
             return
-        done = [p for p in self._programs.values() if p.status != "running"]
+        done = [p for p in self._programs.values() if p.status is not ProgramStatus.RUNNING]
         if not done:
             raise ApiError(
                 429, f"too many running programs (limit {self.max_programs})", "too_many_programs"
@@ -211,7 +218,7 @@ class ProgramTable:
         """Refuse new work for a stopped/finished program or a trimmed branch (409)."""
         if not BRANCH_RE.fullmatch(branch):
             raise bad_request("branch must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        if prog.status != "running":
+        if prog.status is not ProgramStatus.RUNNING:
             reason = f" ({prog.exit_reason})" if prog.exit_reason else ""
             raise conflict(
                 f"program {prog.program_id} is {prog.status}{reason}; no new requests are accepted",
@@ -251,7 +258,7 @@ class ProgramTable:
             prog.aborted_requests += 1
 
     def check_open(self, prog: Program) -> None:
-        if prog.status != "running":
+        if prog.status is not ProgramStatus.RUNNING:
             raise conflict(
                 f"program {prog.program_id} is {prog.status}; reports are closed", "program_stopped"
             )
@@ -276,23 +283,23 @@ class ProgramTable:
         )
 
     def _stop(self, prog: Program, reason: str) -> None:
-        prog.status, prog.exit_reason = "stopped", reason
+        prog.status, prog.exit_reason = ProgramStatus.STOPPED, reason
         prog.finished_at = self.clock()
         if reason in POLICY_STOPS:
             prog.stop_units_left = max(0, prog.config.cap - prog.step)
 
     def stop(self, prog: Program, reason: str) -> None:
-        if prog.status == "running":
+        if prog.status is ProgramStatus.RUNNING:
             self._stop(prog, reason)
 
     def finish(self, prog: Program, answer: str | None) -> None:
-        if prog.status == "finished":
+        if prog.status is ProgramStatus.FINISHED:
             raise conflict(f"program {prog.program_id} is already finished", "program_finished")
-        if prog.status == "running":
+        if prog.status is ProgramStatus.RUNNING:
             prog.exit_reason = prog.exit_reason or (
                 "cap" if prog.step >= prog.config.cap else "finished"
             )
-        prog.status = "finished"
+        prog.status = ProgramStatus.FINISHED
         prog.finished_at = prog.finished_at or self.clock()
         prog.answer = answer
 
