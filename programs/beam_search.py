@@ -21,7 +21,7 @@ from dynasor_sgl.answers import extract_answer
 from dynasor_sgl.tree import Node, path_text
 from dynasor_sgl.votes import beam_select, best_of_n
 
-from .steps import SYSTEM, Branch, StepParams, drop, expand, granted, score
+from .steps import SYSTEM, Branch, StepParams, drop, expand, score
 
 
 def level_counts(beams: int, children: int, budget: int) -> list[int]:
@@ -67,7 +67,7 @@ def beam_search(
         alive = [b for b in kept if not b.node.terminal]
         beams = [alive[i] for i in beam_select([b.reward for b in alive], beam_width)]
         drop(b for b in level if b not in beams)
-        grant = granted(verdict, used, cap)
+        grant = verdict.allowed(used, cap)
     answer, best = final_answer(finished, beams), max((b.reward for b in finished), default=None)
     drop(beams)
     ctx.finish(

@@ -68,7 +68,7 @@ def best_of_n(s, question, max_tokens=256, temperature=0.7):
         )
         for dropped in verdict.trim:
             candidates.pop(dropped, None)
-        want = 0 if verdict.stop else min(verdict.grant, cap - drawn)
+        want = verdict.allowed(drawn, cap)
     branch, answer = choose(candidates)
     ctx.finish(
         answer,

@@ -32,7 +32,7 @@ from dynasor_sgl.tree import (
 )
 from dynasor_sgl.votes import best_of_n
 
-from .steps import SYSTEM, Branch, StepParams, drop, expand, granted, score
+from .steps import SYSTEM, Branch, StepParams, drop, expand, score
 
 
 def leaves(root: Node) -> list[Node]:
@@ -117,7 +117,7 @@ def mcts(
             answers={tree[n].name: n.answer for n in finished},
         )
         prune(tree, verdict.trim)
-        budget = granted(verdict, done, ctx.config.cap)
+        budget = verdict.allowed(done, ctx.config.cap)
     best = best_terminal(root)
     ctx.finish(
         final_answer(root),

@@ -22,7 +22,7 @@ from dynasor_sgl import lang as dl
 from dynasor_sgl.tree import Node
 from dynasor_sgl.votes import rebase_allocation, weighted_vote
 
-from .steps import SYSTEM, Branch, StepParams, drop, expand, granted, score
+from .steps import SYSTEM, Branch, StepParams, drop, expand, score
 
 
 def completed_left(level: Sequence[Branch], left: int) -> tuple[list[Branch], list[Branch], int]:
@@ -73,7 +73,7 @@ def rebase(s, question, max_depth=8, step_tokens=64, temperature=0.7, balance_te
             rewards={b.name: b.reward for b in solutions},
         )
         solutions = [b for b in solutions if b.name not in verdict.trim]
-        width = granted(verdict, used, cap)
+        width = verdict.allowed(used, cap)
     vote = weighted_vote([b.node.answer for b in solutions], [b.reward for b in solutions])
     ctx.finish(
         vote.answer,

@@ -57,7 +57,7 @@ def self_consistency(s, question, max_tokens=256, temperature=0.7):
         verdict = ctx.report(len(drawn), answers=answers)
         for b in verdict.trim:
             answers.pop(b, None)
-        want = 0 if verdict.stop else min(verdict.grant, ctx.config.cap - len(drawn))
+        want = verdict.allowed(len(drawn), ctx.config.cap)
     vote = majority_vote(list(answers.values()))
     order = [f"s{i}" for i in range(len(drawn))]
     ctx.finish(

@@ -66,11 +66,6 @@ def is_terminal(
     return kind != "length" and not ended_on_newline(finish_reason)
 
 
-def granted(verdict: dl.Verdict, used: int, cap: int) -> int:
-    """Knob units the program may use before its next report: the grant, never past the cap."""
-    return 0 if verdict.stop else max(0, min(verdict.grant, cap - used))
-
-
 def queue_step(state: Any, attempt: int, step: StepParams) -> str:
     """Queue try `attempt` of a step on `state` (runs on the state's thread); the gen's name."""
     name = f"step{attempt}"

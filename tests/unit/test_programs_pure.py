@@ -109,11 +109,11 @@ def test_is_terminal() -> None:
 
 
 def test_granted_clips_to_the_cap_and_stops() -> None:
-    assert beam.granted(Verdict("continue", grant=4), used=4, cap=40) == 4
-    assert beam.granted(Verdict("continue", grant=4), used=38, cap=40) == 2
-    assert beam.granted(Verdict("expand", grant=8, expand=4), used=0, cap=40) == 8
-    assert beam.granted(Verdict("stop", grant=4, reason="threshold"), used=4, cap=40) == 0
-    assert beam.granted(Verdict("continue", grant=4), used=41, cap=40) == 0
+    assert Verdict("continue", grant=4).allowed(4, 40) == 4
+    assert Verdict("continue", grant=4).allowed(38, 40) == 2
+    assert Verdict("expand", grant=8, expand=4).allowed(0, 40) == 8
+    assert Verdict("stop", grant=4, reason="threshold").allowed(4, 40) == 0
+    assert Verdict("continue", grant=4).allowed(41, 40) == 0
 
 
 def test_level_counts_known_values() -> None:

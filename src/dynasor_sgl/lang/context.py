@@ -44,6 +44,11 @@ class Verdict:
     def stop(self) -> bool:
         return self.action == "stop"
 
+    def allowed(self, used: int, cap: int) -> int:
+        """Knob units the program may use before its next report: the grant, never past the
+        cap (`used` units spent so far); 0 once stopped. The one copy of this rule."""
+        return 0 if self.stop else max(0, min(self.grant, cap - used))
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Verdict:
         return cls(
