@@ -19,8 +19,9 @@ import click
 
 from dynasor_sgl import __version__
 from dynasor_sgl.cli_bench import bench_command
+from dynasor_sgl.cli_common import configure_logging
 from dynasor_sgl.cli_eval import calibrate_command, eval_command
-from dynasor_sgl.cli_run import configure_logging, run_command
+from dynasor_sgl.cli_run import run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
 from dynasor_sgl.policy_config import load_policy_file

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli_run import _parse_set, _policy, configure_logging
+from dynasor_sgl.cli_common import configure_logging, parse_set, policy_overrides
 from dynasor_sgl.eval.datasets import TASKS
 from dynasor_sgl.online.config import QUICK, BenchConfig
 from dynasor_sgl.online.systems import SYSTEMS
@@ -173,8 +173,8 @@ def _config(
         spec = get_program(given.get("program", _D["program"]))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--program") from exc
-    policy = _policy(spec, policy_file, None, threshold, None)
-    given.update(params=_parse_set(params), policy=policy)
+    policy = policy_overrides(spec, policy_file, None, threshold, None)
+    given.update(params=parse_set(params), policy=policy)
     try:
         return BenchConfig.quick(**given) if quick else BenchConfig(**given)
     except ValueError as exc:

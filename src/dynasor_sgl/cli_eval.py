@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli_run import _parse_set, _policy, configure_logging, program_options
+from dynasor_sgl.cli_common import configure_logging, parse_set, policy_overrides, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 
@@ -90,18 +90,18 @@ def eval_command(
     """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
     oracle; write one JSONL record per question and policy, a summary and plots."""
     configure_logging(log_level)
-    from dynasor_sgl.cli_run import _load_spec
+    from dynasor_sgl.cli_common import load_spec
     from dynasor_sgl.eval.runner import EvalSpec
     from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
     from dynasor_sgl.lang import BackendError, RouterClient, run_program
 
-    spec = _load_spec(program)
+    spec = load_spec(program)
     fields = Fields(question_field, answer_field, id_field or None)
     evspec = EvalSpec(
         spec.name,
         spec.algorithm,
-        _policy(spec, policy_file, cap, threshold, detect_at),
-        _parse_set(params),
+        policy_overrides(spec, policy_file, cap, threshold, detect_at),
+        parse_set(params),
         concurrency,
         timeout,
         deadline,

@@ -1,90 +1,29 @@
 """`dynasor-sgl run PROGRAM "question"`: one reasoning program against a running router.
 
-Owns parsing the run options into policy overrides and program parameters, and printing the
-result (text or one JSON object). The run itself is `dynasor_sgl.lang.run_program`; sglang is
+Owns printing the result (text or one JSON object); the options and their parsing are shared
+with `eval` in `dynasor_sgl.cli_common`. The run itself is `dynasor_sgl.lang.run_program`; sglang is
 imported only when the command runs, so `dynasor-sgl --help` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.policy_config import PolicyConfig, load_policy_file
-from dynasor_sgl.protocol import API_KEY_ENV
+from dynasor_sgl.cli_common import (
+    configure_logging,
+    load_spec,
+    parse_set,
+    policy_overrides,
+    program_options,
+)
 
 logger = logging.getLogger(__name__)
 
 ROUTER_ENV = "DYNASOR_SGL_ROUTER"
-
-
-def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
-    """KEY=VALUE pairs; a value that parses as JSON is taken as such (64, 0.5, true)."""
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        try:
-            params[key] = json.loads(raw)
-        except ValueError:
-            params[key] = raw
-    return params
-
-
-def _load_spec(name: str) -> Any:
-    """A shipped program by name, or a user's `module:ATTRIBUTE` ProgramSpec."""
-    from dynasor_sgl.lang import ProgramSpec
-    from dynasor_sgl.programs import get_program
-
-    if ":" not in name:
-        try:
-            return get_program(name)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="PROGRAM") from exc
-    module, _, attr = name.partition(":")
-    try:
-        spec = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {name}: {exc}", param_hint="PROGRAM") from exc
-    if not isinstance(spec, ProgramSpec):
-        raise click.BadParameter(
-            f"{name} is not a dynasor_sgl.lang.ProgramSpec", param_hint="PROGRAM"
-        )
-    return spec
-
-
-def _policy(
-    spec: Any,
-    policy_file: str | None,
-    cap: int | None,
-    threshold: float | None,
-    detect_at: int | None,
-) -> dict[str, Any]:
-    policy: dict[str, Any] = {}
-    if policy_file:
-        try:
-            policy.update(load_policy_file(policy_file).get(spec.algorithm, {}))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--policy") from exc
-    if cap is not None:
-        policy["cap"] = cap  # PolicyConfig.for_algorithm pulls initial/detect_at down with it
-    if detect_at is not None:
-        policy["detect_at"] = detect_at
-    if threshold is not None:
-        policy["thresholds"] = {**policy.get("thresholds", {}), spec.signal: threshold}
-    try:
-        PolicyConfig.for_algorithm(spec.algorithm, **policy)
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(str(exc), param_hint="the policy options") from exc
-    return policy
 
 
 def _print_text(result: Any, knob: str) -> None:
@@ -102,77 +41,6 @@ def _print_text(result: Any, knob: str) -> None:
         f"{t['reward']}, total {t['total']} (router: {router})"
     )
     click.echo(f"program:    {result.program_id} ({result.elapsed_s:.1f} s)")
-
-
-def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by `run` and `eval`: where the router is, the policy, the program."""
-    options = [
-        click.option(
-            "--router",
-            "router_url",
-            envvar=ROUTER_ENV,
-            default=DEFAULT_ROUTER_URL,
-            help=f"Router URL [env: {ROUTER_ENV}].",
-        ),
-        click.option(
-            "--cap", type=click.IntRange(min=1), help="Most knob units (default: per program)."
-        ),
-        click.option(
-            "--threshold",
-            type=click.FloatRange(0, 1),
-            help="Threshold of the program's certaindex signal (default: per program).",
-        ),
-        click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read."),
-        click.option(
-            "--policy",
-            "policy_file",
-            type=click.Path(dir_okay=False),
-            help="JSON policy file: algorithm -> PolicyConfig overrides "
-            "(e.g. from `dynasor-sgl calibrate`).",
-        ),
-        click.option(
-            "--set",
-            "params",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="A program parameter, e.g. --set max_tokens=128 (repeatable).",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            help="Abort a program after this many seconds.",
-        ),
-        click.option(
-            "--deadline",
-            type=click.FloatRange(min=0, min_open=True),
-            help="The program's deadline in seconds, told to the router (its "
-            "deadline order and deadline stop use it).",
-        ),
-        click.option(
-            "--api-key",
-            envvar=API_KEY_ENV,
-            default=None,
-            show_default=False,
-            help=f"Router API key [env: {API_KEY_ENV}].",
-        ),
-        click.option(
-            "--log-level",
-            type=click.Choice(["debug", "info", "warning", "error"]),
-            default="warning",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def configure_logging(level: str, timestamps: bool = False) -> None:
-    """Logging for a command, once, to stderr; timestamps for the long-running servers."""
-    when = "%(asctime)s " if timestamps else ""
-    logging.basicConfig(
-        level=level.upper(), format=when + "%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
 
 
 @click.command("run", context_settings={"show_default": True})
@@ -201,15 +69,15 @@ def run_command(
     configure_logging(log_level)
     from dynasor_sgl.lang import BackendError, run_program
 
-    spec = _load_spec(program)
-    policy = _policy(spec, policy_file, cap, threshold, detect_at)
+    spec = load_spec(program)
+    policy = policy_overrides(spec, policy_file, cap, threshold, detect_at)
     try:
         result = run_program(
             spec,
             question,
             router=router_url,
             policy=policy,
-            params=_parse_set(params),
+            params=parse_set(params),
             timeout_s=timeout,
             deadline_s=deadline,
             api_key=api_key,
