@@ -47,6 +47,15 @@ def create_app(config: RouterConfig) -> Any:
     app.state.router = router
     _add_error_handlers(app)
 
+    _add_status_routes(app, router)
+    _add_worker_routes(app, router)
+    add_program_routes(app, router)
+    return Guard(GenerateFastPath(app, router), config.max_body_bytes, config.api_key)
+
+
+def _add_status_routes(app: FastAPI, router: Router) -> None:
+    """Health, SGLang's read-only info routes (also under a program's path), /metrics."""
+
     @app.get("/health")
     async def health() -> Response:
         up = router.pool.healthy()
@@ -70,6 +79,21 @@ def create_app(config: RouterConfig) -> Any:
         app.add_api_route(
             "/programs/{program_id}" + path, read_only, methods=["GET"], include_in_schema=False
         )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        m = router.metrics
+        m.programs_active.set(router.programs.active())
+        m.queue_length.set(router.admission.queue_length())
+        for w in router.pool.workers:
+            m.worker_inflight.labels(str(w.index)).set(w.inflight)
+            m.worker_healthy.labels(str(w.index)).set(int(w.healthy))
+        return Response(m.render(), media_type="text/plain; version=0.0.4")
+
+
+def _add_worker_routes(app: FastAPI, router: Router) -> None:
+    """What reaches the workers: /generate (plain and a program's), aborts, cache flushes and
+    the OpenAI routes."""
 
     @app.post("/generate")
     async def generate(request: Request) -> Response:
@@ -101,19 +125,6 @@ def create_app(config: RouterConfig) -> Any:
         app.add_api_route(
             path, _openai_forwarder(router, path), methods=["POST"], include_in_schema=False
         )
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        m = router.metrics
-        m.programs_active.set(router.programs.active())
-        m.queue_length.set(router.admission.queue_length())
-        for w in router.pool.workers:
-            m.worker_inflight.labels(str(w.index)).set(w.inflight)
-            m.worker_healthy.labels(str(w.index)).set(int(w.healthy))
-        return Response(m.render(), media_type="text/plain; version=0.0.4")
-
-    add_program_routes(app, router)
-    return Guard(GenerateFastPath(app, router), config.max_body_bytes, config.api_key)
 
 
 def _response(result: Reply | AsyncIterator[bytes]) -> Response:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dynasor_sgl.policy import PolicyConfig, Report
+from dynasor_sgl.policy import Decision, PolicyConfig, Report
 from dynasor_sgl.policy_config import DEFAULTS
 from dynasor_sgl.router.core import Router
 from dynasor_sgl.router.errors import bad_request
@@ -86,19 +86,7 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
             decision, aborted = await router.report(prog, rep, auto_slack)
         except ValueError as exc:  # a value the policy's math rejects (e.g. reward > 1)
             raise bad_request(f"invalid report: {exc}") from exc
-        return JSONResponse(
-            {
-                "program_id": program_id,
-                "action": str(decision.action),
-                "grant": decision.grant,
-                "expand": decision.expand,
-                "trim": list(decision.trim),
-                "reason": None if decision.reason is None else str(decision.reason),
-                "values": dict(decision.values),
-                "aborted": aborted,
-                "status": prog.status,
-            }
-        )
+        return JSONResponse(_decision_json(program_id, decision, aborted, str(prog.status)))
 
     @app.post("/programs/{program_id}/finish")
     async def finish(program_id: str, body: FinishIn | None = None) -> JSONResponse:
@@ -112,3 +100,20 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
         prog = table.get(program_id)
         aborted = await router.end_program(prog, lambda: table.stop(prog, "aborted"), "client")
         return JSONResponse({**prog.summary(), "aborted": aborted})
+
+
+def _decision_json(
+    program_id: str, decision: Decision, aborted: int, status: str
+) -> dict[str, Any]:
+    """What a report answers: the decision, the requests it aborted, the program's status."""
+    return {
+        "program_id": program_id,
+        "action": str(decision.action),
+        "grant": decision.grant,
+        "expand": decision.expand,
+        "trim": list(decision.trim),
+        "reason": None if decision.reason is None else str(decision.reason),
+        "values": dict(decision.values),
+        "aborted": aborted,
+        "status": status,
+    }
