@@ -16,74 +16,19 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dynasor_sgl import answers as _answers
 from dynasor_sgl import certaindex as ci
+from dynasor_sgl.labelled import LabelledRun, StepRecord
 from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+
+__all__ = ["CalibrationResult", "LabelledRun", "StepRecord", "calibrate", "oracle_index", "replay"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One report of a full-budget run.
-
-    step: knob used so far; tokens: cumulative tokens used so far (probes included).
-    answers: answers so far (SC: every sample's answer; CoT: the probe answers, oldest first).
-    answer: what the program would return if stopped here; None = majority of `answers`
-      (set it for CoT, where it is the latest probe answer). probe_texts: raw CoT probe
-      responses (for the hesitation veto). values: precomputed signals, e.g. reward.
-    """
-
-    step: int
-    tokens: int
-    answers: tuple[str | None, ...] = ()
-    answer: str | None = None
-    probe_texts: tuple[str | None, ...] = ()
-    values: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LabelledRun:
-    """A program's full-budget run: its reports in step order and the correct answer."""
-
-    program_id: str
-    correct: str | None
-    records: tuple[StepRecord, ...]
-
-    def __post_init__(self) -> None:
-        steps = [r.step for r in self.records]
-        if not steps or steps != sorted(set(steps)):
-            raise ValueError(
-                f"run {self.program_id!r}: records must be non-empty with "
-                f"strictly increasing steps, got {steps}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LabelledRun:
-        """From plain data: {"program_id", "correct", "records": [{"step", "tokens", ...}]}."""
-        unknown = set(data) - {"program_id", "correct", "records"}
-        if unknown:
-            raise ValueError(f"unknown run keys: {sorted(unknown)}")
-        known = {f.name for f in dataclasses.fields(StepRecord)}
-        records = []
-        for rec in data["records"]:
-            if set(rec) - known:
-                raise ValueError(f"unknown record keys: {sorted(set(rec) - known)}")
-            records.append(
-                StepRecord(
-                    **{
-                        **rec,
-                        "answers": tuple(rec.get("answers", ())),
-                        "probe_texts": tuple(rec.get("probe_texts", ())),
-                    }
-                )
-            )
-        return cls(str(data["program_id"]), data.get("correct"), tuple(records))
 
 
 @dataclass(frozen=True)
@@ -301,7 +246,17 @@ def calibrate(
     oracle_tokens = sum(p.tokens[oracle_index(p.answers)] for p in preps)
     candidates = _candidates(preps, grid, steps, everys)
     best = _cheapest(candidates, full_acc - margin)
+    return _result(best, full_acc, full_tokens, oracle_tokens, len(runs), frontier(candidates))
 
+
+def _result(
+    best: _Candidate | None,
+    full_acc: float,
+    full_tokens: int,
+    oracle_tokens: int,
+    n_programs: int,
+    points: tuple[dict[str, Any], ...],
+) -> CalibrationResult:
     def saving(tokens: int) -> float:
         return 1.0 - tokens / full_tokens if full_tokens else 0.0
 
@@ -310,8 +265,8 @@ def calibrate(
         "full_tokens": full_tokens,
         "oracle_tokens": oracle_tokens,
         "oracle_saving": saving(oracle_tokens),
-        "n_programs": len(runs),
-        "frontier": frontier(candidates),
+        "n_programs": n_programs,
+        "frontier": points,
     }
     if best is None:
         return CalibrationResult(

@@ -1,0 +1,68 @@
+"""Labelled runs: a program's full-budget run as the reports it made at each step, and the
+correct answer; the input of calibration. Plain data, from JSON or built by `eval`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One report of a full-budget run.
+
+    step: knob used so far; tokens: cumulative tokens used so far (probes included).
+    answers: answers so far (SC: every sample's answer; CoT: the probe answers, oldest first).
+    answer: what the program would return if stopped here; None = majority of `answers`
+      (set it for CoT, where it is the latest probe answer). probe_texts: raw CoT probe
+      responses (for the hesitation veto). values: precomputed signals, e.g. reward.
+    """
+
+    step: int
+    tokens: int
+    answers: tuple[str | None, ...] = ()
+    answer: str | None = None
+    probe_texts: tuple[str | None, ...] = ()
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelledRun:
+    """A program's full-budget run: its reports in step order and the correct answer."""
+
+    program_id: str
+    correct: str | None
+    records: tuple[StepRecord, ...]
+
+    def __post_init__(self) -> None:
+        steps = [r.step for r in self.records]
+        if not steps or steps != sorted(set(steps)):
+            raise ValueError(
+                f"run {self.program_id!r}: records must be non-empty with "
+                f"strictly increasing steps, got {steps}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelledRun:
+        """From plain data: {"program_id", "correct", "records": [{"step", "tokens", ...}]}."""
+        unknown = set(data) - {"program_id", "correct", "records"}
+        if unknown:
+            raise ValueError(f"unknown run keys: {sorted(unknown)}")
+        known = {f.name for f in dataclasses.fields(StepRecord)}
+        records = []
+        for rec in data["records"]:
+            if set(rec) - known:
+                raise ValueError(f"unknown record keys: {sorted(set(rec) - known)}")
+            records.append(
+                StepRecord(
+                    **{
+                        **rec,
+                        "answers": tuple(rec.get("answers", ())),
+                        "probe_texts": tuple(rec.get("probe_texts", ())),
+                    }
+                )
+            )
+        return cls(str(data["program_id"]), data.get("correct"), tuple(records))
