@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dynasor_sgl.lang.run import ProgramSpec
+    from dynasor_sgl.lang.spec import ProgramSpec
 
 MODULES = {
     "self-consistency": "self_consistency",

@@ -14,7 +14,8 @@ from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BackendError, BranchFailed, BranchTrimmed, ProgramStopped
 from dynasor_sgl.lang.probe import PROBE_SUFFIX, Probe, ProbeResult, start_probe
 from dynasor_sgl.lang.reward import RemoteJudge, RewardSource, SelfJudge
-from dynasor_sgl.lang.run import EXIT_REASONS, ProgramResult, ProgramSpec, run_program
+from dynasor_sgl.lang.run import run_program
+from dynasor_sgl.lang.spec import EXIT_REASONS, ProgramResult, ProgramSpec
 from dynasor_sgl.lang.state import (
     branch,
     context,
