@@ -30,8 +30,8 @@ class Profile:
     kv_tokens: KV pool size in tokens (SGLang's --max-total-tokens). prefill_budget: prompt
     tokens prefilled per step at most (--chunked-prefill-size). max_running: requests running
     at once at most (--max-running-requests). request_overhead_s: seconds each request spends
-    outside the engine (client, HTTP, router) on its way in and out. source: for each number,
-    where it comes from.
+    outside the engine (client, HTTP, router; both ways, counted before it arrives). source:
+    for each number, where it comes from.
     """
 
     name: str

@@ -1,0 +1,150 @@
+"""One simulated run: a system serving a Poisson trace of programs on N simulated workers.
+
+The same arrivals (`online.workload.arrival_offsets`), deadlines (`deadline_s`), systems
+(`online.systems`) and policy overrides (`policy_for`) as the real online benchmark; each
+program's record has the real benchmark's fields plus `simulated: true`. Pure: virtual time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dynasor_sgl.online.systems import System, policy_for
+from dynasor_sgl.online.workload import arrival_offsets, deadline_s
+from dynasor_sgl.policy import PolicyConfig
+from dynasor_sgl.router.config import MEASURED_KNEE
+from dynasor_sgl.sim.cluster import Cluster, Setup
+from dynasor_sgl.sim.loop import EventLoop
+from dynasor_sgl.sim.profile import Profile
+from dynasor_sgl.sim.program import SimProgram
+from dynasor_sgl.sim.queue import QueuePolicy
+from dynasor_sgl.sim.traces import Trace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every run of a simulated benchmark shares.
+
+    profile / workers: the engines. seed: the arrivals' seed. slo_scale: deadlines' scale.
+    max_tokens: max_new_tokens of traces that do not carry their own. policy: the user's
+    PolicyConfig overrides (a trace's length is its cap). bound: the routers' in-flight bound
+    per worker (None: the router's default). bases: base deadline (s) per algorithm.
+    difficulty: question id -> difficulty (missing: the trace's own, or 1 for eval traces).
+    """
+
+    profile: Profile
+    workers: int
+    seed: int
+    slo_scale: float
+    max_tokens: int
+    policy: Mapping[str, Any]
+    bases: Mapping[str, float]
+    bound: int | None = None
+    difficulty: Mapping[str, int] | None = None
+
+
+def setup_for(system: System, bound: int | None) -> Setup:
+    """How `system` serves in the simulator (its worker flavour gives the engine policy)."""
+    if system.direct:
+        policy = QueuePolicy.LPM if system.worker == "lpm" else QueuePolicy.FCFS
+        return Setup(None, engine_policy=policy)
+    return Setup(
+        system.scheduling,
+        bound or MEASURED_KNEE,
+        QueuePolicy.PRIORITY,
+        worker_priority=True,
+        deadline_stop=system.deadline_stop,
+    )
+
+
+def policy_config(trace: Trace, system: System, user: Mapping[str, Any]) -> PolicyConfig:
+    overrides = policy_for(system, user)
+    return PolicyConfig.for_algorithm(trace.algorithm, **{**overrides, "cap": len(trace.units)})
+
+
+def difficulty_of(trace: Trace, known: Mapping[str, int] | None) -> int:
+    if known is not None:
+        return known.get(trace.question_id, 1)
+    return trace.difficulty() if trace.source.startswith("synthetic") else 1
+
+
+def simulate(
+    traces: Sequence[Trace],
+    n: int,
+    system: System,
+    rate: float,
+    spec: RunSpec,
+    run_id: str = "sim",
+) -> list[dict[str, Any]]:
+    """The records of `n` programs (trace i mod len) arriving at `rate` on `system`."""
+    loop = EventLoop()
+    cluster = Cluster(loop, spec.profile, spec.workers, setup_for(system, spec.bound))
+    configs: dict[tuple[str, int], PolicyConfig] = {}
+    runs = []
+    for i, offset in enumerate(arrival_offsets(n, rate, spec.seed)):
+        trace = traces[i % len(traces)]
+        key = (trace.algorithm, len(trace.units))
+        if key not in configs:
+            configs[key] = policy_config(trace, system, spec.policy)
+        difficulty = difficulty_of(trace, spec.difficulty)
+        deadline = deadline_s(spec.slo_scale, difficulty, spec.bases[trace.algorithm])
+        prog = SimProgram(
+            f"{run_id}-{i}",
+            trace,
+            configs[key],
+            offset,
+            trace.max_new or spec.max_tokens,
+            None if system.direct else offset + deadline,
+        )
+        loop.at(offset, prog.start, cluster)
+        runs.append((prog, difficulty, deadline))
+    loop.run()
+    label = {"system": system.name, "rate": float(rate), "simulated": True}
+    return [_record(label, i, p, d, dl, spec) for i, (p, d, dl) in enumerate(runs)]
+
+
+def _record(
+    label: Mapping[str, Any],
+    index: int,
+    prog: SimProgram,
+    difficulty: int,
+    deadline: float,
+    spec: RunSpec,
+) -> dict[str, Any]:
+    fields = prog.record()
+    return {
+        **label,
+        "base_deadline_s": spec.bases[prog.algorithm],
+        "index": index,
+        "question_id": prog.trace.question_id,
+        "algorithm": prog.algorithm,
+        "arrival_s": round(prog.arrival, 4),
+        "difficulty": difficulty,
+        "latency_s": fields["elapsed_s"],
+        "start_lag_s": 0.0,
+        "deadline_s": round(deadline, 3),
+        **fields,
+    }
+
+
+def base_deadlines(
+    traces: Sequence[Trace], system: System, spec: RunSpec, programs: int = 3
+) -> dict[str, float]:
+    """Per algorithm, the median latency of its first `programs` traces run one at a time on
+    an idle worker at cap on `system` (the real benchmark's calibration)."""
+    bases: dict[str, float] = {}
+    for algorithm in dict.fromkeys(t.algorithm for t in traces):
+        mine = [t for t in traces if t.algorithm == algorithm][:programs]
+        latencies = []
+        for t in mine:
+            one = RunSpec(**{**spec.__dict__, "workers": 1, "bases": {algorithm: 1.0}})
+            (rec,) = simulate([t], 1, system, 1.0, one, "base")
+            latencies.append(float(rec["latency_s"]))
+        latencies.sort()
+        bases[algorithm] = round(latencies[len(latencies) // 2], 3)
+    return bases

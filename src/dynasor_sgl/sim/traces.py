@@ -1,0 +1,142 @@
+"""Program traces: what each knob unit of a program generated, to replay through the policy.
+
+A trace is one program at its cap: per unit, its tokens, its answer as a cluster label
+(samples with the same label are equivalent; `NO_ANSWER` never agrees with anything), and a
+reward where the algorithm has one. Labels stand for answers already clustered, so replaying a
+trace decides without math-verify (`Report.clusters`). Traces come from a `dynasor-sgl eval`
+results file (self-consistency baseline records keep every sample's answer and tokens), or
+are synthetic (`synthetic.py`), labelled so. Pure except `load_eval_traces`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynasor_sgl.online.workload import DEFAULT_DIFFICULTY, difficulty_of
+
+logger = logging.getLogger(__name__)
+
+NO_ANSWER = -1  # an empty or unparseable answer: its own cluster
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One knob unit of a program: tokens generated, answer label, reward (None: none)."""
+
+    tokens: int
+    label: int = NO_ANSWER
+    reward: float | None = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One program at its cap. prompt_tokens: its shared prompt (prefilled once per worker).
+    gold: the label of the right answer (None: no unit got it right). source: where it comes
+    from ("eval:<file>" or "synthetic:<workload>"). max_new: the max_new_tokens its requests
+    were sent with (0: the run's own setting)."""
+
+    question_id: str
+    algorithm: str
+    prompt_tokens: int
+    units: tuple[Unit, ...]
+    gold: int | None
+    source: str
+    max_new: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.units:
+            raise ValueError(f"trace {self.question_id} has no units")
+        if self.prompt_tokens < 0 or any(u.tokens < 0 for u in self.units):
+            raise ValueError(f"trace {self.question_id} has a negative token count")
+
+    def truncated(self, cap: int) -> Trace:
+        """The same program at a smaller cap (its first `cap` units)."""
+        return dataclasses.replace(self, units=self.units[: max(1, cap)])
+
+    def answers(self, k: int) -> dict[str, str | None]:
+        """The first k units' answers by branch id (`s<i>`), as the program reports them."""
+        return {f"s{i}": _text(u.label) for i, u in enumerate(self.units[:k])}
+
+    def clusters(self, k: int) -> list[list[str]]:
+        """The first k units' branches grouped by label (each unanswered one alone)."""
+        groups: dict[int, list[str]] = {}
+        alone = []
+        for i, u in enumerate(self.units[:k]):
+            if u.label == NO_ANSWER:
+                alone.append([f"s{i}"])
+            else:
+                groups.setdefault(u.label, []).append(f"s{i}")
+        return [*groups.values(), *alone]
+
+    def rewards(self, k: int) -> dict[str, float]:
+        return {f"s{i}": u.reward for i, u in enumerate(self.units[:k]) if u.reward is not None}
+
+    def majority(self, k: int) -> int | None:
+        """The label of the largest cluster among the first k units (ties: the earliest
+        label seen), or None if no unit answered."""
+        counts: dict[int, int] = {}
+        for u in self.units[:k]:
+            if u.label != NO_ANSWER:
+                counts[u.label] = counts.get(u.label, 0) + 1
+        return max(counts, key=lambda lb: counts[lb]) if counts else None
+
+    def difficulty(self) -> int:
+        """1 when every unit is right, 3 when none is, 2 when mixed (the online workload's)."""
+        if self.gold is None:
+            return 3
+        return difficulty_of([u.label == self.gold for u in self.units])
+
+
+def _text(label: int) -> str | None:
+    return None if label == NO_ANSWER else str(label)
+
+
+def labels_of(answers: Sequence[str | None], gold: str | None) -> tuple[list[int], int | None]:
+    """Cluster labels of `answers` (math-verify equivalence, `answers.cluster`) and the label
+    equivalent to `gold` (None if none is)."""
+    from dynasor_sgl.answers import cluster, equivalent, normalize
+
+    labels = [NO_ANSWER] * len(answers)
+    gold_label = None
+    for n, group in enumerate(cluster(answers)):
+        if not normalize(answers[group[0]]):
+            continue
+        for i in group:
+            labels[i] = n
+        if gold is not None and gold_label is None and equivalent(answers[group[0]], gold):
+            gold_label = n
+    return labels, gold_label
+
+
+def load_eval_traces(path: str | Path) -> list[Trace]:
+    """Self-consistency traces from the finished baseline records of an eval results file
+    (records without per-sample answers and tokens are skipped). No usable record: ValueError."""
+    from dynasor_sgl.eval.replay import sampled_run
+    from dynasor_sgl.eval.results import read_records
+
+    if not Path(path).is_file():
+        raise ValueError(f"trace file {path} does not exist")
+    _, records = read_records(path)
+    traces = []
+    for r in records:
+        details = r.get("details") or {}
+        if r.get("policy") != "baseline" or r.get("status") != "ok" or "answers" not in details:
+            continue
+        tokens = (r.get("tokens") or {}).get("total", 0)
+        run = sampled_run(details, int(tokens))
+        labels, gold = labels_of(run.answers, r.get("gold"))
+        units = tuple(Unit(t, lb) for t, lb in zip(run.sample_tokens, labels, strict=True))
+        prompt = max(1, run.shared_tokens)
+        qid = str(r["question_id"])
+        traces.append(Trace(qid, "sc", prompt, units, gold, f"eval:{Path(path).name}"))
+    if not traces:
+        raise ValueError(f"{path} has no finished self-consistency baseline records to replay")
+    logger.info("%d traces from %s", len(traces), path)
+    return traces
+
+
+__all__ = ["DEFAULT_DIFFICULTY", "NO_ANSWER", "Trace", "Unit", "labels_of", "load_eval_traces"]

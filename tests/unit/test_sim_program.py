@@ -1,0 +1,111 @@
+"""Simulated programs: replayed traces stop where the recorded policy would have, and the
+systems serve them with the router's own decision code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dynasor_sgl.eval.replay import replay_policy, sampled_run
+from dynasor_sgl.online.systems import SYSTEMS
+from dynasor_sgl.policy import PolicyConfig
+from dynasor_sgl.sim.profile import Profile
+from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
+from dynasor_sgl.sim.synthetic import synthetic_traces
+from dynasor_sgl.sim.traces import NO_ANSWER, Trace, Unit, load_eval_traces
+
+PROFILE = Profile("test", base_s=0.05, per_request_s=0.01, per_prefill_token_s=0.0001)
+ANSWERS = {
+    "agree": ["7"] * 10,
+    "split": ["3", "3", "3", "3", "4", "3", "4", "3", "5", "3"],
+    "noisy": ["1", "2", None, "2", "3", "1", "2", "2", "2", "2"],
+    "frac": ["1/2", "0.5", "\\frac{1}{2}", "2", "0.5", "1/2", "1/2", "3", "0.5", "1/2"],
+}
+
+
+def write_eval(path: Path) -> list[dict]:
+    records = []
+    for i, (qid, answers) in enumerate(ANSWERS.items()):
+        sample_tokens = [10 + (3 * i + j) % 7 for j in range(len(answers))]
+        details = {"answers": answers, "sample_tokens": sample_tokens}
+        total = 40 + sum(sample_tokens)
+        records.append(
+            {
+                "question_id": qid,
+                "policy": "baseline",
+                "status": "ok",
+                "gold": "1/2" if qid == "frac" else "3",
+                "tokens": {"total": total},
+                "details": details,
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def spec(**kw: object) -> RunSpec:
+    base = {
+        "profile": PROFILE,
+        "workers": 1,
+        "seed": 0,
+        "slo_scale": 2.0,
+        "max_tokens": 16,
+        "policy": {},
+        "bases": {"sc": 5.0, "mcts": 5.0, "rebase": 5.0},
+    }
+    return RunSpec(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_replayed_programs_stop_where_the_recorded_policy_would_have(tmp_path: Path) -> None:
+    records = write_eval(tmp_path / "eval.jsonl")
+    traces = load_eval_traces(tmp_path / "eval.jsonl")
+    assert [t.question_id for t in traces] == list(ANSWERS)
+    for system in ("dynasor", "certaindex", "sglang"):
+        got = simulate(traces, len(traces), SYSTEMS[system], 0.2, spec())
+        for rec, r in zip(got, records, strict=True):
+            run = sampled_run(r["details"], r["tokens"]["total"])
+            cfg = PolicyConfig.for_algorithm("sc", cap=10)
+            if system == "sglang":
+                cfg = PolicyConfig.for_algorithm("sc", cap=10, thresholds={})
+            want = replay_policy(run, cfg)
+            assert (rec["steps"], rec["exit_reason"]) == (want.steps, want.exit_reason), rec
+            assert rec["status"] == "ok" and rec["latency_s"] > 0
+
+
+def test_eval_labels_cluster_equivalent_answers(tmp_path: Path) -> None:
+    write_eval(tmp_path / "eval.jsonl")
+    frac = load_eval_traces(tmp_path / "eval.jsonl")[3]
+    labels = [u.label for u in frac.units]
+    assert len({labels[i] for i in (0, 1, 2, 4, 5)}) == 1 and frac.gold == labels[0]
+    noisy = load_eval_traces(tmp_path / "eval.jsonl")[2]
+    assert noisy.units[2].label == NO_ANSWER
+
+
+def test_tokens_and_prefix_sharing_are_counted() -> None:
+    units = tuple(Unit(10, 0) for _ in range(5))
+    trace = Trace("q", "sc", 40, units, 0, "test")
+    (rec,) = simulate([trace], 1, SYSTEMS["dynasor"], 1.0, spec())
+    detail = rec["tokens_detail"]
+    # one fork prefill of the 40-token prompt, then 5 samples that each recompute one token
+    assert detail["prefill"] == 40 + 5 and detail["cached"] == 5 * 40
+    assert detail["generated"] == 50 and detail["requests"] == 6
+    assert rec["exit_reason"] == "threshold" and rec["correct"] is True
+    assert rec["tokens"] == 95
+
+
+def test_every_system_and_synthetic_workload_runs() -> None:
+    traces = synthetic_traces("mix", 12, seed=1)
+    for name, system in SYSTEMS.items():
+        recs = simulate(traces, 12, system, 0.5, spec(workers=2))
+        assert all(r["status"] == "ok" for r in recs), name
+        if system.policy:  # run to cap
+            assert all(r["steps"] == r["cap"] for r in recs), name
+
+
+def test_base_deadline_is_the_median_uncontended_latency() -> None:
+    traces = synthetic_traces("sc-math", 3, seed=0)
+    bases = base_deadlines(traces, SYSTEMS["parrot"], spec())
+    alone = [simulate([t], 1, SYSTEMS["parrot"], 1.0, spec())[0]["latency_s"] for t in traces]
+    assert bases["sc"] == pytest.approx(sorted(alone)[1], abs=1e-3)
