@@ -9,7 +9,16 @@ per-worker in-flight bound (`--max-inflight-per-worker`) should sit for its queu
 worker's batch, to hold the backlog. Writes bench/results/worker_speed.json and prints a
 one-line summary.
 
+For the simulator it also measures prefill: one request at a time of --prefill-sizes random
+prompt tokens (`input_ids`, so nothing is cached) with max_new_tokens=1, i.e. one prefill step
+each. A least-squares fit of step time = base + per_request·B + per_prefill_token·P over the
+decode points (B = concurrency, step = wall / new tokens) and the prefill points (B = 0,
+P = prompt tokens) is written as a simulator profile (--profile). `--fit-from FILE` fits a
+profile from an earlier results file without starting a worker (no prefill points there: the
+prefill cost is then a labelled guess).
+
     .venv/bin/python bench/worker_speed.py [--new-tokens 128] [--concurrency 1,2,4,6,8,12,16]
+        [--prefill-sizes 64,256,1024] [--profile bench/profiles/cpu-smollm2-135m.json]
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import argparse
 import asyncio
 import json
 import platform
+import random
 import time
 from pathlib import Path
 
@@ -25,9 +35,11 @@ import httpx
 
 from dynasor_sgl.config import LaunchConfig
 from dynasor_sgl.launch import run_cluster
+from dynasor_sgl.sim.profile import Profile, fit_step_model, save_profile
 from dynasor_sgl.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"
+PROFILES = Path(__file__).parent / "profiles"
 TOPICS = [
     "rivers",
     "bread",
@@ -75,6 +87,74 @@ async def _batch(url: str, concurrency: int, new_tokens: int) -> dict[str, float
     }
 
 
+async def _prefill_one(url: str, size: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    body = {
+        "input_ids": [rng.randrange(100, 40000) for _ in range(size)],
+        "sampling_params": {"max_new_tokens": 1, "temperature": 0.0},
+    }
+    async with httpx.AsyncClient() as client:
+        t0 = time.perf_counter()
+        resp = await client.post(f"{url}/generate", json=body, timeout=600)
+        wall = time.perf_counter() - t0
+    resp.raise_for_status()
+    meta = resp.json()["meta_info"]
+    computed = int(meta["prompt_tokens"]) - int(meta.get("cached_tokens") or 0)
+    return {"prompt_tokens": computed, "wall_s": round(wall, 4)}
+
+
+def _prefill(url: str, sizes: list[int], repeats: int = 3) -> list[dict[str, float]]:
+    """Each size `repeats` times, one request at a time; the fastest of each is kept."""
+    out = []
+    for size in sizes:
+        runs = [asyncio.run(_prefill_one(url, size, 1000 * size + i)) for i in range(repeats)]
+        out.append(min(runs, key=lambda r: r["wall_s"]))
+    return out
+
+
+def step_points(result: dict) -> list[tuple[int, int, float]]:
+    """(decoding requests, prefill tokens, seconds per step) points of a results dict."""
+    pts = [(int(r["concurrency"]), 0, r["wall_s"] / result["new_tokens"]) for r in result["runs"]]
+    pts += [(0, int(r["prompt_tokens"]), r["wall_s"]) for r in result.get("prefill", [])]
+    return pts
+
+
+def fit_profile(result: dict, source: str) -> Profile:
+    """The simulator profile of a results dict (see the module docstring)."""
+    points = step_points(result)
+    base, per_request, per_token = fit_step_model(points)
+    measured = bool(result.get("prefill"))
+    prefill_source = (
+        f"least squares over {len(result['prefill'])} prefill points (max_new_tokens=1, "
+        "random input_ids) together with the decode points"
+        if measured
+        else "PROVISIONAL GUESS (5,000 prompt tokens/s): no prefill was measured"
+    )
+    fit = f"least squares over {len(result['runs'])} decode points (wall / new tokens at each "
+    fit += f"concurrency, {result['new_tokens']}-token requests) from {source}"
+    return Profile(
+        name=f"cpu-{result['model'].lower()}" + ("" if measured else "-provisional"),
+        base_s=round(base, 6),
+        per_request_s=round(per_request, 6),
+        per_prefill_token_s=round(per_token if measured else PREFILL_GUESS_S, 7),
+        kv_tokens=65536,
+        prefill_budget=8192,
+        max_running=4096,
+        request_overhead_s=0.0,
+        source={
+            "base_s": fit,
+            "per_request_s": fit,
+            "per_prefill_token_s": prefill_source,
+            "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
+            "prefill_budget": "SGLang's default chunked prefill size (8192), not measured",
+            "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
+            "request_overhead_s": "0 until calibrated against real runs (sim validation)",
+            "machine": f"{result['machine'].get('cpu')}, device {result['device']}",
+        },
+    )
+
+
+PREFILL_GUESS_S = 0.0002
 KNEE_FRACTION = 0.9
 
 
@@ -89,8 +169,19 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--concurrency", default="1,2,4,6,8,12,16")
     ap.add_argument("--out", type=Path, default=RESULTS / "worker_speed.json")
+    ap.add_argument("--prefill-sizes", default="64,256,1024,2048")
+    ap.add_argument("--profile", type=Path, default=PROFILES / "cpu-smollm2-135m.json")
+    ap.add_argument("--fit-from", type=Path, help="fit --profile from this results file only")
     args = ap.parse_args()
+    if args.fit_from is not None:
+        profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
+        save_profile(profile, args.profile)
+        print(
+            f"fitted {profile.name} from {args.fit_from}: {profile.source['per_prefill_token_s']}"
+        )
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
+    sizes = [int(c) for c in args.prefill_sizes.split(",") if c.strip()]
 
     port = free_ports("127.0.0.1", 38500, 1)[0]
     t0 = time.perf_counter()
@@ -99,6 +190,7 @@ def main() -> None:
         url = cluster.url
         asyncio.run(_batch(url, 1, 8))  # warm-up
         runs = [asyncio.run(_batch(url, c, args.new_tokens)) for c in levels]
+        prefill = _prefill(url, sizes)
 
     result = {
         "bench": "worker_speed",
@@ -112,13 +204,19 @@ def main() -> None:
         "startup_s": round(startup_s, 2),
         "runs": runs,
         "knee": {"fraction": KNEE_FRACTION, "concurrency": knee(runs)},
+        "prefill": prefill,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    profile = fit_profile(result, f"{args.out.name} (measured by this script)")
+    save_profile(profile, args.profile)
     rates = ", ".join(f"{r['concurrency']}x: {r['tokens_per_s']} tok/s" for r in runs)
     print(
         f"worker start-up {startup_s:.1f} s; decode {rates}; knee at {knee(runs)} concurrent "
-        f"requests ({KNEE_FRACTION:.0%} of the best); wrote {args.out}"
+        f"requests ({KNEE_FRACTION:.0%} of the best); step = {profile.base_s * 1e3:.1f} ms + "
+        f"{profile.per_request_s * 1e3:.2f} ms/request + "
+        f"{profile.per_prefill_token_s * 1e6:.0f} us/prefill token; wrote {args.out} and "
+        f"{args.profile}"
     )
 
 
