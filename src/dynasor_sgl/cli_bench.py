@@ -128,6 +128,27 @@ def bench_command() -> None:
 @click.option("--model-path", help="Model of the bench's own workers. [default: embedded]")
 @click.option("--seed", type=int, help=f"Seed of arrivals and built-in tasks. {_default('seed')}")
 @click.option(
+    "--simulate",
+    "profile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run in the simulator on this engine profile (bench/profiles/*.json) instead of "
+    "real workers: virtual time, the router's own decision code.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Simulated workers (with --simulate).",
+)
+@click.option(
+    "--traces",
+    default="synthetic:sc-math",
+    show_default=True,
+    help="With --simulate: a `dynasor-sgl eval` results file to replay, or "
+    "synthetic:sc-math|mcts|rebase|mix.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -141,6 +162,9 @@ def online_command(
     policy_file: str | None,
     params: tuple[str, ...],
     log_level: str,
+    profile: Path | None,
+    workers: int,
+    traces: str,
     **options: Any,
 ) -> None:
     """Open-loop online serving benchmark: programs arrive as a seeded Poisson process at each
@@ -150,7 +174,24 @@ def online_command(
     highest rate at which 90% of programs meet their deadline, and its ratio to SGLang."""
     configure_logging(log_level)
     cfg = _config(quick, rates, systems, threshold, policy_file, params, options)
-    _run(cfg)
+    if profile is not None:
+        _simulate(cfg, profile, workers, traces)
+    else:
+        _run(cfg)
+
+
+def _simulate(cfg: BenchConfig, profile: Path, workers: int, traces: str) -> None:
+    from dynasor_sgl.online.report import one_line
+    from dynasor_sgl.sim.session import SimConfig, run_sim_bench
+
+    try:
+        summary = run_sim_bench(cfg, SimConfig(profile, workers, traces))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"SIMULATED ({summary['sim_seconds']:g} s): {one_line(summary)}; "
+        f"report {summary['outputs']['markdown']}"
+    )
 
 
 def _config(
