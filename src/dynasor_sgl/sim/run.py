@@ -7,7 +7,9 @@ program's record has the real benchmark's fields plus `simulated: true`. Pure: v
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,9 +144,8 @@ def base_deadlines(
         mine = [t for t in traces if t.algorithm == algorithm][:programs]
         latencies = []
         for t in mine:
-            one = RunSpec(**{**spec.__dict__, "workers": 1, "bases": {algorithm: 1.0}})
+            one = dataclasses.replace(spec, workers=1, bases={algorithm: 1.0})
             (rec,) = simulate([t], 1, system, 1.0, one, "base")
             latencies.append(float(rec["latency_s"]))
-        latencies.sort()
-        bases[algorithm] = round(latencies[len(latencies) // 2], 3)
+        bases[algorithm] = round(statistics.median(latencies), 3)
     return bases

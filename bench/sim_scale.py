@@ -1,0 +1,203 @@
+"""Questions of scale in the simulator: how the Dynasor router's advantage over SGLang alone
+changes with the number of workers and the program mix, and how fast the simulator is.
+
+For each synthetic workload (sc-math, mcts, rebase, mix) and each worker count, every system
+runs a Poisson trace at per-worker rates × workers; the figure of merit is the online
+benchmark's (highest rate with >= 90% of programs on time at the SLO scale, interpolated),
+with its ratio to sglang. Then one timed run of --timed-programs programs on the largest worker
+count, under cProfile, says where the simulator's time goes. Profile: the A100 Llama-3.1-8B
+one by default (bench/profiles/). Writes bench/results/sim_scale.json and sim_scale.png and
+prints a one-line summary. All traces are synthetic (labelled so in the output).
+
+    .venv/bin/python bench/sim_scale.py [--workers 1,4,16,64] [--programs 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import json
+import pstats
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from dynasor_sgl.online import metrics as m
+from dynasor_sgl.online.systems import RUN_TO_CAP, SYSTEMS
+from dynasor_sgl.sim.profile import load_profile
+from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
+from dynasor_sgl.sim.synthetic import WORKLOADS, synthetic_traces
+
+HERE = Path(__file__).parent
+RATES_PER_WORKER = (0.05, 0.1, 0.2, 0.3, 0.45, 0.7)
+
+
+def spec_for(profile_path: Path, workers: int, traces: list, slo: float) -> RunSpec:
+    spec = RunSpec(load_profile(profile_path), workers, 0, slo, 1024, {}, {})
+    at_cap = dataclasses.replace(SYSTEMS["dynasor"], policy=RUN_TO_CAP)
+    return dataclasses.replace(spec, bases=base_deadlines(traces, at_cap, spec))
+
+
+def curve(traces: list, spec: RunSpec, system: str, rates: list[float], n: int) -> list[dict]:
+    points = []
+    for rate in rates:
+        recs = simulate(traces, n, SYSTEMS[system], rate, spec, f"{system}-{rate:g}")
+        lat = m.latencies(recs)
+        points.append(
+            {
+                "rate": rate,
+                "attainment": m.attainment(recs, spec.slo_scale),
+                "p50_s": m.percentile(lat, 50),
+                "mean_latency_s": m.mean(lat),
+                "mean_tokens": m.mean_tokens(recs),
+                "accuracy": m.accuracy(recs),
+            }
+        )
+    return points
+
+
+def sweep(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mix in args.mixes.split(","):
+        traces = synthetic_traces(mix, args.programs, seed=0)
+        out[mix] = {}
+        for workers in (int(w) for w in args.workers.split(",")):
+            spec = spec_for(args.profile, workers, traces, args.slo_scale)
+            rates = [round(r * workers, 4) for r in RATES_PER_WORKER]
+            row: dict[str, Any] = {"bases": dict(spec.bases), "systems": {}}
+            for system in args.systems.split(","):
+                pts = curve(traces, spec, system, rates, args.programs)
+                best, how = m.max_rate([(p["rate"], p["attainment"] or 0.0) for p in pts])
+                row["systems"][system] = {"max_rate": best, "method": how, "points": pts}
+            base = row["systems"].get("sglang", {}).get("max_rate")
+            for entry in row["systems"].values():
+                entry["ratio_to_sglang"] = m.ratio(entry["max_rate"], base)
+            out[mix][str(workers)] = row
+            print(
+                f"{mix} x{workers}: "
+                + ", ".join(f"{s} {e['max_rate']}" for s, e in row["systems"].items()),
+                flush=True,
+            )
+    return out
+
+
+def timed(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    traces = synthetic_traces("sc-math", args.timed_programs, seed=1)
+    spec = spec_for(args.profile, workers, traces[:3], args.slo_scale)
+    rate = 0.25 * workers
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    recs = simulate(traces, args.timed_programs, SYSTEMS["dynasor"], rate, spec, "timed")
+    prof.disable()
+    wall = time.perf_counter() - t0
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
+    requests = sum(r["tokens_detail"]["requests"] for r in recs)
+    return {
+        "programs": args.timed_programs,
+        "workers": workers,
+        "rate": rate,
+        "system": "dynasor",
+        "requests": requests,
+        "wall_s": round(wall, 2),
+        "wall_s_without_profiler": None,
+        "top_functions_by_own_time": text.getvalue().splitlines()[:40],
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    mixes = list(results)
+    fig, axes = plt.subplots(1, len(mixes) + 1, figsize=(4.2 * (len(mixes) + 1), 3.6))
+    for ax, mix in zip(axes, mixes, strict=False):
+        for workers, row in results[mix].items():
+            for system, e in row["systems"].items():
+                if system not in ("sglang", "dynasor"):
+                    continue
+                xs = [p["rate"] / int(workers) for p in e["points"]]
+                ys = [100 * (p["attainment"] or 0) for p in e["points"]]
+                ax.plot(
+                    xs,
+                    ys,
+                    "o-" if system == "dynasor" else "x--",
+                    ms=3,
+                    label=f"{system} x{workers}",
+                )
+        ax.axhline(90, color="black", lw=0.8, ls=":")
+        ax.set_title(f"{mix} (synthetic)", fontsize=9)
+        ax.set_xlabel("programs/s per worker")
+        ax.set_ylabel("on time (%)")
+        ax.legend(fontsize=6)
+    ax = axes[-1]
+    for mix in mixes:
+        ws = sorted(results[mix], key=int)
+        ratios = [results[mix][w]["systems"].get("dynasor", {}).get("ratio_to_sglang") for w in ws]
+        ax.plot([int(w) for w in ws], [r or 0 for r in ratios], "o-", label=mix)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("dynasor max rate / sglang")
+    ax.set_title("advantage vs workers", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "gpu-a100-llama3-8b.json")
+    ap.add_argument("--workers", default="1,4,16,64")
+    ap.add_argument("--mixes", default=",".join([*WORKLOADS, "mix"]))
+    ap.add_argument("--systems", default="sglang,parrot,dynasor,dynasor-deadline")
+    ap.add_argument("--programs", type=int, default=2000)
+    ap.add_argument("--timed-programs", type=int, default=10000)
+    ap.add_argument("--slo-scale", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_scale.json")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    results = sweep(args)
+    biggest = max(int(w) for w in args.workers.split(","))
+    timing = timed(args, biggest)
+    t1 = time.perf_counter()
+    traces = synthetic_traces("sc-math", args.timed_programs, seed=1)
+    spec = spec_for(args.profile, biggest, traces[:3], args.slo_scale)
+    simulate(traces, args.timed_programs, SYSTEMS["dynasor"], 0.25 * biggest, spec, "timed")
+    timing["wall_s_without_profiler"] = round(time.perf_counter() - t1, 2)
+    doc = {
+        "bench": "sim_scale",
+        "synthetic": True,
+        "workloads": {k: w.describe() for k, w in WORKLOADS.items()},
+        "profile": load_profile(args.profile).to_dict(),
+        "slo_scale": args.slo_scale,
+        "programs_per_run": args.programs,
+        "rates_per_worker": RATES_PER_WORKER,
+        "results": results,
+        "timing": timing,
+        "total_wall_s": round(time.perf_counter() - t0, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    ratios = {
+        mix: {
+            w: results[mix][w]["systems"].get("dynasor", {}).get("ratio_to_sglang")
+            for w in results[mix]
+        }
+        for mix in results
+    }
+    print(
+        f"{timing['programs']} programs on {biggest} workers simulated in "
+        f"{timing['wall_s_without_profiler']} s ({timing['requests']} requests); dynasor/sglang "
+        f"max-rate ratio by mix and workers: {ratios}; wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
