@@ -38,13 +38,17 @@ class Served(Protocol):
     """What the cluster needs to know of a program (`sim.program.SimProgram`)."""
 
     program_id: str
-    algorithm: str
-    cap: int
     step: int
     completion_tokens: int
     tokens_at_report: int
     deadline_at: float | None
     policy: ProgramPolicy
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def cap(self) -> int: ...
 
 
 @dataclass(frozen=True)

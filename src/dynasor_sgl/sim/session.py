@@ -59,7 +59,21 @@ def load_traces(spec: str, cfg: BenchConfig) -> list[Trace]:
     an eval file's, cut to the bench's cap."""
     if spec.startswith(SYNTHETIC):
         return synthetic_traces(spec.removeprefix(SYNTHETIC), cfg.programs, cfg.seed)
-    return [t.truncated(cfg.cap) for t in load_eval_traces(spec)]
+    traces = [t.truncated(cfg.cap) for t in load_eval_traces(spec)]
+    return in_dataset_order(traces, cfg)
+
+
+def in_dataset_order(traces: list[Trace], cfg: BenchConfig) -> list[Trace]:
+    """Traces in the order the real benchmark asks the bench's dataset (program i asks item
+    i), so both see the same question at each arrival; traces of other questions go last."""
+    from dynasor_sgl.eval.datasets import load_dataset
+
+    try:
+        items = load_dataset(cfg.dataset, limit=cfg.programs, seed=cfg.seed)
+    except (ValueError, OSError):  # a dataset that cannot be read: the file's order
+        return traces
+    rank = {item.id: k for k, item in enumerate(items)}
+    return sorted(traces, key=lambda t: rank.get(t.question_id, len(rank)))
 
 
 def describe_traces(spec: str) -> Any:

@@ -1,0 +1,141 @@
+"""The simulator against a real online benchmark, side by side, on the same arrival traces.
+
+Reads a finished `dynasor-sgl bench online` folder (its settings, base deadline and program
+records), replays the same benchmark in the simulator (same programs per run, rates, seed, SLO
+scale and base deadline, so the same arrivals and deadlines) with programs replayed from a
+`dynasor-sgl eval` results file of the same questions and settings (cap, max_tokens,
+temperature: its own samples, not the real run's), and compares per system and rate the share
+of programs on time (goal: within 10 points) and the mean latency (goal: within 20%). Writes
+bench/results/sim_validation.json and .png and prints a one-line summary.
+
+    .venv/bin/python bench/sim_validate.py --real bench/results/online \\
+        --traces bench/results/sim_validation/eval-facts.jsonl \\
+        --profile bench/profiles/cpu-smollm2-135m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from dynasor_sgl.online import metrics as m
+from dynasor_sgl.online.config import BenchConfig
+from dynasor_sgl.online.results import read_rows
+from dynasor_sgl.sim.session import SimConfig, run_sim_bench
+
+HERE = Path(__file__).parent
+ATTAINMENT_POINTS = 0.10
+LATENCY_SHARE = 0.20
+
+
+def real_bench(folder: Path) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
+    rows = read_rows(folder / "results.jsonl")
+    header = next(r for r in rows if r.get("kind") == "header")
+    base = next(r for r in rows if r.get("kind") == "base")
+    done = {(r["system"], r["rate"]) for r in rows if r.get("kind") == "run"}
+    programs = [r for r in rows if r.get("kind") == "program" and (r["system"], r["rate"]) in done]
+    return header["settings"], float(base["base_deadline_s"]), programs
+
+
+def by_run(records: list[dict[str, Any]]) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in records:
+        runs.setdefault((str(r["system"]), float(r["rate"])), []).append(r)
+    return runs
+
+
+def compare(real: list[dict[str, Any]], sim: list[dict[str, Any]], slo: float) -> list[dict]:
+    rows = []
+    sim_runs = by_run(sim)
+    for key, recs in sorted(by_run(real).items()):
+        mine = sim_runs.get(key, [])
+        ra, sa = m.attainment(recs, slo), m.attainment(mine, slo)
+        rl, sl = m.mean(m.latencies(recs)), m.mean(m.latencies(mine))
+        att_ok = ra is not None and sa is not None and abs(ra - sa) <= ATTAINMENT_POINTS
+        lat_ok = rl is not None and sl is not None and abs(sl - rl) <= LATENCY_SHARE * rl
+        rows.append(
+            {
+                "system": key[0],
+                "rate": key[1],
+                "real_attainment": ra,
+                "sim_attainment": sa,
+                "real_mean_latency_s": rl,
+                "sim_mean_latency_s": sl,
+                "real_mean_tokens": m.mean_tokens(recs),
+                "sim_mean_tokens": m.mean_tokens(mine),
+                "attainment_within_10_points": att_ok,
+                "latency_within_20_percent": lat_ok,
+            }
+        )
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, what in zip(axes, ("attainment", "mean_latency_s"), strict=True):
+        for system in dict.fromkeys(r["system"] for r in rows):
+            mine = [r for r in rows if r["system"] == system]
+            xs = [r["rate"] for r in mine]
+            line = ax.plot(xs, [r[f"real_{what}"] for r in mine], "o-", ms=3, label=system)
+            ax.plot(xs, [r[f"sim_{what}"] for r in mine], "x--", ms=4, color=line[0].get_color())
+        ax.set_xlabel("arrival rate (programs/s)")
+        ax.set_title(f"{what}: real (o, solid) vs simulated (x, dashed)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", type=Path, default=HERE / "results" / "online")
+    ap.add_argument("--traces", type=Path, required=True)
+    ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m.json")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
+    args = ap.parse_args()
+    settings, base, real = real_bench(args.real)
+    systems = tuple(dict.fromkeys(r["system"] for r in real))
+    rates = tuple(sorted({float(r["rate"]) for r in real}))
+    keep = ("program", "dataset", "seed", "programs", "slo_scale", "cap", "max_tokens")
+    cfg = BenchConfig(
+        out=args.out.parent / "sim_validation",
+        rates=rates,
+        systems=systems,
+        base_deadline=base,
+        params=settings.get("params") or {},
+        policy=settings.get("policy") or {},
+        **{k: settings[k] for k in keep},
+    )
+    run_sim_bench(cfg, SimConfig(args.profile, 1, str(args.traces)))
+    sim = [r for r in read_rows(cfg.out / "results.jsonl") if r.get("kind") == "program"]
+    rows = compare(real, sim, cfg.slo_scale)
+    doc = {
+        "bench": "sim_validation",
+        "real": str(args.real),
+        "traces": str(args.traces),
+        "profile": json.loads(args.profile.read_text()),
+        "base_deadline_s": base,
+        "slo_scale": cfg.slo_scale,
+        "goals": {"attainment_points": ATTAINMENT_POINTS, "latency_share": LATENCY_SHARE},
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    plot(rows, args.out.with_suffix(".png"))
+    att = sum(r["attainment_within_10_points"] for r in rows)
+    lat = sum(r["latency_within_20_percent"] for r in rows)
+    print(
+        f"{len(rows)} real runs vs simulated: attainment within 10 points in {att}, mean latency "
+        f"within 20% in {lat}; wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
