@@ -2,14 +2,16 @@
 changes with the number of workers and the program mix, and how fast the simulator is.
 
 For each synthetic workload (sc-math, mcts, rebase, mix) and each worker count, every system
-runs a Poisson trace at per-worker rates × workers; the figure of merit is the online
-benchmark's (highest rate with >= 90% of programs on time at the SLO scale, interpolated),
-with its ratio to sglang. Then one timed run of --timed-programs programs on the largest worker
-count, under cProfile, says where the simulator's time goes. Profile: the A100 Llama-3.1-8B
-one by default (bench/profiles/). Writes bench/results/sim_scale.json and sim_scale.png and
-prints a one-line summary. All traces are synthetic (labelled so in the output).
+runs a Poisson trace at fractions (`LOAD`) of the workers' capacity at cap; programs per run
+grow with the workers, so every run reaches a steady state. The figure of merit is the online
+benchmark's (highest rate with >= 90% of programs on time at the SLO scale, interpolated), with
+its ratio to sglang. Then one timed run of --timed-programs programs on the largest worker
+count, under cProfile and without it, says how fast the simulator is and where its time goes.
+Profile: the A100 Llama-3.1-8B one by default (bench/profiles/). Writes
+bench/results/sim_scale.json and sim_scale.png and prints a one-line summary. All traces are
+synthetic (labelled so in the output).
 
-    .venv/bin/python bench/sim_scale.py [--workers 1,4,16,64] [--programs 2000]
+    .venv/bin/python bench/sim_scale.py [--workers 1,4,16,64] [--programs-per-worker 40]
 """
 
 from __future__ import annotations
@@ -31,12 +33,26 @@ import matplotlib.pyplot as plt
 
 from dynasor_sgl.online import metrics as m
 from dynasor_sgl.online.systems import RUN_TO_CAP, SYSTEMS
-from dynasor_sgl.sim.profile import load_profile
+from dynasor_sgl.sim.profile import Profile, load_profile
 from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
 from dynasor_sgl.sim.synthetic import WORKLOADS, synthetic_traces
+from dynasor_sgl.sim.traces import Trace
 
 HERE = Path(__file__).parent
-RATES_PER_WORKER = (0.05, 0.1, 0.2, 0.3, 0.45, 0.7)
+# Rates as fractions of one worker's capacity at cap (its decode tokens/s at a batch of
+# CAPACITY_BATCH over a program's tokens at cap), times the workers.
+LOAD = (0.25, 0.5, 0.75, 1.0, 1.5, 2.5)
+CAPACITY_BATCH = 128
+
+
+def capacity(profile: Profile, traces: list[Trace]) -> float:
+    """Programs/s one worker serves at cap: decode tokens/s at CAPACITY_BATCH / tokens."""
+    tokens = sum(sum(u.tokens for u in t.units) for t in traces) / len(traces)
+    return CAPACITY_BATCH / profile.step_s(CAPACITY_BATCH, 0) / tokens
+
+
+def programs_for(workers: int, per_worker: int, least: int) -> int:
+    return max(least, per_worker * workers)
 
 
 def spec_for(profile_path: Path, workers: int, traces: list, slo: float) -> RunSpec:
@@ -65,15 +81,23 @@ def curve(traces: list, spec: RunSpec, system: str, rates: list[float], n: int) 
 
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    profile = load_profile(args.profile)
     for mix in args.mixes.split(","):
-        traces = synthetic_traces(mix, args.programs, seed=0)
         out[mix] = {}
         for workers in (int(w) for w in args.workers.split(",")):
+            n = programs_for(workers, args.programs_per_worker, args.least_programs)
+            traces = synthetic_traces(mix, n, seed=0)
             spec = spec_for(args.profile, workers, traces, args.slo_scale)
-            rates = [round(r * workers, 4) for r in RATES_PER_WORKER]
-            row: dict[str, Any] = {"bases": dict(spec.bases), "systems": {}}
+            per_worker = capacity(profile, traces)
+            rates = [round(f * per_worker * workers, 4) for f in LOAD]
+            row: dict[str, Any] = {
+                "programs_per_run": n,
+                "capacity_per_worker": per_worker,
+                "bases": dict(spec.bases),
+                "systems": {},
+            }
             for system in args.systems.split(","):
-                pts = curve(traces, spec, system, rates, args.programs)
+                pts = curve(traces, spec, system, rates, n)
                 best, how = m.max_rate([(p["rate"], p["attainment"] or 0.0) for p in pts])
                 row["systems"][system] = {"max_rate": best, "method": how, "points": pts}
             base = row["systems"].get("sglang", {}).get("max_rate")
@@ -121,7 +145,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
             for system, e in row["systems"].items():
                 if system not in ("sglang", "dynasor"):
                     continue
-                xs = [p["rate"] / int(workers) for p in e["points"]]
+                cap = row["capacity_per_worker"] * int(workers)
+                xs = [p["rate"] / cap for p in e["points"]]
                 ys = [100 * (p["attainment"] or 0) for p in e["points"]]
                 ax.plot(
                     xs,
@@ -132,7 +157,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 )
         ax.axhline(90, color="black", lw=0.8, ls=":")
         ax.set_title(f"{mix} (synthetic)", fontsize=9)
-        ax.set_xlabel("programs/s per worker")
+        ax.set_xlabel("arrival rate / capacity at cap")
         ax.set_ylabel("on time (%)")
         ax.legend(fontsize=6)
     ax = axes[-1]
@@ -156,7 +181,8 @@ def main() -> None:
     ap.add_argument("--workers", default="1,4,16,64")
     ap.add_argument("--mixes", default=",".join([*WORKLOADS, "mix"]))
     ap.add_argument("--systems", default="sglang,parrot,dynasor,dynasor-deadline")
-    ap.add_argument("--programs", type=int, default=2000)
+    ap.add_argument("--programs-per-worker", type=int, default=40)
+    ap.add_argument("--least-programs", type=int, default=400)
     ap.add_argument("--timed-programs", type=int, default=10000)
     ap.add_argument("--slo-scale", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_scale.json")
@@ -176,8 +202,8 @@ def main() -> None:
         "workloads": {k: w.describe() for k, w in WORKLOADS.items()},
         "profile": load_profile(args.profile).to_dict(),
         "slo_scale": args.slo_scale,
-        "programs_per_run": args.programs,
-        "rates_per_worker": RATES_PER_WORKER,
+        "programs_per_run": f"max({args.least_programs}, {args.programs_per_worker} x workers)",
+        "load_fractions_of_capacity": LOAD,
         "results": results,
         "timing": timing,
         "total_wall_s": round(time.perf_counter() - t0, 1),
