@@ -38,6 +38,14 @@ def test_one_request() -> None:
     assert e.busy_s == pytest.approx(5.6)
 
 
+def test_each_admitted_request_costs_its_step_extra() -> None:
+    e = Engine(Profile("t", 1.0, 0.5, 0.01, per_new_request_s=0.3))
+    e.submit(req("a", 4), 0.0)
+    e.submit(req("b", 4), 0.0)
+    # the prefill step admits two: 1 + 0.2 + 2 x 0.3 = 1.8 s; then 3 steps of two (2 s)
+    assert ends(run_until(e)) == {"a": 7.8, "b": 7.8}
+
+
 def test_a_batch_shares_steps() -> None:
     e = Engine(PROFILE)
     e.submit(req("a", 2), 0.0)

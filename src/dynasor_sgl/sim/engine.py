@@ -154,7 +154,7 @@ class Engine:
 
     def _begin(self, now: float) -> None:
         """Plan and start the next step at `now` (or stay idle with nothing to do)."""
-        self._admit(now)
+        admitted = self._admit(now)
         prefill = self._plan_prefill()
         batch = len(self.running)
         if prefill:
@@ -164,7 +164,7 @@ class Engine:
         else:
             return
         self.busy, self._start, self._steps, self._batch = True, now, max(1, steps), batch
-        self._dt = self.profile.step_s(batch, prefill)
+        self._dt = self.profile.step_s(batch, prefill, admitted)
         self._set_wake(now + self._steps * self._dt)
 
     def _ends_first(self) -> int:
@@ -172,8 +172,10 @@ class Engine:
             heapq.heappop(self._ends)
         return self._ends[0][0] if self._ends else self.decoded + 1
 
-    def _admit(self, now: float) -> None:
+    def _admit(self, now: float) -> int:
+        """Admits waiting requests in the queue's order while they fit; how many."""
         p = self.profile
+        admitted = 0
         pending = sum(r.prefill_left for r in self.prefilling.values())
         for req in self.waiting.ordered():
             if len(self.running) + len(self.prefilling) >= p.max_running:
@@ -189,10 +191,12 @@ class Engine:
             req.admitted, req.cached, req.kv = now, cached, need
             req.prefill_left = req.prefilled = max(1, uncached)
             pending += req.prefill_left
+            admitted += 1
             self.kv_used += need
             self.prefilling[req.rid] = req
             if req.shared_len > self.cache.get(req.program_id, 0):
                 self.cache[req.program_id] = req.shared_len
+        return admitted
 
     def _plan_prefill(self) -> int:
         budget = self.profile.prefill_budget

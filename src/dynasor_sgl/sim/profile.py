@@ -30,8 +30,10 @@ class Profile:
     kv_tokens: KV pool size in tokens (SGLang's --max-total-tokens). prefill_budget: prompt
     tokens prefilled per step at most (--chunked-prefill-size). max_running: requests running
     at once at most (--max-running-requests). request_overhead_s: seconds each request spends
-    outside the engine (client, HTTP, router; both ways, counted before it arrives). source:
-    for each number, where it comes from.
+    outside the engine (client, HTTP, router; both ways, counted before it arrives).
+    per_new_request_s: seconds a step takes longer for each request it admits (the engine's
+    per-request work: scheduling, tokenizing, detokenizing; on a shared CPU also the serving
+    stack's own work per request). source: for each number, where it comes from.
     """
 
     name: str
@@ -42,10 +44,17 @@ class Profile:
     prefill_budget: int = 8192
     max_running: int = 4096
     request_overhead_s: float = 0.0
+    per_new_request_s: float = 0.0
     source: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("base_s", "per_request_s", "per_prefill_token_s", "request_overhead_s"):
+        for name in (
+            "base_s",
+            "per_request_s",
+            "per_prefill_token_s",
+            "request_overhead_s",
+            "per_new_request_s",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -55,9 +64,15 @@ class Profile:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
-    def step_s(self, batch: int, prefill_tokens: int) -> float:
-        """Seconds of one step decoding `batch` requests and prefilling `prefill_tokens`."""
-        return self.base_s + self.per_request_s * batch + self.per_prefill_token_s * prefill_tokens
+    def step_s(self, batch: int, prefill_tokens: int, admitted: int = 0) -> float:
+        """Seconds of one step decoding `batch` requests, prefilling `prefill_tokens` and
+        admitting `admitted` new requests."""
+        return (
+            self.base_s
+            + self.per_request_s * batch
+            + self.per_prefill_token_s * prefill_tokens
+            + self.per_new_request_s * admitted
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
