@@ -8,6 +8,11 @@ temperature: its own samples, not the real run's), and compares per system and r
 of programs on time (goal: within 10 points) and the mean latency (goal: within 20%). Writes
 bench/results/sim_validation.json and .png and prints a one-line summary.
 
+With --calibrate-on SYSTEMS the profile's serving overheads (per_new_request_s,
+request_overhead_s: what a worker measured alone does not see, e.g. the router and the
+clients sharing its CPU) are first fitted by grid search to the real runs of those systems
+only and saved as a profile of its own (--calibrated); the other systems are held out.
+
     .venv/bin/python bench/sim_validate.py --real bench/results/online \\
         --traces bench/results/sim_validation/eval-facts.jsonl \\
         --profile bench/profiles/cpu-smollm2-135m.json
@@ -16,6 +21,7 @@ bench/results/sim_validation.json and .png and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,17 @@ import matplotlib.pyplot as plt
 from dynasor_sgl.online import metrics as m
 from dynasor_sgl.online.config import BenchConfig
 from dynasor_sgl.online.results import read_rows
-from dynasor_sgl.sim.session import SimConfig, run_sim_bench
+from dynasor_sgl.online.systems import SYSTEMS
+from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
+from dynasor_sgl.sim.run import RunSpec, simulate
+from dynasor_sgl.sim.session import SimConfig, load_traces, run_sim_bench
+from dynasor_sgl.sim.traces import Trace
 
 HERE = Path(__file__).parent
 ATTAINMENT_POINTS = 0.10
 LATENCY_SHARE = 0.20
+PER_NEW_GRID = (0.0, 0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2)
+OVERHEAD_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 
 
 def real_bench(folder: Path) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
@@ -94,34 +106,101 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", type=Path, default=HERE / "results" / "online")
-    ap.add_argument("--traces", type=Path, required=True)
-    ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m.json")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
-    args = ap.parse_args()
-    settings, base, real = real_bench(args.real)
-    systems = tuple(dict.fromkeys(r["system"] for r in real))
-    rates = tuple(sorted({float(r["rate"]) for r in real}))
+def bench_config(settings: dict[str, Any], base: float, real: list[dict], out: Path) -> BenchConfig:
+    """The real benchmark's settings, its systems and rates, its base deadline."""
     keep = ("program", "dataset", "seed", "programs", "slo_scale", "cap", "max_tokens")
-    cfg = BenchConfig(
-        out=args.out.parent / "sim_validation",
-        rates=rates,
-        systems=systems,
+    return BenchConfig(
+        out=out,
+        rates=tuple(sorted({float(r["rate"]) for r in real})),
+        systems=tuple(dict.fromkeys(r["system"] for r in real)),
         base_deadline=base,
         params=settings.get("params") or {},
         policy=settings.get("policy") or {},
         **{k: settings[k] for k in keep},
     )
-    run_sim_bench(cfg, SimConfig(args.profile, 1, str(args.traces)))
+
+
+def loss(real: list[dict], sim: list[dict], slo: float) -> float:
+    """Squared relative error of mean latency plus squared attainment error, summed by run."""
+    total = 0.0
+    for row in compare(real, sim, slo):
+        rl, sl = row["real_mean_latency_s"], row["sim_mean_latency_s"]
+        total += (sl / rl - 1) ** 2 + (row["sim_attainment"] - row["real_attainment"]) ** 2
+    return total
+
+
+def calibrate(
+    cfg: BenchConfig, profile: Profile, traces: list[Trace], real: list[dict], systems: list[str]
+) -> tuple[Profile, float]:
+    """The (per_new_request_s, request_overhead_s) of the grid whose simulation of the real
+    runs of `systems` is closest (`loss`); the other systems stay held out."""
+    fit = [r for r in real if r["system"] in systems]
+    best: tuple[float, Profile] | None = None
+    for per_new in PER_NEW_GRID:
+        for overhead in OVERHEAD_GRID:
+            cand = dataclasses.replace(
+                profile, per_new_request_s=per_new, request_overhead_s=overhead
+            )
+            spec = RunSpec(
+                cand,
+                1,
+                cfg.seed,
+                cfg.slo_scale,
+                cfg.max_tokens,
+                dict(cfg.policy),
+                {"sc": float(cfg.base_deadline or 1.0)},
+            )
+            sim = [
+                rec
+                for name in systems
+                for rate in cfg.rates
+                for rec in simulate(traces, cfg.programs, SYSTEMS[name], rate, spec, name)
+            ]
+            score = loss(fit, sim, cfg.slo_scale)
+            if best is None or score < best[0]:
+                best = (score, cand)
+    assert best is not None
+    return best[1], best[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", type=Path, default=HERE / "results" / "online")
+    ap.add_argument("--traces", type=Path, required=True)
+    ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m.json")
+    ap.add_argument("--calibrate-on", default="", help="systems to fit the serving overheads on")
+    ap.add_argument(
+        "--calibrated", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m-serving.json"
+    )
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
+    args = ap.parse_args()
+    settings, base, real = real_bench(args.real)
+    cfg = bench_config(settings, base, real, args.out.parent / "sim_validation")
+    profile_path, fit_on = args.profile, [s for s in args.calibrate_on.split(",") if s]
+    fit_loss = None
+    if fit_on:
+        traces = load_traces(str(args.traces), cfg)
+        tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces, real, fit_on)
+        note = (
+            f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
+            f"{args.real} (grid search, loss {fit_loss:.3f}); held out: the other systems"
+        )
+        source = {**tuned.source, "per_new_request_s": note, "request_overhead_s": note}
+        tuned = dataclasses.replace(tuned, name=tuned.name + "-serving", source=source)
+        save_profile(tuned, args.calibrated)
+        profile_path = args.calibrated
+    run_sim_bench(cfg, SimConfig(profile_path, 1, str(args.traces)))
     sim = [r for r in read_rows(cfg.out / "results.jsonl") if r.get("kind") == "program"]
     rows = compare(real, sim, cfg.slo_scale)
+    for row in rows:
+        row["role"] = "fit" if row["system"] in fit_on else "held out"
     doc = {
         "bench": "sim_validation",
         "real": str(args.real),
         "traces": str(args.traces),
-        "profile": json.loads(args.profile.read_text()),
+        "profile": json.loads(profile_path.read_text()),
+        "calibrated_on": fit_on,
+        "fit_loss": fit_loss,
         "base_deadline_s": base,
         "slo_scale": cfg.slo_scale,
         "goals": {"attainment_points": ATTAINMENT_POINTS, "latency_share": LATENCY_SHARE},
@@ -129,11 +208,12 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     plot(rows, args.out.with_suffix(".png"))
-    att = sum(r["attainment_within_10_points"] for r in rows)
-    lat = sum(r["latency_within_20_percent"] for r in rows)
+    held = [r for r in rows if r["role"] == "held out"]
+    att = sum(r["attainment_within_10_points"] for r in held)
+    lat = sum(r["latency_within_20_percent"] for r in held)
     print(
-        f"{len(rows)} real runs vs simulated: attainment within 10 points in {att}, mean latency "
-        f"within 20% in {lat}; wrote {args.out}"
+        f"{len(held)} held-out real runs vs simulated on {profile_path.name}: attainment within "
+        f"10 points in {att}, mean latency within 20% in {lat}; wrote {args.out}"
     )
 
 
