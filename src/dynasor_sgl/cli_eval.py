@@ -18,6 +18,7 @@ import click
 from dynasor_sgl.cli_common import configure_logging, parse_set, policy_overrides, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
+from dynasor_sgl.eval.runner import EvalSpec
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,14 @@ def _launch(stack: ExitStack) -> str:
     help="Start the embedded model and a router for this run instead.",
 )
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=4, help="Questions in flight at once."
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=EvalSpec.concurrency,
+    help="Questions in flight at once.",
 )
-@click.option("--question-field", default="question")
-@click.option("--answer-field", default="answer")
-@click.option("--id-field", default="id", help="Empty: use line numbers.")
+@click.option("--question-field", default=Fields.question)
+@click.option("--answer-field", default=Fields.answer)
+@click.option("--id-field", default=Fields.id, help="Empty: use line numbers.")
 @program_options
 def eval_command(
     program: str,
@@ -91,7 +95,6 @@ def eval_command(
     oracle; write one JSONL record per question and policy, a summary and plots."""
     configure_logging(log_level)
     from dynasor_sgl.cli_common import load_spec
-    from dynasor_sgl.eval.runner import EvalSpec
     from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
     from dynasor_sgl.lang import BackendError, RouterClient, run_program
 

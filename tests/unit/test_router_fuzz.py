@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from router_harness import routed
 
 from dynasor_sgl.policy_config import ALGORITHMS, SIGNALS, PolicyConfig
+from dynasor_sgl.router.core import Router
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 
@@ -38,6 +39,7 @@ class Harness:
     loop: LoopThread
     client: httpx.AsyncClient
     fake: FakeWorker
+    router: Router
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self.loop.run(self.client.request(method, path, **kwargs), timeout=20)
@@ -49,15 +51,14 @@ def harness() -> Iterator[Harness]:
     stack = AsyncExitStack()
     fake = FakeWorker(token_delay=0, token_cap=4)  # instant generations, whatever is asked
 
-    async def up() -> httpx.AsyncClient:
+    async def up() -> tuple[httpx.AsyncClient, Router]:
         await fake.start()
         stack.push_async_callback(fake.stop)
-        client, _ = await stack.enter_async_context(routed(fake, max_programs=MAX_PROGRAMS))
-        return client
+        return await stack.enter_async_context(routed(fake, max_programs=MAX_PROGRAMS))
 
-    client = loop.run(up())
+    client, router = loop.run(up())
     try:
-        h = Harness(loop, client, fake)
+        h = Harness(loop, client, fake, router)
         assert h.request("POST", "/programs", json={"program_id": "fz"}).status_code == 201
         yield h
     finally:
@@ -315,3 +316,17 @@ def test_fuzz_http_surface(harness: Harness) -> None:
     listed = harness.request("GET", "/programs").json()["programs"]
     assert 0 < len(listed) <= MAX_PROGRAMS
     assert harness.fake.running == {}
+    # Nothing left behind: no request waiting or in flight, no reserved slot, and the programs
+    # the fuzzing registered and never finished are idle, so the reaper ends them all.
+    router = harness.router
+    assert router.admission.queue_length() == 0
+    assert all(w.slots == type(w.slots)(w.index) for w in router.pool.workers)
+    real = router.programs.clock
+    router.programs.clock = lambda: real() + 2 * router.config.program_ttl_s
+    try:
+        harness.loop.run(router.reap(), timeout=60)
+    finally:
+        router.programs.clock = real
+    listed = harness.request("GET", "/programs").json()["programs"]
+    assert [p["program_id"] for p in listed if p["status"] == "running"] == []
+    assert router.admission.queue.programs() == 0
