@@ -8,20 +8,18 @@ temperature: its own samples, not the real run's), and compares per system and r
 of programs on time (goal: within 10 points) and the mean latency (goal: within 20%). Writes
 bench/results/sim_validation.json and .png and prints a one-line summary.
 
-With --calibrate-on SYSTEMS the profile's serving overheads (per_new_request_s,
-request_overhead_s: what a worker measured alone does not see, e.g. the router and the
-clients sharing its CPU) are first fitted by grid search to the real runs of those systems
-only and saved as a profile of its own (--calibrated); the other systems are held out.
-
-    .venv/bin/python bench/sim_validate.py --real bench/results/online \\
-        --traces bench/results/sim_validation/eval-facts.jsonl \\
-        --profile bench/profiles/cpu-smollm2-135m.json
+With --calibrate-on SYSTEMS the profile's router_overhead_s and router_cpu_s (what a worker
+measured alone does not see: the seconds a request takes longer on its way through the
+router, and the step time the router's own CPU work takes from a worker on the same cores) are
+fitted by grid search to the real runs of those systems only (less --skip runs) and saved as a
+profile of its own (--calibrated); the other systems are held out.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -43,8 +41,8 @@ from dynasor_sgl.sim.traces import Trace
 HERE = Path(__file__).parent
 ATTAINMENT_POINTS = 0.10
 LATENCY_SHARE = 0.20
-PER_NEW_GRID = (0.0, 0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2)
-OVERHEAD_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+ROUTER_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)
+ROUTER_CPU_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1)
 
 
 def real_bench(folder: Path) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
@@ -130,36 +128,31 @@ def loss(real: list[dict], sim: list[dict], slo: float) -> float:
 
 
 def calibrate(
-    cfg: BenchConfig, profile: Profile, traces: list[Trace], real: list[dict], systems: list[str]
+    cfg: BenchConfig,
+    profile: Profile,
+    traces: list[Trace],
+    real: list[dict],
+    systems: list[str],
+    skip: set[str],
 ) -> tuple[Profile, float]:
-    """The (per_new_request_s, request_overhead_s) of the grid whose simulation of the real
-    runs of `systems` is closest (`loss`); the other systems stay held out."""
-    fit = [r for r in real if r["system"] in systems]
+    """The (router_overhead_s, router_cpu_s) of the grid whose simulation of the real runs of
+    `systems` (less the `skip` runs) is closest (`loss`); the other systems stay held out."""
+    keys = [(s, r) for s in systems for r in cfg.rates if f"{s}@{r:g}" not in skip]
+    fit = [r for r in real if (r["system"], float(r["rate"])) in keys]
     best: tuple[float, Profile] | None = None
-    for per_new in PER_NEW_GRID:
-        for overhead in OVERHEAD_GRID:
-            cand = dataclasses.replace(
-                profile, per_new_request_s=per_new, request_overhead_s=overhead
-            )
-            spec = RunSpec(
-                cand,
-                1,
-                cfg.seed,
-                cfg.slo_scale,
-                cfg.max_tokens,
-                dict(cfg.policy),
-                {"sc": float(cfg.base_deadline or 1.0)},
-            )
-            sim = [
-                rec
-                for name in systems
-                for rate in cfg.rates
-                for rec in simulate(traces, cfg.programs, SYSTEMS[name], rate, spec, name)
-            ]
-            score = loss(fit, sim, cfg.slo_scale)
-            if best is None or score < best[0]:
-                best = (score, cand)
-    assert best is not None
+    for overhead, cpu in itertools.product(ROUTER_GRID, ROUTER_CPU_GRID):
+        cand = dataclasses.replace(profile, router_overhead_s=overhead, router_cpu_s=cpu)
+        bases = {"sc": float(cfg.base_deadline or 1.0)}
+        spec = RunSpec(cand, 1, cfg.seed, cfg.slo_scale, cfg.max_tokens, dict(cfg.policy), bases)
+        sim = [
+            rec
+            for name, rate in keys
+            for rec in simulate(traces, cfg.programs, SYSTEMS[name], rate, spec, name)
+        ]
+        score = loss(fit, sim, cfg.slo_scale)
+        if best is None or score < best[0]:
+            best = (score, cand)
+    assert best is not None, "the grid is not empty"
     return best[1], best[0]
 
 
@@ -169,6 +162,7 @@ def main() -> None:
     ap.add_argument("--traces", type=Path, required=True)
     ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m.json")
     ap.add_argument("--calibrate-on", default="", help="systems to fit the serving overheads on")
+    ap.add_argument("--skip", default="", help="runs left out of the fit, e.g. parrot@0.25")
     ap.add_argument(
         "--calibrated", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m-serving.json"
     )
@@ -180,12 +174,14 @@ def main() -> None:
     fit_loss = None
     if fit_on:
         traces = load_traces(str(args.traces), cfg)
-        tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces, real, fit_on)
+        skip = {x for x in args.skip.split(",") if x}
+        tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces, real, fit_on, skip)
         note = (
             f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
-            f"{args.real} (grid search, loss {fit_loss:.3f}); held out: the other systems"
+            f"{args.real} (grid search, loss {fit_loss:.3f}; runs left out: {args.skip or '-'}); "
+            "held out: the other systems"
         )
-        source = {**tuned.source, "per_new_request_s": note, "request_overhead_s": note}
+        source = {**tuned.source, "router_overhead_s": note, "router_cpu_s": note}
         tuned = dataclasses.replace(tuned, name=tuned.name + "-serving", source=source)
         save_profile(tuned, args.calibrated)
         profile_path = args.calibrated

@@ -7,7 +7,9 @@ scheduling order, gangs, SGLang priorities, expansion reservations), and the rep
 (auto slack held while the policy decides, then `scheduling.reports.settle`). SGLang alone
 (`direct`) sends every request straight to the engine at the default priority, a program
 pinned to the least-loaded engine when it starts. Every request spends
-`profile.request_overhead_s` outside the engine before it gets there (client, HTTP, router).
+`profile.request_overhead_s` outside the engine before it gets there (client, HTTP), and
+`router_overhead_s` more behind a router, whose own CPU work (on a shared CPU) makes each
+step `router_cpu_s` longer per request admitted.
 Knows nothing about traces or records (`sim.program` drives it).
 """
 
@@ -72,12 +74,17 @@ class Cluster:
         self.loop = loop
         self.profile = profile
         self.setup = setup
+        if setup.scheduling is not None and profile.router_cpu_s:
+            per_new = profile.per_new_request_s + profile.router_cpu_s
+            profile = dataclasses.replace(profile, per_new_request_s=per_new)
         self.engines = [Engine(profile, setup.engine_policy) for _ in range(workers)]
         self._done: dict[str, tuple[OnDone, float]] = {}  # rid -> (callback, sent at)
         self._waiting: dict[str, tuple[Request, int]] = {}  # rid -> (request, worker)
         self._where: dict[str, int] = {}  # rid -> worker, while in an engine
         self._pins: dict[str, int] = {}  # direct: program -> engine
         self.waits: dict[str, float] = {}  # rid -> seconds outside the engine
+        router = profile.router_overhead_s if setup.scheduling is not None else 0.0
+        self._overhead = profile.request_overhead_s + router
         self.pool: WorkerPool | None = None
         self.queue: AdmissionQueue | None = None
         if setup.scheduling is not None:
@@ -92,7 +99,7 @@ class Cluster:
     def send(self, prog: Served, req: Request, on_done: OnDone) -> None:
         """Send a request of `prog`; `on_done` gets it back when it ends (or is aborted)."""
         self._done[req.rid] = (on_done, self.loop.now)
-        self.loop.at(self.loop.now + self.profile.request_overhead_s, self._arrive, prog, req)
+        self.loop.at(self.loop.now + self._overhead, self._arrive, prog, req)
 
     def _arrive(self, prog: Served, req: Request) -> None:
         now = self.loop.now

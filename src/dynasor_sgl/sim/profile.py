@@ -30,7 +30,10 @@ class Profile:
     kv_tokens: KV pool size in tokens (SGLang's --max-total-tokens). prefill_budget: prompt
     tokens prefilled per step at most (--chunked-prefill-size). max_running: requests running
     at once at most (--max-running-requests). request_overhead_s: seconds each request spends
-    outside the engine (client, HTTP, router; both ways, counted before it arrives).
+    outside the engine (client, HTTP; both ways, counted before it arrives).
+    router_overhead_s: seconds more each request spends on its way when a router is in front.
+    router_cpu_s: step seconds each admitted request costs more behind a router (a router
+    sharing the worker's CPU takes it away; 0 when the router has cores of its own).
     per_new_request_s: seconds a step takes longer for each request it admits (the engine's
     per-request work: scheduling, tokenizing, detokenizing; on a shared CPU also the serving
     stack's own work per request). source: for each number, where it comes from.
@@ -44,6 +47,8 @@ class Profile:
     prefill_budget: int = 8192
     max_running: int = 4096
     request_overhead_s: float = 0.0
+    router_overhead_s: float = 0.0
+    router_cpu_s: float = 0.0
     per_new_request_s: float = 0.0
     source: Mapping[str, str] = field(default_factory=dict)
 
@@ -53,6 +58,8 @@ class Profile:
             "per_request_s",
             "per_prefill_token_s",
             "request_overhead_s",
+            "router_overhead_s",
+            "router_cpu_s",
             "per_new_request_s",
         ):
             value = getattr(self, name)
