@@ -69,7 +69,7 @@ def test_read_only_routes_health_and_flush_fan_out() -> None:
 
 def test_worker_priority_is_passed_when_enabled() -> None:
     async def scenario() -> None:
-        async with setup(worker_priority=True) as (client, _, (fake,)):
+        async with setup(worker_priority=True, scheduling="sjf") as (client, _, (fake,)):
             await register(client, "p")
             await client.post("/generate", json=gen(max_new=2))
             await client.post("/programs/p/generate", json=gen(max_new=2))

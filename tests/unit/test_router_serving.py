@@ -111,7 +111,7 @@ def test_a_program_that_cannot_meet_its_deadline_stops_with_reason_deadline() ->
 
 def test_without_the_deadline_stop_a_late_program_runs_on() -> None:
     async def scenario() -> None:
-        async with setup() as (client, router, _):
+        async with setup(deadline_stop=False) as (client, router, _):
             clock = virtual_clock(router)
             await client.post("/programs", json={"program_id": "p", "deadline_s": 1.0})
             await client.post("/programs/p/generate", json=gen(max_new=4))

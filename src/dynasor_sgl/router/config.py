@@ -21,10 +21,10 @@ class RouterConfig:
 
     worker_urls: base URLs of the SGLang workers it fronts (at least one).
     host, port: where it listens; 127.0.0.1 unless you mean to expose it.
-    scheduling: the order of waiting work (`dynasor_sgl.scheduling.SchedulingPolicy`): "sjf"
-        (approximate shortest-job-first with aging, gang; the paper's), "deadline" (least
-        slack first, gang), "fifo" (programs in arrival order, gang) or "fcfs" (requests in
-        arrival order).
+    scheduling: the order of waiting work (`dynasor_sgl.scheduling.SchedulingPolicy`):
+        "deadline" (least slack first, gang; the default), "sjf" (approximate
+        shortest-job-first with aging, gang; the paper's), "fifo" (programs in arrival order,
+        gang) or "fcfs" (requests in arrival order).
     max_inflight_per_worker: requests in flight per worker before new ones wait in the
         router's admission queue, where the scheduling order holds. The default is the
         measured throughput knee of the CPU worker; a GPU worker saturates much later.
@@ -32,7 +32,8 @@ class RouterConfig:
     starvation_bound_s: no ready program waits longer than this (plus one dispatch per
         program ahead of it): predicted work is clamped to aging_rate × this.
     deadline_stop: stop a program (exit reason "deadline") when its next grant cannot end
-        by its deadline, with its current best answer.
+        by its deadline, with its current best answer (on by default; only programs that
+        were given a deadline are affected).
     program_ttl_s: a running program with nothing in flight and no request or report for
         this long is ended as "abandoned" (its client went away).
     worker_priority: pass SGLang's per-request `priority` (workers must run with
@@ -49,11 +50,14 @@ class RouterConfig:
     worker_urls: tuple[str, ...] = field(default_factory=tuple)
     host: str = "127.0.0.1"
     port: int = 30000
-    scheduling: str = "sjf"
+    # The default is what the online benchmark measured best (README): least slack first with
+    # the deadline stop. Programs without a deadline are due after the starvation bound, so
+    # among them the order is by readiness; `sjf` (the paper's order) is one option away.
+    scheduling: str = "deadline"
     max_inflight_per_worker: int = MEASURED_KNEE
     aging_rate: float = SchedulerConfig.aging_rate
     starvation_bound_s: float = SchedulerConfig.starvation_bound_s
-    deadline_stop: bool = False
+    deadline_stop: bool = True
     program_ttl_s: float = 600.0
     worker_priority: bool = False
     health_interval_s: float = 2.0
