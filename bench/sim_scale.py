@@ -21,6 +21,7 @@ import cProfile
 import dataclasses
 import io
 import json
+import math
 import pstats
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ from dynasor_sgl.sim.traces import Trace
 HERE = Path(__file__).parent
 # Rates as fractions of one worker's capacity at cap (its decode tokens/s at a batch of
 # CAPACITY_BATCH over a program's tokens at cap), times the workers.
-LOAD = (0.25, 0.5, 0.75, 1.0, 1.5, 2.5)
+LOAD = (0.25, 0.5, 1.0, 1.5, 2.5)
 CAPACITY_BATCH = 128
 
 
@@ -55,8 +56,19 @@ def programs_for(workers: int, per_worker: int, least: int) -> int:
     return max(least, per_worker * workers)
 
 
+def knee(profile: Profile, fraction: float = 0.9) -> int:
+    """The router's in-flight bound for `profile`: the smallest batch whose decode throughput
+    B / step_s(B) reaches `fraction` of its limit 1 / per_request_s (the CPU default, 12,
+    would starve a GPU's batch)."""
+    if profile.per_request_s <= 0:
+        return profile.max_running
+    b = fraction / (1 - fraction) * profile.base_s / profile.per_request_s
+    return max(1, min(profile.max_running, math.ceil(b)))
+
+
 def spec_for(profile_path: Path, workers: int, traces: list, slo: float) -> RunSpec:
-    spec = RunSpec(load_profile(profile_path), workers, 0, slo, 1024, {}, {})
+    profile = load_profile(profile_path)
+    spec = RunSpec(profile, workers, 0, slo, 1024, {}, {}, bound=knee(profile))
     at_cap = dataclasses.replace(SYSTEMS["dynasor"], policy=RUN_TO_CAP)
     return dataclasses.replace(spec, bases=base_deadlines(traces, at_cap, spec))
 
@@ -180,9 +192,9 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "gpu-a100-llama3-8b.json")
     ap.add_argument("--workers", default="1,4,16,64")
     ap.add_argument("--mixes", default=",".join([*WORKLOADS, "mix"]))
-    ap.add_argument("--systems", default="sglang,parrot,dynasor,dynasor-deadline")
-    ap.add_argument("--programs-per-worker", type=int, default=40)
-    ap.add_argument("--least-programs", type=int, default=400)
+    ap.add_argument("--systems", default="sglang,parrot,dynasor")
+    ap.add_argument("--programs-per-worker", type=int, default=25)
+    ap.add_argument("--least-programs", type=int, default=300)
     ap.add_argument("--timed-programs", type=int, default=10000)
     ap.add_argument("--slo-scale", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_scale.json")
@@ -201,6 +213,7 @@ def main() -> None:
         "synthetic": True,
         "workloads": {k: w.describe() for k, w in WORKLOADS.items()},
         "profile": load_profile(args.profile).to_dict(),
+        "router_bound": knee(load_profile(args.profile)),
         "slo_scale": args.slo_scale,
         "programs_per_run": f"max({args.least_programs}, {args.programs_per_worker} x workers)",
         "load_fractions_of_capacity": LOAD,
