@@ -149,6 +149,15 @@ def timed(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     }
 
 
+def plain_timing(args: argparse.Namespace, workers: int) -> float:
+    """Seconds the timed run takes without the profiler."""
+    traces = synthetic_traces("sc-math", args.timed_programs, seed=1)
+    spec = spec_for(args.profile, workers, traces[:3], args.slo_scale)
+    t0 = time.perf_counter()
+    simulate(traces, args.timed_programs, SYSTEMS["dynasor"], 0.25 * workers, spec, "timed")
+    return round(time.perf_counter() - t0, 2)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     mixes = list(results)
     fig, axes = plt.subplots(1, len(mixes) + 1, figsize=(4.2 * (len(mixes) + 1), 3.6))
@@ -187,7 +196,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "gpu-a100-llama3-8b.json")
     ap.add_argument("--workers", default="1,4,16,64")
@@ -198,16 +207,16 @@ def main() -> None:
     ap.add_argument("--timed-programs", type=int, default=10000)
     ap.add_argument("--slo-scale", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_scale.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     t0 = time.perf_counter()
     results = sweep(args)
     biggest = max(int(w) for w in args.workers.split(","))
     timing = timed(args, biggest)
-    t1 = time.perf_counter()
-    traces = synthetic_traces("sc-math", args.timed_programs, seed=1)
-    spec = spec_for(args.profile, biggest, traces[:3], args.slo_scale)
-    simulate(traces, args.timed_programs, SYSTEMS["dynasor"], 0.25 * biggest, spec, "timed")
-    timing["wall_s_without_profiler"] = round(time.perf_counter() - t1, 2)
+    timing["wall_s_without_profiler"] = plain_timing(args, biggest)
     doc = {
         "bench": "sim_scale",
         "synthetic": True,
@@ -225,11 +234,8 @@ def main() -> None:
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     plot(results, args.out.with_suffix(".png"))
     ratios = {
-        mix: {
-            w: results[mix][w]["systems"].get("dynasor", {}).get("ratio_to_sglang")
-            for w in results[mix]
-        }
-        for mix in results
+        mix: {w: row["systems"].get("dynasor", {}).get("ratio_to_sglang") for w, row in by.items()}
+        for mix, by in results.items()
     }
     print(
         f"{timing['programs']} programs on {biggest} workers simulated in "

@@ -156,7 +156,25 @@ def calibrate(
     return best[1], best[0]
 
 
-def main() -> None:
+def fit_profile(
+    args: argparse.Namespace, cfg: BenchConfig, real: list[dict], fit_on: list[str]
+) -> float:
+    """Calibrates the router's costs on `fit_on` and saves the profile (--calibrated)."""
+    traces = load_traces(str(args.traces), cfg)
+    skip = {x for x in args.skip.split(",") if x}
+    tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces, real, fit_on, skip)
+    note = (
+        f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
+        f"{args.real} (grid search, loss {fit_loss:.3f}; runs left out: {args.skip or '-'}); "
+        "held out: the other systems"
+    )
+    source = {**tuned.source, "router_overhead_s": note, "router_cpu_s": note}
+    tuned = dataclasses.replace(tuned, name=tuned.name + "-serving", source=source)
+    save_profile(tuned, args.calibrated)
+    return fit_loss
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, default=HERE / "results" / "online")
     ap.add_argument("--traces", type=Path, required=True)
@@ -167,23 +185,17 @@ def main() -> None:
         "--calibrated", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m-serving.json"
     )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     settings, base, real = real_bench(args.real)
     cfg = bench_config(settings, base, real, args.out.parent / "sim_validation")
     profile_path, fit_on = args.profile, [s for s in args.calibrate_on.split(",") if s]
     fit_loss = None
     if fit_on:
-        traces = load_traces(str(args.traces), cfg)
-        skip = {x for x in args.skip.split(",") if x}
-        tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces, real, fit_on, skip)
-        note = (
-            f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
-            f"{args.real} (grid search, loss {fit_loss:.3f}; runs left out: {args.skip or '-'}); "
-            "held out: the other systems"
-        )
-        source = {**tuned.source, "router_overhead_s": note, "router_cpu_s": note}
-        tuned = dataclasses.replace(tuned, name=tuned.name + "-serving", source=source)
-        save_profile(tuned, args.calibrated)
+        fit_loss = fit_profile(args, cfg, real, fit_on)
         profile_path = args.calibrated
     run_sim_bench(cfg, SimConfig(profile_path, 1, str(args.traces)))
     sim = [r for r in read_rows(cfg.out / "results.jsonl") if r.get("kind") == "program"]

@@ -164,25 +164,10 @@ def knee(runs: list[dict[str, float]], fraction: float = KNEE_FRACTION) -> int:
     return int(min(r["concurrency"] for r in runs if r["tokens_per_s"] >= fraction * best))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--concurrency", default="1,2,4,6,8,12,16")
-    ap.add_argument("--out", type=Path, default=RESULTS / "worker_speed.json")
-    ap.add_argument("--prefill-sizes", default="64,256,1024,2048")
-    ap.add_argument("--profile", type=Path, default=PROFILES / "cpu-smollm2-135m.json")
-    ap.add_argument("--fit-from", type=Path, help="fit --profile from this results file only")
-    args = ap.parse_args()
-    if args.fit_from is not None:
-        profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
-        save_profile(profile, args.profile)
-        print(
-            f"fitted {profile.name} from {args.fit_from}: {profile.source['per_prefill_token_s']}"
-        )
-        return
+def measure(args: argparse.Namespace) -> dict:
+    """Start a worker, measure decode at each concurrency and prefill at each size."""
     levels = [int(c) for c in args.concurrency.split(",")]
     sizes = [int(c) for c in args.prefill_sizes.split(",") if c.strip()]
-
     port = free_ports("127.0.0.1", 38500, 1)[0]
     t0 = time.perf_counter()
     with run_cluster(LaunchConfig(port=port, log_level="warning")) as cluster:
@@ -206,13 +191,34 @@ def main() -> None:
         "knee": {"fraction": KNEE_FRACTION, "concurrency": knee(runs)},
         "prefill": prefill,
     }
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--concurrency", default="1,2,4,6,8,12,16")
+    ap.add_argument("--out", type=Path, default=RESULTS / "worker_speed.json")
+    ap.add_argument("--prefill-sizes", default="64,256,1024,2048")
+    ap.add_argument("--profile", type=Path, default=PROFILES / "cpu-smollm2-135m.json")
+    ap.add_argument("--fit-from", type=Path, help="fit --profile from this results file only")
+    args = ap.parse_args()
+    if args.fit_from is not None:
+        profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
+        save_profile(profile, args.profile)
+        print(
+            f"fitted {profile.name} from {args.fit_from}: {profile.source['per_prefill_token_s']}"
+        )
+        return
+    result = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     profile = fit_profile(result, f"{args.out.name} (measured by this script)")
     save_profile(profile, args.profile)
-    rates = ", ".join(f"{r['concurrency']}x: {r['tokens_per_s']} tok/s" for r in runs)
+    rates = ", ".join(f"{r['concurrency']}x: {r['tokens_per_s']} tok/s" for r in result["runs"])
     print(
-        f"worker start-up {startup_s:.1f} s; decode {rates}; knee at {knee(runs)} concurrent "
+        f"worker start-up {result['startup_s']:.1f} s; decode {rates}; knee at "
+        f"{result['knee']['concurrency']} concurrent "
         f"requests ({KNEE_FRACTION:.0%} of the best); step = {profile.base_s * 1e3:.1f} ms + "
         f"{profile.per_request_s * 1e3:.2f} ms/request + "
         f"{profile.per_prefill_token_s * 1e6:.0f} us/prefill token; wrote {args.out} and "
