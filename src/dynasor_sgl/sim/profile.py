@@ -36,7 +36,9 @@ class Profile:
     sharing the worker's CPU takes it away; 0 when the router has cores of its own).
     per_new_request_s: seconds a step takes longer for each request it admits (the engine's
     per-request work: scheduling, tokenizing, detokenizing; on a shared CPU also the serving
-    stack's own work per request). source: for each number, where it comes from.
+    stack's own work per request). router_bound: the routers' in-flight bound per worker on
+    this engine, its throughput knee (None: the router's default, measured on the CPU worker).
+    source: for each number, where it comes from.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Profile:
     router_overhead_s: float = 0.0
     router_cpu_s: float = 0.0
     per_new_request_s: float = 0.0
+    router_bound: int | None = None
     source: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +70,10 @@ class Profile:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if self.base_s + self.per_request_s <= 0:
             raise ValueError("a decode step must take time: base_s + per_request_s > 0")
+        if self.router_bound is not None and (
+            not isinstance(self.router_bound, int) or self.router_bound < 1
+        ):
+            raise ValueError(f"router_bound must be an integer >= 1, got {self.router_bound!r}")
         for name in ("kv_tokens", "prefill_budget", "max_running"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")

@@ -35,7 +35,8 @@ class RunSpec:
     profile / workers: the engines. seed: the arrivals' seed. slo_scale: deadlines' scale.
     max_tokens: max_new_tokens of traces that do not carry their own. policy: the user's
     PolicyConfig overrides (a trace's length is its cap). bound: the routers' in-flight bound
-    per worker (None: the router's default). bases: base deadline (s) per algorithm.
+    per worker (None: the profile's, else the router's default). bases: base deadline (s) per
+    algorithm.
     difficulty: question id -> difficulty (missing: the trace's own, or 1 for eval traces).
     """
 
@@ -85,7 +86,8 @@ def simulate(
 ) -> list[dict[str, Any]]:
     """The records of `n` programs (trace i mod len) arriving at `rate` on `system`."""
     loop = EventLoop()
-    cluster = Cluster(loop, spec.profile, spec.workers, setup_for(system, spec.bound))
+    bound = spec.bound or spec.profile.router_bound
+    cluster = Cluster(loop, spec.profile, spec.workers, setup_for(system, bound))
     configs: dict[tuple[str, int], PolicyConfig] = {}
     runs = []
     for i, offset in enumerate(arrival_offsets(n, rate, spec.seed)):
