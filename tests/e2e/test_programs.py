@@ -24,7 +24,11 @@ pytestmark = pytest.mark.e2e
 AGREE = {"max_tokens": 32, "temperature": 0.0}
 DISAGREE = {"max_tokens": 32, "temperature": 1.0}
 DISAGREE_QUESTION = "Pick any whole number between 1 and 1000 and tell me which one you picked."
-# Greedy reasoning on this question gives probes 180, 1200, 1200: two in a row agree at 96 tokens.
+# Which probes agree is a property of the machine: greedy reasoning on this question gave probes
+# 180, 1200, 1200 on one CPU and 0.6, 1, 1 + 1 on another (floating point differs across CPU
+# models). So the test that needs a stop reads a window of one probe: the first non-empty,
+# unhesitating probe answer stops it. Agreement over a longer window is unit-tested
+# (probe_consistency), where the answers are chosen.
 COT_QUESTION = (
     "A train travels 60 miles per hour for 3 hours. How far does it travel? "
     "Explain each step carefully."
@@ -35,7 +39,7 @@ COT_POLICY = {
     "initial": 32,
     "detect_at": 32,
     "detect_every": 32,
-    "probe_window": 2,
+    "probe_window": 1,
 }
 
 
@@ -97,7 +101,7 @@ def test_cot_probe_stops_before_its_budget_and_aborts_the_chunk_in_flight(
     assert result.exit_reason == "threshold"
     assert result.steps < COT_POLICY["cap"]
     probes = result.details["probe_answers"]
-    assert probes[-1] == probes[-2] == result.answer and result.answer is not None
+    assert probes[-1] == result.answer and result.answer is not None
     assert result.tokens["probe"] > 0
     assert [p["consistency"] for p in result.certaindex][-1] == 1.0
     # The next reasoning chunk was running when the probes agreed: the router aborted it.
