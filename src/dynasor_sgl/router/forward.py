@@ -21,6 +21,17 @@ from dynasor_sgl.router.pool import Worker
 
 logger = logging.getLogger(__name__)
 
+KEEPALIVE_S = 4.0  # below SGLang's 5 s server keep-alive
+# What a reused connection the server closed meanwhile raises before any reply. A dead worker
+# raises these too; then the one retry fails at once (connection refused) and it is marked down.
+STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+def _stale(exc: BaseException) -> bool:
+    """A closed reused connection, not a refused new one (a worker that is down)."""
+    return not isinstance(exc, aiohttp.ClientConnectorError)
+
+
 # Headers that describe one hop of the connection, not the payload.
 _HOP_HEADERS = {
     "connection",
@@ -76,7 +87,9 @@ class Forwarder:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+            # SGLang's server closes an idle connection after 5 s (SGLANG_TIMEOUT_KEEP_ALIVE):
+            # keep ours for less, so a pooled connection is not reused just as it closes.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self.timeout,
@@ -93,27 +106,40 @@ class Forwarder:
         self, worker: Worker, method: str, path: str, body: bytes | None = None
     ) -> Reply:
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        try:
-            async with self.session.request(
-                method, self._url(worker, path), data=body, headers=headers
-            ) as resp:
-                data = await resp.read()
-                return Reply(resp.status, data, _headers(resp))
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            raise _timeout(worker) from exc
+        for attempt in (1, 2):
+            try:
+                async with self.session.request(
+                    method, self._url(worker, path), data=body, headers=headers
+                ) as resp:
+                    data = await resp.read()
+                    return Reply(resp.status, data, _headers(resp))
+            except STALE as exc:
+                if attempt == 1 and _stale(exc):  # a pooled connection the server just closed
+                    logger.info("worker %d: %s on a reused connection; retrying", worker.index, exc)
+                    continue
+                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+            except TimeoutError as exc:
+                raise _timeout(worker) from exc
+        raise AssertionError("unreachable")
 
     async def open_stream(self, worker: Worker, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Start a streaming request; the caller reads and releases the response."""
-        try:
-            headers = {"Content-Type": "application/json"}
-            resp = await self.session.post(self._url(worker, path), data=body, headers=headers)
-        except aiohttp.ClientConnectionError as exc:
-            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            raise _timeout(worker) from exc
-        return resp
+        headers = {"Content-Type": "application/json"}
+        for attempt in (1, 2):
+            try:
+                return await self.session.post(self._url(worker, path), data=body, headers=headers)
+            except STALE as exc:
+                if attempt == 1 and _stale(exc):  # nothing was streamed yet: retry once
+                    logger.info("worker %d: %s on a reused connection; retrying", worker.index, exc)
+                    continue
+                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+            except aiohttp.ClientConnectionError as exc:
+                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+            except TimeoutError as exc:
+                raise _timeout(worker) from exc
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def iter_stream(worker: Worker, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
