@@ -275,7 +275,9 @@ def test_cli_eval_interrupted_then_resumed(
 ) -> None:
     out = tmp_path / "interrupted.jsonl"
     cmd = [sys.executable, "-m", "dynasor_sgl.cli", *eval_args(out, served.url)]
-    served.fake.token_delay = 0.3  # ~1.3 s a question, 3 rounds of 2: time to interrupt
+    # ~4 s a question, 3 rounds of 2: the SIGINT lands long before the run could end (at 0.3 s
+    # a token a loaded machine once finished every question before the signal arrived).
+    served.fake.token_delay = 1.0
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
