@@ -279,7 +279,16 @@ def test_cli_eval_interrupted_then_resumed(
     # a token a loaded machine once finished every question before the signal arrived).
     served.fake.token_delay = 1.0
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A job started in the background of a non-interactive shell (as a CI script may be)
+        # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give
+        # the child the default a user's terminal would.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.monotonic() + 60
         while not (out.exists() and '"question_id"' in out.read_text()):
             if proc.poll() is not None or time.monotonic() > deadline:
