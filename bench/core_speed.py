@@ -100,25 +100,25 @@ def decision_cases(rng: random.Random) -> dict[str, tuple[PolicyConfig, Report]]
     return {
         "sc_threshold_at_detect": (
             PolicyConfig.for_algorithm("sc"),
-            Report(step=5, answers={f"b{i}": a for i, a in enumerate(five)}, slack=4),
+            Report(used=5, answers={f"b{i}": a for i, a in enumerate(five)}, slack=4),
         ),
         "sc_posterior_dirichlet": (
             PolicyConfig(rule="posterior", detect_every=1),
-            Report(step=10, answers={f"b{i}": str(i % 3) for i in range(10)}),
+            Report(used=10, answers={f"b{i}": str(i % 3) for i in range(10)}),
         ),
         "sc_posterior_dirichlet_uncached": (
             PolicyConfig(rule="posterior", detect_every=1),
-            Report(step=10, answers={f"b{i}": str(i % 3) for i in range(10)}),
+            Report(used=10, answers={f"b{i}": str(i % 3) for i in range(10)}),
         ),
         "mcts_reward": (
             PolicyConfig.for_algorithm("mcts"),
-            Report(step=3, rewards={"a": 0.3, "b": 0.5, "c": 0.45}),
+            Report(used=3, rewards={"a": 0.3, "b": 0.5, "c": 0.45}),
         ),
         "cot_probe_window3": (
             PolicyConfig.for_algorithm("cot"),
-            Report(step=192, probe_answers=["12", "12", "12"], probe_texts=["12}", "12}", "12}"]),
+            Report(used=192, probe_answers=["12", "12", "12"], probe_texts=["12}", "12}", "12}"]),
         ),
-        "between_detections": (PolicyConfig.for_algorithm("sc"), Report(step=3)),
+        "between_detections": (PolicyConfig.for_algorithm("sc"), Report(used=3)),
     }
 
 

@@ -49,7 +49,7 @@ def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str,
     chosen = []
     for tune, test in (folds, folds[::-1]):
         result = calibrate(labelled_runs([base[q] for q in tune]), margin=margin)
-        chosen.append({"thresholds": result.thresholds, "detect_step": result.detect_step})
+        chosen.append({"thresholds": result.thresholds, "detect_at": result.detect_at})
         config = PolicyConfig.for_algorithm("sc", **policy_overrides(result, cap))
         for q in test:
             run = sampled_run(base[q]["details"], int(base[q]["tokens"]["total"]))

@@ -1,6 +1,6 @@
 """Chain of thought with Certaindex probing (Dynasor-CoT).
 
-Knob: reasoning tokens. The program reasons in chunks of `step` tokens (the policy's step,
+Knob: reasoning tokens. The program reasons in chunks of `pace` tokens (the policy's pace,
 default 64). After each chunk it probes: a fork of the reasoning asks for the answer right away
 (`dynasor_sgl.lang.start_probe`) while the next chunk already runs. The probe answers go to the
 router; when the last `probe_window` (3) agree and none hesitates, the router stops the program,
@@ -33,19 +33,19 @@ def cot_probe(s, question, temperature=0.6):
     s += sgl.user(question)
     s += sgl.assistant_begin()
     ctx = dl.context(s)
-    step, cap = ctx.config.step, ctx.config.cap
+    pace, cap = ctx.config.pace, ctx.config.cap
     used, reasoning = 0, ""
     probe_answers: list[str | None] = []
     probe_texts: list[str] = []
     probe_prefill: list[int] = []
-    name = _chunk(s, 0, min(step, cap), temperature)
+    name = _chunk(s, 0, min(pace, cap), temperature)
     while True:
         reasoning += str(dl.read(s, name))
         used += int(dl.meta(s, name).get("completion_tokens") or 0)
         if dl.finish_reason(s, name) != "length" or used >= cap:
             break  # the model ended its reasoning, or the budget is spent
         probe = dl.start_probe(s)
-        name = _chunk(s, len(probe_answers) + 1, min(step, cap - used), temperature)
+        name = _chunk(s, len(probe_answers) + 1, min(pace, cap - used), temperature)
         result = probe.result()
         probe_answers.append(result.answer)
         probe_texts.append(result.text)
@@ -74,5 +74,5 @@ SPEC = dl.ProgramSpec(
     function=cot_probe,
     knob="tokens",
     signal="consistency",
-    description="chain of thought, probed every `step` tokens; stop when the probes agree",
+    description="chain of thought, probed every `pace` tokens; stop when the probes agree",
 )

@@ -1,12 +1,12 @@
 """Calibration: replay labelled runs offline and choose certaindex thresholds.
 
-Input is plain data (from JSON): per program, the reports it made at each step of a full-budget
+Input is plain data (from JSON): per program, the reports it made along a full-budget
 run (answers so far, cumulative tokens, optionally precomputed signals) and the correct answer.
-Each candidate (thresholds × detection step × how often certaindex is read after that) is
+Each candidate (thresholds × detection point × how often certaindex is read after that) is
 replayed through the real `ProgramPolicy`, so calibration and serving stop at the same points.
 The chosen candidate keeps accuracy within `margin` of the full-budget accuracy and uses the
 fewest tokens; the accuracy-vs-tokens frontier of all candidates is reported with it. Also
-reports the oracle (stop at the earliest step after which the final answer never changes).
+reports the oracle (stop at the earliest report after which the final answer never changes).
 No I/O, no clock.
 """
 
@@ -21,10 +21,17 @@ from typing import Any
 
 from dynasor_sgl import answers as _answers
 from dynasor_sgl import certaindex as ci
-from dynasor_sgl.labelled import LabelledRun, StepRecord
+from dynasor_sgl.labelled import LabelledRun, ReportRecord
 from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
 
-__all__ = ["CalibrationResult", "LabelledRun", "StepRecord", "calibrate", "oracle_index", "replay"]
+__all__ = [
+    "CalibrationResult",
+    "LabelledRun",
+    "ReportRecord",
+    "calibrate",
+    "oracle_index",
+    "replay",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +44,7 @@ class ReplayResult:
 
     accuracy: float
     tokens: int
-    stop_steps: tuple[int, ...]
+    stop_at: tuple[int, ...]
     stopped_early: int
 
 
@@ -46,7 +53,7 @@ class CalibrationResult:
     """The chosen thresholds (None = no candidate met the target: run to the cap)."""
 
     thresholds: dict[str, float] | None
-    detect_step: int | None
+    detect_at: int | None
     accuracy: float
     tokens: int
     full_accuracy: float
@@ -65,14 +72,14 @@ class CalibrationResult:
 
 @dataclass
 class _Prepared:
-    steps: list[int]
+    used: list[int]
     tokens: list[int]
     answers: list[str | None]
     correct: list[bool]
     values: list[dict[str, float]]
 
 
-def record_signals(record: StepRecord, probe_window: int = 3) -> dict[str, float]:
+def record_signals(record: ReportRecord, probe_window: int = 3) -> dict[str, float]:
     """entropy, posterior and consistency of a record's answers; its own `values` win."""
     values: dict[str, float] = {}
     if record.answers:
@@ -91,7 +98,7 @@ def _prepare(run: LabelledRun, probe_window: int) -> _Prepared:
         for r in run.records
     ]
     return _Prepared(
-        steps=[r.step for r in run.records],
+        used=[r.used for r in run.records],
         tokens=[r.tokens for r in run.records],
         answers=answers,
         correct=[_answers.equivalent(a, run.correct) for a in answers],
@@ -101,20 +108,20 @@ def _prepare(run: LabelledRun, probe_window: int) -> _Prepared:
 
 def _stop_index(prep: _Prepared, config: PolicyConfig) -> int:
     policy = ProgramPolicy(config)
-    for i, (step, values) in enumerate(zip(prep.steps, prep.values, strict=True)):
-        if policy.decide(Report(step=step, values=values)).action == Action.STOP:
+    for i, (used, values) in enumerate(zip(prep.used, prep.values, strict=True)):
+        if policy.decide(Report(used=used, values=values)).action == Action.STOP:
             return i
-    return len(prep.steps) - 1
+    return len(prep.used) - 1
 
 
 def _replay(
-    preps: Sequence[_Prepared], thresholds: Mapping[str, float], detect_step: int, detect_every: int
+    preps: Sequence[_Prepared], thresholds: Mapping[str, float], detect_at: int, detect_every: int
 ) -> ReplayResult:
-    cap = max(p.steps[-1] for p in preps)
+    cap = max(p.used[-1] for p in preps)
     config = PolicyConfig(
         cap=cap,
-        initial=min(detect_step, cap),
-        detect_at=min(detect_step, cap),
+        initial=min(detect_at, cap),
+        detect_at=min(detect_at, cap),
         detect_every=detect_every,
         thresholds=dict(thresholds),
     )
@@ -123,22 +130,22 @@ def _replay(
     return ReplayResult(
         accuracy=correct / len(preps),
         tokens=sum(p.tokens[i] for p, i in zip(preps, stops, strict=True)),
-        stop_steps=tuple(p.steps[i] for p, i in zip(preps, stops, strict=True)),
-        stopped_early=sum(i < len(p.steps) - 1 for p, i in zip(preps, stops, strict=True)),
+        stop_at=tuple(p.used[i] for p, i in zip(preps, stops, strict=True)),
+        stopped_early=sum(i < len(p.used) - 1 for p, i in zip(preps, stops, strict=True)),
     )
 
 
 def replay(
     runs: Sequence[LabelledRun],
     thresholds: Mapping[str, float],
-    detect_step: int,
+    detect_at: int,
     detect_every: int = 0,
     probe_window: int = 3,
 ) -> ReplayResult:
     """Replays `runs` through a threshold policy; the last record of a run is its cap."""
     if not runs:
         raise ValueError("replay needs at least one run")
-    return _replay([_prepare(r, probe_window) for r in runs], thresholds, detect_step, detect_every)
+    return _replay([_prepare(r, probe_window) for r in runs], thresholds, detect_at, detect_every)
 
 
 def oracle_index(answers: Sequence[str | None]) -> int:
@@ -157,14 +164,14 @@ def _same(a: str | None, b: str | None) -> bool:
 @dataclass(frozen=True)
 class _Candidate:
     thresholds: dict[str, float]
-    detect_step: int
+    detect_at: int
     detect_every: int
     result: ReplayResult
 
     def point(self) -> dict[str, Any]:
         return {
             "thresholds": self.thresholds,
-            "detect_step": self.detect_step,
+            "detect_at": self.detect_at,
             "detect_every": self.detect_every,
             "accuracy": self.result.accuracy,
             "tokens": self.result.tokens,
@@ -174,15 +181,15 @@ class _Candidate:
 def _candidates(
     preps: Sequence[_Prepared],
     grid: Mapping[str, Sequence[float]],
-    steps: Sequence[int],
+    detect_ats: Sequence[int],
     everys: Sequence[int],
 ) -> list[_Candidate]:
     names = sorted(grid)
     out = []
     for combo in itertools.product(*(sorted(grid[n]) for n in names)):
         thresholds = dict(zip(names, combo, strict=True))
-        for step, every in itertools.product(steps, everys):
-            out.append(_Candidate(thresholds, step, every, _replay(preps, thresholds, step, every)))
+        for at, every in itertools.product(detect_ats, everys):
+            out.append(_Candidate(thresholds, at, every, _replay(preps, thresholds, at, every)))
     return out
 
 
@@ -197,7 +204,7 @@ def _cheapest(candidates: Sequence[_Candidate], min_accuracy: float) -> _Candida
             -c.result.accuracy,
             c.detect_every == 0,
             -c.detect_every,
-            -c.detect_step,
+            -c.detect_at,
             cautious,
         )
 
@@ -217,7 +224,7 @@ def frontier(candidates: Sequence[_Candidate]) -> tuple[dict[str, Any], ...]:
 def calibrate(
     runs: Sequence[LabelledRun],
     grid: Mapping[str, Sequence[float]] | None = None,
-    detect_steps: Sequence[int] | None = None,
+    detect_ats: Sequence[int] | None = None,
     margin: float = 0.0,
     detect_every: int | Sequence[int] = 0,
     probe_window: int = 3,
@@ -225,8 +232,8 @@ def calibrate(
     """Chooses thresholds that keep accuracy ≥ full-budget accuracy − `margin`, fewest tokens.
 
     grid: signal -> candidate thresholds (default entropy over 0, 0.05, …, 1); several signals
-    are searched jointly (all must pass). detect_steps: candidate detection steps (default:
-    every step present in the runs). detect_every: how often certaindex is read after the
+    are searched jointly (all must pass). detect_ats: candidate detection points (default:
+    every knob value the runs reported at). detect_every: how often certaindex is read after the
     first reading (0 = once, the paper's rule; k = every k units), one value or candidates
     searched jointly. Ties: fewer tokens, then higher accuracy, then reading once or more
     rarely (larger batches keep samples in parallel), later detection and higher thresholds.
@@ -240,11 +247,11 @@ def calibrate(
         raise ValueError(f"detect_every must be >= 0, got {detect_every!r}")
     grid = dict(grid or {"entropy": DEFAULT_GRID})
     preps = [_prepare(r, probe_window) for r in runs]
-    steps = sorted({s for s in (detect_steps or [s for p in preps for s in p.steps]) if s >= 1})
+    ats = sorted({k for k in (detect_ats or [k for p in preps for k in p.used]) if k >= 1})
     full_acc = sum(p.correct[-1] for p in preps) / len(preps)
     full_tokens = sum(p.tokens[-1] for p in preps)
     oracle_tokens = sum(p.tokens[oracle_index(p.answers)] for p in preps)
-    candidates = _candidates(preps, grid, steps, everys)
+    candidates = _candidates(preps, grid, ats, everys)
     best = _cheapest(candidates, full_acc - margin)
     return _result(best, full_acc, full_tokens, oracle_tokens, len(runs), frontier(candidates))
 
@@ -274,9 +281,9 @@ def _result(
         )
     result = best.result
     logger.info(
-        "calibrated %s at step %d, read every %d: accuracy %.3f (full %.3f), saving %.1f%%",
+        "calibrated %s at %d, read every %d: accuracy %.3f (full %.3f), saving %.1f%%",
         best.thresholds,
-        best.detect_step,
+        best.detect_at,
         best.detect_every,
         result.accuracy,
         full_acc,
@@ -284,7 +291,7 @@ def _result(
     )
     return CalibrationResult(
         best.thresholds,
-        best.detect_step,
+        best.detect_at,
         result.accuracy,
         result.tokens,
         saving=saving(result.tokens),

@@ -175,7 +175,7 @@ def calibrate_command(results: Path, margin: float, out: Path, detect_every: str
         "run to the cap"
         if result.thresholds is None
         else (
-            f"thresholds {result.thresholds} at step {result.detect_step}, read "
+            f"thresholds {result.thresholds} at step {result.detect_at}, read "
             + (f"every {result.detect_every}" if result.detect_every else "once")
         )
     )

@@ -2,7 +2,7 @@
 
 A program's knob (SC: samples; REBASE: width; MCTS: iterations; beam: expansions; CoT: tokens)
 runs from an initial grant up to a cap. At each report the policy reads certaindex (at the
-detection step, and every `detect_every` knob units after it if set) and decides: continue,
+detection point, and every `detect_every` knob units after it if set) and decides: continue,
 stop (certain, or at the cap), trim branches, or expand (only with slack, never past the cap).
 Defaults come from the Dynasor paper's Table 3 (see `DEFAULTS`). This module owns the decision
 and its bookkeeping; it knows nothing about HTTP, SGLang, threads or time (configuration lives
@@ -51,14 +51,14 @@ class StopReason(StrEnum):
 class Report:
     """What a program tells the policy after running part of its grant.
 
-    step: knob units used so far (≥ 0). answers / rewards: per branch id, the extracted final
+    used: knob units used so far (≥ 0). answers / rewards: per branch id, the extracted final
     answer (None if none) and the normalized reward in [0, 1]. probe_answers / probe_texts: CoT
     probe answers and raw probe responses, oldest first. top_logprobs: per generated token, its
     top-k logprobs. values: signals the program computed itself (they win over recomputation).
     slack: knob units the system can take on top of the normal pace now (0 = no capacity).
     """
 
-    step: int
+    used: int
     answers: Mapping[str, str | None] = field(default_factory=dict)
     rewards: Mapping[str, float] = field(default_factory=dict)
     probe_answers: Sequence[str | None] = ()
@@ -69,10 +69,15 @@ class Report:
     clusters: Sequence[Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
-        if self.step < 0:
-            raise ValueError(f"step must be >= 0, got {self.step!r}")
+        if self.used < 0:
+            raise ValueError(f"used must be >= 0, got {self.used!r}")
         if self.slack < 0:
             raise ValueError(f"slack must be >= 0, got {self.slack!r}")
+
+    @property
+    def step(self) -> int:
+        """Deprecated name of `used`, read-only, kept until router.core reads `used`."""
+        return self.used
 
 
 @dataclass(frozen=True)
@@ -120,29 +125,29 @@ class ProgramPolicy:
         cfg = self.config
         clusters = self._clusters(report) if self._uses_answers and report.answers else []
         values: Mapping[str, float] = {}
-        if report.step >= self._next_detect:
+        if report.used >= self._next_detect:
             values = self._signals(report, clusters)
             # A detection point is used up only once every thresholded signal had data (e.g.
             # MCTS before any solution finished has no reward yet): read again next report.
             if all(name in values for name in self._needed()):
-                self.history.append((report.step, values))
+                self.history.append((report.used, values))
                 self._read_once = True
                 self._next_detect = (
-                    report.step + cfg.detect_every if cfg.detect_every else float("inf")
+                    report.used + cfg.detect_every if cfg.detect_every else float("inf")
                 )
                 reason = self._certain(values)
                 if reason is not None:
                     return self._stop_with(reason, values)
-        if report.step >= cfg.cap:
+        if report.used >= cfg.cap:
             return self._stop_with(StopReason.CAP, values)
         # With no detection point left and nothing to trim, rounds decide nothing and only add
         # latency: grant the rest at once.
         rounds = self._next_detect != float("inf") or cfg.trim != "none"
-        pace = cfg.step if rounds else cfg.cap
-        base = min(pace, cfg.cap - report.step)
+        pace = cfg.pace if rounds else cfg.cap
+        base = min(pace, cfg.cap - report.used)
         expand = 0
         if self._read_once and report.slack > 0:
-            expand = min(report.slack, cfg.cap - report.step - base)
+            expand = min(report.slack, cfg.cap - report.used - base)
         trim = self._trim(report, clusters)
         action = Action.TRIM if trim else Action.EXPAND if expand else Action.CONTINUE
         return Decision(action, grant=base + expand, expand=expand, trim=trim, values=values)

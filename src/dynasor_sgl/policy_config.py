@@ -34,7 +34,8 @@ class PolicyConfig:
     algorithm: one of ALGORITHMS (informational; defaults come from `for_algorithm`).
     cap: the most knob units the program may ever use (≥ 1).
     initial: knob units granted before the first report (1..cap).
-    step: knob units granted per non-final decision at the normal pace (≥ 1).
+    pace: knob units granted per non-final decision at the normal pace (≥ 1; the old key
+      `step` is read as a deprecated alias, see `current_keys`).
     detect_at: first knob value at which certaindex is read (1..cap).
     detect_every: read again every this many units after a read; 0 = read once (the paper).
     thresholds: signal name -> threshold in [0, 1]; all must pass to stop (SIGNALS).
@@ -52,7 +53,7 @@ class PolicyConfig:
     algorithm: str = "sc"
     cap: int = 20
     initial: int = 5
-    step: int = 5
+    pace: int = 5
     detect_at: int = 5
     detect_every: int = 0
     thresholds: Mapping[str, float] = field(default_factory=lambda: {"entropy": 0.7})
@@ -70,7 +71,7 @@ class PolicyConfig:
         self._check_choice("rule", RULES)
         self._check_choice("reward_mode", ("mean", "max"))
         self._check_choice("trim", TRIMS)
-        for name in ("cap", "initial", "step", "detect_at", "probe_window", "mc_samples"):
+        for name in ("cap", "initial", "pace", "detect_at", "probe_window", "mc_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.mc_samples > MAX_MC_SAMPLES:
@@ -106,6 +107,7 @@ class PolicyConfig:
         """
         if algorithm not in DEFAULTS:
             raise ValueError(f"algorithm must be one of {tuple(DEFAULTS)}, got {algorithm!r}")
+        overrides = current_keys(overrides)
         data = {**DEFAULTS[algorithm], **overrides}
         cap = overrides.get("cap")
         if isinstance(cap, int) and cap >= 1:
@@ -116,7 +118,9 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
-        """A config from plain data (e.g. JSON); unknown keys are a ValueError."""
+        """A config from plain data (e.g. JSON); unknown keys are a ValueError, a deprecated
+        key (see `current_keys`) is read under its new name."""
+        data = current_keys(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -130,6 +134,24 @@ class PolicyConfig:
         return data
 
 
+# Keys a policy used to have -> their name now. Read on input with a warning, never written.
+DEPRECATED_KEYS = MappingProxyType({"step": "pace"})
+
+
+def current_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with each deprecated policy key renamed (one warning line per key met); a key
+    given under both names is a ValueError."""
+    out = dict(data)
+    for old, new in DEPRECATED_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"policy key {old!r} is the old name of {new!r}; give only {new!r}")
+        logger.warning("policy key %r is deprecated; use %r", old, new)
+        out[new] = out.pop(old)
+    return out
+
+
 # Paper Table 3 / §4.1 where it gives a number; beam and best-of-N are our own starting points.
 DEFAULTS: dict[str, dict[str, Any]] = {
     # SC (MATH, GSM8K): read at 5 samples, stop if entropy certaindex >= 0.7; online cap 20.
@@ -137,7 +159,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "algorithm": "sc",
         "cap": 20,
         "initial": 5,
-        "step": 5,
+        "pace": 5,
         "detect_at": 5,
         "thresholds": {"entropy": 0.7},
     },
@@ -146,7 +168,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "algorithm": "mcts",
         "cap": 15,
         "initial": 3,
-        "step": 1,
+        "pace": 1,
         "detect_at": 3,
         "thresholds": {"reward": 0.4},
         "reward_mode": "mean",
@@ -156,7 +178,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "algorithm": "rebase",
         "cap": 128,
         "initial": 16,
-        "step": 16,
+        "pace": 16,
         "detect_at": 16,
         "thresholds": {"entropy": 0.75},
         "reward_mode": "max",
@@ -166,7 +188,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "algorithm": "cot",
         "cap": 2048,
         "initial": 64,
-        "step": 64,
+        "pace": 64,
         "detect_at": 64,
         "detect_every": 64,
         "thresholds": {"consistency": 1.0},
@@ -177,7 +199,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "algorithm": "beam",
         "cap": 40,
         "initial": 4,
-        "step": 4,
+        "pace": 4,
         "detect_at": 12,
         "detect_every": 4,
         "thresholds": {"reward": 0.8},
@@ -189,7 +211,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "algorithm": "bon",
         "cap": 16,
         "initial": 4,
-        "step": 4,
+        "pace": 4,
         "detect_at": 4,
         "detect_every": 4,
         "thresholds": {"reward": 0.9},
@@ -201,7 +223,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def load_policy_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """A policy file: a JSON object mapping algorithm -> PolicyConfig overrides.
 
-    Example: {"sc": {"detect_at": 4, "thresholds": {"entropy": 0.6}}}. Each entry is checked
+    Example: {"sc": {"detect_at": 4, "thresholds": {"entropy": 0.6}}}. Deprecated keys come
+    back under their new names (`current_keys`). Each entry is checked
     against that algorithm's defaults; an unreadable file, bad JSON, an unknown algorithm or a
     bad value raises ValueError naming the file and the entry.
     """
@@ -211,11 +234,13 @@ def load_policy_file(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"cannot read policy file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"policy file {path}: expected a JSON object of algorithm -> overrides")
+    out: dict[str, dict[str, Any]] = {}
     for algorithm, overrides in data.items():
         if not isinstance(overrides, dict):
             raise ValueError(f"policy file {path}: {algorithm!r} must map to an object")
         try:
-            PolicyConfig.for_algorithm(algorithm, **overrides)
+            out[algorithm] = current_keys(overrides)
+            PolicyConfig.for_algorithm(algorithm, **out[algorithm])
         except (ValueError, TypeError) as exc:
             raise ValueError(f"policy file {path}: {algorithm}: {exc}") from exc
-    return data
+    return out

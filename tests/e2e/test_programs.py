@@ -35,7 +35,7 @@ COT_QUESTION = (
 )
 COT_POLICY = {
     "cap": 384,
-    "step": 32,
+    "pace": 32,
     "initial": 32,
     "detect_at": 32,
     "detect_every": 32,
@@ -117,7 +117,7 @@ def test_cot_probe_stops_before_its_budget_and_aborts_the_chunk_in_flight(
 TREE_PROGRAMS = [
     ("best-of-n", {"cap": 4}, {"max_tokens": 32}),
     ("beam-search", {"cap": 8}, {"step_tokens": 24, "max_depth": 3}),
-    ("rebase", {"cap": 4, "initial": 4, "step": 4}, {"step_tokens": 24, "max_depth": 3}),
+    ("rebase", {"cap": 4, "initial": 4, "pace": 4}, {"step_tokens": 24, "max_depth": 3}),
     ("mcts", {"cap": 4}, {"step_tokens": 24, "max_depth": 3}),
 ]
 

@@ -100,7 +100,7 @@ def test_stop_aborts_every_branch_in_the_worker(router_url: str, cluster: Cluste
             index = await wait_inflight(client, router_url, pid, 4)
             worker = cluster.workers[index].url
             await wait_running(client, worker, 4)
-            report = {"step": 4, "answers": {f"b{i}": "42" for i in range(4)}}
+            report = {"used": 4, "answers": {f"b{i}": "42" for i in range(4)}}
             decision = (
                 await client.post(f"{router_url}/programs/{pid}/report", json=report)
             ).json()
@@ -144,7 +144,7 @@ def test_trim_aborts_exactly_the_named_branch(router_url: str, cluster: Cluster)
             index = await wait_inflight(client, router_url, pid, 4)
             worker = cluster.workers[index].url
             await wait_running(client, worker, 4)
-            report = {"step": 4, "answers": {"b0": "4", "b1": "4", "b2": "4", "b3": "7"}}
+            report = {"used": 4, "answers": {"b0": "4", "b1": "4", "b2": "4", "b3": "7"}}
             decision = (
                 await client.post(f"{router_url}/programs/{pid}/report", json=report)
             ).json()

@@ -134,12 +134,12 @@ def test_reports_of_one_program_apply_in_the_order_they_arrived(
         assert reply.status_code == 201, reply.text
         # The first report is slow to decide (a 100,000-draw posterior over 60 answers), the
         # second fast: without the per-program lock the second would be applied first.
-        slow = {"step": 60, "answers": {f"b{i}": str(i % 30) for i in range(60)}}
-        fast = {"step": 61, "answers": {"b0": "1"}}
+        slow = {"used": 60, "answers": {f"b{i}": str(i % 30) for i in range(60)}}
+        fast = {"used": 61, "answers": {"b0": "1"}}
         replies: dict[int, httpx.Response] = {}
 
         def post(body: dict[str, object]) -> None:
-            replies[int(str(body["step"]))] = httpx.post(
+            replies[int(str(body["used"]))] = httpx.post(
                 f"{url}/programs/p/report", json=body, timeout=120
             )
 
@@ -150,4 +150,4 @@ def test_reports_of_one_program_apply_in_the_order_they_arrived(
         first.join()
         shown = httpx.get(f"{url}/programs/p", timeout=30).json()
     assert all(r.status_code == 200 for r in replies.values())
-    assert [c["step"] for c in shown["certaindex"]] == [60, 61] and shown["step"] == 61
+    assert [c["step"] for c in shown["certaindex"]] == [60, 61] and shown["used"] == 61

@@ -21,7 +21,7 @@ from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.core import Router
 
 # Detect at 4 samples; four equal answers are certain, 3 against 1 is not (entropy 0.59).
-POLICY = {"cap": 8, "initial": 4, "step": 4, "detect_at": 4}
+POLICY = {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4}
 LONG = 2000  # tokens: ~10 s at the fake's pace, so only an abort ends these early
 BRANCH = "X-Dynasor-Branch"
 

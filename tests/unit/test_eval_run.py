@@ -135,7 +135,7 @@ def test_evaluation_records_a_failed_question_as_errors_and_retries_only_it(
     assert sorted(c["question"] for c in fake.calls) == sorted(i.question for i in ITEMS)
     assert {json.dumps(c["policy"], sort_keys=True) for c in fake.calls} == {
         json.dumps(
-            {"cap": 5, "detect_at": 5, "detect_every": 0, "initial": 5, "step": 5}, sort_keys=True
+            {"cap": 5, "detect_at": 5, "detect_every": 0, "initial": 5, "pace": 5}, sort_keys=True
         )
     }
     records = by_key(path)

@@ -60,7 +60,7 @@ def batches(s, question, answers):
 SPEC = dl.ProgramSpec(
     name="batches", algorithm="sc", function=batches, knob="samples", signal="entropy"
 )
-POLICY = {"cap": 8, "initial": 4, "step": 4, "detect_at": 4}
+POLICY = {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4}
 
 
 def run_direct(worker: FakeWorker, answers: list[str], **policy: Any) -> dl.ProgramResult:
@@ -98,9 +98,9 @@ def test_a_timeout_needs_a_router(worker: FakeWorker) -> None:
 def test_local_reporter_decides_like_the_policy() -> None:
     config = PolicyConfig.for_algorithm("sc", **POLICY)
     reporter = LocalReporter(config)
-    assert reporter.report({"step": 4, "answers": dict.fromkeys("abcd", "7")}).stop
+    assert reporter.report({"used": 4, "answers": dict.fromkeys("abcd", "7")}).stop
     ongoing = LocalReporter(config).report(
-        {"step": 4, "answers": dict(zip("abcd", "1234", strict=True))}
+        {"used": 4, "answers": dict(zip("abcd", "1234", strict=True))}
     )
     assert (ongoing.action, ongoing.grant) == ("continue", 4)
 

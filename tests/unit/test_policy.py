@@ -20,8 +20,8 @@ from dynasor_sgl.policy import (
 )
 
 
-def sc_report(step: int, values: Sequence[str | None], slack: int = 0) -> Report:
-    return Report(step=step, answers={f"b{i}": a for i, a in enumerate(values)}, slack=slack)
+def sc_report(used: int, values: Sequence[str | None], slack: int = 0) -> Report:
+    return Report(used=used, answers={f"b{i}": a for i, a in enumerate(values)}, slack=slack)
 
 
 def test_defaults_follow_table_3() -> None:
@@ -68,6 +68,33 @@ def test_config_rejects_unknown_keys() -> None:
         PolicyConfig.for_algorithm("nope")
 
 
+def test_old_step_key_is_read_as_pace_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="dynasor_sgl.policy_config"):
+        old = PolicyConfig.from_dict({"cap": 8, "initial": 2, "step": 3})
+        via_defaults = PolicyConfig.for_algorithm("sc", step=2)
+    assert old.pace == 3 and via_defaults.pace == 2
+    assert "'step' is deprecated; use 'pace'" in caplog.text
+    assert "step" not in old.to_dict() and old.to_dict()["pace"] == 3
+    with pytest.raises(ValueError, match="give only 'pace'"):
+        PolicyConfig.from_dict({"step": 3, "pace": 4})
+
+
+def test_old_report_keys_are_read_as_used(caplog: pytest.LogCaptureFixture) -> None:
+    from dynasor_sgl.labelled import LabelledRun
+    from dynasor_sgl.router.program_routes import ReportIn
+
+    with caplog.at_level("WARNING"):
+        assert ReportIn.model_validate({"step": 3}).used == 3
+        run = LabelledRun.from_dict(
+            {"program_id": "p", "correct": "1", "records": [{"step": 2, "tokens": 5}]}
+        )
+    assert run.records[0].used == 2
+    assert "'step' is deprecated; use 'used'" in caplog.text
+    with pytest.raises(ValueError, match="step"):  # both names: the old one is an unknown key
+        ReportIn.model_validate({"step": 3, "used": 3})
+    assert Report(used=4).step == 4  # the read-only alias router.core still reads
+
+
 def test_sc_threshold_stop_and_continue() -> None:
     unanimous = ProgramPolicy(PolicyConfig.for_algorithm("sc"))
     d = unanimous.decide(sc_report(5, ["7"] * 5))
@@ -85,13 +112,13 @@ def test_sc_threshold_stop_and_continue() -> None:
 
 
 def test_before_detection_nothing_is_read() -> None:
-    policy = ProgramPolicy(PolicyConfig(detect_at=5, initial=2, step=1))
+    policy = ProgramPolicy(PolicyConfig(detect_at=5, initial=2, pace=1))
     d = policy.decide(sc_report(2, ["1", "1"], slack=10))
     assert d.action == Action.CONTINUE and d.values == {} and d.expand == 0
 
 
 def test_expand_needs_slack_and_respects_cap() -> None:
-    policy = ProgramPolicy(PolicyConfig(cap=20, detect_at=5, step=5, detect_every=5))
+    policy = ProgramPolicy(PolicyConfig(cap=20, detect_at=5, pace=5, detect_every=5))
     assert policy.decide(sc_report(5, ["1", "2", "3", "1", "2"])).grant == 5  # no slack
     d = policy.decide(sc_report(10, [str(i) for i in range(10)], slack=100))
     assert d.action == Action.EXPAND and d.expand == 5 and d.grant == 10  # 10 + 10 = cap
@@ -101,27 +128,27 @@ def test_expand_needs_slack_and_respects_cap() -> None:
 
 def test_mcts_reward_rule_and_missing_signal() -> None:
     policy = ProgramPolicy(PolicyConfig.for_algorithm("mcts"))
-    assert policy.decide(Report(step=3, rewards={"a": 0.2, "b": 0.3})).action == Action.CONTINUE
+    assert policy.decide(Report(used=3, rewards={"a": 0.2, "b": 0.3})).action == Action.CONTINUE
     policy = ProgramPolicy(PolicyConfig.for_algorithm("mcts", detect_every=1))
-    assert policy.decide(Report(step=3)).action == Action.CONTINUE  # no rewards: not certain
-    d = policy.decide(Report(step=4, rewards={"a": 0.5, "b": 0.4}))
+    assert policy.decide(Report(used=3)).action == Action.CONTINUE  # no rewards: not certain
+    d = policy.decide(Report(used=4, rewards={"a": 0.5, "b": 0.4}))
     assert d.action == Action.STOP and d.values["reward"] == pytest.approx(0.45)
 
 
 def test_combined_thresholds_all_must_pass() -> None:
     cfg = PolicyConfig(
-        cap=10, detect_at=3, detect_every=1, step=1, thresholds={"entropy": 0.99, "reward": 0.4}
+        cap=10, detect_at=3, detect_every=1, pace=1, thresholds={"entropy": 0.99, "reward": 0.4}
     )
     policy = ProgramPolicy(cfg)
     d = policy.decide(
         Report(
-            step=3, answers={"a": "1", "b": "1", "c": "1"}, rewards={"a": 0.1, "b": 0.2, "c": 0.3}
+            used=3, answers={"a": "1", "b": "1", "c": "1"}, rewards={"a": 0.1, "b": 0.2, "c": 0.3}
         )
     )
     assert d.action == Action.CONTINUE
     d = policy.decide(
         Report(
-            step=4,
+            used=4,
             answers={"a": "1", "b": "1", "c": "1", "d": "1"},
             rewards={"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5},
         )
@@ -131,7 +158,7 @@ def test_combined_thresholds_all_must_pass() -> None:
 
 def test_precomputed_values_are_used() -> None:
     policy = ProgramPolicy(PolicyConfig(cap=10, detect_at=2, initial=2))
-    d = policy.decide(Report(step=2, values={"entropy": 0.9, "unrelated": 0.0}))
+    d = policy.decide(Report(used=2, values={"entropy": 0.9, "unrelated": 0.0}))
     assert d.action == Action.STOP and d.values == {"entropy": 0.9}
 
 
@@ -143,12 +170,12 @@ def test_cot_probe_consistency_with_hesitation() -> None:
         (192, ["3", "5", "5"], ["3}", "5}", "5} wait"]),
     ]
     for step, probes, texts in steps:
-        d = policy.decide(Report(step=step, probe_answers=probes, probe_texts=texts))
+        d = policy.decide(Report(used=step, probe_answers=probes, probe_texts=texts))
         assert d.action == Action.CONTINUE and d.grant == 64
     answers, texts = ["3", "5", "5", "5"], ["3}", "5}", "5} wait", "5}"]
-    d = policy.decide(Report(step=256, probe_answers=answers, probe_texts=texts))
+    d = policy.decide(Report(used=256, probe_answers=answers, probe_texts=texts))
     assert d.action == Action.CONTINUE  # the hesitant probe is still inside the window
-    d = policy.decide(Report(step=320, probe_answers=[*answers, "5"], probe_texts=[*texts, "5}"]))
+    d = policy.decide(Report(used=320, probe_answers=[*answers, "5"], probe_texts=[*texts, "5}"]))
     assert d.action == Action.STOP and d.values["consistency"] == 1.0
 
 
@@ -159,10 +186,10 @@ def test_trim_minority_and_lowest_reward() -> None:
     tie = ProgramPolicy(PolicyConfig(trim="minority", detect_at=5))
     assert tie.decide(sc_report(5, ["1", "1", "2", "2", "3"])).trim == ()
     lowest = ProgramPolicy(PolicyConfig.for_algorithm("beam"))
-    d = lowest.decide(Report(step=4, rewards={"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.2}))
+    d = lowest.decide(Report(used=4, rewards={"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.2}))
     assert d.trim == ("b", "d")
     single = ProgramPolicy(PolicyConfig.for_algorithm("beam", trim_fraction=1.0))
-    assert single.decide(Report(step=4, rewards={"a": 0.3, "b": 0.1})).trim == ("b",)
+    assert single.decide(Report(used=4, rewards={"a": 0.3, "b": 0.1})).trim == ("b",)
 
 
 reports = st.lists(
@@ -185,12 +212,12 @@ reports = st.lists(
     reports,
 )
 def test_never_exceeds_cap_never_expands_when_stopped(  # type: ignore[no-untyped-def]
-    cap, step, every, rule, stream
+    cap, pace, every, rule, stream
 ) -> None:
     cfg = PolicyConfig(
         cap=cap,
-        initial=min(step, cap),
-        step=step,
+        initial=min(pace, cap),
+        pace=pace,
         detect_at=min(3, cap),
         detect_every=every,
         rule=rule,
@@ -234,7 +261,7 @@ def beta_tail(v1: int, v2: int) -> float:
 def test_replay_threshold_and_beta_rules_on_a_stabilizing_stream() -> None:
     # Answers alternate 1/2 for 4 samples, then settle on 1: counts after n are (n-2, 2).
     stream = stabilizing_stream(["1", "2", "1", "2"], "1", 20)
-    base: dict[str, Any] = {"cap": 20, "initial": 2, "step": 1, "detect_at": 2, "detect_every": 1}
+    base: dict[str, Any] = {"cap": 20, "initial": 2, "pace": 1, "detect_at": 2, "detect_every": 1}
     n, reason = replay(ProgramPolicy(PolicyConfig(**base, thresholds={"entropy": 0.7})), stream)
     expected = next(
         k
@@ -255,7 +282,7 @@ def test_replay_cot_stops_window_after_stabilization() -> None:
         probes = [str(10 + k) for k in range(settle - 1)] + ["42"] * 12
         policy = ProgramPolicy(PolicyConfig.for_algorithm("cot", probe_window=window))
         for k in range(1, len(probes) + 1):
-            d = policy.decide(Report(step=64 * k, probe_answers=probes[:k]))
+            d = policy.decide(Report(used=64 * k, probe_answers=probes[:k]))
             if d.action == Action.STOP:
                 break
         assert d.action == Action.STOP and k == settle + window - 1
@@ -263,16 +290,16 @@ def test_replay_cot_stops_window_after_stabilization() -> None:
 
 def test_unsettled_stream_runs_to_cap() -> None:
     stream = [str(i % 4) for i in range(20)]
-    cfg = PolicyConfig(cap=20, initial=2, step=1, detect_at=2, detect_every=1)
+    cfg = PolicyConfig(cap=20, initial=2, pace=1, detect_at=2, detect_every=1)
     assert replay(ProgramPolicy(cfg), stream) == (20, StopReason.CAP)
 
 
 def test_a_detection_point_waits_for_data_of_every_thresholded_signal() -> None:
     # MCTS reads mean reward at 3 iterations; before any solution finished there is none.
     policy = ProgramPolicy(PolicyConfig.for_algorithm("mcts", cap=10))
-    assert policy.decide(Report(step=3)).action is Action.CONTINUE
+    assert policy.decide(Report(used=3)).action is Action.CONTINUE
     assert policy.history == []  # not used up
-    decision = policy.decide(Report(step=4, rewards={"n1": 0.9}))
+    decision = policy.decide(Report(used=4, rewards={"n1": 0.9}))
     assert decision.action is Action.STOP and decision.values == {"reward": 0.9}
 
 
@@ -289,9 +316,9 @@ def test_injected_clusters_decide_like_clustering_the_answers() -> None:
     answers = {"a": "7", "b": "7.0", "c": "8", "d": "7", "e": r"\frac{14}{2}"}
     clusters = [["a", "b", "d", "e"], ["c"]]
     for config in (PolicyConfig.for_algorithm("sc"), PolicyConfig(rule="posterior")):
-        plain = ProgramPolicy(config).decide(Report(step=5, answers=answers))
-        given = ProgramPolicy(config).decide(Report(step=5, answers=answers, clusters=clusters))
+        plain = ProgramPolicy(config).decide(Report(used=5, answers=answers))
+        given = ProgramPolicy(config).decide(Report(used=5, answers=answers, clusters=clusters))
         assert plain == given
     split = ProgramPolicy(PolicyConfig.for_algorithm("sc"))
-    d = split.decide(Report(step=5, answers=answers, clusters=[["a", "b"], ["c", "d"], ["e"]]))
+    d = split.decide(Report(used=5, answers=answers, clusters=[["a", "b"], ["c", "d"], ["e"]]))
     assert d.action is Action.CONTINUE and d.values["entropy"] < 0.7

@@ -341,7 +341,7 @@ def test_reports_teach_sjf_the_programs_own_tokens_per_unit() -> None:
         prior = sched.tokens_per_unit("p")
         prog.completion_tokens = 500  # five samples of 100 tokens each
         split = {str(i): a for i, a in enumerate(["1", "2", "3", "4", "5"])}  # no stop
-        decision, _ = await router.report(prog, Report(step=5, answers=split))
+        decision, _ = await router.report(prog, Report(used=5, answers=split))
         assert str(decision.action) != "stop"
         assert sched.tokens_per_unit("p") == 100 != prior
         assert sched.predicted_work("p") == 100 * (prog.config.cap - 5)

@@ -70,7 +70,7 @@ def harness() -> Iterator[Harness]:
 
 _POLICIES = [
     {},
-    {"cap": 8, "initial": 4, "step": 4, "detect_at": 4},
+    {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4},
     {"thresholds": {"reward": 0.5}, "detect_at": 1, "initial": 1},
     {"thresholds": {"confidence": 0.5}, "detect_at": 1, "initial": 1},
     {"rule": "posterior", "detect_at": 1, "initial": 1},
@@ -140,7 +140,7 @@ _register = st.fixed_dictionaries(
 )
 _answers = st.dictionaries(_branch, st.none() | st.sampled_from(["1", "2", "42"]), max_size=4)
 _report = st.fixed_dictionaries(
-    {"step": st.integers(-2, 70) | st.integers(0, 10) | _number | _json},
+    {"used": st.integers(-2, 70) | st.integers(0, 10) | _number | _json},
     optional={
         "answers": _answers | _answers | _json,
         "rewards": st.dictionaries(_branch, st.floats(0, 1) | _floats, max_size=4) | _json,
@@ -152,7 +152,7 @@ _report = st.fixed_dictionaries(
     },
 )
 _good_report = st.fixed_dictionaries(
-    {"step": st.integers(0, 10)},
+    {"used": st.integers(0, 10)},
     optional={
         "answers": _answers,
         "rewards": st.dictionaries(_branch, st.floats(0, 1) | st.floats(-1, 2), max_size=4)
@@ -173,7 +173,7 @@ _NEAR: dict[str, st.SearchStrategy[Any]] = {
     "reward_mode": st.sampled_from(["mean", "max", "x"]),
     "cap": st.integers(-1, 12),
     "initial": st.integers(0, 4),
-    "step": st.integers(0, 4),
+    "used": st.integers(0, 4),
     "detect_at": st.integers(0, 4),
     "detect_every": st.integers(-1, 3),
     "seed": st.integers(-3, 2**70),

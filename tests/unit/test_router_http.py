@@ -123,9 +123,9 @@ def test_bad_input_is_a_json_400() -> None:
                 ("/programs", {"policy": {"no_such_knob": 1}}, "no_such_knob"),
                 ("/programs", {"program_id": "a b"}, "program_id"),
                 ("/programs", {"deadline_s": -1}, "deadline_s"),
-                ("/programs/p/report", {"step": -1}, "step"),
-                ("/programs/p/report", {}, "step"),
-                ("/programs/p/report", {"step": 1, "answers": ["x"]}, "answers"),
+                ("/programs/p/report", {"used": -1}, "used"),
+                ("/programs/p/report", {}, "used"),
+                ("/programs/p/report", {"used": 1, "answers": ["x"]}, "answers"),
                 ("/programs/p/finish", {"answer": 5}, "answer"),
                 ("/abort_request", "x", "JSON object"),
             ]

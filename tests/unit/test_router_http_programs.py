@@ -48,7 +48,7 @@ def test_stop_aborts_every_inflight_request_of_the_program_and_refuses_new_ones(
             shown = (await client.get("/programs/p")).json()
             assert shown["inflight"] == 4 and shown["branches"] == ["b0", "b1", "b2", "b3"]
 
-            report = {"step": 4, "answers": {f"b{i}": "42" for i in range(4)}}
+            report = {"used": 4, "answers": {f"b{i}": "42" for i in range(4)}}
             resp = await client.post("/programs/p/report", json=report)
             assert resp.status_code == 200, resp.text
             decision = resp.json()
@@ -109,7 +109,7 @@ def test_trim_aborts_exactly_the_named_branches() -> None:
             }
             await fake.wait_running(4)
             answers = {"b0": "1", "b1": "1", "b2": "1", "b3": "2"}
-            resp = await client.post("/programs/t/report", json={"step": 4, "answers": answers})
+            resp = await client.post("/programs/t/report", json={"used": 4, "answers": answers})
             decision = resp.json()
             assert decision["action"] == "trim" and decision["trim"] == ["b3"], decision
             assert decision["aborted"] == 1 and decision["status"] == "running"
@@ -166,7 +166,7 @@ def test_finish_and_report_on_a_finished_program() -> None:
             resp = await client.post("/programs/f/finish", json={"answer": "42"})
             assert resp.status_code == 200
             assert resp.json()["status"] == "finished" and resp.json()["answer"] == "42"
-            error = error_of(await client.post("/programs/f/report", json={"step": 4}), 409)
+            error = error_of(await client.post("/programs/f/report", json={"used": 4}), 409)
             assert "finished" in error["message"]
             assert (
                 error_of(await client.post("/programs/f/finish"), 409)["type"] == "program_finished"
@@ -187,7 +187,7 @@ def test_unknown_programs_are_404_json() -> None:
             for method, path, body in [
                 ("GET", "/programs/nope", None),
                 ("POST", "/programs/nope/generate", gen()),
-                ("POST", "/programs/nope/report", {"step": 1}),
+                ("POST", "/programs/nope/report", {"used": 1}),
                 ("POST", "/programs/nope/finish", {}),
                 ("POST", "/programs/nope/abort", None),
             ]:
@@ -209,10 +209,10 @@ def test_unknown_programs_are_404_json() -> None:
     [
         ({"thresholds": 5}, None),
         ({"thresholds": ["entropy"]}, None),
-        ({"thresholds": {"reward": 0.5}}, {"step": 4, "rewards": {"b0": 5.0}}),
-        ({"thresholds": {"reward": 0.5}}, {"step": 4, "rewards": {"b0": -1}}),
-        ({"thresholds": {"confidence": 0.5}}, {"step": 4, "top_logprobs": [[-0.1]]}),
-        ({"rule": "posterior", "seed": -1}, {"step": 4, "answers": {"a": "1", "b": "2", "c": "3"}}),
+        ({"thresholds": {"reward": 0.5}}, {"used": 4, "rewards": {"b0": 5.0}}),
+        ({"thresholds": {"reward": 0.5}}, {"used": 4, "rewards": {"b0": -1}}),
+        ({"thresholds": {"confidence": 0.5}}, {"used": 4, "top_logprobs": [[-0.1]]}),
+        ({"rule": "posterior", "seed": -1}, {"used": 4, "answers": {"a": "1", "b": "2", "c": "3"}}),
     ],
 )
 def test_bad_policy_or_report_values_are_400_not_500(

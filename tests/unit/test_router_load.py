@@ -19,7 +19,7 @@ from dynasor_sgl.router.core import Router
 pytestmark = pytest.mark.io
 
 PROGRAMS = 1000
-POLICY = {"cap": 8, "initial": 4, "step": 4, "detect_at": 4}
+POLICY = {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4}
 
 
 async def drive(client: httpx.AsyncClient, i: int, vanish: bool) -> str:
@@ -34,7 +34,7 @@ async def drive(client: httpx.AsyncClient, i: int, vanish: bool) -> str:
     for reply in await asyncio.gather(*branches):
         assert reply.status_code in (200, 409), reply.text
     answers = {f"b{j}": str(j % (1 + i % 3)) for j in range(4)}  # some agree, some do not
-    report = await client.post(f"/programs/{pid}/report", json={"step": 4, "answers": answers})
+    report = await client.post(f"/programs/{pid}/report", json={"used": 4, "answers": answers})
     assert report.status_code in (200, 409), report.text
     if vanish:
         return "vanished"

@@ -10,7 +10,7 @@ from dynasor_sgl.policy import Action, Decision, PolicyConfig, Report, StopReaso
 from dynasor_sgl.router.errors import ApiError
 from dynasor_sgl.router.programs import ProgramTable
 
-CONFIG = PolicyConfig(cap=8, initial=4, step=4, detect_at=4, thresholds={"entropy": 0.7})
+CONFIG = PolicyConfig(cap=8, initial=4, pace=4, detect_at=4, thresholds={"entropy": 0.7})
 
 
 def table(max_programs: int = 100) -> ProgramTable:
@@ -136,12 +136,12 @@ def test_apply_stop_decision_from_the_policy() -> None:
     prog = t.register(CONFIG, "p")
     entry = t.start(prog, "b0", 0, 100)
     t.end(prog, entry, {"prompt_tokens": 5, "completion_tokens": 400})
-    report = Report(step=4, answers={f"b{i}": "42" for i in range(4)})
+    report = Report(used=4, answers={f"b{i}": "42" for i in range(4)})
     decision = prog.policy.decide(report)
     assert decision.action is Action.STOP
     t.apply(prog, report, decision)
     assert prog.status == "stopped" and prog.exit_reason == str(StopReason.THRESHOLD)
-    assert prog.step == 4 and prog.finished_at is not None
+    assert prog.used == 4 and prog.finished_at is not None
     assert prog.trajectory == [{"step": 4, "entropy": pytest.approx(1.0)}]
     assert prog.tokens_saved == (8 - 4) * 400 // 4  # remaining knob x tokens per knob unit
     assert prog.settle() == 400 and prog.settle() is None  # counted once, when settled
@@ -156,7 +156,7 @@ def test_the_saving_is_one_estimate_settled_after_the_aborted_replies_arrive() -
     prog = t.register(CONFIG, "p")
     t.end(prog, t.start(prog, "b0", 0, 100), {"completion_tokens": 200})
     cut = t.start(prog, "b1", 0, 100)  # still in flight when the stop comes
-    report = Report(step=4, answers={f"b{i}": "42" for i in range(4)})
+    report = Report(used=4, answers={f"b{i}": "42" for i in range(4)})
     t.apply(prog, report, prog.policy.decide(report))
     assert prog.settle() is None  # its aborted reply is not back yet: the count is not final
     t.end(prog, cut, {"completion_tokens": 40, "finish_reason": {"type": "abort"}})
@@ -170,9 +170,9 @@ def test_the_saving_is_one_estimate_settled_after_the_aborted_replies_arrive() -
 def test_apply_trim_and_continue_decisions() -> None:
     t = table()
     prog = t.register(CONFIG, "p")
-    t.apply(prog, Report(step=2), Decision(Action.CONTINUE, grant=4))
-    assert (prog.status, prog.step, prog.grant, prog.trimmed) == ("running", 2, 6, set())
-    t.apply(prog, Report(step=4), Decision(Action.TRIM, grant=4, trim=("b3", "b1")))
+    t.apply(prog, Report(used=2), Decision(Action.CONTINUE, grant=4))
+    assert (prog.status, prog.used, prog.grant, prog.trimmed) == ("running", 2, 6, set())
+    t.apply(prog, Report(used=4), Decision(Action.TRIM, grant=4, trim=("b3", "b1")))
     assert prog.trimmed == {"b1", "b3"} and prog.grant == 8 and prog.status == "running"
     assert prog.trajectory == []  # no signal was read
     t.check_open(prog)
@@ -190,7 +190,7 @@ def test_finish_and_stop_semantics() -> None:
     assert running.status == "finished" and running.exit_reason == "finished"
 
     at_cap = t.register(CONFIG, "b")
-    at_cap.step = CONFIG.cap
+    at_cap.used = CONFIG.cap
     t.finish(at_cap, None)
     assert at_cap.exit_reason == "cap"
 

@@ -49,7 +49,7 @@ def test_an_idle_program_is_reaped_as_abandoned_and_leaves_nothing_behind() -> N
                 assert resp.status_code == 200
             clock.now += 59
             assert await router.reap() == 0
-            await client.post("/programs/busy/report", json={"step": 1})  # still alive
+            await client.post("/programs/busy/report", json={"used": 1})  # still alive
             clock.now += 2
             assert await router.reap() == 1
             gone = (await client.get("/programs/gone")).json()
@@ -94,7 +94,7 @@ def test_a_program_that_cannot_meet_its_deadline_stops_with_reason_deadline() ->
                 assert resp.status_code == 201
                 await client.post(f"/programs/{pid}/generate", json=gen(max_new=4))
             clock.now += 20  # 5 units in 20 s: 4 s a unit; the next grant (3) needs 12 s
-            split = {"step": 5, "answers": {str(i): str(i) for i in range(5)}}
+            split = {"used": 5, "answers": {str(i): str(i) for i in range(5)}}
             late = (await client.post("/programs/late/report", json=split)).json()
             assert (late["action"], late["reason"], late["status"]) == (
                 "stop",
@@ -116,7 +116,7 @@ def test_without_the_deadline_stop_a_late_program_runs_on() -> None:
             await client.post("/programs", json={"program_id": "p", "deadline_s": 1.0})
             await client.post("/programs/p/generate", json=gen(max_new=4))
             clock.now += 20
-            split = {"step": 5, "answers": {str(i): str(i) for i in range(5)}}
+            split = {"used": 5, "answers": {str(i): str(i) for i in range(5)}}
             assert (await client.post("/programs/p/report", json=split)).json()["action"] != "stop"
 
     run(scenario)
@@ -131,14 +131,14 @@ def test_concurrent_reports_of_one_program_apply_in_the_order_they_arrived() -> 
             decide = prog.policy.decide
 
             def slow_first(report: Report) -> Decision:
-                if report.step == 1:
+                if report.used == 1:
                     first_running.set()
                     time.sleep(0.3)  # without the lock the second report would overtake it
                 return decide(report)
 
             prog.policy.decide = slow_first  # type: ignore[method-assign]
-            one = {"step": 1, "answers": {"a": "1", "b": "2"}}
-            two = {"step": 2, "answers": {"a": "1", "b": "2", "c": "3"}}
+            one = {"used": 1, "answers": {"a": "1", "b": "2"}}
+            two = {"used": 2, "answers": {"a": "1", "b": "2", "c": "3"}}
             t1 = asyncio.create_task(client.post("/programs/p/report", json=one))
             while not first_running.is_set():
                 await asyncio.sleep(0.01)
@@ -146,7 +146,7 @@ def test_concurrent_reports_of_one_program_apply_in_the_order_they_arrived() -> 
             r1, r2 = await asyncio.gather(t1, t2)
             assert r1.status_code == r2.status_code == 200
             shown = (await client.get("/programs/p")).json()
-            assert [c["step"] for c in shown["certaindex"]] == [1, 2] and shown["step"] == 2
+            assert [c["step"] for c in shown["certaindex"]] == [1, 2] and shown["used"] == 2
 
     run(scenario)
 
@@ -160,7 +160,7 @@ def test_granted_expansion_is_reserved_so_a_second_report_sees_less_slack() -> N
                 await client.post(
                     f"/programs/{pid}/generate", json=gen(max_new=2), headers={BRANCH: "x"}
                 )
-            split = {"step": 4, "answers": {str(i): str(i) for i in range(4)}}
+            split = {"used": 4, "answers": {str(i): str(i) for i in range(4)}}
             a = (await client.post("/programs/a/report", json=split)).json()
             # 8 free slots: a gets its 4 at the normal pace plus all 8 as expansion (SC: one
             # slot a sample), and the 8 are held for it.
@@ -236,7 +236,7 @@ def test_metrics_count_the_same_saving_the_program_shows() -> None:
             )
             await fake.wait_running(1)
             await asyncio.sleep(0.05)  # it generates a few tokens before the stop
-            report = {"step": 4, "answers": {f"b{i}": "42" for i in range(4)}}
+            report = {"used": 4, "answers": {f"b{i}": "42" for i in range(4)}}
             assert (await client.post("/programs/p/report", json=report)).json()["action"] == "stop"
             await running
             shown = (await client.get("/programs/p")).json()["tokens"]
@@ -253,8 +253,8 @@ def test_a_report_with_inf_or_nan_is_a_400_and_the_listing_stays_json() -> None:
     async def scenario() -> None:
         async with setup() as (client, _, _):
             await register(client, "p", detect_at=1)
-            for bad in ('{"step": 1, "values": {"entropy": Infinity}}',
-                        '{"step": 1, "rewards": {"a": NaN}}'):  # fmt: skip
+            for bad in ('{"used": 1, "values": {"entropy": Infinity}}',
+                        '{"used": 1, "rewards": {"a": NaN}}'):  # fmt: skip
                 resp = await client.post(
                     "/programs/p/report", content=bad, headers={"content-type": "application/json"}
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.calibration import CalibrationResult, LabelledRun, StepRecord, calibrate
+from dynasor_sgl.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
 from dynasor_sgl.eval.replay import sampled_run
 from dynasor_sgl.eval.results import read_records
 
@@ -24,11 +24,11 @@ def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
         if "sample_tokens" not in (r.get("details") or {}):
             continue
         run = sampled_run(r["details"], int(r["tokens"]["total"]))
-        steps = tuple(
-            StepRecord(step=k, tokens=run.tokens_at(k), answers=run.answers[:k])
+        reports = tuple(
+            ReportRecord(used=k, tokens=run.tokens_at(k), answers=run.answers[:k])
             for k in range(1, len(run.answers) + 1)
         )
-        runs.append(LabelledRun(str(r["question_id"]), str(r["gold"]), steps))
+        runs.append(LabelledRun(str(r["question_id"]), str(r["gold"]), reports))
     return runs
 
 
@@ -50,18 +50,17 @@ def calibrate_results(
 
 def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
     """The SC overrides that make the live program stop where calibration replayed it: read at
-    the chosen step (drawn as the first grant), then every `detect_every` samples (drawn in
+    the chosen knob value (drawn as the first grant), then every `detect_every` samples (drawn in
     batches of that size, so each reading sees exactly the samples the replay did), or only at
     the cap if nothing met the target."""
-    if result.thresholds is None or result.detect_step is None:
+    if result.thresholds is None or result.detect_at is None:
         return {"cap": cap, "detect_at": cap}
-    step = result.detect_step
     overrides = {
         "cap": cap,
-        "detect_at": step,
-        "initial": step,
+        "detect_at": result.detect_at,
+        "initial": result.detect_at,
         "thresholds": dict(result.thresholds),
     }
     if result.detect_every:
-        overrides.update(detect_every=result.detect_every, step=result.detect_every)
+        overrides.update(detect_every=result.detect_every, pace=result.detect_every)
     return overrides

@@ -3,7 +3,7 @@
 A full-budget SC run draws `cap` samples; its first k samples are a valid run that stopped at k.
 So the Dynasor policy, the baseline at any smaller cap and the oracle are all computed from the
 same samples, through the same `ProgramPolicy` the router runs, reporting at the same steps as
-the live program (initial, then every `step`). Tokens are the run's shared prompt prefill plus
+the live program (initial, then every `pace`). Tokens are the run's shared prompt prefill plus
 the samples drawn. Pure: no I/O.
 """
 
@@ -51,13 +51,13 @@ class Outcome:
 
 
 def replay_policy(run: SampledRun, config: PolicyConfig) -> Outcome:
-    """The live SC program's path under `config`: report at initial, initial+step, ..."""
+    """The live SC program's path under `config`: report at initial, initial+pace, ..."""
     policy = ProgramPolicy(config)
     drawn = min(config.initial, config.cap, len(run.answers))
     trajectory: list[dict[str, Any]] = []
     while True:
         answers = {f"s{i}": run.answers[i] for i in range(drawn)}
-        decision = policy.decide(Report(step=drawn, answers=answers))
+        decision = policy.decide(Report(used=drawn, answers=answers))
         if decision.values:
             trajectory.append({"step": drawn, **decision.values})
         if decision.action is Action.STOP or drawn >= len(run.answers):

@@ -22,7 +22,7 @@ from dynasor_sgl import answers as _answers
 from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.eval.replay import Outcome, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.results import ResultsFile
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy_config import PolicyConfig, current_keys
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class EvalSpec:
         cap = self.dynasor_config().cap
         live = {"cap": cap, "detect_at": cap, "detect_every": 0}
         if self.replayed:  # draw every sample at once
-            live.update(initial=cap, step=cap)
-        return {**self.policy, **live}
+            live.update(initial=cap, pace=cap)
+        return {**current_keys(self.policy), **live}
 
     def policies(self) -> tuple[str, ...]:
         extra = ("dynasor", "oracle") if self.replayed else ("dynasor",)

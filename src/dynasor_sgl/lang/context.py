@@ -105,10 +105,10 @@ class ProgramContext:
     program_id / config: as registered. reward: the reward source (see `dynasor_sgl.lang.reward`).
     usage: tokens by kind (reasoning, probe, reward).
     trajectory: [{"step", signal: value, ...}] for each report that read certaindex. steps: the
-    last reported knob value. last: the last verdict. answer / exit_reason / details: what the
-    program declared with `finish`. waits: per answered request, the seconds it spent outside
-    the worker (wall time minus the worker's own `e2e_latency`): the router's admission queue
-    and the transport; empty when the worker does not report `e2e_latency`.
+    knob units used at the last report. last: the last verdict. answer / exit_reason /
+    details: what the program declared with `finish`. waits: per answered request, the seconds
+    it spent outside the worker (wall time minus the worker's own `e2e_latency`): the router's
+    admission queue and the transport; empty when the worker does not report `e2e_latency`.
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class ProgramContext:
 
     def report(
         self,
-        step: int,
+        used: int,
         *,
         answers: Mapping[str, str | None] | None = None,
         rewards: Mapping[str, float] | None = None,
@@ -151,14 +151,14 @@ class ProgramContext:
         top_logprobs: Sequence[Sequence[float]] | None = None,
         values: Mapping[str, float] | None = None,
     ) -> Verdict:
-        """Report progress (`step` = knob units used so far) and certaindex inputs; the decision.
+        """Report progress (`used` = knob units used so far) and certaindex inputs; the decision.
 
         answers / rewards are keyed by branch name (the names given to `tag`), so a trim decision
         names branches the program knows. Once stopped, returns the stop verdict again.
         """
         if self.last is not None and self.last.stop:
             return self.last
-        body: dict[str, Any] = {"step": int(step)}
+        body: dict[str, Any] = {"used": int(used)}
         for key, value in (("answers", answers), ("rewards", rewards), ("values", values)):
             if value:
                 body[key] = dict(value)
@@ -170,12 +170,12 @@ class ProgramContext:
             if seq:
                 body[key] = list(seq)
         verdict = self.reporter.report(body)
-        self.steps = int(step)
+        self.steps = int(used)
         self.last = verdict
         if verdict.values:
-            self.trajectory.append({"step": int(step), **verdict.values})
+            self.trajectory.append({"step": int(used), **verdict.values})
         logger.debug(
-            "program %s step %d: %s %s", self.program_id, step, verdict.action, verdict.reason or ""
+            "program %s at %d: %s %s", self.program_id, used, verdict.action, verdict.reason or ""
         )
         return verdict
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
+from dynasor_sgl.policy_config import current_keys
 
 QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4, "calibration_programs": 2}
 
@@ -98,7 +99,7 @@ class BenchConfig:
 
     def user_policy(self) -> dict[str, Any]:
         """The PolicyConfig overrides every system starts from (its own go on top)."""
-        return {"cap": self.cap, **self.policy}
+        return {"cap": self.cap, **current_keys(self.policy)}
 
     def settings(self) -> dict[str, Any]:
         """What must match for a results folder to be resumed (not the rates or systems:

@@ -5,16 +5,19 @@ pydantic lives here, at the HTTP boundary; everything behind it takes plain data
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynasor_sgl.policy import Decision, PolicyConfig, Report
-from dynasor_sgl.policy_config import DEFAULTS
+from dynasor_sgl.policy_config import DEFAULTS, current_keys
 from dynasor_sgl.router.core import Router
 from dynasor_sgl.router.errors import bad_request
+
+logger = logging.getLogger(__name__)
 
 _MAX_ITEMS = 4096
 
@@ -33,7 +36,7 @@ class ProgramIn(_Strict):
 
 
 class ReportIn(_Strict):
-    step: int = Field(..., ge=0, le=1 << 30, description="knob units used so far")
+    used: int = Field(..., ge=0, le=1 << 30, description="knob units used so far")
     answers: dict[str, str | None] = Field(default_factory=dict, max_length=_MAX_ITEMS)
     rewards: dict[str, float] = Field(default_factory=dict, max_length=_MAX_ITEMS)
     probe_answers: list[str | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
@@ -43,6 +46,16 @@ class ReportIn(_Strict):
     slack: int | None = Field(
         None, ge=0, le=1 << 20, description="default: free capacity the router sees"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_step_key(cls, data: Any) -> Any:
+        """`step`, the old name of `used`, is still read (with a warning), alone only."""
+        if isinstance(data, dict) and "step" in data and "used" not in data:
+            logger.warning("report key 'step' is deprecated; use 'used'")
+            data = {**data, "used": data["step"]}
+            del data["step"]
+        return data
 
 
 class FinishIn(_Strict):
@@ -56,7 +69,9 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     async def register(spec: ProgramIn) -> JSONResponse:
         try:
             defaults = router.config.policy_defaults.get(spec.algorithm, {})
-            config = PolicyConfig.for_algorithm(spec.algorithm, **{**defaults, **spec.policy})
+            config = PolicyConfig.for_algorithm(
+                spec.algorithm, **{**current_keys(defaults), **current_keys(spec.policy)}
+            )
         except (ValueError, TypeError, AttributeError) as exc:
             raise bad_request(f"invalid policy: {exc}") from exc
         prog = table.register(config, spec.program_id, spec.deadline_s)

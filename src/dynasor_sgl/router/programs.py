@@ -55,7 +55,7 @@ class Program:
     deadline_s: float | None = None
     status: ProgramStatus = ProgramStatus.RUNNING
     exit_reason: str | None = None
-    step: int = 0
+    used: int = 0  # knob units used, as of the last report
     grant: int = 0
     inflight: dict[str, InFlight] = field(default_factory=dict)
     trimmed: set[str] = field(default_factory=set)
@@ -68,7 +68,7 @@ class Program:
     aborted_requests: int = 0
     stop_units_left: int = 0  # knob units a policy stop left unused
     saved_counted: bool = False  # its saving went into the metrics (once, when settled)
-    tokens_at_report: int = 0  # completion_tokens at the last report (for tokens per step)
+    tokens_at_report: int = 0  # completion_tokens at the last report (for tokens per knob unit)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
     answer: str | None = None
@@ -86,17 +86,22 @@ class Program:
         return None if self.deadline_s is None else self.created + self.deadline_s
 
     @property
+    def step(self) -> int:
+        """Deprecated name of `used`, read-only, kept until router.core reads `used`."""
+        return self.used
+
+    @property
     def remaining_units(self) -> int:
-        return max(0, self.config.cap - self.step)
+        return max(0, self.config.cap - self.used)
 
     @property
     def tokens_saved(self) -> int:
         """The one estimate of tokens early exit saved: the knob units a policy stop
         (threshold, posterior, deadline) left unused × the program's own completion tokens per
         unit used (every completion token it generated, aborted requests included)."""
-        if not self.stop_units_left or not self.step:
+        if not self.stop_units_left or not self.used:
             return 0
-        return int(self.stop_units_left * self.completion_tokens / self.step)
+        return int(self.stop_units_left * self.completion_tokens / self.used)
 
     def settle(self) -> int | None:
         """Once the program has ended and its last request is back (so its token count is
@@ -119,7 +124,7 @@ class Program:
             "algorithm": self.config.algorithm,
             "status": self.status,
             "exit_reason": self.exit_reason,
-            "step": self.step,
+            "used": self.used,
             "cap": self.config.cap,
             "grant": self.grant,
             "branches": sorted(self.branches),
@@ -265,19 +270,19 @@ class ProgramTable:
 
     def apply(self, prog: Program, report: Report, decision: Decision) -> None:
         """Apply a policy decision to the table (not to the workers: the app aborts)."""
-        prog.step = report.step
+        prog.used = report.used
         prog.last_active = self.clock()
         if decision.values:
-            prog.trajectory.append({"step": report.step, **decision.values})
+            prog.trajectory.append({"step": report.used, **decision.values})
         if decision.action is Action.STOP:
             self._stop(prog, str(decision.reason))
         else:
-            prog.grant = report.step + decision.grant
+            prog.grant = report.used + decision.grant
             prog.trimmed.update(decision.trim)
         logger.info(
-            "program %s step %d: %s %s",
+            "program %s at %d: %s %s",
             prog.program_id,
-            report.step,
+            report.used,
             decision.action,
             decision.reason or "",
         )
@@ -286,7 +291,7 @@ class ProgramTable:
         prog.status, prog.exit_reason = ProgramStatus.STOPPED, reason
         prog.finished_at = self.clock()
         if reason in POLICY_STOPS:
-            prog.stop_units_left = max(0, prog.config.cap - prog.step)
+            prog.stop_units_left = max(0, prog.config.cap - prog.used)
 
     def stop(self, prog: Program, reason: str) -> None:
         if prog.status is ProgramStatus.RUNNING:
@@ -297,7 +302,7 @@ class ProgramTable:
             raise conflict(f"program {prog.program_id} is already finished", "program_finished")
         if prog.status is ProgramStatus.RUNNING:
             prog.exit_reason = prog.exit_reason or (
-                "cap" if prog.step >= prog.config.cap else "finished"
+                "cap" if prog.used >= prog.config.cap else "finished"
             )
         prog.status = ProgramStatus.FINISHED
         prog.finished_at = prog.finished_at or self.clock()

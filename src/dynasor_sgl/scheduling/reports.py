@@ -1,4 +1,4 @@
-"""The report → decision step around the policy: what admission learns and what it holds.
+"""The report → decision stage around the policy: what admission learns and what it holds.
 
 After a program's policy decided on a report, the serving side (the router, or the simulator)
 does the same three things: the scheduler learns the program's own tokens per knob unit and
@@ -24,7 +24,7 @@ class Progress:
     """What a program did since its last report, as the serving side counted it.
 
     program_id / algorithm / cap: the program and its policy's knob cap.
-    last_step: knob units at its previous report (0 before the first); step: at this one.
+    last_used: knob units at its previous report (0 before the first); used: at this one.
     tokens: completion tokens it generated since its previous report.
     deadline_at: its absolute deadline on the caller's clock, None for none.
     """
@@ -32,8 +32,8 @@ class Progress:
     program_id: str
     algorithm: str
     cap: int
-    last_step: int
-    step: int
+    last_used: int
+    used: int
     tokens: int
     deadline_at: float | None = None
 
@@ -64,8 +64,8 @@ def settle(
     deadline into a `deadline` stop (with `stop_at_deadline`), and size the slots a granted
     expansion holds. The caller applies the decision and reserves `reserve_slots` (a stop
     reserves nothing: the caller forgets the program)."""
-    units = max(0, progress.step - progress.last_step)
-    remaining = max(0, progress.cap - progress.step)
+    units = max(0, progress.used - progress.last_used)
+    remaining = max(0, progress.cap - progress.used)
     queue.on_report(progress.program_id, max(0, progress.tokens), units, remaining, now)
     if stop_at_deadline and progress.deadline_at is not None:
         pace = queue.predicted_time(progress.program_id, decision.grant)

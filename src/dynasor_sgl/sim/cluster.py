@@ -40,7 +40,7 @@ class Served(Protocol):
     """What the cluster needs to know of a program (`sim.program.SimProgram`)."""
 
     program_id: str
-    step: int
+    used: int
     completion_tokens: int
     tokens_at_report: int
     deadline_at: float | None
@@ -116,7 +116,7 @@ class Cluster:
             worker.index,
             prog.program_id,
             now,
-            max(0, prog.cap - prog.step),
+            max(0, prog.cap - prog.used),
             prog.algorithm,
             prog.deadline_at,
         )
@@ -175,7 +175,7 @@ class Cluster:
         decision = prog.policy.decide(dataclasses.replace(report, slack=slack))
         self._grant(self.queue.reserve(pid, 0, now))
         tokens = prog.completion_tokens - prog.tokens_at_report
-        progress = Progress(pid, alg, prog.cap, prog.step, report.step, tokens, prog.deadline_at)
+        progress = Progress(pid, alg, prog.cap, prog.used, report.used, tokens, prog.deadline_at)
         settled = settle(self.queue, progress, decision, now, self.setup.deadline_stop)
         if settled.decision.action is Action.STOP:
             self.end(prog)

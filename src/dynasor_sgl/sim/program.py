@@ -38,7 +38,7 @@ class SimProgram:
     max_tokens: int
     deadline_at: float | None = None
     policy: ProgramPolicy = field(init=False)
-    step: int = 0
+    used: int = 0
     completion_tokens: int = 0
     tokens_at_report: int = 0
     prefill_tokens: int = 0
@@ -93,7 +93,7 @@ class SimProgram:
 
     def _next(self, want: int) -> None:
         if self.algorithm == "mcts":
-            self._iterate(self.step, self.step + want)
+            self._iterate(self.used, self.used + want)
         else:
             self._send(self.trace.prompt_tokens, 0, 0, lambda: self._draw(want))
 
@@ -103,9 +103,9 @@ class SimProgram:
         def one_back() -> None:
             left[0] -= 1
             if left[0] == 0:
-                self._report(self.step + count)
+                self._report(self.used + count)
 
-        for unit in self.trace.units[self.step : self.step + count]:
+        for unit in self.trace.units[self.used : self.used + count]:
             self._send(self.trace.prompt_tokens, 0, unit.tokens, one_back)
 
     def _iterate(self, j: int, end: int) -> None:
@@ -133,11 +133,11 @@ class SimProgram:
         assert self._cluster is not None
         t = self.trace
         if self.algorithm == "mcts":
-            report = Report(step=k, rewards=t.rewards(k))
+            report = Report(used=k, rewards=t.rewards(k))
         else:
-            report = Report(step=k, answers=t.answers(k), clusters=t.clusters(k))
+            report = Report(used=k, answers=t.answers(k), clusters=t.clusters(k))
         decision = self._cluster.report(self, report)
-        self.step, self.tokens_at_report = k, self.completion_tokens
+        self.used, self.tokens_at_report = k, self.completion_tokens
         want = 0 if decision.action is Action.STOP else min(decision.grant, self.cap - k)
         if want <= 0:
             self._end(decision)
@@ -154,11 +154,11 @@ class SimProgram:
 
     def answer(self) -> int | None:
         """The program's final answer label: majority vote, or MCTS's best-reward unit."""
-        units = self.trace.units[: self.step]
+        units = self.trace.units[: self.used]
         if self.algorithm == "mcts" and units:
             best = max(units, key=lambda u: u.reward if u.reward is not None else -1.0)
             return best.label if best.label >= 0 else None
-        return self.trace.majority(self.step)
+        return self.trace.majority(self.used)
 
     def record(self) -> dict[str, Any]:
         """The program's fields in the online benchmark's record schema."""
@@ -175,7 +175,7 @@ class SimProgram:
             "gold": None if self.trace.gold is None else str(self.trace.gold),
             "correct": (answer is not None and answer == self.trace.gold) if ok else None,
             "exit_reason": self.exit_reason,
-            "steps": self.step,
+            "steps": self.used,
             "cap": self.cap,
             "tokens": total,
             "tokens_detail": tokens,
