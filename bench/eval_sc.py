@@ -22,9 +22,9 @@ from typing import Any
 from dynasor_sgl import answers
 from dynasor_sgl.calibration import calibrate
 from dynasor_sgl.eval.calibrate import labelled_runs, policy_overrides
-from dynasor_sgl.eval.replay import replay_cap, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.runner import EvalSpec
+from dynasor_sgl.eval.sampled import replay_cap, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
 from dynasor_sgl.policy_config import PolicyConfig
 

@@ -3,7 +3,8 @@
 Input is plain data (from JSON): per program, the reports it made along a full-budget
 run (answers so far, cumulative tokens, optionally precomputed signals) and the correct answer.
 Each candidate (thresholds × detection point × how often certaindex is read after that) is
-replayed through the real `ProgramPolicy`, so calibration and serving stop at the same points.
+replayed through the real `ProgramPolicy` by `dynasor_sgl.replay` (the engine eval uses too),
+so calibration and serving stop at the same points.
 The chosen candidate keeps accuracy within `margin` of the full-budget accuracy and uses the
 fewest tokens; the accuracy-vs-tokens frontier of all candidates is reported with it. Also
 reports the oracle (stop at the earliest report after which the final answer never changes).
@@ -22,7 +23,8 @@ from typing import Any
 from dynasor_sgl import answers as _answers
 from dynasor_sgl import certaindex as ci
 from dynasor_sgl.labelled import LabelledRun, ReportRecord
-from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy import PolicyConfig, Report
+from dynasor_sgl.replay import oracle_index, replay_run
 
 __all__ = [
     "CalibrationResult",
@@ -107,11 +109,10 @@ def _prepare(run: LabelledRun, probe_window: int) -> _Prepared:
 
 
 def _stop_index(prep: _Prepared, config: PolicyConfig) -> int:
-    policy = ProgramPolicy(config)
-    for i, (used, values) in enumerate(zip(prep.used, prep.values, strict=True)):
-        if policy.decide(Report(used=used, values=values)).action == Action.STOP:
-            return i
-    return len(prep.used) - 1
+    def report_at(i: int) -> Report:
+        return Report(used=prep.used[i], values=prep.values[i])
+
+    return replay_run(config, prep.used, report_at).index
 
 
 def _replay(
@@ -123,6 +124,7 @@ def _replay(
         initial=min(detect_at, cap),
         detect_at=min(detect_at, cap),
         detect_every=detect_every,
+        pace=detect_every or 1,  # as the live program calibrated here draws (eval.calibrate)
         thresholds=dict(thresholds),
     )
     stops = [_stop_index(p, config) for p in preps]
@@ -146,19 +148,6 @@ def replay(
     if not runs:
         raise ValueError("replay needs at least one run")
     return _replay([_prepare(r, probe_window) for r in runs], thresholds, detect_at, detect_every)
-
-
-def oracle_index(answers: Sequence[str | None]) -> int:
-    """Earliest index after which the answer equals the final one at every later record."""
-    final = answers[-1]
-    i = len(answers) - 1
-    while i > 0 and _same(answers[i - 1], final):
-        i -= 1
-    return i
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    return (not _answers.normalize(a) and not _answers.normalize(b)) or _answers.equivalent(a, b)
 
 
 @dataclass(frozen=True)

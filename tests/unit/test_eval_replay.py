@@ -13,14 +13,14 @@ import pytest
 
 from dynasor_sgl.eval import plots
 from dynasor_sgl.eval.calibrate import calibrate_results
-from dynasor_sgl.eval.replay import (
+from dynasor_sgl.eval.report import markdown, summarize, wilson
+from dynasor_sgl.eval.sampled import (
     SampledRun,
     replay_cap,
     replay_oracle,
     replay_policy,
     sampled_run,
 )
-from dynasor_sgl.eval.report import markdown, summarize, wilson
 from dynasor_sgl.policy_config import PolicyConfig
 from dynasor_sgl.votes import majority_vote
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_sgl.eval.replay import replay_policy, sampled_run
+from dynasor_sgl.eval.sampled import replay_policy, sampled_run
 from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.policy import PolicyConfig
 from dynasor_sgl.sim.profile import Profile

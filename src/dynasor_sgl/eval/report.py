@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynasor_sgl import answers as _answers
-from dynasor_sgl.eval.replay import replay_cap, replay_policy, sampled_run
+from dynasor_sgl.eval.sampled import replay_cap, replay_policy, sampled_run
 from dynasor_sgl.policy_config import PolicyConfig
 
 Z95 = 1.959963984540054

@@ -20,8 +20,8 @@ from typing import Any
 
 from dynasor_sgl import answers as _answers
 from dynasor_sgl.eval.datasets import Item
-from dynasor_sgl.eval.replay import Outcome, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.results import ResultsFile
+from dynasor_sgl.eval.sampled import Outcome, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.policy_config import PolicyConfig, current_keys
 
 logger = logging.getLogger(__name__)

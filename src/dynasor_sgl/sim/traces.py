@@ -115,8 +115,8 @@ def labels_of(answers: Sequence[str | None], gold: str | None) -> tuple[list[int
 def load_eval_traces(path: str | Path) -> list[Trace]:
     """Self-consistency traces from the finished baseline records of an eval results file
     (records without per-sample answers and tokens are skipped). No usable record: ValueError."""
-    from dynasor_sgl.eval.replay import sampled_run
     from dynasor_sgl.eval.results import read_records
+    from dynasor_sgl.eval.sampled import sampled_run
 
     if not Path(path).is_file():
         raise ValueError(f"trace file {path} does not exist")

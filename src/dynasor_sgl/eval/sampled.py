@@ -1,10 +1,10 @@
-"""Replaying self-consistency policies over one full-budget run (samples are exchangeable).
+"""Self-consistency runs sampled to the full budget, and what other policies would have done.
 
-A full-budget SC run draws `cap` samples; its first k samples are a valid run that stopped at k.
-So the Dynasor policy, the baseline at any smaller cap and the oracle are all computed from the
-same samples, through the same `ProgramPolicy` the router runs, reporting at the same steps as
-the live program (initial, then every `pace`). Tokens are the run's shared prompt prefill plus
-the samples drawn. Pure: no I/O.
+A full-budget SC run draws `cap` samples; its first k samples are a valid run that stopped at k
+(samples are exchangeable). So the Dynasor policy, the baseline at any smaller cap and the oracle
+are all computed from the same samples: the policy through `dynasor_sgl.replay` (the engine
+calibration uses too), reporting where the live program would (initial, then every `pace`).
+Tokens are the run's shared prompt prefill plus the samples drawn. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl.calibration import oracle_index
-from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy import PolicyConfig, Report
+from dynasor_sgl.replay import oracle_index, replay_run
 from dynasor_sgl.votes import majority_vote
 
 
@@ -52,18 +52,16 @@ class Outcome:
 
 def replay_policy(run: SampledRun, config: PolicyConfig) -> Outcome:
     """The live SC program's path under `config`: report at initial, initial+pace, ..."""
-    policy = ProgramPolicy(config)
-    drawn = min(config.initial, config.cap, len(run.answers))
-    trajectory: list[dict[str, Any]] = []
-    while True:
-        answers = {f"s{i}": run.answers[i] for i in range(drawn)}
-        decision = policy.decide(Report(used=drawn, answers=answers))
-        if decision.values:
-            trajectory.append({"step": drawn, **decision.values})
-        if decision.action is Action.STOP or drawn >= len(run.answers):
-            reason = str(decision.reason) if decision.reason else "cap"
-            return Outcome(run.answer_at(drawn), drawn, run.tokens_at(drawn), reason, trajectory)
-        drawn = min(drawn + decision.grant, len(run.answers))
+
+    def report_at(i: int) -> Report:
+        return Report(used=i + 1, answers={f"s{j}": run.answers[j] for j in range(i + 1)})
+
+    points = range(1, len(run.answers) + 1)
+    end = replay_run(config, points, report_at)
+    drawn = end.used
+    return Outcome(
+        run.answer_at(drawn), drawn, run.tokens_at(drawn), end.exit_reason, end.certaindex
+    )
 
 
 def replay_cap(run: SampledRun, cap: int) -> Outcome:
