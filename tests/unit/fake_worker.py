@@ -4,8 +4,11 @@ Enough of the API for the router's unit tests: /health, /get_model_info, /get_se
 /generate (plain and `stream: true` SSE), /abort_request, /flush_cache and the OpenAI routes.
 Generation "produces" one token every `token_delay` seconds (after `first_delay`) up to
 `max_new_tokens` (capped by `token_cap`), honours the request's `rid`, and ends early with
-finish_reason abort when /abort_request names it. Everything it saw is kept for the tests
-to inspect.
+finish_reason abort when /abort_request names it. With `script` set, a generation's text is
+`script(prompt)` one word a token, ending with finish_reason stop when the words run out. The
+OpenAI routes generate the same way (one chat or completion choice, with usage, streamed as
+OpenAI chunks), or answer `openai_status` with an error when it is not 200. Everything it saw
+is kept for the tests to inspect.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,6 +38,10 @@ class _Running:
     rid: str
     max_new_tokens: int
     abort: asyncio.Event = field(default_factory=asyncio.Event)
+    words: list[str] | None = None  # the scripted completion, if any
+
+    def text(self, done: int) -> str:
+        return " tok" * done if self.words is None else " ".join(self.words[:done])
 
 
 class FakeWorker:
@@ -52,6 +59,9 @@ class FakeWorker:
         self.aborts: list[dict[str, Any]] = []
         self.finished: dict[str, dict[str, Any]] = {}  # rid -> meta_info
         self.flushes = 0
+        self.script: Callable[[str], str] | None = None
+        self.openai_status = 200
+        self.openai_bodies: list[dict[str, Any]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -121,12 +131,47 @@ class FakeWorker:
         self.flushes += 1
         return web.Response(text="Cache flushed.")
 
-    async def _openai(self, request: web.Request) -> web.Response:
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
         try:
-            await request.json()
+            body = await request.json()
         except ValueError:
             return _error(400, "bad json")
-        return web.json_response({"id": "cmpl-1", "object": "text_completion", "choices": []})
+        self.openai_bodies.append(body)
+        if self.openai_status != 200:
+            return _error(self.openai_status, "the fake refuses this request")
+        chat = request.path.endswith("/chat/completions")
+        prompt = json.dumps(body.get("messages") if chat else body.get("prompt"))
+        rid = body.get("rid") if isinstance(body.get("rid"), str) else uuid.uuid4().hex
+        max_new = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        run = self._start(rid, prompt, int(max_new))
+        if body.get("stream"):
+            return await self._openai_stream(request, run, chat)
+        done = 0
+        try:
+            async for done in self._tokens(run):  # noqa: B007 (the last value is the count)
+                pass
+        finally:
+            self.running.pop(rid, None)
+        return web.json_response(_openai_reply(run, chat, done, len(prompt.split())))
+
+    async def _openai_stream(
+        self, request: web.Request, run: _Running, chat: bool
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        done = sent = 0
+        try:
+            async for done in self._tokens(run):
+                delta = run.text(done)[len(run.text(sent)) :]
+                sent = done
+                piece = {"delta": {"content": delta}} if chat else {"text": delta}
+                event = {"id": run.rid, "choices": [{"index": 0, **piece, "finish_reason": None}]}
+                await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        finally:
+            self.running.pop(run.rid, None)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _abort(self, request: web.Request) -> web.Response:
         try:
@@ -164,11 +209,11 @@ class FakeWorker:
         params = params if isinstance(params, dict) else {}
         max_new = params.get("max_new_tokens")
         max_new = int(max_new) if isinstance(max_new, int | float) and max_new >= 0 else 128
-        if self.token_cap is not None:
-            max_new = min(max_new, self.token_cap)
+        texts = body.get("text") if isinstance(body.get("text"), list) else [body.get("text")]
+        texts = [str(t or "") for t in texts] if len(texts) == len(prompts) else [""] * len(prompts)
         if body.get("stream") is True and len(prompts) == 1:
-            return await self._stream(request, rids[0], prompts[0], max_new)
-        runs = [self._run(r, p, max_new) for r, p in zip(rids, prompts, strict=True)]
+            return await self._stream(request, rids[0], prompts[0], texts[0], max_new)
+        runs = [self._run(r, p, t, max_new) for r, p, t in zip(rids, prompts, texts, strict=True)]
         outs = await asyncio.gather(*runs)
         payload: Any = outs if len(prompts) > 1 or isinstance(body.get("text"), list) else outs[0]
         return web.Response(text=json.dumps(payload), content_type="application/json")
@@ -186,6 +231,15 @@ class FakeWorker:
         if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return [len(i) if isinstance(i, list) else 0 for i in ids]
         return [len(ids) if isinstance(ids, list) else 0]
+
+    def _start(self, rid: str, prompt: str, max_new: int) -> _Running:
+        words = self.script(prompt).split() if self.script is not None else None
+        if words is not None:
+            max_new = min(max_new, len(words))
+        if self.token_cap is not None:
+            max_new = min(max_new, self.token_cap)
+        run = self.running[rid] = _Running(rid, max_new, words=words)
+        return run
 
     def _meta(self, rid: str, prompt: int, done: int, reason: dict[str, Any] | None) -> dict:
         return {
@@ -209,8 +263,8 @@ class FakeWorker:
                     pass
             yield i
 
-    async def _run(self, rid: str, prompt: int, max_new: int) -> dict[str, Any]:
-        run = self.running[rid] = _Running(rid, max_new)
+    async def _run(self, rid: str, prompt: int, text: str, max_new: int) -> dict[str, Any]:
+        run = self._start(rid, text, max_new)
         done = 0
         try:
             async for done in self._tokens(run):  # noqa: B007 (the last value is the count)
@@ -220,34 +274,53 @@ class FakeWorker:
         reason = self._reason(run, done)
         meta = self._meta(rid, prompt, done, reason)
         self.finished[rid] = meta
-        return {"text": " tok" * done, "meta_info": meta}
+        return {"text": run.text(done), "meta_info": meta}
 
     @staticmethod
     def _reason(run: _Running, done: int) -> dict[str, Any]:
         if run.abort.is_set() and done < run.max_new_tokens:
             return {"type": "abort", "message": "Abort request " + run.rid}
+        if run.words is not None and done == len(run.words):
+            return {"type": "stop", "matched": None}
         return {"type": "length", "length": done}
 
     async def _stream(
-        self, request: web.Request, rid: str, prompt: int, max_new: int
+        self, request: web.Request, rid: str, prompt: int, text: str, max_new: int
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        run = self.running[rid] = _Running(rid, max_new)
+        run = self._start(rid, text, max_new)
         done = 0
         try:
             async for done in self._tokens(run):
-                event = {"text": " tok" * done, "meta_info": self._meta(rid, prompt, done, None)}
+                event = {"text": run.text(done), "meta_info": self._meta(rid, prompt, done, None)}
                 await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         finally:
             self.running.pop(rid, None)
         meta = self._meta(rid, prompt, done, self._reason(run, done))
         self.finished[rid] = meta
-        event = {"text": " tok" * done, "meta_info": meta}
+        event = {"text": run.text(done), "meta_info": meta}
         await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def _openai_reply(run: _Running, chat: bool, done: int, prompt: int) -> dict[str, Any]:
+    reason = "length" if done == run.max_new_tokens and run.words is None else "stop"
+    text = run.text(done)
+    choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+    return {
+        "id": run.rid,
+        "object": "chat.completion" if chat else "text_completion",
+        "model": "fake/model",
+        "choices": [{"index": 0, **choice, "finish_reason": reason}],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": done,
+            "total_tokens": prompt + done,
+        },
+    }
 
 
 class LoopThread:

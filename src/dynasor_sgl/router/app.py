@@ -1,4 +1,5 @@
-"""The router's HTTP surface: SGLang's native API, the program endpoints, and /metrics.
+"""The router's HTTP surface: SGLang's native API, the OpenAI routes, the program endpoints,
+and /metrics. The POSTs that generate (native and OpenAI) are served by `fastpath` in front.
 
 `sgl.RuntimeEndpoint(router_url)` works unchanged, and so does
 `sgl.RuntimeEndpoint(router_url + "/programs/<id>")`, which tags every request with the program
@@ -15,13 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.core import Router, parse_body
-from dynasor_sgl.router.errors import ApiError, bad_request
-from dynasor_sgl.router.fastpath import BRANCH_HEADER, GenerateFastPath, run_generate
+from dynasor_sgl.router.errors import ApiError, bad_request, internal_error
+from dynasor_sgl.router.fastpath import GenerateFastPath
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.middleware import Guard
 from dynasor_sgl.router.program_routes import add_program_routes
@@ -92,17 +93,7 @@ def _add_status_routes(app: FastAPI, router: Router) -> None:
 
 
 def _add_worker_routes(app: FastAPI, router: Router) -> None:
-    """What reaches the workers: /generate (plain and a program's), aborts, cache flushes and
-    the OpenAI routes."""
-
-    @app.post("/generate")
-    async def generate(request: Request) -> Response:
-        return _response(await run_generate(router, await request.body(), None, None))
-
-    @app.post("/programs/{program_id}/generate")
-    async def program_generate(program_id: str, request: Request) -> Response:
-        branch = request.headers.get(BRANCH_HEADER)
-        return _response(await run_generate(router, await request.body(), program_id, branch))
+    """Aborts and cache flushes (the POSTs that generate go through `fastpath`)."""
 
     @app.post("/abort_request")
     async def abort_request(request: Request) -> Response:
@@ -120,31 +111,6 @@ def _add_worker_routes(app: FastAPI, router: Router) -> None:
         if failed or not replies:
             raise ApiError(502, f"flush failed on {len(failed)} worker(s)", "worker_error")
         return JSONResponse({"flushed": len(replies)})
-
-    for path in ("/v1/completions", "/v1/chat/completions"):
-        app.add_api_route(
-            path, _openai_forwarder(router, path), methods=["POST"], include_in_schema=False
-        )
-
-
-def _response(result: Reply | AsyncIterator[bytes]) -> Response:
-    if isinstance(result, Reply):
-        return _reply(result)
-    return StreamingResponse(result, media_type="text/event-stream")
-
-
-def _openai_forwarder(router: Router, path: str) -> Any:
-    async def forward(request: Request) -> Response:
-        body = parse_body(await request.body())
-        worker = router.any_worker()
-        payload = await request.body()
-        if body.get("stream"):
-            resp = await router.forwarder.open_stream(worker, path, payload)
-            chunks = router.forwarder.iter_stream(worker, resp)
-            return StreamingResponse(chunks, resp.status, media_type="text/event-stream")
-        return _reply(await router.forwarder.request(worker, "POST", path, payload))
-
-    return forward
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -169,6 +135,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def crash(_: Request, exc: Exception) -> Response:
         logger.exception("unhandled error: %s", exc)
-        return JSONResponse(
-            ApiError(500, f"internal error: {type(exc).__name__}", "internal").body(), 500
-        )
+        return JSONResponse(internal_error(exc).body(), 500)

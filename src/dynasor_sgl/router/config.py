@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.router.effort import check_effort
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 
 SCHEDULING = tuple(str(p) for p in SchedulingPolicy)
@@ -43,6 +44,8 @@ class RouterConfig:
     max_body_bytes: larger request bodies are refused with 413.
     api_key: when set, every route requires `Authorization: Bearer <api_key>`.
     max_programs: programs kept in the table (finished ones are evicted first).
+    default_effort: the early exit of OpenAI chat requests that ask for none (a
+        `reasoning_effort` name of `dynasor_sgl.router.effort.EFFORTS`); None: off.
     policy_defaults: algorithm -> PolicyConfig overrides applied to every program of that
         algorithm before its own (e.g. calibrated thresholds from `dynasor-sgl calibrate`).
     """
@@ -65,6 +68,7 @@ class RouterConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     api_key: str | None = None
     max_programs: int = 10_000
+    default_effort: str | None = None
     policy_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +86,8 @@ class RouterConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for algorithm, overrides in self.policy_defaults.items():
             PolicyConfig.for_algorithm(algorithm, **overrides)  # raises ValueError if bad
+        if self.default_effort is not None:
+            check_effort(self.default_effort)
         self.scheduler()  # raises ValueError naming a bad scheduling setting
         for name in ("health_interval_s", "request_timeout_s", "program_ttl_s"):
             if getattr(self, name) <= 0:

@@ -36,3 +36,8 @@ def unavailable(message: str) -> ApiError:
 
 def bad_gateway(message: str) -> ApiError:
     return ApiError(502, message, "worker_error")
+
+
+def internal_error(exc: BaseException) -> ApiError:
+    """What an unexpected failure answers (logged where it is caught), on every route."""
+    return ApiError(500, f"internal error: {type(exc).__name__}", "internal")

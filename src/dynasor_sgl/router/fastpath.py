@@ -1,32 +1,47 @@
-"""The /generate entry: `run_generate` (plain or program-scoped), and the hot path that serves
-POST /generate as raw ASGI, without FastAPI's routing and response objects (they cost a few
-hundred microseconds a request). The FastAPI routes call the same `run_generate`, so behaviour
-is identical; every other request goes on to the FastAPI app.
+"""The door of every POST that reaches a worker, served as raw ASGI.
+
+`/generate`, `/programs/<id>/generate`, `/v1/completions` and `/v1/chat/completions` are served
+here without FastAPI's routing and response objects (they cost a few hundred microseconds a
+request); everything else goes on to the FastAPI app. Each request goes through
+`Router.forward` (or, for a chat completion that asks for early exit, through `chat`). A client
+that disconnects before its answer is complete has its request cancelled, which aborts it in
+the worker and frees its slot; unexpected errors answer the same JSON 500 as the app.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from dynasor_sgl import protocol
+from dynasor_sgl.router import chat, dialect
 from dynasor_sgl.router.core import Router, parse_body
-from dynasor_sgl.router.errors import ApiError, bad_request
+from dynasor_sgl.router.errors import ApiError, bad_request, internal_error
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.middleware import send_error
 from dynasor_sgl.router.programs import Program
-from dynasor_sgl.router.validation import is_batch, validate_generate
+from dynasor_sgl.router.validation import is_batch, validate_generate, validate_openai
 
+logger = logging.getLogger(__name__)
 BRANCH_HEADER = protocol.BRANCH_HEADER.lower()  # as ASGI hands headers over
 _PROGRAM_PATH = re.compile(r"/programs/([^/]+)/generate")
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_ENDPOINTS = {
+    dialect.NATIVE: "generate",
+    dialect.COMPLETIONS: "completions",
+    dialect.CHAT: "chat_completions",
+}
+Result = Reply | AsyncGenerator[bytes, None]
 
 
 async def run_generate(
     router: Router, raw: bytes, program_id: str | None, branch: str | None
-) -> Reply | AsyncIterator[bytes]:
+) -> Result:
     """One /generate, plain or program-scoped: a Reply, or the chunks of a stream."""
     body = parse_body(raw)
     validate_generate(body)
@@ -39,9 +54,32 @@ async def run_generate(
             prog, branch = owner
     if prog is not None and is_batch(body):
         raise bad_request("a program's /generate carries one prompt per request (one per branch)")
-    result = await router.generate(body, prog, branch or "main")
+    return await router.forward(dialect.NATIVE, body, prog, branch or "main")
+
+
+async def run_openai(router: Router, path: str, raw: bytes) -> Result:
+    """One OpenAI completion or chat completion; a chat that asks for early exit runs as a
+    chain-of-thought program in the router."""
+    body = parse_body(raw)
+    validate_openai(body)
+    if path == dialect.CHAT:
+        plan = chat.plan_of(body, router.config.default_effort)
+        if plan is not None:
+            return await chat.complete(router, body, plan)
+        body.pop("dynasor", None)
+    return await router.forward(path, body)
+
+
+async def run_post(
+    router: Router, path: str, raw: bytes, program_id: str | None, branch: str | None
+) -> Result:
+    """Any POST that reaches a worker; counted in the requests metric by route and status."""
+    if path in dialect.OPENAI_ROUTES:
+        result = await run_openai(router, path, raw)
+    else:
+        result = await run_generate(router, raw, program_id, branch)
     status = str(result.status) if isinstance(result, Reply) else "stream"
-    router.metrics.requests.labels("generate", status).inc()
+    router.metrics.requests.labels(_ENDPOINTS.get(path, "generate"), status).inc()
     return result
 
 
@@ -56,39 +94,80 @@ class GenerateFastPath:
         return self.app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        target = _target(scope)
+        if target is None:
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        program_id = branch = None
-        if path != "/generate":
-            m = _PROGRAM_PATH.fullmatch(path)
-            if m is None:
-                await self.app(scope, receive, send)
-                return
-            program_id = m.group(1)
-            raw = dict(scope["headers"]).get(BRANCH_HEADER.encode())
-            branch = raw.decode("latin-1") if raw else None
+        if not target[0]:
+            await send_error(send, ApiError(405, "Method Not Allowed", "http_error"))
+            return
         try:
-            result = await run_generate(self.router, await _read(receive), program_id, branch)
+            raw = await _read(receive)
         except ApiError as exc:
             await send_error(send, exc)
             return
+        work = asyncio.ensure_future(self._respond(send, target, raw))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                logger.info("client of %s went away; cancelling its request", scope["path"])
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+
+    async def _respond(
+        self, send: Any, target: tuple[str, str | None, str | None], raw: bytes
+    ) -> None:
+        path, program_id, branch = target
+        try:
+            result = await run_post(self.router, path, raw, program_id, branch)
+        except ApiError as exc:
+            await send_error(send, exc)
+            return
+        except Exception as exc:  # the same answer as the app's handler gives
+            logger.exception("unhandled error: %s", exc)
+            await send_error(send, internal_error(exc))
+            return
         if isinstance(result, Reply):
             headers = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": result.status,
-                    "headers": headers or _JSON,
-                }
-            )
+            start = {"type": "http.response.start", "status": result.status}
+            await send({**start, "headers": headers or _JSON})
             await send({"type": "http.response.body", "body": result.body})
             return
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-        async for chunk in result:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            async for chunk in result:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError as exc:  # sending to the client failed: it is gone
+            logger.info("stream to the client broke: %s", exc)
+        finally:
+            await result.aclose()  # frees its slot and aborts what it left running
+
+
+def _target(scope: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
+    """(route, program id, branch) of a POST this door serves, else None."""
+    if scope["type"] != "http":
+        return None
+    path: str = scope["path"]
+    m = None if path in dialect.WORKER_POSTS else _PROGRAM_PATH.fullmatch(path)
+    if m is None and path not in dialect.WORKER_POSTS:
+        return None
+    if scope["method"] != "POST":
+        return "", None, None  # answered 405
+    if m is None:
+        return path, None, None
+    raw = dict(scope["headers"]).get(BRANCH_HEADER.encode())
+    return dialect.NATIVE, m.group(1), raw.decode("latin-1") if raw else None
+
+
+async def _disconnected(receive: Any) -> None:
+    """Returns when the client has gone away (or, on some servers, once the response is done)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read(receive: Any) -> bytes:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -20,6 +20,7 @@ from dynasor_sgl.router.errors import ApiError
 from dynasor_sgl.router.pool import Worker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KEEPALIVE_S = 4.0  # below SGLang's 5 s server keep-alive
 # What a reused connection the server closed meanwhile raises before any reply. A dead worker
@@ -70,6 +71,10 @@ def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS}
 
 
+async def _read_all(resp: aiohttp.ClientResponse) -> Reply:
+    return Reply(resp.status, await resp.read(), _headers(resp))
+
+
 class Forwarder:
     def __init__(self, timeout_s: float) -> None:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
@@ -102,19 +107,14 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
 
-    async def request(
-        self, worker: Worker, method: str, path: str, body: bytes | None = None
-    ) -> Reply:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    async def _retrying(self, worker: Worker, send: Callable[[], Awaitable[T]]) -> T:
+        """Run `send` once, and once more if a pooled connection the server had just closed
+        broke it before any reply (nothing was sent on yet); map transport failures."""
         for attempt in (1, 2):
             try:
-                async with self.session.request(
-                    method, self._url(worker, path), data=body, headers=headers
-                ) as resp:
-                    data = await resp.read()
-                    return Reply(resp.status, data, _headers(resp))
+                return await send()
             except STALE as exc:
-                if attempt == 1 and _stale(exc):  # a pooled connection the server just closed
+                if attempt == 1 and _stale(exc):
                     logger.info("worker %d: %s on a reused connection; retrying", worker.index, exc)
                     continue
                 raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
@@ -124,22 +124,37 @@ class Forwarder:
                 raise _timeout(worker) from exc
         raise AssertionError("unreachable")
 
+    async def request(
+        self, worker: Worker, method: str, path: str, body: bytes | None = None
+    ) -> Reply:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+
+        async def once() -> Reply:
+            async with self.session.request(
+                method, self._url(worker, path), data=body, headers=headers
+            ) as resp:
+                return Reply(resp.status, await resp.read(), _headers(resp))
+
+        return await self._retrying(worker, once)
+
     async def open_stream(self, worker: Worker, path: str, body: bytes) -> aiohttp.ClientResponse:
-        """Start a streaming request; the caller reads and releases the response."""
+        """Start a streaming request; the caller reads and releases the response (an error
+        status comes back as it is: read it with `read_reply`)."""
         headers = {"Content-Type": "application/json"}
-        for attempt in (1, 2):
-            try:
-                return await self.session.post(self._url(worker, path), data=body, headers=headers)
-            except STALE as exc:
-                if attempt == 1 and _stale(exc):  # nothing was streamed yet: retry once
-                    logger.info("worker %d: %s on a reused connection; retrying", worker.index, exc)
-                    continue
-                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-            except aiohttp.ClientConnectionError as exc:
-                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-            except TimeoutError as exc:
-                raise _timeout(worker) from exc
-        raise AssertionError("unreachable")
+        return await self._retrying(
+            worker, lambda: self.session.post(self._url(worker, path), data=body, headers=headers)
+        )
+
+    async def read_reply(self, worker: Worker, resp: aiohttp.ClientResponse) -> Reply:
+        """The whole of a response opened by `open_stream`, released."""
+        try:
+            return await _read_all(resp)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise _timeout(worker) from exc
+        finally:
+            resp.release()
 
     @staticmethod
     async def iter_stream(worker: Worker, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

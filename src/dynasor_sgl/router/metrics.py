@@ -53,7 +53,10 @@ class Metrics:
         )
         self.undecided.set_function(answers.undecided)
         self.tokens = Counter(
-            "dynasor_tokens", "Tokens of program requests, by kind", ["kind"], registry=r
+            "dynasor_tokens",
+            "Tokens of requests through the router (native and OpenAI), by kind",
+            ["kind"],
+            registry=r,
         )
         self.tokens_saved = Counter(
             "dynasor_tokens_saved",

@@ -82,3 +82,18 @@ def is_batch(body: dict[str, Any]) -> bool:
     return isinstance(text, list) or (
         isinstance(ids, list) and bool(ids) and isinstance(ids[0], list)
     )
+
+
+def validate_openai(body: dict[str, Any]) -> None:
+    """Raise a 400 ApiError for the fields of an OpenAI body the router itself reads."""
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise bad_request("stream must be true or false")
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise bad_request(f"{name} must be a positive integer, got {value!r}")
+    rid = body.get("rid")
+    if rid is not None and not isinstance(rid, str | list):
+        raise bad_request("rid must be a string or a list of strings")
