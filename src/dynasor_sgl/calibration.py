@@ -95,10 +95,7 @@ def record_signals(record: ReportRecord, probe_window: int = 3) -> dict[str, flo
 
 
 def _prepare(run: LabelledRun, probe_window: int) -> _Prepared:
-    answers = [
-        r.answer if r.answer is not None else _answers.majority_answer(r.answers)
-        for r in run.records
-    ]
+    answers = [r.final_answer() for r in run.records]
     return _Prepared(
         used=[r.used for r in run.records],
         tokens=[r.tokens for r in run.records],

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from dynasor_sgl.calibration import CalibrationResult
 from dynasor_sgl.cli_common import configure_logging, parse_set, policy_overrides, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
@@ -159,28 +160,48 @@ def eval_command(
     "(comma-separated samples; 0 = once, the paper's rule). Reading often saves "
     "more tokens but draws samples in smaller batches (more latency).",
 )
-def calibrate_command(results: Path, margin: float, out: Path, detect_every: str) -> None:
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Hold out this fraction of the questions (split by a hash of the question id): "
+    "thresholds are chosen on the rest and measured on them, beside the full budget and "
+    "the fixed caps.",
+)
+def calibrate_command(
+    results: Path, margin: float, out: Path, detect_every: str, holdout: float | None
+) -> None:
     """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
     an eval results file of self-consistency (its full-budget baseline runs)."""
     from dynasor_sgl.eval.calibrate import calibrate_results
+    from dynasor_sgl.holdout import one_line as holdout_line
 
     try:
         everys = tuple(int(v) for v in detect_every.split(",") if v.strip())
-        policy, result = calibrate_results(results, margin, everys)
+        policy, result, report = calibrate_results(results, margin, everys, holdout)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     out.write_text(json.dumps(policy, indent=2) + "\n")
-    out.with_suffix(".calibration.json").write_text(json.dumps(result.to_dict(), indent=2))
+    full = result.to_dict()
+    if report is not None:
+        full["holdout"] = report.to_dict()
+    out.with_suffix(".calibration.json").write_text(json.dumps(full, indent=2))
+    click.echo(_calibration_line(result) + f"; wrote {out}")
+    if report is not None:
+        click.echo(holdout_line(report))
+
+
+def _calibration_line(result: CalibrationResult) -> str:
     chosen = (
         "run to the cap"
         if result.thresholds is None
         else (
-            f"thresholds {result.thresholds} at step {result.detect_at}, read "
+            f"thresholds {result.thresholds} at {result.detect_at}, read "
             + (f"every {result.detect_every}" if result.detect_every else "once")
         )
     )
-    click.echo(
+    return (
         f"{result.n_programs} runs: {chosen}; accuracy {100 * result.accuracy:.1f}% "
         f"(full budget {100 * result.full_accuracy:.1f}%), tokens saved "
-        f"{100 * result.saving:.1f}% (oracle {100 * result.oracle_saving:.1f}%); wrote {out}"
+        f"{100 * result.saving:.1f}% (oracle {100 * result.oracle_saving:.1f}%)"
     )

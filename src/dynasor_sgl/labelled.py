@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynasor_sgl.answers import majority_answer
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,6 +32,10 @@ class ReportRecord:
     answer: str | None = None
     probe_texts: tuple[str | None, ...] = ()
     values: Mapping[str, float] = field(default_factory=dict)
+
+    def final_answer(self) -> str | None:
+        """What the program would return if stopped here: `answer`, else the majority."""
+        return self.answer if self.answer is not None else majority_answer(self.answers)
 
 
 @dataclass(frozen=True)

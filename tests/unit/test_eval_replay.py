@@ -339,7 +339,7 @@ def test_calibrate_results_by_hand(tmp_path: Path) -> None:
     rows.append(sc_baseline("hard", "4", ["1", "4", "4", "4", "4"], 0))
     rows.append(record("hard", "dynasor", True, 50))  # other policies are ignored
     rows.append(sc_baseline("failed", "4", ["4"] * 5, 0) | {"status": "error"})
-    policy, result = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
+    policy, result, _ = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
     assert policy == {
         "sc": {"cap": 5, "detect_at": 2, "initial": 2, "thresholds": {"entropy": 1.0}}
     }
@@ -353,7 +353,7 @@ def test_calibrate_keeps_the_full_budget_when_every_early_stop_loses(tmp_path: P
     # the majority is "1" (ties) until the fifth sample: only reading at the cap keeps 100%;
     # among the equally cheap candidates the most cautious wins
     rows = [sc_baseline("hard", "4", ["1", "2", "3", "4", "4"], 0)]
-    policy, result = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
+    policy, result, _ = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
     assert policy == {
         "sc": {"cap": 5, "detect_at": 5, "initial": 5, "thresholds": {"entropy": 1.0}}
     }

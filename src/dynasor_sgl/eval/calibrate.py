@@ -14,6 +14,7 @@ from typing import Any
 from dynasor_sgl.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.sampled import sampled_run
+from dynasor_sgl.holdout import HoldoutReport, calibrate_held_out
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
@@ -33,10 +34,15 @@ def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
 
 
 def calibrate_results(
-    path: str | Path, margin: float, detect_every: tuple[int, ...] = (0,)
-) -> tuple[dict[str, Any], CalibrationResult]:
-    """(policy file content, calibration result) for a results file; `detect_every` are the
-    read-every candidates searched (0 = read once)."""
+    path: str | Path,
+    margin: float,
+    detect_every: tuple[int, ...] = (0,),
+    holdout: float | None = None,
+) -> tuple[dict[str, Any], CalibrationResult, HoldoutReport | None]:
+    """(policy file content, calibration result, held-out report) for a results file;
+    `detect_every` are the read-every candidates searched (0 = read once). With `holdout`, the
+    thresholds are chosen on the questions not held out and measured on the held-out fraction
+    (`dynasor_sgl.holdout`); without, on all of them (and no report)."""
     _, records = read_records(path)
     runs = labelled_runs(records)
     if not runs:
@@ -44,8 +50,12 @@ def calibrate_results(
             f"{path} has no full-budget self-consistency runs to calibrate on "
             "(run `dynasor-sgl eval --program self-consistency` first)"
         )
-    result = calibrate(runs, margin=margin, detect_every=detect_every)
-    return {"sc": policy_overrides(result, max(len(r.records) for r in runs))}, result
+    report = None
+    if holdout is None:
+        result = calibrate(runs, margin=margin, detect_every=detect_every)
+    else:
+        result, report = calibrate_held_out(runs, holdout, margin=margin, detect_every=detect_every)
+    return {"sc": policy_overrides(result, max(len(r.records) for r in runs))}, result, report
 
 
 def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
