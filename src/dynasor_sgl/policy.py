@@ -74,11 +74,6 @@ class Report:
         if self.slack < 0:
             raise ValueError(f"slack must be >= 0, got {self.slack!r}")
 
-    @property
-    def step(self) -> int:
-        """Deprecated name of `used`, read-only, kept until router.core reads `used`."""
-        return self.used
-
 
 @dataclass(frozen=True)
 class Decision:

@@ -92,7 +92,6 @@ def test_old_report_keys_are_read_as_used(caplog: pytest.LogCaptureFixture) -> N
     assert "'step' is deprecated; use 'used'" in caplog.text
     with pytest.raises(ValueError, match="step"):  # both names: the old one is an unknown key
         ReportIn.model_validate({"step": 3, "used": 3})
-    assert Report(used=4).step == 4  # the read-only alias router.core still reads
 
 
 def test_sc_threshold_stop_and_continue() -> None:

@@ -86,11 +86,6 @@ class Program:
         return None if self.deadline_s is None else self.created + self.deadline_s
 
     @property
-    def step(self) -> int:
-        """Deprecated name of `used`, read-only, kept until router.core reads `used`."""
-        return self.used
-
-    @property
     def remaining_units(self) -> int:
         return max(0, self.config.cap - self.used)
 
