@@ -41,7 +41,7 @@ class _Running:
     words: list[str] | None = None  # the scripted completion, if any
 
     def text(self, done: int) -> str:
-        return " tok" * done if self.words is None else " ".join(self.words[:done])
+        return " tok" * done if self.words is None else "".join(" " + w for w in self.words[:done])
 
 
 class FakeWorker:

@@ -22,6 +22,7 @@ import orjson
 
 from dynasor_sgl.router import dialect
 from dynasor_sgl.router.admission import Admission
+from dynasor_sgl.router.chat_template import ChatTemplate
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.enforce import Enforcer
 from dynasor_sgl.router.errors import ApiError, bad_request, unavailable
@@ -46,6 +47,7 @@ class Router:
             config, self.pool, self.admission, self.programs, self.forwarder, self.metrics
         )
         self._plain_rids = self.enforcer.plain_rids  # client rids outside programs -> worker
+        self.chat_template = ChatTemplate()
         self._health_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()  # aborts of requests left behind
         # The decisions, for the routes (one implementation, in `enforce`).

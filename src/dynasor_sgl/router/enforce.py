@@ -88,8 +88,8 @@ class Enforcer:
             prog.program_id,
             prog.config.algorithm,
             prog.config.cap,
-            prog.step,
-            report.step,
+            prog.used,
+            report.used,
             prog.completion_tokens - prog.tokens_at_report,
             prog.deadline_at,
         )
