@@ -19,6 +19,7 @@ import click
 
 from dynasor_sgl import __version__
 from dynasor_sgl.cli_bench import bench_command
+from dynasor_sgl.cli_chat import chat_command
 from dynasor_sgl.cli_common import configure_logging
 from dynasor_sgl.cli_eval import calibrate_command, eval_command
 from dynasor_sgl.cli_run import run_command
@@ -27,6 +28,7 @@ from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
 from dynasor_sgl.policy_config import load_policy_file
 from dynasor_sgl.protocol import API_KEY_ENV
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
+from dynasor_sgl.router.effort import EFFORTS
 from dynasor_sgl.worker import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,13 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.FloatRange(min=0, min_open=True),
             default=_ROUTER_DEFAULTS["program_ttl_s"],
             help="End a program idle this long as 'abandoned'.",
+        ),
+        click.option(
+            "--default-effort",
+            type=click.Choice(sorted(EFFORTS)),
+            default=None,
+            help="Early exit for OpenAI chat requests that ask for none (a reasoning_effort "
+            "name; see the README's effort table). Default: off.",
         ),
         click.option(
             "--api-key",
@@ -278,6 +287,7 @@ main.add_command(run_command)
 main.add_command(eval_command)
 main.add_command(calibrate_command)
 main.add_command(bench_command)
+main.add_command(chat_command)
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ from typing import Any
 
 from dynasor_sgl.policy_config import load_policy_file
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
+from dynasor_sgl.router.effort import check_effort
 
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -43,6 +44,7 @@ class LaunchConfig:
         the first worker takes `port` and users talk to SGLang directly.
     scheduling, max_inflight_per_worker, aging_rate, starvation_bound_s, deadline_stop,
         program_ttl_s: the router's settings (see `dynasor_sgl.router.config.RouterConfig`).
+    default_effort: the router's early exit for OpenAI chats that ask for none (None: off).
     api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
     policy_file: a JSON policy file (algorithm -> PolicyConfig overrides) the router applies
         to every program, e.g. from `dynasor-sgl calibrate`.
@@ -66,6 +68,7 @@ class LaunchConfig:
     starvation_bound_s: float = RouterConfig.starvation_bound_s
     deadline_stop: bool = RouterConfig.deadline_stop
     program_ttl_s: float = RouterConfig.program_ttl_s
+    default_effort: str | None = RouterConfig.default_effort
     api_key: str | None = None
     policy_file: str | None = None
     startup_timeout: float = 600.0
@@ -96,6 +99,8 @@ class LaunchConfig:
         for name in ("aging_rate", "starvation_bound_s", "program_ttl_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.default_effort is not None:
+            check_effort(self.default_effort)
         if self.startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be positive, got {self.startup_timeout}")
         if not self.host:

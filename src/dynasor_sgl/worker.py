@@ -143,6 +143,8 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
         cmd += ["--worker-url", url]
     if cfg.policy_file:
         cmd += ["--policy", cfg.policy_file]
+    if cfg.default_effort:
+        cmd += ["--default-effort", cfg.default_effort]
     return cmd
 
 
