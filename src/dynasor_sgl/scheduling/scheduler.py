@@ -1,8 +1,8 @@
 """The scheduler: ready programs in a heap, keyed by the configured order.
 
 Owns each program's scheduling state (units left, tokens and pace so far, ready requests) and
-the per-algorithm running priors. No I/O, no clock: `now` comes from the caller. See
-`dynasor_sgl.scheduling` for the orders and the starvation bound.
+the order; what remaining work costs is `dynasor_sgl.scheduling.cost`. No I/O, no clock: `now`
+comes from the caller. See `dynasor_sgl.scheduling` for the orders and the starvation bound.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from dynasor_sgl.scheduling.config import PRIOR_TOKENS_PER_UNIT, SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling.config import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling.cost import CostModel
 from dynasor_sgl.scheduling.state import Dispatch, ProgramState
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Scheduler:
         self._ready: list[tuple[float, float, int, int, str]] = []  # key, tie, seq, version, id
         self._late: list[tuple[float, float, int, int, str]] = []  # deadline policy only
         self._seq = itertools.count()
-        self._priors = dict(PRIOR_TOKENS_PER_UNIT)
+        self.cost = CostModel(self.config)
 
     def __contains__(self, program_id: str) -> bool:
         return program_id in self._programs
@@ -94,14 +95,7 @@ class Scheduler:
         prog = self._programs.get(program_id)
         if prog is None:
             return
-        prog.tokens += tokens
-        prog.units += units
-        if now is not None and prog.units:
-            prog.seconds_per_unit = max(0.0, now - prog.arrival) / prog.units
-        if units and prog.tokens_per_unit is None:
-            w = self.config.prior_weight
-            old = self._priors.get(prog.algorithm, PRIOR_TOKENS_PER_UNIT["sc"])
-            self._priors[prog.algorithm] = (1 - w) * old + w * (tokens / units)
+        self.cost.learn(prog, tokens, units, now)
         prog.remaining_units = (
             max(0, prog.remaining_units - units)
             if remaining_units is None
@@ -152,28 +146,15 @@ class Scheduler:
     # -- predictions ------------------------------------------------------------------------
 
     def tokens_per_unit(self, program_id: str) -> float:
-        prog = self._get(program_id)
-        if prog.tokens_per_unit is not None:
-            return prog.tokens_per_unit
-        if prog.units:
-            return prog.tokens / prog.units
-        return self._priors.get(prog.algorithm, PRIOR_TOKENS_PER_UNIT["sc"])
+        return self.cost.tokens_per_unit(self._get(program_id))
 
     def predicted_work(self, program_id: str) -> float:
-        """Remaining units × tokens per unit, clamped to `work_cap`."""
-        prog = self._get(program_id)
-        work = prog.remaining_units * self.tokens_per_unit(program_id)
-        return min(work, self.config.work_cap)
+        """Remaining units × tokens per unit, clamped to `work_cap` (`CostModel.work`)."""
+        return self.cost.work(self._get(program_id))
 
     def predicted_time(self, program_id: str, units: int | None = None) -> float:
-        """Seconds `units` more knob units (default: all remaining) will take: the program's
-        own pace so far (seconds per unit at its last report), before that its work at
-        `prior_token_rate`."""
-        prog = self._get(program_id)
-        n = prog.remaining_units if units is None else units
-        if prog.seconds_per_unit is not None:
-            return n * prog.seconds_per_unit
-        return n * self.tokens_per_unit(program_id) / self.config.prior_token_rate
+        """Seconds `units` more knob units (default: all remaining) will take (`CostModel.time`)."""
+        return self.cost.time(self._get(program_id), units)
 
     # -- ordering ---------------------------------------------------------------------------
 
