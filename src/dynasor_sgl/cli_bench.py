@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli_common import configure_logging, parse_set, policy_overrides
+from dynasor_sgl.cli_common import (
+    LOG_LEVEL_OPTION,
+    POLICY_OPTION,
+    SET_OPTION,
+    THRESHOLD_OPTION,
+    configure_logging,
+    parse_set,
+    policy_overrides,
+)
 from dynasor_sgl.eval.datasets import TASKS
 from dynasor_sgl.online.config import QUICK, BenchConfig
 from dynasor_sgl.online.systems import SYSTEMS
@@ -87,24 +95,9 @@ def bench_command() -> None:
     type=click.IntRange(min=1),
     help=f"Tokens per generation. {_default('max_tokens')}",
 )
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    help="Certaindex threshold of the program's signal (default: per program).",
-)
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="JSON policy file (algorithm -> overrides) for the Certaindex systems.",
-)
-@click.option(
-    "--set",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A program parameter, e.g. --set temperature=0.7 (repeatable).",
-)
+@THRESHOLD_OPTION
+@POLICY_OPTION
+@SET_OPTION
 @click.option(
     "--difficulty",
     type=click.Path(exists=True, dir_okay=False),
@@ -148,24 +141,9 @@ def bench_command() -> None:
     help="With --simulate: a `dynasor-sgl eval` results file to replay, or "
     "synthetic:sc-math|mcts|rebase|mix.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="warning",
-    show_default=True,
-)
+@LOG_LEVEL_OPTION
 def online_command(
-    quick: bool,
-    rates: str | None,
-    systems: str | None,
-    threshold: float | None,
-    policy_file: str | None,
-    params: tuple[str, ...],
-    log_level: str,
-    profile: Path | None,
-    workers: int,
-    traces: str,
-    **options: Any,
+    quick: bool, log_level: str, profile: Path | None, workers: int, traces: str, **options: Any
 ) -> None:
     """Open-loop online serving benchmark: programs arrive as a seeded Poisson process at each
     rate, each with a deadline (SLO scale × difficulty × base deadline), and run on SGLang
@@ -173,7 +151,7 @@ def online_command(
     results.jsonl, summary.json, summary.md and PNGs into --out; the figure of merit is the
     highest rate at which 90% of programs meet their deadline, and its ratio to SGLang."""
     configure_logging(log_level)
-    cfg = _config(quick, rates, systems, threshold, policy_file, params, options)
+    cfg = _config(quick, options)
     if profile is not None:
         _simulate(cfg, profile, workers, traces)
     else:
@@ -194,22 +172,17 @@ def _simulate(cfg: BenchConfig, profile: Path, workers: int, traces: str) -> Non
     )
 
 
-def _config(
-    quick: bool,
-    rates: str | None,
-    systems: str | None,
-    threshold: float | None,
-    policy_file: str | None,
-    params: tuple[str, ...],
-    options: dict[str, Any],
-) -> BenchConfig:
+def _config(quick: bool, options: dict[str, Any]) -> BenchConfig:
+    """The BenchConfig of the options given (the rest from its defaults, or the quick ones)."""
     from dynasor_sgl.programs import get_program
 
     given = {k: v for k, v in options.items() if v is not None}
-    if rates is not None:
-        given["rates"] = _floats(rates, "--rates")
-    if systems is not None:
-        given["systems"] = tuple(s.strip() for s in systems.split(",") if s.strip())
+    threshold, policy_file = given.pop("threshold", None), given.pop("policy_file", None)
+    params = given.pop("params", ())
+    if "rates" in given:
+        given["rates"] = _floats(given["rates"], "--rates")
+    if "systems" in given:
+        given["systems"] = tuple(s.strip() for s in given["systems"].split(",") if s.strip())
     try:
         spec = get_program(given.get("program", _D["program"]))
     except ValueError as exc:

@@ -6,11 +6,14 @@ Each option's default is the one its dataclass (or the router's) declares, not a
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -84,66 +87,109 @@ def policy_overrides(
     return policy
 
 
+# Options more than one command takes, one copy each.
+LOG_LEVEL_OPTION = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+SET_OPTION = click.option(
+    "--set",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A program parameter, e.g. --set max_tokens=128 (repeatable).",
+)
+THRESHOLD_OPTION = click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    help="Threshold of the program's certaindex signal (default: per program).",
+)
+POLICY_OPTION = click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON policy file: algorithm -> PolicyConfig overrides (e.g. from `dynasor-sgl "
+    "calibrate`).",
+)
+
+
+@dataclass(frozen=True)
+class ProgramOptions:
+    """What `run` and `eval` both take: where the router is, the policy, the program's
+    parameters and limits, the API key and the log level (see `program_options`)."""
+
+    router_url: str
+    cap: int | None
+    threshold: float | None
+    detect_at: int | None
+    policy_file: str | None
+    params: tuple[str, ...]
+    timeout: float | None
+    deadline: float | None
+    api_key: str | None
+    log_level: str
+
+    def policy(self, spec: Any) -> dict[str, Any]:
+        """The PolicyConfig overrides these options give `spec` (checked)."""
+        return policy_overrides(spec, self.policy_file, self.cap, self.threshold, self.detect_at)
+
+    def program_params(self) -> dict[str, Any]:
+        return parse_set(self.params)
+
+
+_PROGRAM_OPTIONS = [
+    click.option(
+        "--router",
+        "router_url",
+        envvar=ROUTER_ENV,
+        default=DEFAULT_ROUTER_URL,
+        help=f"Router URL [env: {ROUTER_ENV}].",
+    ),
+    click.option(
+        "--cap", type=click.IntRange(min=1), help="Most knob units (default: per program)."
+    ),
+    THRESHOLD_OPTION,
+    click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read."),
+    POLICY_OPTION,
+    SET_OPTION,
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Abort a program after this many seconds.",
+    ),
+    click.option(
+        "--deadline",
+        type=click.FloatRange(min=0, min_open=True),
+        help="The program's deadline in seconds, told to the router (its "
+        "deadline order and deadline stop use it).",
+    ),
+    click.option(
+        "--api-key",
+        envvar=API_KEY_ENV,
+        default=None,
+        show_default=False,
+        help=f"Router API key [env: {API_KEY_ENV}].",
+    ),
+    LOG_LEVEL_OPTION,
+]
+
+
 def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by `run` and `eval`: where the router is, the policy, the program."""
-    options = [
-        click.option(
-            "--router",
-            "router_url",
-            envvar=ROUTER_ENV,
-            default=DEFAULT_ROUTER_URL,
-            help=f"Router URL [env: {ROUTER_ENV}].",
-        ),
-        click.option(
-            "--cap", type=click.IntRange(min=1), help="Most knob units (default: per program)."
-        ),
-        click.option(
-            "--threshold",
-            type=click.FloatRange(0, 1),
-            help="Threshold of the program's certaindex signal (default: per program).",
-        ),
-        click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read."),
-        click.option(
-            "--policy",
-            "policy_file",
-            type=click.Path(dir_okay=False),
-            help="JSON policy file: algorithm -> PolicyConfig overrides "
-            "(e.g. from `dynasor-sgl calibrate`).",
-        ),
-        click.option(
-            "--set",
-            "params",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="A program parameter, e.g. --set max_tokens=128 (repeatable).",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            help="Abort a program after this many seconds.",
-        ),
-        click.option(
-            "--deadline",
-            type=click.FloatRange(min=0, min_open=True),
-            help="The program's deadline in seconds, told to the router (its "
-            "deadline order and deadline stop use it).",
-        ),
-        click.option(
-            "--api-key",
-            envvar=API_KEY_ENV,
-            default=None,
-            show_default=False,
-            help=f"Router API key [env: {API_KEY_ENV}].",
-        ),
-        click.option(
-            "--log-level",
-            type=click.Choice(["debug", "info", "warning", "error"]),
-            default="warning",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    """The options of `ProgramOptions`, handed to `command` as one `opts` argument (logging
+    already configured at its level)."""
+    names = [f.name for f in dataclasses.fields(ProgramOptions)]
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> Any:
+        opts = ProgramOptions(**{name: kwargs.pop(name) for name in names})
+        configure_logging(opts.log_level)
+        return command(opts=opts, **kwargs)
+
+    for option in reversed(_PROGRAM_OPTIONS):
+        with_options = option(with_options)
+    return with_options
 
 
 def configure_logging(level: str, timestamps: bool = False) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from dynasor_sgl.calibration import CalibrationResult
-from dynasor_sgl.cli_common import configure_logging, parse_set, policy_overrides, program_options
+from dynasor_sgl.cli_common import ProgramOptions, load_spec, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 from dynasor_sgl.eval.runner import EvalSpec
@@ -76,66 +76,57 @@ def eval_command(
     limit: int | None,
     seed: int,
     out: Path,
-    router_url: str,
     launch_: bool,
     concurrency: int,
-    cap: int | None,
-    threshold: float | None,
-    detect_at: int | None,
-    policy_file: str | None,
-    params: tuple[str, ...],
-    timeout: float | None,
-    deadline: float | None,
     question_field: str,
     answer_field: str,
     id_field: str,
-    api_key: str | None,
-    log_level: str,
+    opts: ProgramOptions,
 ) -> None:
     """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
     oracle; write one JSONL record per question and policy, a summary and plots."""
-    configure_logging(log_level)
-    from dynasor_sgl.cli_common import load_spec
-    from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
-    from dynasor_sgl.lang import BackendError, RouterClient, run_program
+    from dynasor_sgl.eval.session import EvalRun, one_line
 
     spec = load_spec(program)
-    fields = Fields(question_field, answer_field, id_field or None)
+    policy, params = opts.policy(spec), opts.program_params()
     evspec = EvalSpec(
-        spec.name,
-        spec.algorithm,
-        policy_overrides(spec, policy_file, cap, threshold, detect_at),
-        parse_set(params),
-        concurrency,
-        timeout,
-        deadline,
+        spec.name, spec.algorithm, policy, params, concurrency, opts.timeout, opts.deadline
     )
+    fields = Fields(question_field, answer_field, id_field or None)
     with ExitStack() as stack:
-        url = _launch(stack) if launch_ else router_url
-        client = RouterClient(url, api_key)
-        run = EvalRun(evspec, dataset, out, url, limit, seed, fields)
-
-        def run_one(name: str, question: str, **kwargs: Any) -> Any:
-            return run_program(name, question, router=client, **kwargs)
-
-        try:
-            summary = run_eval(run, run_one, client.abort)
-        except (DatasetError, ResultsError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        except BackendError as exc:
-            raise click.ClickException(f"router {url}: {exc}") from exc
-        except KeyboardInterrupt:
-            click.echo(
-                f"\nInterrupted; finished records are in {out}. Re-run the same command to resume.",
-                err=True,
-            )
-            sys.exit(130)
+        url = _launch(stack) if launch_ else opts.router_url
+        summary = _run_eval(EvalRun(evspec, dataset, out, url, limit, seed, fields), opts.api_key)
     click.echo(one_line(summary))
     if summary["errors"]:
         raise click.ClickException(
             f"{summary['errors']} record(s) failed (see 'error' in {out}); re-run the same "
             "command to retry them"
         )
+
+
+def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
+    """Run an `EvalRun` against its router; every failure a one-line error, Ctrl-C exits 130
+    with the finished records kept."""
+    from dynasor_sgl.eval.session import run_eval
+    from dynasor_sgl.lang import BackendError, RouterClient, run_program
+
+    client = RouterClient(run.router, api_key)
+
+    def run_one(name: str, question: str, **kwargs: Any) -> Any:
+        return run_program(name, question, router=client, **kwargs)
+
+    try:
+        return run_eval(run, run_one, client.abort)
+    except (DatasetError, ResultsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except BackendError as exc:
+        raise click.ClickException(f"router {run.router}: {exc}") from exc
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nInterrupted; finished records are in {run.out}. Re-run the same command to resume.",
+            err=True,
+        )
+        sys.exit(130)
 
 
 @click.command("calibrate", context_settings={"show_default": True})

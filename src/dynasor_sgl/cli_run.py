@@ -1,8 +1,8 @@
 """`dynasor-sgl run PROGRAM "question"`: one reasoning program against a running router.
 
 Owns printing the result (text or one JSON object); the options and their parsing are shared
-with `eval` in `dynasor_sgl.cli_common`. The run itself is `dynasor_sgl.lang.run_program`; sglang is
-imported only when the command runs, so `dynasor-sgl --help` stays fast.
+with `eval` in `dynasor_sgl.cli_common`. The run itself is `dynasor_sgl.lang.run_program`;
+sglang is imported only when the command runs, so `dynasor-sgl --help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,17 +13,9 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli_common import (
-    configure_logging,
-    load_spec,
-    parse_set,
-    policy_overrides,
-    program_options,
-)
+from dynasor_sgl.cli_common import ProgramOptions, load_spec, program_options
 
 logger = logging.getLogger(__name__)
-
-ROUTER_ENV = "DYNASOR_SGL_ROUTER"
 
 
 def _print_text(result: Any, knob: str) -> None:
@@ -48,44 +40,29 @@ def _print_text(result: Any, knob: str) -> None:
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @program_options
-def run_command(
-    program: str,
-    question: str,
-    router_url: str,
-    as_json: bool,
-    cap: int | None,
-    threshold: float | None,
-    detect_at: int | None,
-    policy_file: str | None,
-    params: tuple[str, ...],
-    timeout: float | None,
-    deadline: float | None,
-    api_key: str | None,
-    log_level: str,
-) -> None:
+def run_command(program: str, question: str, as_json: bool, opts: ProgramOptions) -> None:
     """Run PROGRAM on QUESTION against a running router and print the answer, exit reason,
     certaindex and tokens. PROGRAM is one of: self-consistency, cot-probe, best-of-n,
     beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec."""
-    configure_logging(log_level)
     from dynasor_sgl.lang import BackendError, run_program
 
     spec = load_spec(program)
-    policy = policy_overrides(spec, policy_file, cap, threshold, detect_at)
+    policy = opts.policy(spec)
     try:
         result = run_program(
             spec,
             question,
-            router=router_url,
+            router=opts.router_url,
             policy=policy,
-            params=parse_set(params),
-            timeout_s=timeout,
-            deadline_s=deadline,
-            api_key=api_key,
+            params=opts.program_params(),
+            timeout_s=opts.timeout,
+            deadline_s=opts.deadline,
+            api_key=opts.api_key,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from exc
     except BackendError as exc:
-        raise click.ClickException(f"cannot run {spec.name} on {router_url}: {exc}") from exc
+        raise click.ClickException(f"cannot run {spec.name} on {opts.router_url}: {exc}") from exc
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:

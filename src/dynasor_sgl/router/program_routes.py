@@ -6,6 +6,7 @@ pydantic lives here, at the HTTP boundary; everything behind it takes plain data
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -67,13 +68,7 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
 
     @app.post("/programs", status_code=201)
     async def register(spec: ProgramIn) -> JSONResponse:
-        try:
-            defaults = router.config.policy_defaults.get(spec.algorithm, {})
-            config = PolicyConfig.for_algorithm(
-                spec.algorithm, **{**current_keys(defaults), **current_keys(spec.policy)}
-            )
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise bad_request(f"invalid policy: {exc}") from exc
+        config = _config(spec, router.config.policy_defaults.get(spec.algorithm, {}))
         prog = table.register(config, spec.program_id, spec.deadline_s)
         router.metrics.programs_registered.inc()
         return JSONResponse({**prog.summary(), "config": config.to_dict()}, 201)
@@ -90,15 +85,8 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     @app.post("/programs/{program_id}/report")
     async def report(program_id: str, body: ReportIn) -> JSONResponse:
         prog = table.get(program_id)
-        data = body.model_dump()
-        auto_slack = data["slack"] is None
-        data["slack"] = data["slack"] or 0
         try:
-            rep = Report(**data)
-        except ValueError as exc:
-            raise bad_request(str(exc)) from exc
-        try:
-            decision, aborted = await router.report(prog, rep, auto_slack)
+            decision, aborted = await router.report(prog, _report(body), body.slack is None)
         except ValueError as exc:  # a value the policy's math rejects (e.g. reward > 1)
             raise bad_request(f"invalid report: {exc}") from exc
         return JSONResponse(_decision_json(program_id, decision, aborted, str(prog.status)))
@@ -115,6 +103,25 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
         prog = table.get(program_id)
         aborted = await router.end_program(prog, lambda: table.stop(prog, "aborted"), "client")
         return JSONResponse({**prog.summary(), "aborted": aborted})
+
+
+def _config(spec: ProgramIn, defaults: Mapping[str, Any]) -> PolicyConfig:
+    """The policy of a registration: the algorithm's defaults, the router's, then the client's."""
+    try:
+        overrides = {**current_keys(defaults), **current_keys(spec.policy)}
+        return PolicyConfig.for_algorithm(spec.algorithm, **overrides)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise bad_request(f"invalid policy: {exc}") from exc
+
+
+def _report(body: ReportIn) -> Report:
+    """The policy's report of a body; no slack given = 0 here (the router fills in its own)."""
+    data = body.model_dump()
+    data["slack"] = data["slack"] or 0
+    try:
+        return Report(**data)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
 
 
 def _decision_json(
