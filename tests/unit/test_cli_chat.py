@@ -56,7 +56,8 @@ def test_a_client_hanging_up_on_a_real_socket_frees_the_worker_within_a_second()
     with serve_router() as served:
         body = {"text": "a", "sampling_params": {"max_new_tokens": 5000}, "stream": True}
         with httpx.stream("POST", served.url + "/generate", json=body, timeout=10) as resp:
-            next(resp.iter_bytes())  # the stream has started
+            chunks = resp.iter_bytes()  # held: a dropped iterator closes the stream
+            next(chunks)  # the stream has started
             assert len(served.fake.running) == 1
         deadline = time.monotonic() + 1.0
         while served.fake.running and time.monotonic() < deadline:
