@@ -268,11 +268,7 @@ def _result(
     result = best.result
     logger.info(
         "calibrated %s at %d, read every %d: accuracy %.3f (full %.3f), saving %.1f%%",
-        best.thresholds,
-        best.detect_at,
-        best.detect_every,
-        result.accuracy,
-        full_acc,
+        *(best.thresholds, best.detect_at, best.detect_every, result.accuracy, full_acc),
         100 * saving(result.tokens),
     )
     return CalibrationResult(

@@ -131,16 +131,21 @@ def run_cluster(
         for worker in cluster.workers:
             _await(worker, cfg, stop, on_ready, started)
         if cfg.router:
-            cmd = router_command(cfg, user_port, cluster.worker_urls)
-            env = worker_env("router")
-            if cfg.api_key:
-                env[API_KEY_ENV] = cfg.api_key
-            log = log_dir / "router.log"
-            cluster.router = WorkerProcess.start(0, cmd, env, cfg.host, user_port, log, "router")
+            cluster.router = _start_router(cfg, user_port, cluster.worker_urls, log_dir)
             _await(cluster.router, cfg, stop, on_ready, started)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _start_router(
+    cfg: LaunchConfig, port: int, worker_urls: list[str], log_dir: Path
+) -> WorkerProcess:
+    env = worker_env("router")
+    if cfg.api_key:
+        env[API_KEY_ENV] = cfg.api_key
+    cmd = router_command(cfg, port, worker_urls)
+    return WorkerProcess.start(0, cmd, env, cfg.host, port, log_dir / "router.log", "router")
 
 
 def _await(

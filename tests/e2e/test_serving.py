@@ -7,7 +7,6 @@ shared session cluster, with a bound of one request in flight so the queue is in
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,9 @@ import httpx
 import pytest
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.worker import WorkerProcess, free_ports, worker_env
+from dynasor_sgl.online.servers import serve_router
+from dynasor_sgl.online.systems import router_argv
+from dynasor_sgl.worker import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -27,27 +28,9 @@ pytestmark = pytest.mark.e2e
 @contextmanager
 def router(worker_url: str, log_dir: Path, *options: str) -> Iterator[str]:
     port = free_ports("127.0.0.1", 38400, 1)[0]
-    cmd = [
-        sys.executable,
-        "-m",
-        "dynasor_sgl.cli",
-        "router",
-        "--worker-url",
-        worker_url,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *options,
-    ]
-    proc = WorkerProcess.start(
-        0, cmd, worker_env("router"), "127.0.0.1", port, log_dir / f"router-{port}.log", "router"
-    )
-    try:
-        proc.wait_healthy(60)
-        yield proc.url
-    finally:
-        proc.stop()
+    cmd = router_argv(worker_url, port, options)
+    with serve_router(cmd, port, log_dir / f"router-{port}.log", start_s=60) as url:
+        yield url
 
 
 def generate(url: str, pid: str, max_new: int, done: list[str]) -> None:

@@ -89,8 +89,7 @@ def run_program(
         ctx, url = _direct_context(spec, policy, program_id, source), f"{client.url}/generate"
     else:
         client = router if isinstance(router, RouterClient) else _client(router, api_key)
-        ctx = _registered_context(client, spec, policy, program_id, deadline_s, source)
-        url = None
+        ctx, url = _registered_context(client, spec, policy, program_id, deadline_s, source), None
     backend = DynasorEndpoint(client, ctx, _model_info(client), chat_template, url)
     outcome = _execute(function, backend, client, ctx, timeout_s)
     return _result(spec, ctx, client, question, outcome)

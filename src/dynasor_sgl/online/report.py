@@ -117,7 +117,18 @@ def markdown(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"| {system} | {_fmt(e['rate'])} | {_fmt(e['ratio_to_sglang'])} | {e['method']} |"
         )
+    lines += _per_run(s["runs"])
+    lines += ["", f"## On time against SLO scale at {_fmt(s['fixed_rate'])} programs/s", ""]
     lines += [
+        f"- {system}: " + ", ".join(f"{x:g}× {_fmt(a, True)}" for x, a in points)
+        for system, points in s["attainment_vs_slo"].items()
+    ]
+    return "\n".join(lines + _notes(s))
+
+
+def _per_run(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The per-run table: each system at each rate."""
+    lines = [
         "",
         "## Per run",
         "",
@@ -125,7 +136,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "wait s | errors | exits |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for system, by_rate in s["runs"].items():
+    for system, by_rate in runs.items():
         for rate, r in by_rate.items():
             exits = ", ".join(f"{k} {v}" for k, v in sorted(r["exit_reasons"].items()))
             lines.append(
@@ -133,28 +144,24 @@ def markdown(summary: Mapping[str, Any]) -> str:
                 f"{_fmt(r['p90_s'])} | {_fmt(r['mean_tokens'])} | {_fmt(r['accuracy'], True)} | "
                 f"{_fmt(r['mean_wait_s'])} | {r['errors']} | {exits} |"
             )
-    lines += ["", f"## On time against SLO scale at {_fmt(s['fixed_rate'])} programs/s", ""]
-    lines += [
-        f"- {system}: " + ", ".join(f"{x:g}× {_fmt(a, True)}" for x, a in points)
-        for system, points in s["attainment_vs_slo"].items()
-    ]
-    extra = [
-        *(s.get("notes") or []),
-        *(
-            f"{run}: some programs failed; re-run to redo it"
-            for run in s.get("runs_with_errors") or []
-        ),
-    ]
-    if extra:
-        lines += ["", "## Notes", "", *(f"- {note}" for note in extra)]
-    lines += [
+    return lines
+
+
+def _notes(s: Mapping[str, Any]) -> list[str]:
+    """The notes (the summary's own and one per run with failed programs) and the legend."""
+    failed = (
+        f"{run}: some programs failed; re-run to redo it" for run in s.get("runs_with_errors") or []
+    )
+    extra = [*(s.get("notes") or []), *failed]
+    lines = ["", "## Notes", "", *(f"- {note}" for note in extra)] if extra else []
+    return [
+        *lines,
         "",
         "Wait: mean seconds a request spent in front of the worker (the router's "
         "admission queue and transport); SGLang's own waiting queue is inside the "
         "worker and not separated. Accuracy counts a failed program as wrong.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def one_line(summary: Mapping[str, Any]) -> str:

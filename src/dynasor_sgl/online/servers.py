@@ -2,14 +2,15 @@
 
 `own_worker` starts one SGLang worker (no router) through `dynasor_sgl.launch.run_cluster` with
 the flavour's extra arguments; `router_for` starts `dynasor-sgl router` as a subprocess in front
-of a worker and waits for its /health. Both stop what they started on exit, whatever happens.
-Also the small worker calls the benchmark needs (priority scheduling on?, flush the cache).
+of a worker and waits for its /health (`serve_router`, which tests use too). Both stop what
+they started on exit, whatever happens. Also the small worker calls the benchmark needs
+(priority scheduling on?, flush the cache).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,14 +65,25 @@ def router_for(
     port = free_ports("127.0.0.1", ROUTER_PORT_BASE, 1)[0]
     cmd = router_command(system, worker_url, port, priority=priority, max_inflight=max_inflight)
     log = log_dir / f"router-{system.name}.log"
-    proc = WorkerProcess.start(0, cmd, worker_env("router"), "127.0.0.1", port, log, "router")
+    with serve_router(cmd, port, log, what=f"router for {system.name}") as url:
+        logger.info("router for %s at %s (%s)", system.name, url, " ".join(cmd[3:]))
+        yield url
+
+
+@contextmanager
+def serve_router(
+    cmd: Sequence[str], port: int, log: Path, start_s: float = ROUTER_START_S, what: str = "router"
+) -> Iterator[str]:
+    """Run a router argv (`systems.router_argv`) listening on `port`, its output in `log`;
+    its URL once /health answers (else `ServerError` naming `what`), stopped when the block
+    ends."""
+    proc = WorkerProcess.start(0, list(cmd), worker_env("router"), "127.0.0.1", port, log, "router")
     try:
         try:
-            proc.wait_healthy(ROUTER_START_S)
+            proc.wait_healthy(start_s)
         except WorkerStartError as exc:
             tail = exc.log_tail.strip().splitlines()[-1:] or [""]
-            raise ServerError(f"router for {system.name} did not start: {exc} {tail[0]}") from exc
-        logger.info("router for %s at %s (%s)", system.name, proc.url, " ".join(cmd[3:]))
+            raise ServerError(f"{what} did not start: {exc} {tail[0]}") from exc
         yield proc.url
     finally:
         proc.stop()

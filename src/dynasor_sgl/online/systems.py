@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -136,7 +136,21 @@ def router_command(
     """
     if system.scheduling is None:
         raise ValueError(f"{system.name} runs without a router")
-    cmd = [
+    options = ["--scheduling", system.scheduling]
+    if system.deadline_stop:
+        options.append("--deadline-stop")
+    if priority:
+        options.append("--worker-priority")
+    if max_inflight is not None:
+        options += ["--max-inflight-per-worker", str(max_inflight)]
+    return router_argv(worker_url, port, options, log_level)
+
+
+def router_argv(
+    worker_url: str, port: int, options: Sequence[str] = (), log_level: str = "warning"
+) -> list[str]:
+    """`dynasor-sgl router` on 127.0.0.1:`port` in front of `worker_url`, with `options`."""
+    return [
         sys.executable,
         "-m",
         "dynasor_sgl.cli",
@@ -147,15 +161,7 @@ def router_command(
         "127.0.0.1",
         "--port",
         str(port),
-        "--scheduling",
-        system.scheduling,
         "--log-level",
         log_level,
+        *options,
     ]
-    if system.deadline_stop:
-        cmd.append("--deadline-stop")
-    if priority:
-        cmd.append("--worker-priority")
-    if max_inflight is not None:
-        cmd += ["--max-inflight-per-worker", str(max_inflight)]
-    return cmd
