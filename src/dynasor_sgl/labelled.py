@@ -4,13 +4,13 @@ correct answer; the input of calibration. Plain data, from JSON or built by `eva
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dynasor_sgl.answers import majority_answer
+from dynasor_sgl.plain import from_plain
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +61,15 @@ class LabelledRun:
         unknown = set(data) - {"program_id", "correct", "records"}
         if unknown:
             raise ValueError(f"unknown run keys: {sorted(unknown)}")
-        known = {f.name for f in dataclasses.fields(ReportRecord)}
         records = []
         for rec in data["records"]:
             if "step" in rec and "used" not in rec:
                 logger.warning("labelled record key 'step' is deprecated; use 'used'")
                 rec = {**{k: v for k, v in rec.items() if k != "step"}, "used": rec["step"]}
-            if set(rec) - known:
-                raise ValueError(f"unknown record keys: {sorted(set(rec) - known)}")
-            records.append(
-                ReportRecord(
-                    **{
-                        **rec,
-                        "answers": tuple(rec.get("answers", ())),
-                        "probe_texts": tuple(rec.get("probe_texts", ())),
-                    }
-                )
-            )
+            rec = {
+                **rec,
+                "answers": tuple(rec.get("answers", ())),
+                "probe_texts": tuple(rec.get("probe_texts", ())),
+            }
+            records.append(from_plain(ReportRecord, rec, "record"))
         return cls(str(data["program_id"]), data.get("correct"), tuple(records))

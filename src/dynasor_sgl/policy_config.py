@@ -15,6 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from dynasor_sgl.plain import from_plain
+
 logger = logging.getLogger(__name__)
 
 SIGNALS = ("entropy", "reward", "consistency", "confidence", "posterior")
@@ -120,12 +122,7 @@ class PolicyConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
         """A config from plain data (e.g. JSON); unknown keys are a ValueError, a deprecated
         key (see `current_keys`) is read under its new name."""
-        data = current_keys(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown policy config keys: {unknown}")
-        return cls(**data)
+        return from_plain(cls, current_keys(data), "policy config")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `from_dict` accepts."""

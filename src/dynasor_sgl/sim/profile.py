@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from dynasor_sgl.plain import from_plain
+
 logger = logging.getLogger(__name__)
 
 
@@ -91,11 +93,7 @@ class Profile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
         """A profile from plain data; unknown keys are a ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown profile keys: {unknown}")
-        return cls(**data)
+        return from_plain(cls, data, "profile")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
