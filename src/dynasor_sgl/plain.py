@@ -1,13 +1,16 @@
 """Typed dataclasses from plain data (parsed JSON): the one check every `from_dict` makes.
 
-Owns the rule that an unknown key is an error, never silently dropped, and its message. Knows
+Owns the rule that an unknown key is an error, never silently dropped, and its message, and
+reading a JSON object from a file with one error for every way that fails. Knows
 nothing about any particular dataclass; each one's own `__post_init__` checks the values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -21,3 +24,15 @@ def from_plain(cls: type[T], data: Mapping[str, Any], what: str) -> T:
     if unknown:
         raise ValueError(f"unknown {what} keys: {unknown}")
     return cls(**data)
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in the file at `path`; a missing file, bad JSON or another JSON value is
+    a ValueError naming `what` and the path."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path}: expected a JSON object")
+    return data

@@ -7,7 +7,6 @@ it; an unknown key in `from_dict` too). Knows nothing about how decisions are ta
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from dynasor_sgl.plain import from_plain
+from dynasor_sgl.plain import from_plain, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +224,7 @@ def load_policy_file(path: str | Path) -> dict[str, dict[str, Any]]:
     against that algorithm's defaults; an unreadable file, bad JSON, an unknown algorithm or a
     bad value raises ValueError naming the file and the entry.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read policy file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"policy file {path}: expected a JSON object of algorithm -> overrides")
+    data = read_json_object(path, "policy file")
     out: dict[str, dict[str, Any]] = {}
     for algorithm, overrides in data.items():
         if not isinstance(overrides, dict):

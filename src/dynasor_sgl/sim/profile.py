@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dynasor_sgl.plain import from_plain
+from dynasor_sgl.plain import from_plain, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +121,7 @@ def fit_step_model(points: Sequence[tuple[int, int, float]]) -> tuple[float, flo
 
 def load_profile(path: str | Path) -> Profile:
     """A profile file; a missing file, bad JSON or a bad value is a ValueError naming it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read profile {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"profile {path}: expected a JSON object")
+    data = read_json_object(path, "profile")
     try:
         return Profile.from_dict(data)
     except (TypeError, ValueError) as exc:
