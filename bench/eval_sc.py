@@ -38,31 +38,35 @@ def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str,
     }
     ids = sorted(base)
     folds = [ids[0::2], ids[1::2]]
-    totals = {
-        "n": 0,
-        "correct": 0,
-        "tokens": 0,
-        "base_correct": 0,
-        "base_tokens": 0,
-        "oracle_tokens": 0,
-    }
+    totals = dict.fromkeys(("n", "correct", "tokens", "base_correct", "base_tokens", "oracle"), 0)
     chosen = []
     for tune, test in (folds, folds[::-1]):
         result = calibrate(labelled_runs([base[q] for q in tune]), margin=margin)
         chosen.append({"thresholds": result.thresholds, "detect_at": result.detect_at})
         config = PolicyConfig.for_algorithm("sc", **policy_overrides(result, cap))
         for q in test:
-            run = sampled_run(base[q]["details"], int(base[q]["tokens"]["total"]))
-            out, full = replay_policy(run, config), replay_cap(run, cap)
-            totals["n"] += 1
-            totals["correct"] += answers.equivalent(out.answer, base[q]["gold"])
-            totals["tokens"] += out.tokens
-            totals["base_correct"] += answers.equivalent(full.answer, base[q]["gold"])
-            totals["base_tokens"] += full.tokens
-            totals["oracle_tokens"] += replay_oracle(run).tokens
+            _count(totals, base[q], config, cap)
+    return _heldout_summary(totals, margin, chosen)
+
+
+def _count(totals: dict[str, int], record: dict[str, Any], config: PolicyConfig, cap: int) -> None:
+    """Add one held-out question: the policy's, the full budget's and the oracle's outcome."""
+    run = sampled_run(record["details"], int(record["tokens"]["total"]))
+    out, full = replay_policy(run, config), replay_cap(run, cap)
+    totals["n"] += 1
+    totals["correct"] += answers.equivalent(out.answer, record["gold"])
+    totals["tokens"] += out.tokens
+    totals["base_correct"] += answers.equivalent(full.answer, record["gold"])
+    totals["base_tokens"] += full.tokens
+    totals["oracle"] += replay_oracle(run).tokens
+
+
+def _heldout_summary(
+    totals: dict[str, int], margin: float, chosen: list[dict[str, Any]]
+) -> dict[str, Any]:
     n = totals["n"] or 1
     saved = 1 - totals["tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
-    oracle = 1 - totals["oracle_tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
+    oracle = 1 - totals["oracle"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
     return {
         "margin": margin,
         "folds": chosen,
@@ -77,7 +81,7 @@ def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str,
     }
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--router", default="http://127.0.0.1:30000")
     ap.add_argument("--launch", action="store_true", help="start the embedded model for the run")
@@ -89,9 +93,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=6)
     ap.add_argument("--margin", type=float, default=0.02)
     ap.add_argument("--out", type=Path, default=RESULTS / "eval_sc.jsonl")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _args()
     logging.basicConfig(level=logging.WARNING)
-    from dynasor_sgl.cli_eval import _launch
+    from dynasor_sgl.cli_eval import launch_embedded
     from dynasor_sgl.lang import RouterClient, run_program
 
     spec = EvalSpec(
@@ -102,7 +110,7 @@ def main() -> None:
         args.concurrency,
     )
     with ExitStack() as stack:
-        url = _launch(stack) if args.launch else args.router
+        url = launch_embedded(stack) if args.launch else args.router
         client = RouterClient(url)
         run = EvalRun(spec, args.dataset, args.out, url, args.limit)
         summary = run_eval(

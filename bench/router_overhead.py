@@ -210,14 +210,18 @@ async def _wait_then_hammer(url: str, seconds: float, clients: int) -> float:
     return await _hammer(url, seconds, clients)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=300, help="sequential requests per path")
     ap.add_argument("--seconds", type=float, default=8.0, help="capacity run per router")
     ap.add_argument("--clients", type=int, default=32, help="concurrent clients for capacity")
     ap.add_argument("--out", type=Path, default=RESULTS / "router_overhead.json")
     ap.add_argument("--stub", type=int, help=argparse.SUPPRESS)  # internal: run the stub worker
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _args()
     if args.stub:
         stub_main(args.stub)
         return
@@ -246,14 +250,19 @@ def main() -> None:
         "stub_worker": stub,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(_one_line(result) + f"; wrote {args.out}")
+
+
+def _one_line(result: dict[str, Any]) -> str:
+    stub, lat = result["stub_worker"], result["real_worker_latency"]
     d, r = stub["latency"]["dynasor-router"], stub["latency"]["sglang-router"]
     cap = stub["capacity_req_per_s"]
     real = {k: lat[k]["added_p50_ms"] for k in ("dynasor-router", "sglang-router")}
-    print(
+    return (
         f"added p50/p99 on a stub worker: dynasor {d['added_p50_ms']}/{d['added_p99_ms']} ms, "
         f"sglang-router {r['added_p50_ms']}/{r['added_p99_ms']} ms; added p50 on the real "
         f"worker: {real}; max req/s: dynasor {cap['dynasor-router']}, "
-        f"sglang-router {cap['sglang-router']}, direct {cap['direct']}; wrote {args.out}"
+        f"sglang-router {cap['sglang-router']}, direct {cap['direct']}"
     )
 
 

@@ -24,7 +24,7 @@ from dynasor_sgl.eval.runner import EvalSpec
 logger = logging.getLogger(__name__)
 
 
-def _launch(stack: ExitStack) -> str:
+def launch_embedded(stack: ExitStack) -> str:
     """Start the embedded model behind a router on a free port for this run; its URL."""
     from dynasor_sgl.config import LaunchConfig
     from dynasor_sgl.launch import run_cluster
@@ -37,6 +37,9 @@ def _launch(stack: ExitStack) -> str:
         )
     )
     return str(cluster.url)
+
+
+_launch = launch_embedded  # the old private name, still imported by bench/answer_corpus.py
 
 
 @click.command("eval", context_settings={"show_default": True})
@@ -94,7 +97,7 @@ def eval_command(
     )
     fields = Fields(question_field, answer_field, id_field or None)
     with ExitStack() as stack:
-        url = _launch(stack) if launch_ else opts.router_url
+        url = launch_embedded(stack) if launch_ else opts.router_url
         summary = _run_eval(EvalRun(evspec, dataset, out, url, limit, seed, fields), opts.api_key)
     click.echo(one_line(summary))
     if summary["errors"]:
