@@ -1,7 +1,8 @@
 """Typed dataclasses from plain data (parsed JSON): the one check every `from_dict` makes.
 
 Owns the rule that an unknown key is an error, never silently dropped, and its message, and
-reading a JSON object from a file with one error for every way that fails. Knows
+reading a JSON object from a file with one error for every way that fails, and rewriting a JSONL
+file so that a crash leaves the old file or the new one, never half of one. Knows
 nothing about any particular dataclass; each one's own `__post_init__` checks the values.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,3 +39,20 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path}: expected a JSON object")
     return data
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Replace the file at `path` with one JSON line per row, atomically (a temporary file in
+    the same folder, synced, then renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

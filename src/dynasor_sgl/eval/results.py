@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from dynasor_sgl.plain import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +76,7 @@ class ResultsFile:
         self._rewrite([{"kind": "run", "settings": self.settings}, *kept.values()])
 
     def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_jsonl(self.path, rows)
 
     def has(self, question_id: str, policy: str) -> bool:
         return (question_id, policy) in self.done

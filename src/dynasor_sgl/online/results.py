@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from dynasor_sgl.plain import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +100,7 @@ class BenchResults:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in self.rows))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_jsonl(self.path, self.rows)
 
     def _append(self, row: Mapping[str, Any]) -> None:
         with self._lock:
