@@ -47,26 +47,38 @@ def _save(fig: Any, ax: Axes, title: str, path: Path) -> None:
 
 
 def attainment_vs_rate(summary: Mapping[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for system in summary["systems"]:
-        xs, ys = _series(summary, system, "attainment")
-        ax.plot(xs, [100 * (y or 0) for y in ys], "o-", ms=4, label=system)
-    ax.axhline(100 * summary["target_attainment"], color="black", ls="--", lw=1)
-    ax.set_xlabel("arrival rate (programs/s)")
-    ax.set_ylabel("programs on time (%)")
-    _save(fig, ax, f"SLO attainment at SLO scale {summary['slo_scale']:g}", path)
+    curves = {
+        system: list(zip(*_series(summary, system, "attainment"), strict=True))
+        for system in summary["systems"]
+    }
+    title = f"SLO attainment at SLO scale {summary['slo_scale']:g}"
+    _attainment(summary, curves, "arrival rate (programs/s)", title, path)
 
 
 def attainment_vs_slo(summary: Mapping[str, Any], path: Path) -> None:
+    title = f"SLO attainment at {summary['fixed_rate']:g} programs/s"
+    xlabel = "SLO scale (deadline = scale × difficulty × base)"
+    _attainment(summary, summary["attainment_vs_slo"], xlabel, title, path)
+
+
+def _attainment(
+    summary: Mapping[str, Any],
+    curves: Mapping[str, Any],
+    xlabel: str,
+    title: str,
+    path: Path,
+) -> None:
+    """Programs on time (%) against `xlabel`, one curve a system ((x, attainment) points), the
+    target attainment dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for system, points in summary["attainment_vs_slo"].items():
+    for system, points in curves.items():
         ax.plot(
             [p[0] for p in points], [100 * (p[1] or 0) for p in points], "o-", ms=4, label=system
         )
     ax.axhline(100 * summary["target_attainment"], color="black", ls="--", lw=1)
-    ax.set_xlabel("SLO scale (deadline = scale × difficulty × base)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("programs on time (%)")
-    _save(fig, ax, f"SLO attainment at {summary['fixed_rate']:g} programs/s", path)
+    _save(fig, ax, title, path)
 
 
 def accuracy_vs_attainment(summary: Mapping[str, Any], path: Path) -> None:
