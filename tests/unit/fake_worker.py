@@ -62,6 +62,7 @@ class FakeWorker:
         self.script: Callable[[str], str] | None = None
         self.openai_status = 200
         self.openai_bodies: list[dict[str, Any]] = []
+        self.server_args: dict[str, Any] = {}  # more /get_server_info fields (reasoning_parser)
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -122,7 +123,8 @@ class FakeWorker:
         )
 
     async def _server_info(self, _: web.Request) -> web.Response:
-        return web.json_response({"version": "fake", "max_total_num_tokens": 4096})
+        info = {"version": "fake", "max_total_num_tokens": 4096, "reasoning_parser": None}
+        return web.json_response({**info, **self.server_args})
 
     async def _models(self, _: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake/model"}]})

@@ -16,6 +16,7 @@ from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.router import cot
 from dynasor_sgl.router.effort import EFFORTS, EarlyExit, plan_of
 from dynasor_sgl.router.errors import ApiError
+from dynasor_sgl.router.reasoning import ThinkSplitter, split
 
 REASONING = " ".join(f"r{i}" for i in range(500))  # 500 tokens of reasoning, never finished
 
@@ -26,16 +27,18 @@ def chat(**extra: Any) -> dict[str, Any]:
 
 
 def scripted(probes: list[str], reasoning: str = REASONING) -> Callable[[str], str]:
-    """A worker script: reasoning chunks get `reasoning`, the k-th probe gets `probes[k]`
-    (the last one repeats)."""
+    """A worker script: a reasoning chunk continues `reasoning` where the prompt left it, the
+    k-th probe gets `probes[k]` (the last one repeats)."""
     answers: Iterator[str] = iter(probes)
     last = [probes[-1]]
+    words = reasoning.split()
 
     def script(prompt: str) -> str:
         if prompt.endswith(cot.PROBE_SUFFIX):
             last[0] = next(answers, last[0])
             return last[0]
-        return reasoning
+        done = sum(1 for w in prompt.split() if w in words)
+        return " ".join(words[done:])
 
     return script
 
@@ -247,5 +250,43 @@ def test_a_server_default_effort_applies_to_chats_that_name_none() -> None:
             dyn = resp.json()["usage"]["dynasor"]
             assert (dyn["probe_interval"], dyn["certainty_window"]) == (32, 2)
             assert not fake.openai_bodies
+
+    run(scenario)
+
+
+# -- reasoning_content ----------------------------------------------------------------------
+
+
+def test_the_think_splitter_holds_a_tag_cut_across_pieces() -> None:
+    splitter = ThinkSplitter(thinking=False)
+    pieces = ["<thi", "nk> a b </", "think", "> answer"]
+    out = [p for piece in pieces for p in splitter.feed(piece)] + splitter.flush()
+    assert out == [("reasoning_content", " a b "), ("content", " answer")]
+    assert split("x </think> y", thinking=True) == ("x ", " y")
+    assert split("no tags", thinking=False) == ("", "no tags")
+    assert split("unclosed </thi", thinking=True) == ("unclosed </thi", "")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_with_a_reasoning_parser_the_reasoning_is_split_from_the_answer(stream: bool) -> None:
+    async def scenario() -> None:
+        async with setup() as (client, _, (fake,)):
+            fake.server_args = {"reasoning_parser": "deepseek-r1"}
+            fake.script = scripted(["42}"], reasoning="<think> " + REASONING)
+            body = chat(max_tokens=100, stream=stream, **DYNASOR)
+            resp = await client.post("/v1/chat/completions", json=body)
+            if stream:
+                deltas = [e["choices"][0]["delta"] for e in _events(resp.text) if e["choices"]]
+                reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+                content = "".join(d.get("content", "") for d in deltas)
+            else:
+                message = resp.json()["choices"][0]["message"]
+                reasoning, content = message["reasoning_content"], message["content"]
+            assert reasoning.startswith(" r0 r1") and "<think>" not in reasoning
+            assert content.strip() == "**Final Answer**\n\n\\[ \\boxed{42} \\]"
+            off = await client.post(
+                "/v1/chat/completions", json={**body, "stream": False, "separate_reasoning": False}
+            )
+            assert off.json()["choices"][0]["message"]["reasoning_content"] is None
 
     run(scenario)

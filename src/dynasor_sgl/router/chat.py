@@ -3,14 +3,17 @@
 Reads an OpenAI chat body that asks for early exit (`effort.plan_of`), renders its messages
 with the model's chat template, runs `cot.CotRun`, and answers in OpenAI's shape: a
 `chat.completion`, or `chat.completion.chunk` SSE events ending in a usage chunk and
-`[DONE]`. `usage` carries `completion_tokens_details.reasoning_tokens` and a `dynasor` object
-(exit reason, probe tokens, tokens saved, the certaindex trajectory). `n > 1` is refused with a
-400: one early-exit chain per request (send n requests for n chains).
+`[DONE]`. When the workers run a `--reasoning-parser`, the text before `</think>` comes as
+`reasoning_content` (unless the request sets `separate_reasoning: false`). `usage` carries
+`completion_tokens_details.reasoning_tokens` and a `dynasor` object (exit reason, probe
+tokens, tokens saved, the certaindex trajectory). `n > 1` is refused with a 400: one
+early-exit chain per request (send n requests for n chains).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -19,12 +22,14 @@ from typing import Any
 
 import orjson
 
-from dynasor_sgl.router.chat_template import check_messages
 from dynasor_sgl.router.core import Router
-from dynasor_sgl.router.cot import CotRun, ExitReason, Outcome
+from dynasor_sgl.router.cot import CotRun, ExitReason, Outcome, thinking_open
 from dynasor_sgl.router.effort import EarlyExit, plan_of
 from dynasor_sgl.router.errors import ApiError, bad_request
 from dynasor_sgl.router.forward import Reply
+from dynasor_sgl.router.reasoning import ThinkSplitter
+from dynasor_sgl.router.reasoning import split as reasoning_split
+from dynasor_sgl.router.served_model import check_messages
 
 DEFAULT_BUDGET = 2048  # reasoning tokens when the request sets no max_completion_tokens
 # OpenAI sampling fields -> SGLang's native sampling_params.
@@ -71,13 +76,20 @@ async def complete(
 ) -> Reply | AsyncGenerator[bytes, None]:
     """Run an early-exit chat: the whole response, or its SSE stream."""
     req = ChatRequest.parse(body)
-    prompt = await router.chat_template.render(req.messages, lambda: _model_info(router))
+    served = router.served_model
+    await served.load(functools.partial(_worker_info, router))
+    prompt = served.render(req.messages)
     run = CotRun(router, prompt, plan, req.budget, req.params)
-    meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), req.model)
+    split = served.reasoning_parser is not None and body.get("separate_reasoning", True) is True
+    thinking = thinking_open(prompt) if split else None
+    meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), req.model, thinking)
     if req.stream:
         return _stream(run, meta, plan)
     out = await run.run()
-    message = {"role": "assistant", "content": out.content, "reasoning_content": None}
+    reasoning, content = (
+        (None, out.content) if thinking is None else reasoning_split(out.content, thinking)
+    )
+    message = {"role": "assistant", "content": content, "reasoning_content": reasoning or None}
     choice = {"index": 0, "message": message, "logprobs": None}
     response = {
         **meta.head("chat.completion"),
@@ -87,16 +99,20 @@ async def complete(
     return Reply(200, orjson.dumps(response), dict(_JSON))
 
 
-async def _model_info(router: Router) -> Any:
-    reply = await router.forwarder.request(router.any_worker(), "GET", "/get_model_info")
+async def _worker_info(router: Router, path: str) -> Any:
+    reply = await router.forwarder.request(router.any_worker(), "GET", path)
     return reply.json() if reply.status == 200 else None
 
 
 @dataclass(frozen=True)
 class _Meta:
+    """What every chunk of one response repeats. thinking: None when reasoning is not split,
+    else whether the prompt opened the model's reasoning."""
+
     id: str
     created: int
     model: str
+    thinking: bool | None = None
 
     def head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -132,6 +148,16 @@ def usage(out: Outcome, plan: EarlyExit) -> dict[str, Any]:
     }
 
 
+def _deltas(
+    meta: _Meta, splitter: ThinkSplitter | None, text: str, last: bool = False
+) -> list[bytes]:
+    """The chunks of one piece of the model's text: all `content`, or split at `</think>`."""
+    if splitter is None:
+        return [meta.chunk({"content": text})] if text else []
+    parts = splitter.feed(text) + (splitter.flush() if last else [])
+    return [meta.chunk({field: piece}) for field, piece in parts]
+
+
 async def _stream(run: CotRun, meta: _Meta, plan: EarlyExit) -> AsyncGenerator[bytes, None]:
     """The run as OpenAI chunks: the model's text as it comes, the appended answer, the finish
     reason, a usage chunk, [DONE]. A failure mid-way ends it with an error event."""
@@ -139,17 +165,19 @@ async def _stream(run: CotRun, meta: _Meta, plan: EarlyExit) -> AsyncGenerator[b
     run.on_text = queue.put_nowait
     task = asyncio.ensure_future(run.run())
     task.add_done_callback(lambda _: queue.put_nowait(None))
+    splitter = None if meta.thinking is None else ThinkSplitter(meta.thinking)
     try:
         yield meta.chunk({"role": "assistant", "content": ""})
         while (delta := await queue.get()) is not None:
-            yield meta.chunk({"content": delta})
+            for chunk in _deltas(meta, splitter, delta):
+                yield chunk
         try:
             out = task.result()
         except ApiError as exc:
             yield b"data: " + orjson.dumps(exc.body()) + b"\n\n"
             return
-        if out.appended:
-            yield meta.chunk({"content": out.appended})
+        for chunk in _deltas(meta, splitter, out.appended, last=True):
+            yield chunk
         yield meta.chunk({}, _finish(out))
         tail = {**meta.head("chat.completion.chunk"), "choices": [], "usage": usage(out, plan)}
         yield b"data: " + orjson.dumps(tail) + b"\n\n"

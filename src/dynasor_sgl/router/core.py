@@ -22,7 +22,6 @@ import orjson
 
 from dynasor_sgl.router import dialect
 from dynasor_sgl.router.admission import Admission
-from dynasor_sgl.router.chat_template import ChatTemplate
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.enforce import Enforcer
 from dynasor_sgl.router.errors import ApiError, bad_request, unavailable
@@ -30,6 +29,7 @@ from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.router.programs import InFlight, Program, ProgramTable
+from dynasor_sgl.router.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -47,7 +47,7 @@ class Router:
             config, self.pool, self.admission, self.programs, self.forwarder, self.metrics
         )
         self._plain_rids = self.enforcer.plain_rids  # client rids outside programs -> worker
-        self.chat_template = ChatTemplate()
+        self.served_model = ServedModel()  # what an early-exit chat needs of the model
         self._health_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()  # aborts of requests left behind
         # The decisions, for the routes (one implementation, in `enforce`).

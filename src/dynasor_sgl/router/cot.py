@@ -31,6 +31,7 @@ from dynasor_sgl.router.effort import EarlyExit
 from dynasor_sgl.router.errors import ApiError, bad_gateway, bad_request
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.programs import Program
+from dynasor_sgl.router.reasoning import THINK_CLOSE, THINK_OPEN
 
 T = TypeVar("T")
 # The same probe as `dynasor_sgl.lang.probe` (which imports SGLang's frontend, ten seconds the
@@ -40,7 +41,6 @@ PROBE_SUFFIX = (
 )
 PROBE_REGEX = r"[^{}]*(\{[^{}]*\}[^{}]*)*\}"
 PROBE_MAX_TOKENS = 20
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class ExitReason(StrEnum):

@@ -1,4 +1,5 @@
-"""Turning chat messages into the prompt text a worker's `/generate` continues.
+"""The model the workers serve, as an early-exit chat needs it: its chat template and whether
+the workers split reasoning (`--reasoning-parser`).
 
 The router runs an early-exit chat as native `/generate` chunks, so it applies the chat template
 itself, the way SGLang's OpenAI route does for a model without a registered conversation
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from dynasor_sgl.router.errors import bad_request
@@ -62,24 +63,28 @@ def _hf_render(tokenizer_path: str) -> Render:
     return render
 
 
-class ChatTemplate:
-    """The template of the model the workers serve, loaded on first use."""
+class ServedModel:
+    """The served model's chat template and reasoning parser, loaded on first use from a
+    worker's info: `fetch(path)` is an async callable returning a worker's GET `path` JSON."""
 
     def __init__(self) -> None:
         self._render: Render | None = None
+        self.reasoning_parser: str | None = None
         self._lock = asyncio.Lock()
 
-    def use(self, render: Render) -> None:
-        """Set the template by hand (tests, or a model the router cannot load)."""
-        self._render = render
+    async def load(self, fetch: Callable[[str], Awaitable[Any]]) -> None:
+        if self._render is not None:
+            return
+        async with self._lock:
+            if self._render is None:
+                info = await fetch("/get_server_info")
+                parser = info.get("reasoning_parser") if isinstance(info, dict) else None
+                self.reasoning_parser = parser if isinstance(parser, str) else None
+                self._render = await self._load(await fetch("/get_model_info"))
 
-    async def render(self, messages: Sequence[dict[str, Any]], model_info: Any) -> str:
-        """The prompt for `messages`; `model_info` is an async callable returning the
-        worker's /get_model_info JSON (called once)."""
-        if self._render is None:
-            async with self._lock:
-                if self._render is None:
-                    self._render = await self._load(await model_info())
+    def render(self, messages: Sequence[dict[str, Any]]) -> str:
+        """The prompt for `messages` (after `load`)."""
+        assert self._render is not None, "load() first"
         return self._render(messages)
 
     @staticmethod
