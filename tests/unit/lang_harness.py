@@ -3,7 +3,8 @@
 For the `dynasor_sgl.lang` tests: the frontend talks to the router with its own synchronous
 httpx clients from SGLang's executor threads, so the router must listen on a real socket.
 Both servers run on one `LoopThread`; the router's socket is bound before uvicorn starts, so
-there is no free-port race.
+there is no free-port race. `fake_worker_thread` is the fake worker alone, for tests that talk
+to a worker directly.
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ class Served:
     fake: FakeWorker
     router: Router
     url: str
+
+
+@contextmanager
+def fake_worker_thread(token_delay: float = 0.005) -> Iterator[FakeWorker]:
+    """A fake worker served from its own event-loop thread, until the block ends."""
+    loop = LoopThread()
+    fake = FakeWorker(token_delay=token_delay)
+    loop.run(fake.start())
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+        loop.close()
 
 
 def _bound_socket() -> socket.socket:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fake_worker import FakeWorker, LoopThread
+from fake_worker import FakeWorker
+from lang_harness import fake_worker_thread
 
 from dynasor_sgl.cli import main
 from dynasor_sgl.online.plots import FIGURES
@@ -21,14 +22,8 @@ pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[FakeWorker]:
-    loop = LoopThread()
-    fake = FakeWorker(token_delay=0.002)
-    loop.run(fake.start())
-    try:
+    with fake_worker_thread(0.002) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
-        loop.close()
 
 
 def bench(out: Path, url: str, systems: str = "sglang,dynasor") -> list[str]:

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import sglang as sgl
-from fake_worker import FakeWorker, LoopThread
-from lang_harness import Served, serve_router
+from fake_worker import FakeWorker
+from lang_harness import Served, fake_worker_thread, serve_router
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.lang.context import LocalReporter, ProgramContext
@@ -27,14 +27,8 @@ QUESTION = "alpha beta gamma"
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[FakeWorker]:
-    loop = LoopThread()
-    fake = FakeWorker(token_delay=0.001)
-    loop.run(fake.start())
-    try:
+    with fake_worker_thread(0.001) as fake:
         yield fake
-    finally:
-        loop.run(fake.stop())
-        loop.close()
 
 
 @sgl.function
