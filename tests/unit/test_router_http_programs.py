@@ -181,6 +181,28 @@ def test_finish_and_report_on_a_finished_program() -> None:
     run(scenario)
 
 
+def test_old_step_keys_still_work_over_http_and_answers_use_the_new_names() -> None:
+    async def scenario() -> None:
+        async with setup() as (client, _, _):
+            old_policy = {"cap": 8, "initial": 2, "step": 3, "detect_at": 2, "detect_every": 2}
+            resp = await client.post("/programs", json={"program_id": "o", "policy": old_policy})
+            assert resp.status_code == 201, resp.text
+            config = resp.json()["config"]
+            assert config["pace"] == 3 and "step" not in config
+            split = {"a": "1", "b": "2"}
+            body = {"step": 2, "answers": split, "slack": 0}  # no expansion: the pace alone
+            resp = await client.post("/programs/o/report", json=body)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["grant"] == 3  # the pace the old key set
+            shown = (await client.get("/programs/o")).json()
+            assert shown["used"] == 2 and "step" not in shown
+            both = {"step": 4, "used": 4}
+            error = error_of(await client.post("/programs/o/report", json=both), 400)
+            assert "step" in error["message"]  # both names: the old one is an unknown key
+
+    run(scenario)
+
+
 def test_unknown_programs_are_404_json() -> None:
     async def scenario() -> None:
         async with setup() as (client, _, _):
