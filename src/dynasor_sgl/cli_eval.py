@@ -175,6 +175,7 @@ def calibrate_command(
         policy, result, report = calibrate_results(results, margin, everys, holdout)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(policy, indent=2) + "\n")
     full = result.to_dict()
     if report is not None:

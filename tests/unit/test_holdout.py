@@ -104,7 +104,7 @@ def test_cli_calibrate_with_holdout(tmp_path: Path) -> None:
     results = tmp_path / "r.jsonl"
     header = {"kind": "run", "settings": {"program": "self-consistency"}}
     results.write_text("".join(json.dumps(r) + "\n" for r in [header, *rows]))
-    out = tmp_path / "policy.json"
+    out = tmp_path / "policies" / "policy.json"  # a folder not made yet
     res = CliRunner().invoke(
         main, ["calibrate", str(results), "--holdout", "0.5", "--out", str(out)]
     )
