@@ -176,26 +176,28 @@ def _events(text: str) -> list[dict[str, Any]]:
     return [json.loads(c[6:]) for c in chunks[:-1]]
 
 
-def test_streaming_is_openai_chunks_with_the_same_content_and_a_usage_chunk() -> None:
+def test_streaming_is_openai_chunks_with_the_text_and_a_usage_chunk() -> None:
     async def scenario() -> None:
         async with setup() as (client, router, (fake,)):
             fake.script = scripted(["42}"])
-            body = chat(max_tokens=100, **DYNASOR)
-            whole = (await client.post("/v1/chat/completions", json=body)).json()
-            fake.script = scripted(["42}"])
-            resp = await client.post("/v1/chat/completions", json={**body, "stream": True})
+            body = chat(max_tokens=100, stream=True, **DYNASOR)
+            resp = await client.post("/v1/chat/completions", json=body)
             assert resp.headers["content-type"].startswith("text/event-stream")
             events = _events(resp.text)
             assert all(e["object"] == "chat.completion.chunk" for e in events)
+            assert len({e["id"] for e in events}) == 1
             deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
             assert deltas[0]["role"] == "assistant"
-            content = "".join(d.get("content", "") for d in deltas)
-            assert content == whole["choices"][0]["message"]["content"]
             assert len(deltas) > 4  # the reasoning streams, not one lump at the end
+            usage = events[-1]["usage"]
+            assert events[-1]["choices"] == [] and usage["dynasor"]["exit_reason"] == "certain"
+            # Every reasoning token streamed, in order (the aborted chunk's too), then the answer.
+            made = usage["completion_tokens_details"]["reasoning_tokens"]
+            reasoning = "".join(f" r{i}" for i in range(made))
+            answer = "\n\n**Final Answer**\n\n\\[ \\boxed{42} \\]"
+            assert "".join(d.get("content", "") for d in deltas) == reasoning + answer
             finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]
             assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
-            assert events[-1]["choices"] == []
-            assert events[-1]["usage"]["dynasor"]["exit_reason"] == "certain"
             assert_idle(router)
 
     run(scenario)
