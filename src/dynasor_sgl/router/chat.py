@@ -90,10 +90,11 @@ async def complete(
         (None, out.content) if thinking is None else reasoning_split(out.content, thinking)
     )
     message = {"role": "assistant", "content": content, "reasoning_content": reasoning or None}
-    choice = {"index": 0, "message": message, "logprobs": None}
+    message["tool_calls"] = None  # the fields SGLang's own chat response has
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(out)}
     response = {
         **meta.head("chat.completion"),
-        "choices": [{**choice, "finish_reason": _finish(out)}],
+        "choices": [{**choice, "matched_stop": None}],
         "usage": usage(out, plan),
     }
     return Reply(200, orjson.dumps(response), dict(_JSON))
