@@ -132,3 +132,20 @@ def test_method_other_than_post_on_a_worker_route_is_405_json() -> None:
             error_of(await client.get("/v1/chat/completions"), 405)
 
     run(scenario)
+
+
+def test_an_unexpected_error_is_the_same_json_500_on_the_fast_path_and_the_app() -> None:
+    async def scenario() -> None:
+        async with setup() as (client, router, _fakes):
+
+            async def broken(*_: Any, **__: Any) -> Any:
+                raise RuntimeError("boom")
+
+            router.forward = broken  # type: ignore[method-assign]
+            router.abort_request = broken  # type: ignore[method-assign]
+            fast = await client.post("/v1/chat/completions", json=CHAT)
+            app = await client.post("/abort_request", json={"rid": "x"})
+            assert error_of(fast, 500) == error_of(app, 500)
+            assert error_of(fast, 500)["message"] == "internal error: RuntimeError"
+
+    run(scenario)
