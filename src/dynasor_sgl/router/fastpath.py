@@ -11,10 +11,9 @@ the worker and frees its slot; unexpected errors answer the same JSON 500 as the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any
 
 from dynasor_sgl import protocol
@@ -106,17 +105,7 @@ class GenerateFastPath:
         except ApiError as exc:
             await send_error(send, exc)
             return
-        work = asyncio.ensure_future(self._respond(send, target, raw))
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not work.done():
-                logger.info("client of %s went away; cancelling its request", scope["path"])
-                work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+        await _until_disconnect(self._respond(send, target, raw), receive, scope["path"])
 
     async def _respond(
         self, send: Any, target: tuple[str, str | None, str | None], raw: bytes
@@ -164,10 +153,31 @@ def _target(scope: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
     return dialect.NATIVE, m.group(1), raw.decode("latin-1") if raw else None
 
 
-async def _disconnected(receive: Any) -> None:
-    """Returns when the client has gone away (or, on some servers, once the response is done)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Any, path: str) -> None:
+    """Run `work` in this task, cancelled if the client goes away first (one watcher task:
+    the cheapest way to hear ASGI's http.disconnect while the response is being made)."""
+    me = asyncio.current_task()
+    assert me is not None
+    state = {"working": True, "gone": False}
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if state["working"]:  # not the disconnect some servers report once the response is done
+            state["gone"] = True
+            logger.info("client of %s went away; cancelling its request", path)
+            me.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not state["gone"]:
+            raise
+        me.uncancel()
+    finally:
+        state["working"] = False
+        watcher.cancel()
 
 
 async def _read(receive: Any) -> bytes:
