@@ -4,9 +4,11 @@ Knob: expansions (nodes generated, = width × depth for a full search). A step i
 that stops at "\\n" on a fork of its parent node's fork, tagged with its own branch `n<k>`. The
 first level samples `beam_width × children` steps from the prompt; each later level expands
 every beam into `children` nodes (fewer when the grant is smaller). The reward source judges
-them; the router reads the best reward (default: stop at ≥ 0.8 from 12 expansions on) and trims
-the lowest half. The top `beam_width` unfinished nodes are the next beams; finished ones are
-collected. Final answer: the best finished solution by reward, else the best beam's so far.
+them; the router reads the best reward of the finished solutions that have an answer (default:
+stop at ≥ 0.8 from 12 expansions on; an answer-less or unfinished path never stops it). The top
+`beam_width` unfinished nodes are the next beams; finished ones are collected. Final answer:
+the best finished solution with an answer by reward, else the best path's answer so far
+(`steps.best_answer`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from collections.abc import Sequence
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.tree import Node, path_text
-from dynasor_sgl.votes import beam_select, best_of_n
+from dynasor_sgl.tree import Node
+from dynasor_sgl.votes import beam_select
 
-from .steps import SYSTEM, Branch, StepParams, drop, expand, score
+from .steps import SYSTEM, Branch, StepParams, best_answer, counted, drop, expand, score
 
 
 def level_counts(beams: int, children: int, budget: int) -> list[int]:
@@ -32,20 +33,23 @@ def level_counts(beams: int, children: int, budget: int) -> list[int]:
 
 
 def final_answer(finished: Sequence[Branch], beams: Sequence[Branch]) -> str | None:
-    """The best finished solution's answer by reward, else the best beam's answer so far."""
-    best = best_of_n([b.reward for b in finished], [b.node.answer for b in finished])
-    if best is not None:
-        return finished[best].node.answer
-    return extract_answer(path_text(beams[0].node)) if beams else None
+    """The best finished solution's answer by reward, else the best path's answer so far."""
+    return best_answer([(b.node, b.reward) for b in [*finished, *beams]])
 
 
 @sgl.function
 def beam_search(
-    s, question, beam_width=2, children=2, max_depth=8, step_tokens=64, temperature=0.7
+    s,
+    question,
+    beam_width=2,
+    children=2,
+    max_depth=8,
+    step_tokens=64,
+    temperature=0.7,
+    system_prompt=None,
+    few_shot=(),
 ):
-    s += sgl.system(SYSTEM)
-    s += sgl.user(question)
-    s += sgl.assistant_begin()
+    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
     cap, names = ctx.config.cap, (f"n{k}" for k in itertools.count())
     step = StepParams(max_depth, step_tokens, temperature)
@@ -57,10 +61,11 @@ def beam_search(
         drop(beams)
         used, levels = used + len(level), levels + 1
         score(ctx, level)
+        solved = counted(level)
         verdict = ctx.report(
             used,
-            rewards={b.name: b.reward for b in level},
-            answers={b.name: b.node.answer for b in level if b.node.terminal},
+            rewards={b.name: b.reward for b in solved},
+            answers={b.name: b.node.answer for b in solved},
         )
         kept = [b for b in level if b.name not in verdict.trim]
         finished += [b for b in kept if b.node.terminal]

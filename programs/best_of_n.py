@@ -50,10 +50,8 @@ def choose(candidates: Mapping[str, tuple[str | None, float]]) -> tuple[str | No
 
 
 @sgl.function
-def best_of_n(s, question, max_tokens=256, temperature=0.7):
-    s += sgl.system(SYSTEM)
-    s += sgl.user(question)
-    s += sgl.assistant_begin()
+def best_of_n(s, question, max_tokens=256, temperature=0.7, system_prompt=None, few_shot=()):
+    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
     cap = ctx.config.cap
     candidates: dict[str, tuple[str | None, float]] = {}

@@ -28,10 +28,8 @@ def _chunk(s: Any, k: int, tokens: int, temperature: float) -> str:
 
 
 @sgl.function
-def cot_probe(s, question, temperature=0.6):
-    s += sgl.system(SYSTEM)
-    s += sgl.user(question)
-    s += sgl.assistant_begin()
+def cot_probe(s, question, temperature=0.6, system_prompt=None, few_shot=()):
+    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
     pace, cap = ctx.config.pace, ctx.config.cap
     used, reasoning = 0, ""

@@ -5,10 +5,11 @@ expands its leaf with `expand_children` one-step children (the steps of `beam_se
 judges each and back-propagates its reward; a selected finished solution back-propagates its
 reward again without new tokens. `expand_children` defaults to 2: with 1, every expanded node
 has a single child, so selection always descends it and the tree is a single chain. After each
-iteration the router reads the mean reward of the finished solutions (default: stop at ≥ 0.4
-at iteration 3). Until one exists no reward is reported, so the program cannot stop certain
-without a finished solution (open paths' rewards would let it stop on half a solution).
-Final answer: the finished solution with the best mean reward, else the best leaf's answer.
+iteration the router reads the mean reward of the finished solutions that have an answer
+(default: stop at ≥ 0.4 at iteration 3). Until one exists no reward is reported, so the program
+cannot stop certain without an answer (open paths' rewards would let it stop on half a
+solution, an answer-less one on none). Final answer: the finished solution with an answer and
+the best mean reward, else the best leaf's answer so far (`steps.best_answer`).
 """
 
 from __future__ import annotations
@@ -19,20 +20,16 @@ from collections.abc import Iterator
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers import extract_answer
 from dynasor_sgl.tree import (
     DEFAULT_EXPLORATION,
     Node,
     backpropagate,
-    best_terminal,
     iter_nodes,
-    path_text,
     select_path,
     terminals,
 )
-from dynasor_sgl.votes import best_of_n
 
-from .steps import SYSTEM, Branch, StepParams, drop, expand, score
+from .steps import SYSTEM, Branch, StepParams, best_answer, drop, expand, has_answer, score
 
 
 def leaves(root: Node) -> list[Node]:
@@ -45,15 +42,15 @@ def expandable(root: Node) -> bool:
     return any(not n.terminal for n in iter_nodes(root) if not n.children)
 
 
+def solutions(root: Node) -> list[Node]:
+    """The finished solutions that count toward a stop: visited, with an answer (pre-order)."""
+    return [n for n in terminals(root) if has_answer(n)]
+
+
 def final_answer(root: Node) -> str | None:
-    """The best finished solution's answer, else the answer so far of the best leaf by mean."""
-    best = best_terminal(root)
-    if best is not None:
-        return best.answer
-    open_leaves = leaves(root)
-    answers = [extract_answer(path_text(n)) for n in open_leaves]
-    index = best_of_n([n.mean for n in open_leaves], answers)
-    return None if index is None else answers[index]
+    """The best finished solution's answer by mean reward, else the answer so far of the best
+    leaf by mean (`steps.best_answer`)."""
+    return best_answer([(n, n.mean) for n in leaves(root)])
 
 
 def prune(tree: dict[Node, Branch], trim: tuple[str, ...]) -> None:
@@ -98,10 +95,10 @@ def mcts(
     step_tokens=64,
     temperature=0.7,
     exploration=DEFAULT_EXPLORATION,
+    system_prompt=None,
+    few_shot=(),
 ):
-    s += sgl.system(SYSTEM)
-    s += sgl.user(question)
-    s += sgl.assistant_begin()
+    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
     step = StepParams(max_depth, step_tokens, temperature)
     root = Node()
@@ -110,22 +107,22 @@ def mcts(
     while budget > 0 and expandable(root):
         iterate(ctx, root, tree, names, step, expand_children, exploration)
         done += 1
-        finished = terminals(root)
+        solved = solutions(root)
         verdict = ctx.report(
             done,
-            rewards={tree[n].name: n.mean for n in finished},
-            answers={tree[n].name: n.answer for n in finished},
+            rewards={tree[n].name: n.mean for n in solved},
+            answers={tree[n].name: n.answer for n in solved},
         )
         prune(tree, verdict.trim)
         budget = verdict.allowed(done, ctx.config.cap)
-    best = best_terminal(root)
+    best = max((n.mean for n in solutions(root)), default=None)
     ctx.finish(
         final_answer(root),
         exit_reason="cap" if expandable(root) else "completed",
         steps=done,
         nodes=len(tree) - 1,
         finished=len(terminals(root)),
-        best_reward=None if best is None else round(best.mean, 4),
+        best_reward=None if best is None else round(best, 4),
     )
     drop(tree.values())
 

@@ -7,7 +7,8 @@ and each solution that completes takes one unit off W_left, until all W are comp
 step at `max_depth` completes). Steps are the same as beam search's (`beam_search.expand`).
 After each round the router reads the answer-entropy certaindex over all completed solutions
 (default: stop at ≥ 0.75 from width 16 on); a grant runs another round of the granted width.
-Final answer: the reward-weighted vote over completed solutions.
+Final answer: the reward-weighted vote over completed solutions; when none has an answer, the
+best solution's text by reward (`steps.best_answer`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dynasor_sgl import lang as dl
 from dynasor_sgl.tree import Node
 from dynasor_sgl.votes import rebase_allocation, weighted_vote
 
-from .steps import SYSTEM, Branch, StepParams, drop, expand, score
+from .steps import SYSTEM, Branch, StepParams, best_answer, drop, expand, score
 
 
 def completed_left(level: Sequence[Branch], left: int) -> tuple[list[Branch], list[Branch], int]:
@@ -53,11 +54,31 @@ def search_round(
     return completed
 
 
+def votes(solutions: Sequence[Branch]) -> tuple[list[str | None], list[float]]:
+    """The completed solutions' (answers, rewards): what the weighted vote reads."""
+    return [b.node.answer for b in solutions], [b.reward for b in solutions]
+
+
+def final_answer(solutions: Sequence[Branch]) -> str | None:
+    """The reward-weighted vote; when no solution has an answer, the best solution's text."""
+    vote = weighted_vote(*votes(solutions))
+    if vote.answer is not None:
+        return vote.answer
+    return best_answer([(b.node, b.reward) for b in solutions])
+
+
 @sgl.function
-def rebase(s, question, max_depth=8, step_tokens=64, temperature=0.7, balance_temperature=0.2):
-    s += sgl.system(SYSTEM)
-    s += sgl.user(question)
-    s += sgl.assistant_begin()
+def rebase(
+    s,
+    question,
+    max_depth=8,
+    step_tokens=64,
+    temperature=0.7,
+    balance_temperature=0.2,
+    system_prompt=None,
+    few_shot=(),
+):
+    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
     cap, names = ctx.config.cap, (f"n{k}" for k in itertools.count())
     step = StepParams(max_depth, step_tokens, temperature)
@@ -74,13 +95,12 @@ def rebase(s, question, max_depth=8, step_tokens=64, temperature=0.7, balance_te
         )
         solutions = [b for b in solutions if b.name not in verdict.trim]
         width = verdict.allowed(used, cap)
-    vote = weighted_vote([b.node.answer for b in solutions], [b.reward for b in solutions])
     ctx.finish(
-        vote.answer,
+        final_answer(solutions),
         exit_reason="cap",
         steps=used,
         rounds=rounds,
-        share=vote.share,
+        share=weighted_vote(*votes(solutions)).share,
         answers=[b.node.answer for b in solutions],
         rewards=[round(b.reward, 4) for b in solutions],
     )

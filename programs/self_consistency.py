@@ -42,10 +42,8 @@ def draw(
 
 
 @sgl.function
-def self_consistency(s, question, max_tokens=256, temperature=0.7):
-    s += sgl.system(SYSTEM)
-    s += sgl.user(question)
-    s += sgl.assistant_begin()
+def self_consistency(s, question, max_tokens=256, temperature=0.7, system_prompt=None, few_shot=()):
+    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
     drawn: dict[str, tuple[str, int]] = {}
     answers: dict[str, str | None] = {}

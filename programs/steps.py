@@ -3,7 +3,9 @@ system prompt every shipped program uses.
 
 A step is one line: a gen that stops at "\\n" on a fork of its parent node's fork, tagged with
 its own branch `n<k>`; `expand` samples children of many parents concurrently, `score` judges
-them with the run's reward source, `drop` discards forks no longer needed.
+them with the run's reward source, `drop` discards forks no longer needed. `counted` and
+`best_answer` are the answer rules the three share: only a finished solution with an answer
+counts toward a stop, and the final answer falls back to the best path's text.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sglang as sgl
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
 from dynasor_sgl.tree import Node, add_child, path_text
+from dynasor_sgl.votes import best_of_n
 
 SYSTEM = (
     "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
@@ -126,6 +129,38 @@ def score(ctx: dl.ProgramContext, branches: Sequence[Branch]) -> None:
         raise RuntimeError("this program needs a reward source: run it with run_program")
     for branch, reward in zip(branches, ctx.reward.score([b.state for b in branches]), strict=True):
         branch.reward = float(reward)
+
+
+def has_answer(node: Node) -> bool:
+    """Whether `node` is a finished solution with a non-blank answer: only those count toward a
+    stop (a stop on an answer-less solution would end the program without an answer)."""
+    return node.terminal and bool(node.answer and node.answer.strip())
+
+
+def counted(branches: Iterable[Branch]) -> list[Branch]:
+    """The branches whose solutions count toward a stop (`has_answer`), in order."""
+    return [b for b in branches if has_answer(b.node)]
+
+
+def path_answer(node: Node) -> str | None:
+    """A node's answer: a finished solution's own, else `extract_answer` over its path so far."""
+    return node.answer if has_answer(node) else extract_answer(path_text(node))
+
+
+def best_answer(candidates: Sequence[tuple[Node, float]]) -> str | None:
+    """The final answer of a tree search over (node, score) candidates.
+
+    The best-scoring finished solution with an answer; when there is none, the best-scoring
+    candidate (finished or open) whose path's text has an answer (`path_answer`); None only when
+    no candidate's text has one. Ties go to the earliest candidate.
+    """
+    solved = [(n, r) for n, r in candidates if has_answer(n)]
+    for group in (solved, candidates):
+        answers = [path_answer(n) for n, _ in group]
+        index = best_of_n([r for _, r in group], answers)
+        if index is not None and (answers[index] or "").strip():
+            return answers[index]
+    return None
 
 
 def drop(branches: Iterable[Branch]) -> None:

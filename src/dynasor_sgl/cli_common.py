@@ -1,5 +1,6 @@
 """What the program commands (`run`, `eval`, `bench online`) share: logging set-up, the
-shared options, loading a program by name, `--set` parsing and policy overrides from options.
+shared options, loading a program by name, `--set` parsing, policy overrides from options (on
+a preset), the prompt format options, and starting the embedded model for one command.
 
 Each option's default is the one its dataclass (or the router's) declares, not a copy.
 """
@@ -12,14 +13,21 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.policy_config import PolicyConfig, load_policy_file
+from dynasor_sgl.policy_config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    PolicyConfig,
+    load_policy_file,
+    with_preset,
+)
 from dynasor_sgl.protocol import API_KEY_ENV
 
 ROUTER_ENV = "DYNASOR_SGL_ROUTER"
@@ -67,7 +75,11 @@ def policy_overrides(
     cap: int | None,
     threshold: float | None,
     detect_at: int | None,
+    preset: str = "paper",
 ) -> dict[str, Any]:
+    """The PolicyConfig overrides the options give `spec`: the preset's values (by default
+    none: the paper's), then the policy file's entry for its algorithm, then --cap,
+    --detect-at and --threshold (checked)."""
     policy: dict[str, Any] = {}
     if policy_file:
         try:
@@ -81,10 +93,41 @@ def policy_overrides(
     if threshold is not None:
         policy["thresholds"] = {**policy.get("thresholds", {}), spec.signal: threshold}
     try:
+        policy = with_preset(preset, spec.algorithm, policy)
         PolicyConfig.for_algorithm(spec.algorithm, **policy)
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint="the policy options") from exc
     return policy
+
+
+def few_shot_option(
+    _ctx: click.Context, _param: click.Parameter, path: str | None
+) -> tuple[Mapping[str, str], ...]:
+    """--few-shot: the worked examples read from the JSONL file (checked, one-line error)."""
+    if path is None:
+        return ()
+    from dynasor_sgl.lang.prompt import read_few_shot
+
+    try:
+        return tuple(read_few_shot(path))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--few-shot") from exc
+
+
+def launch_embedded(stack: ExitStack) -> str:
+    """Start the embedded model behind a router on a free port for this command (stopped when
+    `stack` closes); its URL."""
+    from dynasor_sgl.config import LaunchConfig
+    from dynasor_sgl.launch import run_cluster
+    from dynasor_sgl.worker import free_ports
+
+    port = free_ports("127.0.0.1", 38500, 1)[0]
+    cluster = stack.enter_context(
+        run_cluster(
+            LaunchConfig(port=port, log_level="warning"), progress=lambda m: click.echo(m, err=True)
+        )
+    )
+    return str(cluster.url)
 
 
 # Options more than one command takes, one copy each.
@@ -117,15 +160,19 @@ POLICY_OPTION = click.option(
 
 @dataclass(frozen=True)
 class ProgramOptions:
-    """What `run` and `eval` both take: where the router is, the policy, the program's
-    parameters and limits, the API key and the log level (see `program_options`)."""
+    """What `run` and `eval` both take: where the router is, the policy (a preset and
+    overrides), the program's parameters, prompt format and limits, the API key and the log
+    level (see `program_options`). few_shot: the examples already read from --few-shot."""
 
     router_url: str
+    preset: str
     cap: int | None
     threshold: float | None
     detect_at: int | None
     policy_file: str | None
     params: tuple[str, ...]
+    system_prompt: str | None
+    few_shot: tuple[Mapping[str, str], ...]
     timeout: float | None
     deadline: float | None
     api_key: str | None
@@ -133,10 +180,23 @@ class ProgramOptions:
 
     def policy(self, spec: Any) -> dict[str, Any]:
         """The PolicyConfig overrides these options give `spec` (checked)."""
-        return policy_overrides(spec, self.policy_file, self.cap, self.threshold, self.detect_at)
+        return policy_overrides(
+            spec, self.policy_file, self.cap, self.threshold, self.detect_at, self.preset
+        )
 
     def program_params(self) -> dict[str, Any]:
-        return parse_set(self.params)
+        """The program's parameters: --set, then the prompt format options (a parameter given
+        both ways is a usage error)."""
+        params = parse_set(self.params)
+        prompt: dict[str, Any] = {}
+        if self.system_prompt is not None:
+            prompt["system_prompt"] = self.system_prompt
+        if self.few_shot:
+            prompt["few_shot"] = [dict(example) for example in self.few_shot]
+        for key in sorted(set(params) & set(prompt)):
+            option = "--" + key.replace("_", "-")
+            raise click.BadParameter(f"{key} is given by both --set and {option}; give one")
+        return {**params, **prompt}
 
 
 _PROGRAM_OPTIONS = [
@@ -148,12 +208,31 @@ _PROGRAM_OPTIONS = [
         help=f"Router URL [env: {ROUTER_ENV}].",
     ),
     click.option(
+        "--preset",
+        type=click.Choice(PRESETS),
+        default=DEFAULT_PRESET,
+        help="Policy defaults: cpu (caps sized for the embedded model on a CPU) or paper (the "
+        "paper's GPU-scale caps). --cap, --policy and the rest apply on top.",
+    ),
+    click.option(
         "--cap", type=click.IntRange(min=1), help="Most knob units (default: per program)."
     ),
     THRESHOLD_OPTION,
     click.option("--detect-at", type=click.IntRange(min=1), help="First knob value read."),
     POLICY_OPTION,
     SET_OPTION,
+    click.option(
+        "--system-prompt",
+        help="The system prompt of a shipped program (default: its own, a careful math "
+        "assistant that boxes its answer).",
+    ),
+    click.option(
+        "--few-shot",
+        type=click.Path(exists=True, dir_okay=False),
+        callback=few_shot_option,
+        help='JSONL of {"question", "answer"} worked examples, given as user/assistant turns '
+        "before the question.",
+    ),
     click.option(
         "--timeout",
         type=click.FloatRange(min=0, min_open=True),

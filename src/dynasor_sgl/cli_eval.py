@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from dynasor_sgl.calibration import CalibrationResult
-from dynasor_sgl.cli_common import ProgramOptions, load_spec, program_options
+from dynasor_sgl.cli_common import ProgramOptions, launch_embedded, load_spec, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 from dynasor_sgl.eval.runner import EvalSpec
@@ -24,22 +24,9 @@ from dynasor_sgl.eval.runner import EvalSpec
 logger = logging.getLogger(__name__)
 
 
-def launch_embedded(stack: ExitStack) -> str:
-    """Start the embedded model behind a router on a free port for this run; its URL."""
-    from dynasor_sgl.config import LaunchConfig
-    from dynasor_sgl.launch import run_cluster
-    from dynasor_sgl.worker import free_ports
-
-    port = free_ports("127.0.0.1", 38500, 1)[0]
-    cluster = stack.enter_context(
-        run_cluster(
-            LaunchConfig(port=port, log_level="warning"), progress=lambda m: click.echo(m, err=True)
-        )
-    )
-    return str(cluster.url)
-
-
-_launch = launch_embedded  # the old private name, still imported by bench/answer_corpus.py
+# Imported from here by bench/ scripts (and, under its old private name, by older ones).
+__all__ = ["calibrate_command", "eval_command", "launch_embedded"]
+_launch = launch_embedded
 
 
 @click.command("eval", context_settings={"show_default": True})

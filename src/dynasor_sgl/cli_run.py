@@ -1,21 +1,56 @@
 """`dynasor-sgl run PROGRAM "question"`: one reasoning program against a running router.
 
-Owns printing the result (text or one JSON object); the options and their parsing are shared
-with `eval` in `dynasor_sgl.cli_common`. The run itself is `dynasor_sgl.lang.run_program`;
-sglang is imported only when the command runs, so `dynasor-sgl --help` stays fast.
+Owns printing the result (text or one JSON object) and the progress line shown while it runs
+(on a terminal only); the options and their parsing are shared with `eval` in
+`dynasor_sgl.cli_common`. The run itself is `dynasor_sgl.lang.run_program`; sglang is imported
+only when the command runs, so `dynasor-sgl --help` stays fast.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import sys
+import threading
+from contextlib import ExitStack
+from typing import IO, Any
 
 import click
+from tqdm import tqdm
 
-from dynasor_sgl.cli_common import ProgramOptions, load_spec, program_options
+from dynasor_sgl.cli_common import ProgramOptions, launch_embedded, load_spec, program_options
 
 logger = logging.getLogger(__name__)
+
+
+class RunProgress:
+    """A progress line for one program run: knob units used of the cap, the latest certaindex
+    values and the tokens so far. Called as the run's observer (`run_program(observer=...)`),
+    from whichever thread reported or accounted; `close` removes the line."""
+
+    def __init__(self, program: str, knob: str, file: IO[str]) -> None:
+        self._lock = threading.Lock()
+        self.bar = tqdm(
+            desc=program,
+            file=file,
+            leave=False,
+            dynamic_ncols=True,
+            bar_format="{desc}: {n_fmt}/{total_fmt} " + knob + " |{bar}| {elapsed}{postfix}",
+        )
+
+    def __call__(self, ctx: Any) -> None:
+        latest = ctx.trajectory[-1] if ctx.trajectory else {}
+        values = " ".join(f"{k}={v:.2f}" for k, v in latest.items() if k != "step")
+        with self._lock:
+            self.bar.total = ctx.config.cap
+            self.bar.n = min(ctx.steps, ctx.config.cap)
+            self.bar.set_postfix_str(
+                f"certaindex {values or '-'}, tokens {ctx.usage.total}", refresh=True
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self.bar.close()
 
 
 def _print_text(result: Any, knob: str) -> None:
@@ -39,30 +74,45 @@ def _print_text(result: Any, knob: str) -> None:
 @click.argument("program", metavar="PROGRAM")
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--launch",
+    "launch_",
+    is_flag=True,
+    help="Start the embedded model and a router for this run instead of using --router.",
+)
 @program_options
-def run_command(program: str, question: str, as_json: bool, opts: ProgramOptions) -> None:
+def run_command(
+    program: str, question: str, as_json: bool, launch_: bool, opts: ProgramOptions
+) -> None:
     """Run PROGRAM on QUESTION against a running router and print the answer, exit reason,
     certaindex and tokens. PROGRAM is one of: self-consistency, cot-probe, best-of-n,
-    beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec."""
+    beam-search, rebase, mcts, or module:SPEC for your own ProgramSpec. On a terminal, a
+    progress line on stderr shows the knob units used, certaindex and tokens so far."""
     from dynasor_sgl.lang import BackendError, run_program
 
     spec = load_spec(program)
-    policy = opts.policy(spec)
-    try:
-        result = run_program(
-            spec,
-            question,
-            router=opts.router_url,
-            policy=policy,
-            params=opts.program_params(),
-            timeout_s=opts.timeout,
-            deadline_s=opts.deadline,
-            api_key=opts.api_key,
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--set") from exc
-    except BackendError as exc:
-        raise click.ClickException(f"cannot run {spec.name} on {opts.router_url}: {exc}") from exc
+    policy, params = opts.policy(spec), opts.program_params()
+    with ExitStack() as stack:
+        url = launch_embedded(stack) if launch_ else opts.router_url
+        progress = RunProgress(spec.name, spec.knob, sys.stderr) if sys.stderr.isatty() else None
+        if progress is not None:
+            stack.callback(progress.close)
+        try:
+            result = run_program(
+                spec,
+                question,
+                router=url,
+                policy=policy,
+                params=params,
+                timeout_s=opts.timeout,
+                deadline_s=opts.deadline,
+                api_key=opts.api_key,
+                observer=progress,
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from exc
+        except BackendError as exc:
+            raise click.ClickException(f"cannot run {spec.name} on {url}: {exc}") from exc
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:

@@ -146,6 +146,31 @@ def test_beam_final_answer() -> None:
     assert beam.final_answer([a, empty], []) == "8"  # an answer beats a higher empty one
     assert beam.final_answer([], [open_]) == "5"  # nothing finished: the best beam's answer
     assert beam.final_answer([], []) is None
+    # every finished solution is answer-less: the best path whose text has an answer, not None
+    assert beam.final_answer([empty], [open_]) == "5"
+    assert beam.final_answer([empty], []) is None  # no text has one
+
+
+def test_only_finished_solutions_with_an_answer_count_toward_a_stop() -> None:
+    root = branch("root")
+    solved = branch("n0", root, text="\\boxed{7}\n", terminal=True, answer="7", reward=0.2)
+    empty = branch("n1", root, text="hmm\n", terminal=True, answer=None, reward=0.9)
+    blank = branch("n2", root, text="\n", terminal=True, answer="  ", reward=0.9)
+    open_ = branch("n3", root, text="So \\boxed{5} so far\n", reward=0.9)
+    assert [b.name for b in steps.counted([solved, empty, blank, open_])] == ["n0"]
+    assert steps.has_answer(solved.node) and not steps.has_answer(open_.node)
+
+
+def test_best_answer_falls_back_to_the_best_paths_text() -> None:
+    root = Node()
+    empty = add_child(root, "I am not sure.\n", terminal=True, answer=None)
+    words = add_child(root, "The capital of France is \\boxed{Paris}\n")  # open, high score
+    solved = add_child(root, "\\boxed{7}\n", terminal=True, answer="7")
+    assert steps.best_answer([(empty, 0.9), (words, 0.8), (solved, 0.1)]) == "7"  # solved first
+    assert steps.best_answer([(empty, 0.9), (words, 0.8)]) == "Paris"  # the best text with one
+    assert steps.best_answer([(empty, 0.9)]) is None
+    assert steps.best_answer([]) is None
+    assert steps.path_answer(words) == "Paris" and steps.path_answer(solved) == "7"
 
 
 def test_drop_discards_each_fork_once_and_never_the_root() -> None:
@@ -169,6 +194,16 @@ def test_best_of_n_choose() -> None:
 
 
 # --- REBASE --------------------------------------------------------------------------------------
+
+
+def test_rebase_final_answer_votes_then_falls_back_to_the_best_text() -> None:
+    root = branch("root")
+    seven = [branch(f"n{i}", root, terminal=True, answer="7", reward=0.3) for i in range(2)]
+    eight = branch("n2", root, terminal=True, answer="8", reward=0.5)
+    assert rebase_prog.final_answer([*seven, eight]) == "7"  # weight 0.6 against 0.5
+    empty = branch("n3", root, text="hmm\n", terminal=True, answer=None, reward=0.9)
+    assert rebase_prog.final_answer([empty]) is None
+    assert rebase_prog.final_answer([]) is None
 
 
 def test_completed_left() -> None:
@@ -244,6 +279,14 @@ def test_mcts_final_answer() -> None:
     backpropagate(high, 0.6)
     assert mcts_prog.final_answer(open_tree) == "5"  # no solution: the best leaf's answer
     assert mcts_prog.final_answer(Node()) is None
+    # the case: one finished node without an answer neither counts toward a stop nor
+    # makes the answer null
+    add_child(open_tree, "I think that is it.\n", terminal=True, answer=None)
+    backpropagate(open_tree.children[-1], 0.9)
+    assert mcts_prog.solutions(open_tree) == []
+    assert mcts_prog.final_answer(open_tree) == "5"
+    root, _ = _tree()
+    assert [n.answer for n in mcts_prog.solutions(root)] == ["7"]
 
 
 def test_prune_drops_subtrees_keeps_the_root() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +74,9 @@ class RewardSource(Protocol):
     def score(self, states: Sequence[Any]) -> list[float]: ...
 
 
+Observer = Callable[["ProgramContext"], None]
+
+
 class RouterReporter:
     """Decisions from the router, which also enforces them (aborts, 409s)."""
 
@@ -109,6 +112,8 @@ class ProgramContext:
     details: what the program declared with `finish`. waits: per answered request, the seconds
     it spent outside the worker (wall time minus the worker's own `e2e_latency`): the router's
     admission queue and the transport; empty when the worker does not report `e2e_latency`.
+    observer: called with the context after each report and each accounted request (e.g. a
+    progress display; it runs on the reporting thread and must be quick and never raise).
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class ProgramContext:
         config: PolicyConfig,
         reporter: Reporter,
         reward: RewardSource | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.program_id = program_id
         self.config = config
@@ -131,6 +137,7 @@ class ProgramContext:
         self.errors: list[tuple[str, BaseException]] = []
         self.waits: list[float] = []
         self.reward = reward
+        self.observer = observer
         self._lock = threading.Lock()
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
@@ -177,6 +184,7 @@ class ProgramContext:
         logger.debug(
             "program %s at %d: %s %s", self.program_id, used, verdict.action, verdict.reason or ""
         )
+        self._observe()
         return verdict
 
     def finish(
@@ -199,6 +207,11 @@ class ProgramContext:
     def account(self, kind: TokenKind, meta_info: Mapping[str, Any] | None) -> None:
         with self._lock:
             self.usage.add(kind, meta_info)
+        self._observe()
+
+    def _observe(self) -> None:
+        if self.observer is not None:
+            self.observer(self)
 
     def note_wait(self, wall_s: float, meta_info: Mapping[str, Any] | None) -> None:
         """Record a request's time outside the worker, when the worker reported its own."""

@@ -27,7 +27,7 @@ from typing import Any
 from sglang.lang.ir import SglFunction
 
 from dynasor_sgl.lang.client import DEFAULT_ROUTER, RouterClient
-from dynasor_sgl.lang.context import LocalReporter, ProgramContext, RouterReporter
+from dynasor_sgl.lang.context import LocalReporter, Observer, ProgramContext, RouterReporter
 from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BackendError, BranchFailed, BranchTrimmed, ProgramStopped
 from dynasor_sgl.lang.reward import RewardSource, SelfJudge
@@ -67,6 +67,7 @@ def run_program(
     reward: RewardSource | None = None,
     api_key: str | None = None,
     chat_template: str | None = None,
+    observer: Observer | None = None,
 ) -> ProgramResult:
     """Run `program` (a ProgramSpec or a shipped program's name) on `question`.
 
@@ -75,7 +76,9 @@ def run_program(
     source for programs that use one (default `SelfJudge`). deadline_s: the program's deadline
     (seconds from registration), told to the router for deadline-aware scheduling. worker: run
     directly against this SGLang worker instead of `router` (see the module docstring; a
-    timeout needs a router to abort, so it is refused). An unknown parameter raises ValueError;
+    timeout needs a router to abort, so it is refused). observer: called with the program's
+    context after each report and each answered request (progress displays read `steps`,
+    `trajectory` and `usage` there). An unknown parameter raises ValueError;
     registration errors (bad policy, unreachable router) raise `BackendError`; everything
     after registration ends in the result.
     """
@@ -90,6 +93,7 @@ def run_program(
     else:
         client = router if isinstance(router, RouterClient) else _client(router, api_key)
         ctx, url = _registered_context(client, spec, policy, program_id, deadline_s, source), None
+    ctx.observer = observer
     backend = DynasorEndpoint(client, ctx, _model_info(client), chat_template, url)
     outcome = _execute(function, backend, client, ctx, timeout_s)
     return _result(spec, ctx, client, question, outcome)
