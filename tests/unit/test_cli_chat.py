@@ -3,6 +3,8 @@ in front of a fake worker; and a client that hangs up on a real socket."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import httpx
@@ -75,3 +77,19 @@ def test_launch_passes_the_default_effort_to_its_router() -> None:
     assert "--default-effort" not in router_command(LaunchConfig(), 30001, ["http://w"])
     with pytest.raises(ValueError, match="reasoning_effort"):
         LaunchConfig(default_effort="extreme")
+
+
+def test_chat_as_a_real_subprocess_reads_the_conversation_from_stdin() -> None:
+    with serve_router() as served:
+        served.fake.script = scripted(["42}"])
+        cmd = [sys.executable, "-m", "dynasor_sgl.cli", "chat", "--router", served.url]
+        done = subprocess.run(
+            [*cmd, "--effort", "low"],
+            input="What is 6 * 7?\n/quit\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "\\boxed{42}" in done.stdout and "probes agreed" in done.stderr
+    assert "Traceback" not in done.stderr
