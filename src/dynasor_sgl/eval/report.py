@@ -10,6 +10,7 @@ the baseline's samples. Pure: no I/O (see `dynasor_sgl.eval.plots` for the figur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -112,18 +113,26 @@ def _point(outcomes: Sequence[Any], golds: Sequence[str], label: float) -> dict[
 
 
 def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Accuracy vs mean tokens: baseline at caps 1..cap, Dynasor at THRESHOLDS."""
+    """Accuracy vs mean tokens: baseline at caps 1..cap, Dynasor at THRESHOLDS with the run's
+    policy, and the same thresholds read after every sample from the detection point on
+    (sequential detection: more tokens saved, samples drawn one batch at a time)."""
     runs = [sampled_run(r["details"], int(r["tokens"]["total"])) for r in baselines]
     golds = [str(r["gold"]) for r in baselines]
     cap = min(len(r.answers) for r in runs)
     policy = dict(meta.get("policy") or {})
     signal = "entropy"
     by_cap = [_point([replay_cap(r, c) for r in runs], golds, c) for c in range(1, cap + 1)]
-    by_threshold = []
+    by_threshold, sequential = [], []
     for t in THRESHOLDS:
         cfg = PolicyConfig.for_algorithm("sc", **{**policy, "thresholds": {signal: t}})
         by_threshold.append(_point([replay_policy(r, cfg) for r in runs], golds, t))
-    return {"baseline_by_cap": by_cap, "dynasor_by_threshold": by_threshold}
+        every = dataclasses.replace(cfg, detect_every=1, pace=1)
+        sequential.append(_point([replay_policy(r, every) for r in runs], golds, t))
+    return {
+        "baseline_by_cap": by_cap,
+        "dynasor_by_threshold": by_threshold,
+        "dynasor_every_sample_by_threshold": sequential,
+    }
 
 
 def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
