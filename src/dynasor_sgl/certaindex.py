@@ -20,6 +20,7 @@ import numpy as np
 from scipy import special
 
 from dynasor_sgl import answers as _answers
+from dynasor_sgl.logprobs import position_confidence
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ HESITATION_WORDS: tuple[str, ...] = ("wait", "hold", "but", "okay", "no", "hmm")
 
 _HESITATION_RE = re.compile(r"\b(?:wait|hold|but|okay|no|hm+)\b", re.IGNORECASE)
 DEFAULT_CONFIDENCE_SCALE = 10.0
-_LOGPROB_FLOOR = -1000.0  # -inf from the engine would otherwise poison the window mean
 
 
 def entropy_certaindex_from_sizes(sizes: Iterable[int]) -> float:
@@ -125,9 +125,10 @@ def token_confidence(
     """DeepConf-style token confidence mapped to [0, 1].
 
     Per token t with top-k logprobs l_t(1..k) (k ≥ 2; SGLang's `top_logprobs_num`, DeepConf
-    uses 20): DeepConf's c_t = −mean_j l_t(j), which is ≥ log k for real probabilities (equal
-    at k equally likely candidates); we use the excess e_t = max(0, c_t − log k). Group
-    confidence G: mean of e_t over a sliding window of `window` tokens (all tokens if fewer).
+    uses 20): DeepConf's c_t = −mean_j l_t(j) (`logprobs.position_confidence`), which is
+    ≥ log k for real probabilities (equal at k equally likely candidates); we use the excess
+    e_t = max(0, c_t − log k). Group confidence G: mean of e_t over a sliding window of
+    `window` tokens (all tokens if fewer).
     `reduce="last"` takes the most recent window (is the model sure now), `"min"` the lowest
     window (DeepConf's lowest group confidence). Returned as 1 − exp(−G / scale): monotone in
     G, 0 when every token's top-k are equally likely, → 1 as the alternatives become
@@ -143,11 +144,9 @@ def token_confidence(
         return 0.0
     per_token = np.empty(len(top_logprobs))
     for t, lps in enumerate(top_logprobs):
-        arr = np.asarray(lps, dtype=float)
-        if arr.size < 2 or np.isnan(arr).any():
+        if len(lps) < 2 or any(math.isnan(x) for x in lps):
             raise ValueError(f"token {t}: need >= 2 top logprobs without NaN, got {list(lps)}")
-        excess = -np.clip(arr, _LOGPROB_FLOOR, 0.0).mean() - math.log(arr.size)
-        per_token[t] = max(0.0, excess)
+        per_token[t] = max(0.0, position_confidence(lps) - math.log(len(lps)))
     w = min(window, len(per_token))
     groups = np.convolve(per_token, np.ones(w) / w, mode="valid")
     group = float(groups[-1] if reduce == "last" else groups.min())

@@ -1,4 +1,5 @@
-"""Reading judgements from next-token logprobs: the self-judged reward P("Yes").
+"""Reading judgements from next-token logprobs: the self-judged reward P("Yes"), and DeepConf's
+token confidence of one generated position.
 
 Pure; knows nothing about SGLang beyond the shape of its `output_top_logprobs` entries.
 """
@@ -12,6 +13,32 @@ from typing import Any
 import numpy as np
 
 _YES, _NO = "yes", "no"
+LOGPROB_FLOOR = -1000.0  # a −inf (or absurdly low) logprob counts as this
+
+
+def position_confidence(top_logprobs: Sequence[float]) -> float:
+    """DeepConf's token confidence of one generated position: c = −mean_j l(j) over its top-k
+    logprobs l(1..k) (k ≥ 1; SGLang's `top_logprobs_num`).
+
+    High when the model is sure (top-1 near 0, the alternatives far below), low when the top-k
+    are close (k equally likely candidates give c = log k). Logprobs are clipped to
+    [LOGPROB_FLOOR, 0] (rounding above 0, −inf). Empty or NaN raises ValueError.
+    """
+    if len(top_logprobs) == 0:
+        raise ValueError("a position needs at least one top logprob")
+    total = 0.0
+    for logprob in top_logprobs:
+        if math.isnan(logprob):
+            raise ValueError(f"NaN among top logprobs {list(top_logprobs)}")
+        total += min(0.0, max(LOGPROB_FLOOR, float(logprob)))
+    return -total / len(top_logprobs)
+
+
+def top_logprob_values(entries: Sequence[Sequence[Any]] | None, k: int) -> list[float]:
+    """The logprobs of the first `k` entries of one position of SGLang's
+    `meta_info["output_top_logprobs"]` (entries `(logprob, token_id, text)`, best first);
+    None (no top-k kept) -> []."""
+    return [float(entry[0]) for entry in (entries or ())[:k]]
 
 
 def yes_probability(top_logprobs: Mapping[str, float]) -> float:

@@ -49,6 +49,18 @@ class PolicyConfig:
     trim: "none", "minority" (drop branches outside a clear leading answer) or
       "lowest_reward" (drop the lowest-reward fraction of branches).
     trim_fraction: minority: least share of the leader; lowest_reward: share dropped. In (0, 1].
+    confidence_window: tokens in the sliding group of confidence trimming (DeepConf online,
+      `dynasor_sgl.trimming`); 0 = off (the default), DeepConf uses 2048. When > 0 the router
+      streams the program's generations with top-k logprobs and cuts a branch whose group
+      confidence (mean of −mean top-k logprob over the last `confidence_window` tokens) falls
+      below the threshold its warm-up branches set.
+    confidence_percentile: η in (0, 100], the share in percent of warm-up branches whose
+      lowest group confidence is at or above the threshold: threshold = the (100 − η)-th
+      percentile of their lowest group confidences. 10 = DeepConf-low (aggressive), 90 =
+      DeepConf-high (conservative, the default); TensorRT-LLM's `confidence_percentile`.
+    warmup: finished branches (≥ 1) whose lowest group confidences set the threshold; no
+      branch is trimmed before they have finished.
+    confidence_topk: top-k logprobs per generated token the confidence is read from (1..20).
     """
 
     algorithm: str = "sc"
@@ -66,6 +78,10 @@ class PolicyConfig:
     probe_window: int = 3
     trim: TrimMode = "none"
     trim_fraction: float = 0.5
+    confidence_window: int = 0
+    confidence_percentile: float = 90.0
+    warmup: int = 4
+    confidence_topk: int = 5
 
     def __post_init__(self) -> None:
         self._check_choice("algorithm", ALGORITHMS)
@@ -79,6 +95,23 @@ class PolicyConfig:
             raise ValueError(f"mc_samples must be <= {MAX_MC_SAMPLES}, got {self.mc_samples!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("detect_every", "confidence_window"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 1:
+            raise ValueError(f"warmup must be an integer >= 1, got {self.warmup!r}")
+        if not isinstance(self.confidence_topk, int) or not 1 <= self.confidence_topk <= 20:
+            raise ValueError(
+                f"confidence_topk must be an integer in 1..20, got {self.confidence_topk!r}"
+            )
+        if not (
+            isinstance(self.confidence_percentile, int | float)
+            and not isinstance(self.confidence_percentile, bool)
+            and 0.0 < self.confidence_percentile <= 100.0
+        ):
+            raise ValueError(
+                f"confidence_percentile must be in (0, 100], got {self.confidence_percentile!r}"
+            )
         if self.detect_every < 0:
             raise ValueError(f"detect_every must be >= 0, got {self.detect_every!r}")
         for name in ("initial", "detect_at"):
