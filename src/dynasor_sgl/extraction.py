@@ -1,18 +1,24 @@
 """Final-answer extraction: what "the answer" of a piece of model text is.
 
-Precedence (`extract_answer`), first rule that matches wins:
-1. the last `\\boxed{...}` or `\\fbox{...}` (nested braces balanced);
+Only the model's own answer counts: text after it starts a new dialogue turn ("User:",
+"Question:", ...) or asks a new question (a paragraph ending in "?") is cut off first; small
+models often go on to invent the next exchange. Then, first rule that matches wins:
+1. the last non-empty `\\boxed{...}` or `\\fbox{...}` (nested braces balanced); an equation
+   in it gives its right-hand side ("6 + 3 = 9" -> 9);
 2. an answer clause: the first sentence after the last "Final Answer" / "final answer is" /
-   "The answer is" / "Answer:" marker. From it, in order: an option letter ("C", "(B)"), a
+   "The (correct) answer is" / "Answer:" marker. A number that opens it is the answer
+   ("11 then ..." -> 11). From it, in order: an option letter ("C", "(B)"), a
    yes/no, the value math-verify's `parse` finds ("of 8" -> 8, "8 apples" -> 8), the clause
    itself when it reads as math ("x+1"), else a short word answer;
 3. without a marker: an option letter written "(B)", then the last value math-verify finds in
-   the text, then a word answer after the last "is" ("The capital of France is Paris." ->
-   "Paris").
-A word answer is at most four words after leading filler ("of", "that", "you", ...) is
-dropped; a clause of nothing but filler ("you want") is no answer (None), never a cluster of
-its own. math-verify runs in the verifier's child process with its timeout; when it cannot
-answer, the last number in the text stands in.
+   the text (a bare number in brackets too: "[[15]]" -> 15), then a word answer after the
+   last "is"/"be" ("The capital of France is Paris." -> "Paris").
+A word answer ends at a comma and is at most four words after leading filler ("of",
+"that", "you", ...) is dropped; a clause of nothing but filler ("you want") is no answer
+(None), never a cluster of its own; a text of no digits that opens with a yes/no reply
+("Yes.") answers that. Empty boxes (`\\boxed{}`) are ignored. math-verify runs in the
+verifier's child process with its timeout; when it cannot answer, the last number in the text
+stands in.
 """
 
 from __future__ import annotations
@@ -23,15 +29,26 @@ from dynasor_sgl.verifier import math_verify_parse
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MARKER_RE = re.compile(
-    r"final\s+answer(?:\s*\*\*)?\s*(?:is\b|:)?|the\s+answer\s+is\b|\banswer\s*:", re.IGNORECASE
+    r"final\s+answer(?:\s*\*\*)?\s*(?:is\b|:)?|the\s+(?:correct\s+)?answer\s+is\b|\banswer\s*:",
+    re.IGNORECASE,
 )
+# Where the model's own answer ends: a new dialogue turn, or a paragraph that asks a question.
+_TURN_RE = re.compile(
+    r"\n\s*(?:user|assistant|human|question|q|problem|instruction|system)\s*(?::|\n)",
+    re.IGNORECASE,
+)
+_NEW_QUESTION_RE = re.compile(r"\n\s*\n[^\n]*\?\s*(?:\n|$)")
+_LEADING_NUMBER_RE = re.compile(r"^(-?\d(?:,?\d)*(?:\.\d+)?)(?![\d.,]|\s*[-+*/^=%:<>])")
+_YES_NO_REPLY_RE = re.compile(r"\s*(yes|no|true|false)\s*(?:[.,!;:]|$)", re.IGNORECASE)
+_EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
+_WRAPPER_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textit|mbox)\s*\{([^{}]*)\}")
 _CHOICE_RE = re.compile(r"\(([A-J])\)")
 _LETTER_RE = re.compile(r"^\(?([A-J])\)?$")
 _NUMBER_RE = re.compile(r"-?\d(?:,?\d)*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _PLAIN_NUMBER_RE = re.compile(r"^-?\d(?:,?\d)*(?:\.\d+)?$")
 _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n")
 _MATH_RE = re.compile(r"[\d=+^\\/*<>]|\b[a-z]\b")
-_IS_RE = re.compile(r"\b(?:is|are|was|were|equals)\s+", re.IGNORECASE)
+_IS_RE = re.compile(r"\b(?:is|are|was|were|equals|be)\s+", re.IGNORECASE)
 _WORD_RE = re.compile(r"[^\W\d_][\w'-]*")
 _YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}
 _FILLER = frozenset(
@@ -108,17 +125,42 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def own_answer(text: str) -> str:
+    """`text` up to where the model stops answering: a new dialogue turn or a new question."""
+    cut = len(text)
+    for pattern in (_TURN_RE, _NEW_QUESTION_RE):
+        match = pattern.search(text)
+        if match:
+            cut = min(cut, match.start())
+    return text[:cut]
+
+
+def _box_value(content: str) -> str | None:
+    """A box's answer: wrappers such as `\\text{...}` unwrapped, an equation's right-hand side,
+    a lone yes/no among numbers ("1. no." -> "no"); None when blank."""
+    while _WRAPPER_RE.search(content):
+        content = _WRAPPER_RE.sub(r"\1", content)
+    content = content.strip().strip(". ")
+    if "=" in content:
+        right = content.rsplit("=", 1)[1].strip()
+        content = right or content
+    words = _WORD_RE.findall(content)
+    if len(words) == 1 and words[0].lower() in _YES_NO:
+        return _YES_NO[words[0].lower()]
+    return content or None
+
+
 def extract_probe_answer(response: str) -> str | None:
     """The answer in a probe response that continues an already open `\\boxed{`.
 
     The probe prompt ends with `\\boxed{`, so the answer is the text up to the first unmatched
-    `}`. Returns None when there is no closing brace or the answer is blank, including an answer
-    of nothing but braces and spaces (`{}`).
+    `}`, read as a box is (`_box_value`). Returns None when there is no closing brace or the
+    answer is blank, including an answer of nothing but braces and spaces (`{}`).
     """
     content = _balanced(response, 0)
     if content is None or not content.strip("{} \t\n"):
         return None
-    return content.strip()
+    return _box_value(content)
 
 
 def _clause(text: str) -> str:
@@ -129,10 +171,12 @@ def _clause(text: str) -> str:
 
 
 def _value(text: str) -> str | None:
-    """The value in `text`: a plain number as written, else math-verify's (None if it finds
-    none), else, when math-verify could not say, the last number."""
-    if _PLAIN_NUMBER_RE.match(text):
-        return text
+    """The value in `text`: a plain number as written (brackets and quotes around it dropped),
+    else math-verify's (None if it finds none), else, when math-verify could not say, the last
+    number."""
+    bare = text.strip(" \t\n[](){}'\"*.")
+    if _PLAIN_NUMBER_RE.match(bare):
+        return bare
     found = math_verify_parse(text)
     if found is not None:
         return found or None
@@ -141,9 +185,10 @@ def _value(text: str) -> str | None:
 
 
 def word_answer(phrase: str) -> str | None:
-    """A short word answer: leading filler dropped, at most MAX_WORDS words; None if nothing
-    but filler is left."""
-    words = _WORD_RE.findall(phrase)
+    """A short word answer: up to the first comma, leading filler dropped, at most MAX_WORDS
+    words; None if nothing but filler is left."""
+    words = [w.strip("'") for w in _WORD_RE.findall(re.split(r"[,;]", phrase, maxsplit=1)[0])]
+    words = [w for w in words if w]
     while words and words[0].lower() in _FILLER:
         words.pop(0)
     if not words or all(w.lower() in _FILLER for w in words):
@@ -152,12 +197,15 @@ def word_answer(phrase: str) -> str | None:
 
 
 def _from_clause(clause: str) -> str | None:
-    letter = _LETTER_RE.match(clause)
+    letter = _LETTER_RE.match(clause) or re.match(r"^\(?([A-J])[).](?:\s|$)", clause)
     if letter:
         return letter.group(1)
     first = _WORD_RE.match(clause)
     if first and first.group(0).lower() in _YES_NO:
         return _YES_NO[first.group(0).lower()]
+    leading = _LEADING_NUMBER_RE.match(clause)
+    if leading:
+        return leading.group(1)
     value = _value(clause)
     if value is not None:
         return value
@@ -166,14 +214,23 @@ def _from_clause(clause: str) -> str | None:
     return word_answer(clause)
 
 
+def _last_box(text: str) -> str | None:
+    for match in reversed(list(_BOX_RE.finditer(text))):
+        content = _balanced(text, match.end())
+        if content is not None and content.strip():
+            return _box_value(content)
+    return None
+
+
 def extract_answer(text: str | None) -> str | None:
     """The final answer in a piece of model output, or None if it has none (see the module
     docstring for the rules). The result is stripped but not normalized."""
     if not text:
         return None
-    boxed = extract_boxed(text)
+    text = _EMPTY_BOX_RE.sub("", own_answer(text))
+    boxed = _last_box(text)
     if boxed is not None:
-        return boxed.strip() or None
+        return boxed
     markers = list(_MARKER_RE.finditer(text))
     if markers:
         clause = _clause(text[markers[-1].end() :])
@@ -185,5 +242,8 @@ def extract_answer(text: str | None) -> str | None:
     value = _value(text) if any(c.isdigit() for c in text) else None
     if value is not None:
         return value
+    reply = _YES_NO_REPLY_RE.match(text)
+    if reply:
+        return _YES_NO[reply.group(1).lower()]
     copulas = list(_IS_RE.finditer(text))
     return word_answer(_clause(text[copulas[-1].end() :])) if copulas else None

@@ -47,6 +47,19 @@ from dynasor_sgl.verifier import TimedWorker
         ("It is 1/2 of the cake", "1/2"),
         ("we have -2.5 left", "-2.5"),
         ("no digits here", None),
+        # From the labelled corpus (tests/data/answer_corpus.jsonl): the model's answer ends
+        # where it starts the next turn or a new question; equations give their result.
+        ("Sure!So, the answer is:France.\n\nUSER:The answer is:Churu.", "France"),
+        (" 5 + 9 = 16\n\nQuestion: In a city, there are 100 houses.", "16"),
+        (" 25 + 7 = 14\n\nHow do I make this more friendly?", "14"),
+        ("[[15]]", "15"),
+        (r"So the answer is \boxed{} 60", "60"),
+        (r"\boxed{3 + 4 = 7}", "7"),
+        ("The correct answer is: D. potato.", "D"),
+        ("The sky on a clear day appears to be blue.", "blue"),
+        ("The answer would be a cow, moo.", "cow"),
+        ("The answer is 11\nStep 2: If the answer is 11 then you add", "11"),
+        (" Yes.", "yes"),
         ("", None),
         (None, None),
     ],
@@ -72,6 +85,9 @@ def test_extract_probe_answer() -> None:
     assert extract_probe_answer(" 42 } wait") == "42"
     assert extract_probe_answer("42 and then") is None  # never closed
     assert extract_probe_answer("}") is None
+    assert extract_probe_answer(" 6 + 3 = 9 }") == "9"
+    assert extract_probe_answer(r" \textbf{1. no. }}") == "no"
+    assert extract_probe_answer(r"\text{Paris}}") == "Paris"
 
 
 @pytest.mark.parametrize(
