@@ -5,7 +5,10 @@ Enough of the API for the router's unit tests: /health, /get_model_info, /get_se
 Generation "produces" one token every `token_delay` seconds (after `first_delay`) up to
 `max_new_tokens` (capped by `token_cap`), honours the request's `rid`, and ends early with
 finish_reason abort when /abort_request names it. With `script` set, a generation's text is
-`script(prompt)` one word a token, ending with finish_reason stop when the words run out. The
+`script(prompt)` one word a token, ending with finish_reason stop when the words run out. A
+native request with `return_logprob` and `top_logprobs_num` k gets SGLang's
+`output_top_logprobs` (cumulative in a stream, entries `[logprob, token_id, null]`): the first k
+of `logprobs(prompt, position)` when set, else a confident default. The
 OpenAI routes generate the same way (one chat or completion choice, with usage, streamed as
 OpenAI chunks), or answer `openai_status` with an error when it is not 200. Everything it saw
 is kept for the tests to inspect.
@@ -39,6 +42,8 @@ class _Running:
     max_new_tokens: int
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     words: list[str] | None = None  # the scripted completion, if any
+    prompt: str = ""
+    top_k: int = 0  # top logprobs per position asked for (0: none)
 
     def text(self, done: int) -> str:
         return " tok" * done if self.words is None else "".join(" " + w for w in self.words[:done])
@@ -60,6 +65,7 @@ class FakeWorker:
         self.finished: dict[str, dict[str, Any]] = {}  # rid -> meta_info
         self.flushes = 0
         self.script: Callable[[str], str] | None = None
+        self.logprobs: Callable[[str, int], list[float]] | None = None  # (prompt, position)
         self.openai_status = 200
         self.openai_bodies: list[dict[str, Any]] = []
         self.server_args: dict[str, Any] = {}  # more /get_server_info fields (reasoning_parser)
@@ -213,9 +219,13 @@ class FakeWorker:
         max_new = int(max_new) if isinstance(max_new, int | float) and max_new >= 0 else 128
         texts = body.get("text") if isinstance(body.get("text"), list) else [body.get("text")]
         texts = [str(t or "") for t in texts] if len(texts) == len(prompts) else [""] * len(prompts)
+        top = body.get("top_logprobs_num") if body.get("return_logprob") is True else 0
+        top_k = top if isinstance(top, int) and top > 0 else 0
         if body.get("stream") is True and len(prompts) == 1:
-            return await self._stream(request, rids[0], prompts[0], texts[0], max_new)
-        runs = [self._run(r, p, t, max_new) for r, p, t in zip(rids, prompts, texts, strict=True)]
+            return await self._stream(request, rids[0], prompts[0], texts[0], max_new, top_k)
+        runs = [
+            self._run(r, p, t, max_new, top_k) for r, p, t in zip(rids, prompts, texts, strict=True)
+        ]
         outs = await asyncio.gather(*runs)
         payload: Any = outs if len(prompts) > 1 or isinstance(body.get("text"), list) else outs[0]
         return web.Response(text=json.dumps(payload), content_type="application/json")
@@ -240,17 +250,35 @@ class FakeWorker:
             max_new = min(max_new, len(words))
         if self.token_cap is not None:
             max_new = min(max_new, self.token_cap)
-        run = self.running[rid] = _Running(rid, max_new, words=words)
+        run = self.running[rid] = _Running(rid, max_new, words=words, prompt=prompt)
         return run
 
-    def _meta(self, rid: str, prompt: int, done: int, reason: dict[str, Any] | None) -> dict:
-        return {
-            "id": rid,
+    def _tops(self, run: _Running, done: int) -> list[list[Any]]:
+        """SGLang's output_top_logprobs of the first `done` positions."""
+        tops = []
+        for position in range(done):
+            if self.logprobs is not None:
+                values = self.logprobs(run.prompt, position)
+            else:
+                values = [-0.01] + [-6.0] * 19
+            tops.append([[v, 1000 + j, None] for j, v in enumerate(values[: run.top_k])])
+        return tops
+
+    def _meta(
+        self, run: _Running, prompt: int, done: int, reason: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "id": run.rid,
             "prompt_tokens": prompt,
             "completion_tokens": done,
             "cached_tokens": 0,
             "finish_reason": reason,
         }
+        if run.top_k:
+            tops = self._tops(run, done)
+            meta["output_token_logprobs"] = [t[0] for t in tops]
+            meta["output_top_logprobs"] = tops
+        return meta
 
     async def _tokens(self, run: _Running) -> Any:
         """Yields the number of tokens produced so far; stops early when aborted."""
@@ -265,8 +293,11 @@ class FakeWorker:
                     pass
             yield i
 
-    async def _run(self, rid: str, prompt: int, text: str, max_new: int) -> dict[str, Any]:
+    async def _run(
+        self, rid: str, prompt: int, text: str, max_new: int, top_k: int = 0
+    ) -> dict[str, Any]:
         run = self._start(rid, text, max_new)
+        run.top_k = top_k
         done = 0
         try:
             async for done in self._tokens(run):  # noqa: B007 (the last value is the count)
@@ -274,7 +305,7 @@ class FakeWorker:
         finally:
             self.running.pop(rid, None)
         reason = self._reason(run, done)
-        meta = self._meta(rid, prompt, done, reason)
+        meta = self._meta(run, prompt, done, reason)
         self.finished[rid] = meta
         return {"text": run.text(done), "meta_info": meta}
 
@@ -287,19 +318,20 @@ class FakeWorker:
         return {"type": "length", "length": done}
 
     async def _stream(
-        self, request: web.Request, rid: str, prompt: int, text: str, max_new: int
+        self, request: web.Request, rid: str, prompt: int, text: str, max_new: int, top_k: int = 0
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         run = self._start(rid, text, max_new)
+        run.top_k = top_k
         done = 0
         try:
             async for done in self._tokens(run):
-                event = {"text": run.text(done), "meta_info": self._meta(rid, prompt, done, None)}
+                event = {"text": run.text(done), "meta_info": self._meta(run, prompt, done, None)}
                 await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         finally:
             self.running.pop(rid, None)
-        meta = self._meta(rid, prompt, done, self._reason(run, done))
+        meta = self._meta(run, prompt, done, self._reason(run, done))
         self.finished[rid] = meta
         event = {"text": run.text(done), "meta_info": meta}
         await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")

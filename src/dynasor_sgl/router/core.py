@@ -14,13 +14,13 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import orjson
 
-from dynasor_sgl.router import dialect
+from dynasor_sgl.router import dialect, watch
 from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.enforce import Enforcer
@@ -114,12 +114,13 @@ class Router:
         async byte iterator when the worker streams."""
         if prog is not None:
             self.programs.admit(prog, branch)
+        watched = watch.prepare(prog, path, body)  # a program that trims by confidence
         for attempt in range(1, MAX_ATTEMPTS + 1):
             worker = self.pool.worker_for(prog.program_id if prog else None)
             if worker is None:
                 raise unavailable("no healthy SGLang worker")
             try:
-                return await self._forward_on(worker, path, body, prog, branch)
+                return await self._forward_on(worker, path, body, prog, branch, watched)
             except WorkerFailed as exc:
                 self._worker_down(worker, exc)
                 if attempt == MAX_ATTEMPTS or not self.pool.healthy():
@@ -130,7 +131,13 @@ class Router:
         raise AssertionError("unreachable")
 
     async def _forward_on(
-        self, worker: Worker, path: str, body: dict[str, Any], prog: Program | None, branch: str
+        self,
+        worker: Worker,
+        path: str,
+        body: dict[str, Any],
+        prog: Program | None,
+        branch: str,
+        watched: watch.Watch | None = None,
     ) -> Reply | AsyncGenerator[bytes, None]:
         pid = prog.program_id if prog else None
         if prog is not None:
@@ -153,13 +160,19 @@ class Router:
                 if resp.status == 200:
                     finished = True  # from here on the stream's generator finishes it
                     done = functools.partial(self._finish_request, worker, path, prog, body, entry)
-                    return self._relay(worker, path, resp, body.get("rid"), done)
+                    chunks = self._relay(worker, path, resp, body.get("rid"), done)
+                    if watched is None or prog is None or entry is None:
+                        return chunks
+                    trim = functools.partial(self._trim_later, prog, entry)
+                    events = watched.relay(chunks, trim)
+                    return events if watched.client_stream else await watched.collect(events)
                 reply = await self.forwarder.read_reply(worker, resp)  # an error, as it is
             finished = True
             self._finish_request(worker, path, prog, body, entry, _reply_tokens(path, reply))
             return reply
         except asyncio.CancelledError:  # the client went away: stop the work in the worker
-            self._abort_later(worker, body.get("rid"))
+            if not finished:  # else the stream's generator does
+                self._abort_later(worker, body.get("rid"))
             raise
         finally:
             if not finished:
@@ -236,13 +249,20 @@ class Router:
                 self._abort_later(worker, rid)
             done(dialect.last_tokens(path, tail))
 
-    def _abort_later(self, worker: Worker, rid: Any) -> None:
-        """Abort `rid` in the worker without waiting (called where awaiting is not safe)."""
-        if not isinstance(rid, str):
-            return
-        task = asyncio.ensure_future(self._abort_left(worker, rid))
+    def _trim_later(self, prog: Program, entry: InFlight) -> None:
+        """Trim a branch whose confidence fell below its program's threshold (the abort runs
+        beside the stream, which goes on until the worker ends it)."""
+        self._background_task(self.enforcer.trim_branch(prog, entry, watch.LOW_CONFIDENCE))
+
+    def _background_task(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _abort_later(self, worker: Worker, rid: Any) -> None:
+        """Abort `rid` in the worker without waiting (called where awaiting is not safe)."""
+        if isinstance(rid, str):
+            self._background_task(self._abort_left(worker, rid))
 
     async def _abort_left(self, worker: Worker, rid: str) -> None:
         if await self.forwarder.abort(worker, rid):

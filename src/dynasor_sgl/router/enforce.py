@@ -117,6 +117,14 @@ class Enforcer:
                 aborted = await self.abort_entries(entries, "trim")
         return decision, aborted
 
+    async def trim_branch(self, prog: Program, entry: InFlight, reason: str) -> None:
+        """Cut one branch short mid-generation (confidence trimming): refuse its later
+        requests, count it, abort its request in the worker."""
+        prog.trimmed.add(entry.branch)
+        self.metrics.branches_trimmed.labels(reason).inc()
+        logger.info("program %s: branch %s trimmed (%s)", prog.program_id, entry.branch, reason)
+        await self.abort_entries([entry], reason)
+
     async def end_program(self, prog: Program, end: Callable[[], None], cause: str) -> int:
         """Run `end` (finish or stop it in the table), abort what it still has in flight, and
         count it as ended once; returns the requests aborted."""

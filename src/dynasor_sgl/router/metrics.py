@@ -66,6 +66,12 @@ class Metrics:
         self.aborts = Counter(
             "dynasor_aborts", "Requests aborted in the workers, by cause", ["cause"], registry=r
         )
+        self.branches_trimmed = Counter(
+            "dynasor_branches_trimmed",
+            "Branches the router cut short mid-generation (confidence trimming), by reason",
+            ["reason"],
+            registry=r,
+        )
         self.decisions = Counter(
             "dynasor_decisions", "Policy decisions, by action", ["action"], registry=r
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from dynasor_sgl.policy import PolicyConfig, ProgramPolicy
 from dynasor_sgl.protocol import RID_SEP
+from dynasor_sgl.trimming import ConfidenceTrimmer
 
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -65,6 +66,7 @@ class Program:
     saved_counted: bool = False  # its saving went into the metrics (once, when settled)
     tokens_at_report: int = 0  # completion_tokens at the last report (for tokens per knob unit)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
+    trimmer: ConfidenceTrimmer | None = None  # set when its policy trims by confidence
     finished_at: float | None = None
     answer: str | None = None
     last_active: float = 0.0  # the last request start or end, or report (table clock)
@@ -131,6 +133,7 @@ class Program:
                 "saved_estimate": self.tokens_saved,
             },
             "certaindex": self.trajectory,
+            "confidence": None if self.trimmer is None else self.trimmer.summary(),
             "deadline_s": self.deadline_s,
             "age_s": round(self.age_s, 3),
             "answer": self.answer,

@@ -25,6 +25,7 @@ from dynasor_sgl.router.program import (
     Program,
     ProgramStatus,
 )
+from dynasor_sgl.trimming import ConfidenceTrimmer
 
 # Program, InFlight, ProgramStatus and RID_SEP are still importable from here.
 __all__ = ["RID_SEP", "InFlight", "Program", "ProgramStatus", "ProgramTable"]
@@ -72,6 +73,10 @@ class ProgramTable:
             pid, ProgramPolicy(config), now, deadline_s, last_active=now, clock=self.clock
         )
         prog.grant = prog.policy.initial_grant
+        if config.confidence_window > 0:
+            prog.trimmer = ConfidenceTrimmer(
+                config.confidence_window, config.confidence_percentile, config.warmup
+            )
         self._programs[pid] = prog
         logger.info("program %s registered (%s, cap %d)", pid, config.algorithm, config.cap)
         return prog

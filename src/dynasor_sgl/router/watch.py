@@ -1,0 +1,174 @@
+"""A watched branch: one generation of a program that trims by confidence, streamed from the
+worker with top-k logprobs whatever its client asked, read token by token, answered in the form
+the client asked for.
+
+Owns the rewriting of such a request (stream, `return_logprob`, `top_logprobs_num`), the
+reading of SGLang's native stream events (`meta_info.output_top_logprobs`, cumulative by
+default or per chunk with `--incremental-streaming-output`), the calls into the program's pure
+`trimming.ConfidenceTrimmer`, and what the client gets back: the events without logprobs it did
+not ask for, or one JSON reply assembled from them; a trimmed branch's last event says
+`finish_reason: {"type": "abort", "reason": "low_confidence"}`. The abort itself is the
+caller's (`on_trim`); forwarding and token accounting are `core`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from dynasor_sgl.logprobs import position_confidence, top_logprob_values
+from dynasor_sgl.router import dialect
+from dynasor_sgl.router.forward import Reply
+from dynasor_sgl.router.program import Program
+from dynasor_sgl.trimming import BranchConfidence, ConfidenceTrimmer
+
+LOW_CONFIDENCE = "low_confidence"
+_TOP_KEYS = ("output_top_logprobs", "input_top_logprobs")
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Watch:
+    """One branch's generation under confidence trimming, and what its client asked for."""
+
+    trimmer: ConfidenceTrimmer
+    topk: int
+    client_stream: bool
+    client_logprob: bool
+    client_topk: int
+    branch: BranchConfidence = field(init=False)
+    trimmed: bool = False
+    seen: int = 0  # positions of output_top_logprobs read so far
+    final: dict[str, Any] | None = None  # the last event, rewritten for the client
+    error: dict[str, Any] | None = None  # an error event, if the stream ended in one
+    output_ids: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.branch = self.trimmer.branch()
+
+    async def relay(
+        self, chunks: AsyncGenerator[bytes, None], on_trim: Callable[[], None]
+    ) -> AsyncGenerator[bytes, None]:
+        """The worker's stream `chunks`, read and rewritten event by event; `on_trim` is
+        called once, when the branch falls below the program's threshold."""
+        buffer = b""
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    *events, buffer = (buffer + chunk).split(b"\n\n")
+                    out = b"".join(self._event(e, on_trim) for e in events)
+                    if out:
+                        yield out
+                if buffer.strip():
+                    yield self._event(buffer, on_trim)
+        finally:
+            reason = (self.final or {}).get("meta_info", {}).get("finish_reason")
+            ended = isinstance(reason, dict) and reason.get("type") != "abort"
+            self.trimmer.finished(self.branch, aborted=self.trimmed or not ended)
+
+    async def collect(self, events: AsyncGenerator[bytes, None]) -> Reply:
+        """The whole stream as the one JSON reply a non-streaming client expects."""
+        async with contextlib.aclosing(events):
+            async for _ in events:
+                pass
+        if self.final is not None:
+            meta = self.final["meta_info"]
+            done = meta.get("completion_tokens")
+            ids = self.final.get("output_ids")
+            if isinstance(ids, list) and isinstance(done, int) and len(ids) < done:
+                self.final["output_ids"] = self.output_ids  # an abort event carries the last
+            return Reply(200, orjson.dumps(self.final), dict(_JSON))
+        error = self.error or {"error": {"message": "the worker's stream ended without a reply"}}
+        code = error.get("error", {}).get("code") if isinstance(error.get("error"), dict) else None
+        return Reply(code if isinstance(code, int) else 400, orjson.dumps(error), dict(_JSON))
+
+    def _event(self, raw: bytes, on_trim: Callable[[], None]) -> bytes:
+        raw = raw.strip(b"\r\n")
+        if not raw.startswith(b"data: {"):
+            return raw + b"\n\n" if raw else b""
+        try:
+            obj = orjson.loads(raw[6:])
+        except orjson.JSONDecodeError:
+            return raw + b"\n\n"
+        meta = obj.get("meta_info") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict):
+            if isinstance(obj, dict) and "error" in obj:
+                self.error = obj
+            return raw + b"\n\n"
+        if self.trimmer.feed(self.branch, self._new_confidences(meta)) and not self.trimmed:
+            self.trimmed = True
+            self.trimmer.trims += 1
+            on_trim()
+        if isinstance(obj.get("output_ids"), list) and len(obj["output_ids"]) > 1:
+            self.output_ids = obj["output_ids"]
+        if meta.get("finish_reason") is not None:
+            self._close(meta)
+        self._strip(meta)
+        if meta.get("finish_reason") is not None:
+            self.final = obj
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def _new_confidences(self, meta: dict[str, Any]) -> list[float]:
+        tops = meta.get("output_top_logprobs")
+        if not isinstance(tops, list):
+            return []
+        if len(tops) == meta.get("completion_tokens"):  # cumulative: the whole list each time
+            new, self.seen = tops[self.seen :], max(self.seen, len(tops))
+        else:  # incremental streaming: this chunk's positions only
+            new, self.seen = tops, self.seen + len(tops)
+        confidences = []
+        for position in new:
+            values = top_logprob_values(position, self.topk)
+            if values:
+                confidences.append(position_confidence(values))
+        return confidences
+
+    def _close(self, meta: dict[str, Any]) -> None:
+        """The last event: the branch's confidence for the program, and the trim's reason."""
+        meta["confidence"] = {
+            "mean": self.branch.mean,
+            "lowest_group": self.branch.lowest_group,
+            "group": self.branch.group,
+            "tokens": self.branch.tokens,
+            "threshold": self.trimmer.threshold,
+        }
+        if self.trimmed:
+            meta["finish_reason"] = {
+                "type": "abort",
+                "reason": LOW_CONFIDENCE,
+                "message": f"trimmed: group confidence {self.branch.group:.4g} fell below "
+                f"the warm-up threshold {self.trimmer.threshold:.4g}",
+            }
+
+    def _strip(self, meta: dict[str, Any]) -> None:
+        """Leave only the logprobs the client asked for."""
+        if not self.client_logprob:
+            for key in [k for k in meta if "logprob" in k]:
+                del meta[key]
+            return
+        for key in _TOP_KEYS:
+            if key not in meta:
+                continue
+            if not self.client_topk:
+                del meta[key]
+            elif self.client_topk < self.topk and isinstance(meta[key], list):
+                meta[key] = [p[: self.client_topk] if p else p for p in meta[key]]
+
+
+def prepare(prog: Program | None, path: str, body: dict[str, Any]) -> Watch | None:
+    """A Watch for a generation of a program that trims by confidence, with `body` rewritten to
+    stream top-k logprobs from the worker; None (body untouched) for anything else."""
+    trimmer = prog.trimmer if prog is not None else None
+    if trimmer is None or path != dialect.NATIVE:
+        return None
+    client_logprob = body.get("return_logprob") is True
+    asked = body.get("top_logprobs_num")
+    client_topk = asked if client_logprob and isinstance(asked, int) and asked > 0 else 0
+    topk = prog.config.confidence_topk if prog is not None else 0
+    watch = Watch(trimmer, topk, body.get("stream") is True, client_logprob, client_topk)
+    body.update(stream=True, return_logprob=True, top_logprobs_num=max(topk, client_topk))
+    return watch

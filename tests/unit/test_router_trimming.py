@@ -1,0 +1,145 @@
+"""Confidence trimming in the router, against a fake worker that emits chosen logprobs: the
+warm-up threshold, a branch cut short mid-stream, and each client answered in its own form."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from router_harness import BRANCH, LONG, gen, register, run, setup, sse_events
+
+SURE = [-0.01, -6.0, -6.0, -6.0, -6.0, -6.0]  # c = 4.802 over the top 5
+UNSURE = [-1.5, -1.6, -1.7, -1.8, -1.9, -2.0]  # c = 1.7
+DRIFT_AT = 12  # a "ramble" prompt turns unsure from this position on
+TRIM = {"confidence_window": 4, "warmup": 2, "confidence_percentile": 90, "confidence_topk": 5}
+
+
+def logprobs(prompt: str, position: int) -> list[float]:
+    return UNSURE if prompt.startswith("ramble") and position >= DRIFT_AT else SURE
+
+
+async def branch(
+    client: httpx.AsyncClient, pid: str, name: str, body: dict[str, Any]
+) -> httpx.Response:
+    return await client.post(f"/programs/{pid}/generate", json=body, headers={BRANCH: name})
+
+
+async def warm_up(client: httpx.AsyncClient, pid: str) -> None:
+    replies = await asyncio.gather(
+        *(branch(client, pid, f"w{i}", gen("steady", max_new=20)) for i in range(2))
+    )
+    for reply in replies:
+        meta = reply.json()["meta_info"]
+        assert meta["finish_reason"]["type"] == "length"
+        assert meta["confidence"]["threshold"] is None  # set once both have finished
+
+
+def trimmed_count(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('dynasor_branches_trimmed_total{reason="low_confidence"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_rambling_branch_is_trimmed_mid_stream_and_answered_as_json() -> None:
+    async def body() -> None:
+        async with setup() as (client, router, fakes):
+            fakes[0].logprobs = logprobs
+            await register(client, "p", **TRIM)
+            await warm_up(client, "p")
+            prog = router.programs.get("p")
+            assert prog.trimmer is not None
+            assert prog.trimmer.threshold is not None
+            assert abs(prog.trimmer.threshold - 4.802) < 1e-6
+
+            reply = await branch(client, "p", "s2", gen("ramble on", max_new=LONG))
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["content-type"].startswith("application/json")
+            out = reply.json()
+            meta = out["meta_info"]
+            assert meta["finish_reason"]["type"] == "abort"
+            assert meta["finish_reason"]["reason"] == "low_confidence"
+            # Cut soon after its first unsure token, far short of its budget.
+            assert DRIFT_AT < meta["completion_tokens"] < 100
+            assert out["text"] == " tok" * meta["completion_tokens"]
+            assert not [k for k in meta if "logprob" in k]  # the client asked for none
+            assert meta["confidence"]["group"] < meta["confidence"]["threshold"]
+
+            sent = fakes[0].generate_bodies[-1]
+            assert sent["stream"] is True and sent["return_logprob"] is True
+            assert sent["top_logprobs_num"] == 5
+            assert fakes[0].aborts[-1] == {"rid": sent["rid"]}
+
+            summary = (await client.get("/programs/p")).json()
+            assert summary["confidence"]["trimmed"] == 1
+            assert summary["trimmed"] == ["s2"]
+            assert summary["aborted_requests"] == 1
+            # Its tokens count: 2 × 20 warm-up tokens and the trimmed branch's.
+            assert summary["tokens"]["completion"] == 40 + meta["completion_tokens"]
+            assert trimmed_count((await client.get("/metrics")).text) == 1
+
+            steady = await branch(client, "p", "s3", gen("steady", max_new=30))
+            assert steady.json()["meta_info"]["finish_reason"]["type"] == "length"
+            again = await branch(client, "p", "s2", gen("steady", max_new=5))
+            assert again.status_code == 409  # a trimmed branch takes no more requests
+
+    run(body)
+
+
+def test_a_streaming_client_gets_a_stream_without_logprobs_it_did_not_ask_for() -> None:
+    async def body() -> None:
+        async with setup() as (client, _router, fakes):
+            fakes[0].logprobs = logprobs
+            await register(client, "p", **TRIM)
+            await warm_up(client, "p")
+            reply = await branch(client, "p", "s2", gen("ramble", max_new=LONG, stream=True))
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(reply.text)
+            assert len(events) > DRIFT_AT
+            assert all(not [k for k in e["meta_info"] if "logprob" in k] for e in events)
+            last = events[-1]["meta_info"]
+            assert last["finish_reason"]["reason"] == "low_confidence"
+            assert last["completion_tokens"] < LONG
+            assert trimmed_count((await client.get("/metrics")).text) == 1
+
+    run(body)
+
+
+def test_a_client_that_asked_for_fewer_logprobs_gets_that_many() -> None:
+    async def body() -> None:
+        async with setup() as (client, _router, fakes):
+            fakes[0].logprobs = logprobs
+            await register(client, "p", **TRIM)
+            asked = gen("steady", max_new=6, return_logprob=True, top_logprobs_num=2)
+            reply = await branch(client, "p", "s0", asked)
+            meta = reply.json()["meta_info"]
+            assert len(meta["output_top_logprobs"]) == 6
+            assert all(len(p) == 2 for p in meta["output_top_logprobs"])
+            assert fakes[0].generate_bodies[-1]["top_logprobs_num"] == 5
+            assert abs(meta["confidence"]["mean"] - 4.802) < 1e-6
+
+    run(body)
+
+
+def test_warm_up_branches_are_never_trimmed_and_programs_without_it_are_untouched() -> None:
+    async def body() -> None:
+        async with setup() as (client, _router, fakes):
+            fakes[0].logprobs = logprobs
+            await register(client, "p", **TRIM)
+            # Both ramble, but no threshold exists while they run: they finish.
+            replies = await asyncio.gather(
+                *(branch(client, "p", f"w{i}", gen("ramble", max_new=30)) for i in range(2))
+            )
+            assert [r.json()["meta_info"]["finish_reason"]["type"] for r in replies] == [
+                "length",
+                "length",
+            ]
+            await register(client, "q")
+            plain = await branch(client, "q", "s0", gen("ramble", max_new=30))
+            assert "confidence" not in plain.json()["meta_info"]
+            sent = fakes[0].generate_bodies[-1]
+            assert "return_logprob" not in sent and "stream" not in sent
+            assert (await client.get("/programs/q")).json()["confidence"] is None
+
+    run(body)
