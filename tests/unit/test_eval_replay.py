@@ -24,7 +24,7 @@ from dynasor_sgl.eval.sampled import (
 from dynasor_sgl.policy_config import PolicyConfig
 from dynasor_sgl.votes import majority_vote
 
-SC = PolicyConfig.for_algorithm("sc")  # cap 20, read once at 5, entropy >= 0.7
+SC = PolicyConfig.for_algorithm("sc")  # cap 20, read at 5 and every 5 after, entropy >= 0.7
 SAMPLE_TOKENS = tuple(10 + i for i in range(20))
 SHARED = 7
 
@@ -47,7 +47,7 @@ def test_five_agreeing_answers_stop_at_five() -> None:
 
 def test_disagreeing_answers_run_to_the_cap() -> None:
     run = run_of(["1", "2", "3", "4", "5"] + ["9"] * 15)
-    out = replay_policy(run, SC)
+    out = replay_policy(run, PolicyConfig.for_algorithm("sc", detect_every=0))  # the paper's
     assert out.steps == 20 and out.exit_reason == "cap" and out.answer == "9"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS)
     # certaindex is read once, at 5, where all five answers differ

@@ -99,7 +99,7 @@ def test_sc_threshold_stop_and_continue() -> None:
     d = unanimous.decide(sc_report(5, ["7"] * 5))
     assert d.action == Action.STOP and d.reason == StopReason.THRESHOLD
     assert d.values["entropy"] == 1.0 and d.grant == 0
-    split = ProgramPolicy(PolicyConfig.for_algorithm("sc"))
+    split = ProgramPolicy(PolicyConfig.for_algorithm("sc", detect_every=0))  # the paper's
     d = split.decide(sc_report(5, ["7"] * 4 + ["8"]))
     # Read once and not certain: no later reading can stop it, so the rest comes at once.
     assert d.action == Action.CONTINUE and d.grant == 15
@@ -108,6 +108,12 @@ def test_sc_threshold_stop_and_continue() -> None:
     assert split.decide(sc_report(10, ["7"] * 10)).action == Action.CONTINUE
     d = split.decide(sc_report(20, ["7"] * 20))
     assert d.action == Action.STOP and d.reason == StopReason.CAP
+    # The default reads again after every batch of 5: unanimity at 10 stops it there.
+    sequential = ProgramPolicy(PolicyConfig.for_algorithm("sc"))
+    d = sequential.decide(sc_report(5, ["7"] * 4 + ["8"]))
+    assert d.action == Action.CONTINUE and d.grant == 5
+    d = sequential.decide(sc_report(10, ["7"] * 10))
+    assert d.action == Action.STOP and d.reason == StopReason.THRESHOLD
 
 
 def test_before_detection_nothing_is_read() -> None:
