@@ -81,7 +81,7 @@ def test_self_consistency_continues_when_samples_disagree(router_url: str) -> No
         "self-consistency",
         DISAGREE_QUESTION,
         router=router_url,
-        policy={"cap": 10},
+        policy={"cap": 10, "detect_every": 0},  # read once at 5, the paper's rule
         params=DISAGREE,
     )
     assert_accounted(result)
