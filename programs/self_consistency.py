@@ -6,6 +6,12 @@ reads the answer-entropy certaindex at the detection step (5): if the samples ag
 branch `s<i>`, forked from the shared prompt, so the prompt is prefilled once and cached.
 The result's details list every sample's answer and tokens (`answers`, `sample_tokens`), which
 is what `dynasor-sgl eval` replays other policies over.
+
+With confidence trimming in the policy (`confidence_window` > 0; off by default) the program
+follows DeepConf online: the first `warmup` samples are drawn alone (they set the router's
+threshold), then the rest of each round; a sample the router trimmed (`low_confidence`) leaves
+the vote and the entropy report, and the vote is weighted by each sample's mean token
+confidence (`sample_confidence`). The entropy (or posterior) stop applies as without it.
 """
 
 from __future__ import annotations
@@ -17,15 +23,38 @@ import sglang as sgl
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
 from dynasor_sgl.tokens import request_tokens
-from dynasor_sgl.votes import majority_vote
+from dynasor_sgl.votes import Vote, majority_vote, weighted_vote
 
 from .steps import SYSTEM
 
+LOW_CONFIDENCE = "low_confidence"  # the router's reason for a trimmed branch (router.watch)
+Sample = tuple[str, int, dict[str, Any]]  # text, tokens, the worker's meta_info
 
-def draw(
-    s: Any, first: int, count: int, max_tokens: int, temperature: float
-) -> dict[str, tuple[str, int]]:
-    """Sample `count` solutions on forks of `s`, branches s<first>..; (text, tokens) by branch."""
+
+def trimmed(meta: dict[str, Any]) -> bool:
+    """Whether the router cut this sample short for low confidence."""
+    reason = meta.get("finish_reason")
+    return isinstance(reason, dict) and reason.get("reason") == LOW_CONFIDENCE
+
+
+def sample_confidence(meta: dict[str, Any]) -> float:
+    """The sample's mean token confidence from the router (`meta_info.confidence.mean`, ≥ 0);
+    0.0 when it sent none (then the sample weighs nothing in a weighted vote)."""
+    info = meta.get("confidence")
+    mean = info.get("mean") if isinstance(info, dict) else None
+    return max(0.0, float(mean)) if isinstance(mean, int | float) else 0.0
+
+
+def confidence_vote(answers: dict[str, str | None], samples: dict[str, Sample]) -> Vote:
+    """The vote of the kept samples' `answers` (by branch), each weighted by its sample's mean
+    confidence (`weighted_vote`: ties by class size, then the smallest answer)."""
+    weights = [sample_confidence(samples[b][2]) for b in answers]
+    return weighted_vote(list(answers.values()), weights)
+
+
+def draw(s: Any, first: int, count: int, max_tokens: int, temperature: float) -> dict[str, Sample]:
+    """Sample `count` solutions on forks of `s`, branches s<first>..; (text, tokens, meta) by
+    branch."""
     forks = dl.fork(s, count)
     names = [f"s{first + i}" for i in range(count)]
     for name, fork in zip(names, forks, strict=True):
@@ -33,7 +62,7 @@ def draw(
         fork += sgl.gen("answer", max_tokens=max_tokens, temperature=temperature)
     try:
         return {
-            name: (str(dl.read(fork, "answer")), request_tokens(dl.meta(fork, "answer")))
+            name: (str(dl.read(fork, "answer")), *_tokens_meta(dl.meta(fork, "answer")))
             for name, fork in zip(names, forks, strict=True)
         }
     finally:
@@ -41,22 +70,41 @@ def draw(
             dl.discard(fork)
 
 
+def _tokens_meta(meta: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return request_tokens(meta), meta
+
+
+def draw_round(
+    s: Any, first: int, count: int, max_tokens: int, temperature: float, warm: int
+) -> dict[str, Sample]:
+    """One round of samples; its first `warm` are drawn alone first (confidence warm-up)."""
+    warm = min(max(warm, 0), count)
+    drawn = draw(s, first, warm, max_tokens, temperature) if warm else {}
+    if count > warm:
+        drawn.update(draw(s, first + warm, count - warm, max_tokens, temperature))
+    return drawn
+
+
 @sgl.function
 def self_consistency(s, question, max_tokens=256, temperature=0.7, system_prompt=None, few_shot=()):
     dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
-    drawn: dict[str, tuple[str, int]] = {}
+    trimming = ctx.config.confidence_window > 0
+    drawn: dict[str, Sample] = {}
     answers: dict[str, str | None] = {}
     want = min(ctx.config.initial, ctx.config.cap)
     while want > 0:
-        new = draw(s, len(drawn), want, max_tokens, temperature)
+        warm = ctx.config.warmup - len(drawn) if trimming else 0
+        new = draw_round(s, len(drawn), want, max_tokens, temperature, warm)
         drawn.update(new)
-        answers.update({b: extract_answer(text) for b, (text, _) in new.items()})
+        answers.update(
+            {b: extract_answer(text) for b, (text, _, meta) in new.items() if not trimmed(meta)}
+        )
         verdict = ctx.report(len(drawn), answers=answers)
         for b in verdict.trim:
             answers.pop(b, None)
         want = verdict.allowed(len(drawn), ctx.config.cap)
-    vote = majority_vote(list(answers.values()))
+    vote = confidence_vote(answers, drawn) if trimming else majority_vote(list(answers.values()))
     order = [f"s{i}" for i in range(len(drawn))]
     ctx.finish(
         vote.answer,
@@ -65,6 +113,9 @@ def self_consistency(s, question, max_tokens=256, temperature=0.7, system_prompt
         share=vote.share,
         answers=[answers.get(b) for b in order],
         sample_tokens=[drawn[b][1] for b in order],
+        trimmed=[trimmed(drawn[b][2]) for b in order],
+        completion_tokens=[int(drawn[b][2].get("completion_tokens") or 0) for b in order],
+        confidences=[sample_confidence(drawn[b][2]) for b in order],
     )
 
 
