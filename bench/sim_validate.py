@@ -1,12 +1,17 @@
 """The simulator against a real online benchmark, side by side, on the same arrival traces.
 
 Reads a finished `dynasor-sgl bench online` folder (its settings, base deadline and program
-records), replays the same benchmark in the simulator (same programs per run, rates, seed, SLO
-scale and base deadline, so the same arrivals and deadlines) with programs replayed from a
-`dynasor-sgl eval` results file of the same questions and settings (cap, max_tokens,
-temperature: its own samples, not the real run's), and compares per system and rate the share
-of programs on time (goal: within 10 points) and the mean latency (goal: within 20%). Writes
-bench/results/sim_validation.json and .png and prints a one-line summary.
+records) and replays every real run in the simulator: the same systems, rates, arrivals
+(seed), deadlines (SLO scale, base deadline, difficulty) and policy (the stored overrides,
+with SC's `detect_every` pinned to what the runs ran with: 0, read once, unless stored). By
+default each simulated program replays the real program of the same run and index: its own
+steps, generated tokens and prompt, and a certaindex stop exactly where it stopped
+(`sim.traces.record_trace`), so what is compared is the serving model, not two samplings.
+With --traces EVAL_FILE the programs replay that eval file's samples instead (same questions,
+other samples). Compares per system and rate the share of programs on time (goal: within 10
+points) and the mean latency (goal: within 20%), with the mean router wait and steps beside
+them. Writes bench/results/sim_validation.json and .png (and the simulated records under
+bench/results/sim_validation/records.jsonl) and prints a one-line summary.
 
 With --calibrate-on SYSTEMS the profile's router_overhead_s and router_cpu_s (what a worker
 measured alone does not see: the seconds a request takes longer on its way through the
@@ -21,6 +26,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +41,8 @@ from dynasor_sgl.online.results import read_rows
 from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
 from dynasor_sgl.sim.run import RunSpec, simulate
-from dynasor_sgl.sim.session import SimConfig, load_traces, run_sim_bench
-from dynasor_sgl.sim.traces import Trace
+from dynasor_sgl.sim.session import load_traces
+from dynasor_sgl.sim.traces import Trace, record_trace
 
 HERE = Path(__file__).parent
 ATTAINMENT_POINTS = 0.10
@@ -80,6 +86,10 @@ def compare(real: list[dict[str, Any]], sim: list[dict[str, Any]], slo: float) -
                 "sim_mean_latency_s": sl,
                 "real_mean_tokens": m.mean_tokens(recs),
                 "sim_mean_tokens": m.mean_tokens(mine),
+                "real_mean_wait_s": m.mean_wait(recs),
+                "sim_mean_wait_s": m.mean_wait(mine),
+                "real_mean_steps": m.mean([float(r["steps"]) for r in recs]),
+                "sim_mean_steps": m.mean([float(r["steps"]) for r in mine]),
                 "attainment_within_10_points": att_ok,
                 "latency_within_20_percent": lat_ok,
             }
@@ -104,6 +114,14 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def pinned_policy(settings: dict[str, Any]) -> dict[str, Any]:
+    """The policy overrides the real runs ran with. SC's default `detect_every` became 5
+    after these runs were made; a stored setting wins, else the old default (0: read once)."""
+    policy = dict(settings.get("policy") or {})
+    policy.setdefault("detect_every", 0)
+    return policy
+
+
 def bench_config(settings: dict[str, Any], base: float, real: list[dict], out: Path) -> BenchConfig:
     """The real benchmark's settings, its systems and rates, its base deadline."""
     keep = ("program", "dataset", "seed", "programs", "slo_scale", "cap", "max_tokens")
@@ -113,9 +131,38 @@ def bench_config(settings: dict[str, Any], base: float, real: list[dict], out: P
         systems=tuple(dict.fromkeys(r["system"] for r in real)),
         base_deadline=base,
         params=settings.get("params") or {},
-        policy=settings.get("policy") or {},
+        policy=pinned_policy(settings),
         **{k: settings[k] for k in keep},
     )
+
+
+Key = tuple[str, float]
+TracesOf = Callable[[Key], list[Trace]]
+
+
+def record_traces(cfg: BenchConfig, real: list[dict]) -> TracesOf:
+    """Each real run's programs as traces of their own records, in index order."""
+    runs = {key: sorted(recs, key=lambda r: int(r["index"])) for key, recs in by_run(real).items()}
+    return lambda key: [record_trace(r, cfg.cap, cfg.max_tokens) for r in runs[key]]
+
+
+def eval_traces(cfg: BenchConfig, path: Path) -> TracesOf:
+    """The same eval file's traces (same questions, other samples) for every run."""
+    traces = load_traces(str(path), cfg)
+    return lambda key: traces
+
+
+def simulate_runs(
+    cfg: BenchConfig, profile: Profile, traces_of: TracesOf, keys: list[Key]
+) -> list[dict]:
+    """The simulated records of the real runs `keys`, each on its own traces."""
+    bases = {"sc": float(cfg.base_deadline or 1.0)}
+    spec = RunSpec(profile, 1, cfg.seed, cfg.slo_scale, cfg.max_tokens, dict(cfg.policy), bases)
+    out = []
+    for name, rate in keys:
+        run_id = f"{name}-{rate:g}"
+        out += simulate(traces_of((name, rate)), cfg.programs, SYSTEMS[name], rate, spec, run_id)
+    return out
 
 
 def loss(real: list[dict], sim: list[dict], slo: float) -> float:
@@ -130,7 +177,7 @@ def loss(real: list[dict], sim: list[dict], slo: float) -> float:
 def calibrate(
     cfg: BenchConfig,
     profile: Profile,
-    traces: list[Trace],
+    traces_of: TracesOf,
     real: list[dict],
     systems: list[str],
     skip: set[str],
@@ -142,14 +189,7 @@ def calibrate(
     best: tuple[float, Profile] | None = None
     for overhead, cpu in itertools.product(ROUTER_GRID, ROUTER_CPU_GRID):
         cand = dataclasses.replace(profile, router_overhead_s=overhead, router_cpu_s=cpu)
-        bases = {"sc": float(cfg.base_deadline or 1.0)}
-        spec = RunSpec(cand, 1, cfg.seed, cfg.slo_scale, cfg.max_tokens, dict(cfg.policy), bases)
-        sim = [
-            rec
-            for name, rate in keys
-            for rec in simulate(traces, cfg.programs, SYSTEMS[name], rate, spec, name)
-        ]
-        score = loss(fit, sim, cfg.slo_scale)
+        score = loss(fit, simulate_runs(cfg, cand, traces_of, keys), cfg.slo_scale)
         if best is None or score < best[0]:
             best = (score, cand)
     assert best is not None, "the grid is not empty"
@@ -157,19 +197,23 @@ def calibrate(
 
 
 def fit_profile(
-    args: argparse.Namespace, cfg: BenchConfig, real: list[dict], fit_on: list[str]
+    args: argparse.Namespace,
+    cfg: BenchConfig,
+    real: list[dict],
+    fit_on: list[str],
+    traces_of: TracesOf,
 ) -> float:
     """Calibrates the router's costs on `fit_on` and saves the profile (--calibrated)."""
-    traces = load_traces(str(args.traces), cfg)
     skip = {x for x in args.skip.split(",") if x}
-    tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces, real, fit_on, skip)
+    tuned, fit_loss = calibrate(cfg, load_profile(args.profile), traces_of, real, fit_on, skip)
     note = (
         f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
-        f"{args.real} (grid search, loss {fit_loss:.3f}; runs left out: {args.skip or '-'}); "
-        "held out: the other systems"
+        f"{args.real} replayed from {args.traces or 'their own records'} (grid search, loss "
+        f"{fit_loss:.3f}; runs left out: {args.skip or '-'}); held out: the other systems"
     )
     source = {**tuned.source, "router_overhead_s": note, "router_cpu_s": note}
-    tuned = dataclasses.replace(tuned, name=tuned.name + "-serving", source=source)
+    name = tuned.name if tuned.name.endswith("-serving") else tuned.name + "-serving"
+    tuned = dataclasses.replace(tuned, name=name, source=source)
     save_profile(tuned, args.calibrated)
     return fit_loss
 
@@ -177,7 +221,7 @@ def fit_profile(
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, default=HERE / "results" / "online")
-    ap.add_argument("--traces", type=Path, required=True)
+    ap.add_argument("--traces", type=Path, default=None, help="an eval file (default: records)")
     ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m.json")
     ap.add_argument("--calibrate-on", default="", help="systems to fit the serving overheads on")
     ap.add_argument("--skip", default="", help="runs left out of the fit, e.g. parrot@0.25")
@@ -188,24 +232,31 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def write_records(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"kind": "program", **r}) + "\n" for r in records))
+
+
 def main() -> None:
     args = parse_args()
     settings, base, real = real_bench(args.real)
     cfg = bench_config(settings, base, real, args.out.parent / "sim_validation")
+    traces_of = eval_traces(cfg, args.traces) if args.traces else record_traces(cfg, real)
     profile_path, fit_on = args.profile, [s for s in args.calibrate_on.split(",") if s]
     fit_loss = None
     if fit_on:
-        fit_loss = fit_profile(args, cfg, real, fit_on)
+        fit_loss = fit_profile(args, cfg, real, fit_on, traces_of)
         profile_path = args.calibrated
-    run_sim_bench(cfg, SimConfig(profile_path, 1, str(args.traces)))
-    sim = [r for r in read_rows(cfg.out / "results.jsonl") if r.get("kind") == "program"]
+    sim = simulate_runs(cfg, load_profile(profile_path), traces_of, sorted(by_run(real)))
+    write_records(cfg.out / "records.jsonl", sim)
     rows = compare(real, sim, cfg.slo_scale)
     for row in rows:
         row["role"] = "fit" if row["system"] in fit_on else "held out"
     doc = {
         "bench": "sim_validation",
         "real": str(args.real),
-        "traces": str(args.traces),
+        "traces": str(args.traces) if args.traces else "each real program's own record",
+        "policy": dict(cfg.policy),
         "profile": json.loads(profile_path.read_text()),
         "calibrated_on": fit_on,
         "fit_loss": fit_loss,

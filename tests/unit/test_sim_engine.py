@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dynasor_sgl.sim.engine import Engine
@@ -127,7 +129,7 @@ def test_lpm_takes_the_longest_cached_prefix_first() -> None:
 
 
 def test_a_new_request_joins_at_the_next_step_boundary() -> None:
-    e = Engine(PROFILE)
+    e = Engine(dataclasses.replace(PROFILE, mixed_chunk=True))
     e.submit(req("a", 10), 0.0)  # prefill to 1.1, then 9 decode steps of 1.5 s
     run_until(e, 2.0)
     e.submit(req("b", 2), 2.0)
@@ -137,6 +139,30 @@ def test_a_new_request_joins_at_the_next_step_boundary() -> None:
     # decode (2 s): b ends at 6.2 with a at 4 tokens; a's last 6 steps take 1.5 s each
     assert ends(done)["b"] == pytest.approx(6.2)
     assert ends(done)["a"] == pytest.approx(6.2 + 6 * 1.5)
+
+
+def test_a_prefill_step_runs_alone_and_the_batch_waits() -> None:
+    e = Engine(PROFILE)  # SGLang's default: no mixed chunk
+    e.submit(req("a", 10), 0.0)  # prefill to 1.1, then 9 decode steps of 1.5 s
+    run_until(e, 2.0)
+    e.submit(req("b", 2), 2.0)
+    assert e.wake_at == pytest.approx(2.6)
+    done = run_until(e)
+    # at 2.6 a has 2 tokens; b's prefill step alone (1 + 0.1 = 1.1 s) to 3.7, a still at 2;
+    # both decode (2 s): b ends at 5.7 with a at 3 tokens; a's last 7 steps take 1.5 s each
+    assert ends(done) == {"b": pytest.approx(5.7), "a": pytest.approx(5.7 + 7 * 1.5)}
+    assert e.busy_s == pytest.approx(5.7 + 7 * 1.5)
+
+
+def test_an_abort_during_a_prefill_step_counts_no_decode_progress() -> None:
+    e = Engine(PROFILE)
+    e.submit(req("a", 10), 0.0)
+    run_until(e, 2.0)
+    e.submit(req("b", 2), 2.0)
+    run_until(e, 2.6)  # a has 2 tokens; b's prefill step runs 2.6 to 3.7
+    gone = e.abort("a", 3.5)
+    assert gone is not None and gone.request.generated == 2
+    assert ends(run_until(e)) == {"b": pytest.approx(3.7 + 1.5)}  # b's prefill, one step alone
 
 
 def test_fit_recovers_a_linear_model() -> None:

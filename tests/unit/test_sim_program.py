@@ -14,7 +14,14 @@ from dynasor_sgl.policy import PolicyConfig
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
 from dynasor_sgl.sim.synthetic import synthetic_traces
-from dynasor_sgl.sim.traces import NO_ANSWER, Trace, Unit, load_eval_traces
+from dynasor_sgl.sim.traces import (
+    NO_ANSWER,
+    Trace,
+    Unit,
+    load_eval_traces,
+    record_trace,
+    split_tokens,
+)
 
 PROFILE = Profile("test", base_s=0.05, per_request_s=0.01, per_prefill_token_s=0.0001)
 ANSWERS = {
@@ -109,3 +116,49 @@ def test_base_deadline_is_the_median_uncontended_latency() -> None:
     bases = base_deadlines(traces, SYSTEMS["parrot"], spec())
     alone = [simulate([t], 1, SYSTEMS["parrot"], 1.0, spec())[0]["latency_s"] for t in traces]
     assert bases["sc"] == pytest.approx(sorted(alone)[1], abs=1e-3)
+
+
+def real_record(steps: int, exit_reason: str, generated: int, **kw: object) -> dict:
+    requests = 6 if steps == 5 else 12
+    detail = {"generated": generated, "prefill": 25, "cached": 12 * requests - 25}
+    return {
+        "system": "dynasor",
+        "rate": 0.5,
+        "index": 3,
+        "question_id": "facts-0-3",
+        "steps": steps,
+        "exit_reason": exit_reason,
+        "correct": True,
+        "tokens_detail": {**detail, "requests": requests},
+        **kw,
+    }
+
+
+def test_split_tokens_is_bimodal_and_keeps_the_total() -> None:
+    # 134 over 10 at max 16: (134 - 100) / 6 = 5.7 -> 6 full samples; 38 left over 4 samples
+    assert split_tokens(134, 10, 16) == [16, 16, 16, 10, 16, 10, 16, 9, 16, 9]
+    assert split_tokens(47, 5, 16) == [10, 9, 10, 9, 9]  # no full one: all short
+    assert split_tokens(80, 5, 16) == [16] * 5
+    assert split_tokens(200, 10, 16) == [16] * 10  # more than the cap allows: clipped
+    assert split_tokens(0, 3, 16) == [0, 0, 0] and split_tokens(5, 0, 16) == []
+
+
+def test_a_record_trace_replays_the_real_program() -> None:
+    stopped = record_trace(real_record(5, "threshold", 47), cap=10, max_new=16)
+    # its own 5 samples (47 tokens), then 5 more at its mean (47 / 5 = 9.4 -> 9)
+    assert [u.tokens for u in stopped.units] == [10, 9, 10, 9, 9] + [9] * 5
+    assert [u.label for u in stopped.units[:5]] == [0] * 5 and stopped.gold == 0
+    assert stopped.prompt_tokens == 12 and stopped.max_new == 16  # (prefill 25 + cached 47) / 6
+    capped = record_trace(real_record(10, "cap", 134, correct=False), cap=10, max_new=16)
+    assert [u.label for u in capped.units] == list(range(10)) and capped.gold is None
+    assert sum(u.tokens for u in capped.units) == 134
+
+
+def test_replayed_records_stop_where_the_real_programs_did() -> None:
+    recs = [real_record(5, "threshold", 47), real_record(10, "cap", 134)]
+    traces = [record_trace(r, cap=10, max_new=16) for r in recs]
+    policy = {"thresholds": {"entropy": 0.4}, "detect_every": 0}
+    got = simulate(traces, 2, SYSTEMS["dynasor"], 0.5, spec(policy=policy))
+    assert [(g["steps"], g["exit_reason"]) for g in got] == [(5, "threshold"), (10, "cap")]
+    assert [g["tokens_detail"]["generated"] for g in got] == [47, 134]
+    assert [g["tokens_detail"]["requests"] for g in got] == [6, 12]

@@ -1,9 +1,11 @@
 """One simulated SGLang worker: continuous batching on a virtual clock.
 
-Each step decodes one token for every running request and prefills up to `prefill_budget`
-prompt tokens of newly admitted ones (chunked: a long prompt spans steps); it takes
-`profile.step_s(running, prefill tokens)`. A request whose prefill ends in a step emits its
-first token there (a request with `new_tokens` 0, e.g. a fork's prefix prefill, ends there).
+A step prefills up to `prefill_budget` prompt tokens of newly admitted requests (chunked: a
+long prompt spans steps) or, with no prefill to do, decodes one token for every running
+request; as in SGLang by default, a prefill step runs alone and the running requests wait
+it out (with `profile.mixed_chunk` one step does both, as --enable-mixed-chunk). It takes
+`profile.step_s(decoding, prefill tokens, admitted)`. A request whose prefill ends in a step
+emits its first token there (one with `new_tokens` 0, e.g. a fork's prefix prefill, ends there).
 Admission from the waiting queue (in the queue policy's order) stops at the first request that
 does not fit: `max_running` requests at once, and KV: a request reserves its uncached prompt
 plus `max_new` tokens of the `kv_tokens` pool until it ends (SGLang's conservative check; the
@@ -75,7 +77,8 @@ class Engine:
         if req is None:
             return None
         if req.admitted is not None and req.prefill_left == 0:
-            done = int((now - self._start) / self._dt) if self.busy and self._dt > 0 else 0
+            stepping = self.busy and self._dt > 0 and self._batch > 0
+            done = int((now - self._start) / self._dt) if stepping else 0
             req.generated = min(
                 req.new_tokens, 1 + self.decoded + min(done, self._steps) - req.join
             )
@@ -159,6 +162,8 @@ class Engine:
         batch = len(self.running)
         if prefill:
             steps = 1
+            if not self.profile.mixed_chunk:
+                batch = 0  # a prefill batch alone: the running ones decode after it
         elif batch:
             steps = self._ends_first() - self.decoded
         else:

@@ -1,10 +1,13 @@
 """Engine profiles: how long one engine step takes, and the engine's limits, as a JSON file.
 
-A step runs one decode token for each of B running requests plus P prompt tokens of prefill;
-it takes `step_s(B, P) = base_s + per_request_s·B + per_prefill_token_s·P`, a linear model
-fitted by least squares (`fit_step_model`) to measured (B, P, seconds) points. Every profile
-names where each number comes from (`source`): a measurement on a real worker, a published
-figure, or a provisional guess. Pure except `load_profile` / `save_profile`.
+A step decodes one token for each of B running requests or prefills P prompt tokens (both
+at once only with `mixed_chunk`); it takes `step_s(B, P) = base_s + per_request_s·B +
+per_prefill_token_s·P`, a linear model fitted by least squares (`fit_step_model`) to measured
+(B, P, seconds) points. (A B² term fitted to the CPU worker's points was tried against the
+real online runs and rejected: SGLang alone at 1 program/s came out 25% too slow, where the
+linear model is within 13%.) Every profile names where each number comes from (`source`): a
+measurement on a real worker, a published figure, or a provisional guess. Pure except
+`load_profile` / `save_profile`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Profile:
     per-request work: scheduling, tokenizing, detokenizing; on a shared CPU also the serving
     stack's own work per request). router_bound: the routers' in-flight bound per worker on
     this engine, its throughput knee (None: the router's default, measured on the CPU worker).
+    mixed_chunk: a step prefills and decodes together (SGLang's --enable-mixed-chunk); False,
+    SGLang's default: a step with prefill to do is a prefill step alone and the running
+    requests wait it out (its `get_next_batch_to_run` runs a new prefill batch first).
     source: for each number, where it comes from.
     """
 
@@ -55,6 +61,7 @@ class Profile:
     router_cpu_s: float = 0.0
     per_new_request_s: float = 0.0
     router_bound: int | None = None
+    mixed_chunk: bool = False
     source: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +79,8 @@ class Profile:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if self.base_s + self.per_request_s <= 0:
             raise ValueError("a decode step must take time: base_s + per_request_s > 0")
+        if not isinstance(self.mixed_chunk, bool):
+            raise ValueError(f"mixed_chunk must be true or false, got {self.mixed_chunk!r}")
         if self.router_bound is not None and (
             not isinstance(self.router_bound, int) or self.router_bound < 1
         ):

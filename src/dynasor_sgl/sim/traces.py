@@ -5,16 +5,19 @@ A trace is one program at its cap: per unit, its tokens, its answer as a cluster
 reward where the algorithm has one. Labels stand for answers already clustered, so replaying a
 trace decides without math-verify (`Report.clusters`). Traces come from a `dynasor-sgl eval`
 results file (self-consistency baseline records keep every sample's answer and tokens), or
-are synthetic (`synthetic.py`), labelled so. Pure except `load_eval_traces`.
+are synthetic (`synthetic.py`), labelled so, or are rebuilt from an online benchmark's own
+program records (`record_trace`: what that very program used and generated, for validating
+the simulator like for like). Pure except `load_eval_traces`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dynasor_sgl.online.workload import DEFAULT_DIFFICULTY, difficulty_of
 
@@ -139,4 +142,62 @@ def load_eval_traces(path: str | Path) -> list[Trace]:
     return traces
 
 
-__all__ = ["DEFAULT_DIFFICULTY", "NO_ANSWER", "Trace", "Unit", "labels_of", "load_eval_traces"]
+SHORT_SAMPLE_TOKENS = 10  # a sample that answers before max_new (the embedded model's typical)
+
+
+def split_tokens(total: int, units: int, max_new: int) -> list[int]:
+    """`total` generated tokens over `units` samples, bimodal as the samples are: as many at
+    `max_new` as leave the others about `SHORT_SAMPLE_TOKENS` each, those split evenly; the
+    full ones go to every other unit first, so each round has its share. Sums to `total`
+    clipped to [0, units × max_new]."""
+    if units <= 0:
+        return []
+    total = max(0, min(total, units * max_new))
+    spare = max_new - SHORT_SAMPLE_TOKENS
+    full = units if spare <= 0 else round((total - units * SHORT_SAMPLE_TOKENS) / spare)
+    full = max(0, min(units, full))
+    while full and total < full * max_new:
+        full -= 1
+    order = list(range(0, units, 2)) + list(range(1, units, 2))
+    out = [0] * units
+    for i in order[:full]:
+        out[i] = max_new
+    shorts, rest = order[full:], total - full * max_new
+    for k, i in enumerate(shorts):
+        out[i] = rest // len(shorts) + (1 if k < rest % len(shorts) else 0)
+    return out
+
+
+def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
+    """The trace of one real self-consistency program record of `dynasor-sgl bench online`:
+    its own steps and generated tokens (`split_tokens`), its prompt (prompt tokens per
+    request), and answer labels that make the policy decide as it did: a certaindex stop at
+    its `steps` (all agree), else no agreement (every unit its own answer) so only the cap or
+    the router ends it. Units past its steps (a deadline stop cut it) get its mean tokens.
+    The program's answer is label 0; gold is 0 when it was right."""
+    detail = rec.get("tokens_detail") or {}
+    steps = max(1, min(cap, int(rec.get("steps") or cap)))
+    own = split_tokens(int(detail.get("generated", 0)), steps, max_new)
+    mean = round(sum(own) / steps) if own else max_new
+    tokens = own + [mean] * (cap - steps)
+    agreed = rec.get("exit_reason") == "threshold"
+    labels = [0 if agreed and i < steps else i for i in range(cap)]
+    requests = max(1, int(detail.get("requests", 1)))
+    prompt = round((int(detail.get("prefill", 0)) + int(detail.get("cached", 0))) / requests)
+    units = tuple(Unit(t, lb) for t, lb in zip(tokens, labels, strict=True))
+    gold = 0 if rec.get("correct") else None
+    qid = str(rec.get("question_id", rec.get("index", "?")))
+    source = f"record:{rec.get('system')}@{rec.get('rate')}#{rec.get('index')}"
+    return Trace(qid, "sc", max(1, prompt), units, gold, source, max_new)
+
+
+__all__ = [
+    "DEFAULT_DIFFICULTY",
+    "NO_ANSWER",
+    "Trace",
+    "Unit",
+    "labels_of",
+    "load_eval_traces",
+    "record_trace",
+    "split_tokens",
+]
