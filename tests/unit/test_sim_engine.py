@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from dynasor_sgl.sim.engine import Engine
-from dynasor_sgl.sim.profile import Profile, fit_step_model
+from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model
 from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request
 
 PROFILE = Profile("test", base_s=1.0, per_request_s=0.5, per_prefill_token_s=0.01)
@@ -163,6 +163,23 @@ def test_an_abort_during_a_prefill_step_counts_no_decode_progress() -> None:
     gone = e.abort("a", 3.5)
     assert gone is not None and gone.request.generated == 2
     assert ends(run_until(e)) == {"b": pytest.approx(3.7 + 1.5)}  # b's prefill, one step alone
+
+
+def test_a_prefill_step_has_its_own_fixed_cost() -> None:
+    e = Engine(Profile("split", 1.0, 0.5, 0.01, prefill_base_s=2.0))
+    e.submit(req("a", 3), 0.0)
+    # prefill 10 tokens: 2 + 0.1 = 2.1 s; then 2 decode steps of 1 + 0.5 = 1.5 s
+    assert ends(run_until(e)) == {"a": pytest.approx(5.1)}
+    assert Profile("d", 1.0, 0.5, 0.01).step_s(0, 10) == pytest.approx(1.1)  # None: base_s
+
+
+def test_split_fit_recovers_decode_and_prefill_apart() -> None:
+    decode = [(b, 0, 0.05 + 0.007 * b) for b in (1, 4, 12, 24)]
+    prefill = [(0, p, 0.07 + 0.0006 * p) for p in (64, 256, 1024)]
+    got = fit_split_step_model(decode + prefill)
+    assert got == pytest.approx((0.05, 0.007, 0.07, 0.0006))
+    with pytest.raises(ValueError, match="prefill points"):
+        fit_split_step_model(decode)
 
 
 def test_fit_recovers_a_linear_model() -> None:

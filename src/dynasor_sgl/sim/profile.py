@@ -3,11 +3,13 @@
 A step decodes one token for each of B running requests or prefills P prompt tokens (both
 at once only with `mixed_chunk`); it takes `step_s(B, P) = base_s + per_request_s·B +
 per_prefill_token_s·P`, a linear model fitted by least squares (`fit_step_model`) to measured
-(B, P, seconds) points. (A B² term fitted to the CPU worker's points was tried against the
-real online runs and rejected: SGLang alone at 1 program/s came out 25% too slow, where the
-linear model is within 13%.) Every profile names where each number comes from (`source`): a
-measurement on a real worker, a published figure, or a provisional guess. Pure except
-`load_profile` / `save_profile`.
+(B, P, seconds) points; with `prefill_base_s` a step that prefills has a fixed cost of its
+own in place of `base_s` (`fit_split_step_model` fits decode and prefill points apart: on
+the CPU worker a prefill step's fixed cost is 69 ms, a decode step's 49 ms). A B² term fitted
+to the CPU worker's points was tried against the real online runs and rejected (SGLang alone
+at 1 program/s came out 25% too slow, the linear model 13% too fast). Every profile names
+where each number comes from (`source`): a measurement on a real worker, a published figure,
+or a provisional guess. Pure except `load_profile` / `save_profile`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Profile:
     mixed_chunk: a step prefills and decodes together (SGLang's --enable-mixed-chunk); False,
     SGLang's default: a step with prefill to do is a prefill step alone and the running
     requests wait it out (its `get_next_batch_to_run` runs a new prefill batch first).
+    prefill_base_s: the fixed seconds of a step that prefills, in place of base_s (None: base_s).
     source: for each number, where it comes from.
     """
 
@@ -62,6 +65,7 @@ class Profile:
     per_new_request_s: float = 0.0
     router_bound: int | None = None
     mixed_chunk: bool = False
+    prefill_base_s: float | None = None
     source: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +83,10 @@ class Profile:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if self.base_s + self.per_request_s <= 0:
             raise ValueError("a decode step must take time: base_s + per_request_s > 0")
+        if self.prefill_base_s is not None and (
+            not isinstance(self.prefill_base_s, int | float) or self.prefill_base_s < 0
+        ):
+            raise ValueError(f"prefill_base_s must be a number >= 0, got {self.prefill_base_s!r}")
         if not isinstance(self.mixed_chunk, bool):
             raise ValueError(f"mixed_chunk must be true or false, got {self.mixed_chunk!r}")
         if self.router_bound is not None and (
@@ -92,8 +100,11 @@ class Profile:
     def step_s(self, batch: int, prefill_tokens: int, admitted: int = 0) -> float:
         """Seconds of one step decoding `batch` requests, prefilling `prefill_tokens` and
         admitting `admitted` new requests."""
+        base = self.base_s
+        if prefill_tokens and self.prefill_base_s is not None:
+            base = self.prefill_base_s
         return (
-            self.base_s
+            base
             + self.per_request_s * batch
             + self.per_prefill_token_s * prefill_tokens
             + self.per_new_request_s * admitted
@@ -126,6 +137,21 @@ def fit_step_model(points: Sequence[tuple[int, int, float]]) -> tuple[float, flo
     for j, c in zip(used, coef, strict=True):
         out[j] = max(0.0, float(c))
     return out[0], out[1], out[2]
+
+
+def fit_split_step_model(
+    points: Sequence[tuple[int, int, float]],
+) -> tuple[float, float, float, float]:
+    """(base_s, per_request_s, prefill_base_s, per_prefill_token_s): least squares over the
+    decode points (P = 0) and, apart, over the prefill points (B = 0), each `fit_step_model`.
+    Needs both kinds of point, else ValueError."""
+    decode = [(b, 0, t) for b, p, t in points if p == 0]
+    prefill = [(0, p, t) for b, p, t in points if b == 0 and p > 0]
+    if not decode or not prefill:
+        raise ValueError("a split fit needs decode points (P = 0) and prefill points (B = 0)")
+    base, per_request, _ = fit_step_model(decode)
+    prefill_base, _, per_token = fit_step_model(prefill)
+    return base, per_request, prefill_base, per_token
 
 
 def load_profile(path: str | Path) -> Profile:
