@@ -11,8 +11,9 @@ models often go on to invent the next exchange. Then, first rule that matches wi
    yes/no, the value math-verify's `parse` finds ("of 8" -> 8, "8 apples" -> 8), the clause
    itself when it reads as math ("x+1"), else a short word answer;
 3. without a marker: an option letter written "(B)", then the last value math-verify finds in
-   the text (a bare number in brackets too: "[[15]]" -> 15), then a word answer after the
-   last "is"/"be" ("The capital of France is Paris." -> "Paris").
+   the text (a bare number in brackets too: "[[15]]" -> 15), then a text of at most four
+   words as a word answer ("Paris"), then a word answer after the first "is"/"be" ("The
+   capital of France is Paris, which is ..." -> "Paris").
 A word answer ends at a comma and is at most four words after leading filler ("of",
 "that", "you", ...) is dropped; a clause of nothing but filler ("you want") is no answer
 (None), never a cluster of its own; a text of no digits that opens with a yes/no reply
@@ -245,5 +246,8 @@ def extract_answer(text: str | None) -> str | None:
     reply = _YES_NO_REPLY_RE.match(text)
     if reply:
         return _YES_NO[reply.group(1).lower()]
-    copulas = list(_IS_RE.finditer(text))
-    return word_answer(_clause(text[copulas[-1].end() :])) if copulas else None
+    words = text.split()
+    if 0 < len(words) <= MAX_WORDS:  # a bare short answer ("Paris")
+        return word_answer(text)
+    copula = _IS_RE.search(text)
+    return word_answer(_clause(text[copula.end() :])) if copula else None

@@ -46,7 +46,9 @@ from dynasor_sgl.verifier import TimedWorker
         ("So the answer is twelve cookies.", "twelve cookies"),
         ("It is 1/2 of the cake", "1/2"),
         ("we have -2.5 left", "-2.5"),
-        ("no digits here", None),
+        ("Let me think about this problem carefully first", None),
+        ("Paris", "Paris"),  # a bare short answer
+        ("The capital of France is Paris, which is located in the north", "Paris"),
         # From the labelled corpus (tests/data/answer_corpus.jsonl): the model's answer ends
         # where it starts the next turn or a new question; equations give their result.
         ("Sure!So, the answer is:France.\n\nUSER:The answer is:Churu.", "France"),

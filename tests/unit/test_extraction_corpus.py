@@ -38,13 +38,13 @@ KNOWN_MISSES: dict[int, str] = {
     38: "a yes/no question answered in a sentence ('thus 7 is even')",
     46: "the answer is the first equation; a second one follows",
     57: "the one-letter answer 'A' reads as the article a",
-    76: "two copulas; the first sentence holds the answer",
     102: "a word answer, then a paragraph of numbers with no new question",
     108: "9.1E+09 in E notation",
     113: "the answer is followed by a stray fragment after an unknown label ('COMMENTS:')",
     114: "an empty box next to the answer ('\\boxed{}0')",
     144: "a word answer, then an instruction that is not a question",
     291: "'3. 3. 3 apples are 3.1 pounds.'",
+    297: "a bare nonsense word ('GrizzlyGhost') reads as a short word answer",
 }
 
 
