@@ -1,8 +1,9 @@
 """Self-consistency (Wang et al.): sample independent solutions, answer by majority vote.
 
 Knob: samples. The router's policy grants samples in batches (default: 5, then 5 more) and
-reads the answer-entropy certaindex at the detection step (5): if the samples agree enough
-(≥ 0.7) the program stops there instead of drawing up to the cap (20). Each sample is its own
+reads the answer-entropy certaindex at the detection step (5) and after every batch of 5
+after it: once the samples agree enough (≥ 0.7) the program stops there instead of drawing up
+to the cap (20). Each sample is its own
 branch `s<i>`, forked from the shared prompt, so the prompt is prefilled once and cached.
 The result's details list every sample's answer and tokens (`answers`, `sample_tokens`), which
 is what `dynasor-sgl eval` replays other policies over.
