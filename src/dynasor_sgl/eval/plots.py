@@ -25,6 +25,7 @@ def accuracy_vs_tokens(summary: Mapping[str, Any], path: str | Path) -> None:
         ("baseline_by_cap", "baseline (numbers: cap)", "o-"),
         ("dynasor_by_threshold", "Dynasor (numbers: threshold)", "s-"),
         ("dynasor_every_sample_by_threshold", "Dynasor, read every sample (threshold)", "^--"),
+        ("posterior_by_confidence", "majority posterior, every sample (confidence)", "v:"),
     )
     for key, label, style in series:
         points = curves.get(key) or []

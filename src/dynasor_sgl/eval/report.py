@@ -21,6 +21,7 @@ from dynasor_sgl.eval.sampled import replay_cap, replay_policy, sampled_run
 from dynasor_sgl.policy_config import PolicyConfig
 
 Z95 = 1.959963984540054
+POSTERIOR_CONFIDENCES = (0.6, 0.7, 0.8, 0.9, 0.95)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -115,7 +116,9 @@ def _point(outcomes: Sequence[Any], golds: Sequence[str], label: float) -> dict[
 def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
     """Accuracy vs mean tokens: baseline at caps 1..cap, Dynasor at THRESHOLDS with the run's
     policy, and the same thresholds read after every sample from the detection point on
-    (sequential detection: more tokens saved, samples drawn one batch at a time)."""
+    (sequential detection: more tokens saved, samples drawn one batch at a time), and the
+    majority-posterior rule (Adaptive-Consistency) read after every sample at
+    POSTERIOR_CONFIDENCES."""
     runs = [sampled_run(r["details"], int(r["tokens"]["total"])) for r in baselines]
     golds = [str(r["gold"]) for r in baselines]
     cap = min(len(r.answers) for r in runs)
@@ -128,10 +131,17 @@ def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> d
         by_threshold.append(_point([replay_policy(r, cfg) for r in runs], golds, t))
         every = dataclasses.replace(cfg, detect_every=1, pace=1)
         sequential.append(_point([replay_policy(r, every) for r in runs], golds, t))
+    posterior = []
+    for c in POSTERIOR_CONFIDENCES:
+        cfg = PolicyConfig.for_algorithm(
+            "sc", **{**policy, "rule": "posterior", "confidence": c, "detect_every": 1, "pace": 1}
+        )
+        posterior.append(_point([replay_policy(r, cfg) for r in runs], golds, c))
     return {
         "baseline_by_cap": by_cap,
         "dynasor_by_threshold": by_threshold,
         "dynasor_every_sample_by_threshold": sequential,
+        "posterior_by_confidence": posterior,
     }
 
 
