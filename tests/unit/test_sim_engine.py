@@ -67,7 +67,8 @@ def test_forks_prefill_the_shared_prompt_once() -> None:
     done = run_until(e)
     # each fork recomputes one token (1.02 s), then two decode steps of two (4 s)
     assert ends(done) == {"f1": 7.02, "f2": 7.02}
-    assert all(f.request.cached == 100 and f.request.prefilled == 1 for f in done)
+    # SGLang counts the recomputed token as prefilled, not cached
+    assert all(f.request.cached == 99 and f.request.prefilled == 1 for f in done)
     e.forget_program("p")
     assert "p" not in e.cache
 
@@ -163,6 +164,15 @@ def test_an_abort_during_a_prefill_step_counts_no_decode_progress() -> None:
     gone = e.abort("a", 3.5)
     assert gone is not None and gone.request.generated == 2
     assert ends(run_until(e)) == {"b": pytest.approx(3.7 + 1.5)}  # b's prefill, one step alone
+
+
+def test_a_warm_prefix_is_not_prefilled_again() -> None:
+    e = Engine(PROFILE)
+    e.submit(req("a", 1, shared=50, own=0, warm_len=30), 0.0)
+    (done,) = run_until(e)
+    # 20 of its 50 prompt tokens to prefill: 1 + 0.2 = 1.2 s, its one token there
+    assert done.at == pytest.approx(1.2)
+    assert (done.request.prefilled, done.request.cached) == (20, 30)
 
 
 def test_a_prefill_step_has_its_own_fixed_cost() -> None:

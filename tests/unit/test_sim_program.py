@@ -96,7 +96,8 @@ def test_tokens_and_prefix_sharing_are_counted() -> None:
     (rec,) = simulate([trace], 1, SYSTEMS["dynasor"], 1.0, spec())
     detail = rec["tokens_detail"]
     # one fork prefill of the 40-token prompt, then 5 samples that each recompute one token
-    assert detail["prefill"] == 40 + 5 and detail["cached"] == 5 * 40
+    # (prefilled, not cached, as SGLang counts it)
+    assert detail["prefill"] == 40 + 5 and detail["cached"] == 5 * 39
     assert detail["generated"] == 50 and detail["requests"] == 6
     assert rec["exit_reason"] == "threshold" and rec["correct"] is True
     assert rec["tokens"] == 95
@@ -162,3 +163,13 @@ def test_replayed_records_stop_where_the_real_programs_did() -> None:
     assert [(g["steps"], g["exit_reason"]) for g in got] == [(5, "threshold"), (10, "cap")]
     assert [g["tokens_detail"]["generated"] for g in got] == [47, 134]
     assert [g["tokens_detail"]["requests"] for g in got] == [6, 12]
+
+
+def test_a_replayed_record_prefills_what_the_real_program_did() -> None:
+    rec = real_record(10, "cap", 134)
+    rec["tokens_detail"].update(prefill=25, cached=563)  # 12 requests of a 49-token prompt
+    trace = record_trace(rec, cap=10, max_new=16)
+    # its first request prefilled 25 - 11 = 14 tokens (each later one recomputes 1): 35 warm
+    assert (trace.prompt_tokens, trace.warm_tokens) == (49, 35)
+    (got,) = simulate([trace], 1, SYSTEMS["sglang"], 1.0, spec())
+    assert got["tokens_detail"]["prefill"] == 25 and got["tokens_detail"]["cached"] == 563

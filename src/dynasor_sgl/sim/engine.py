@@ -9,10 +9,13 @@ emits its first token there (one with `new_tokens` 0, e.g. a fork's prefix prefi
 Admission from the waiting queue (in the queue policy's order) stops at the first request that
 does not fit: `max_running` requests at once, and KV: a request reserves its uncached prompt
 plus `max_new` tokens of the `kv_tokens` pool until it ends (SGLang's conservative check; the
-prefix cache itself is evictable and not charged). Prefix sharing: per program, the length of
-its prompt already cached here; a request prefills only the part of its shared prefix past it,
-plus its own suffix (at least one token, as SGLang recomputes the last one). An abort takes
-effect at once: the request leaves the batch and its KV is freed.
+prefix cache itself is evictable and not charged; a program's prefix is dropped when it ends,
+where LRU would drop it first; the CPU worker's 65,536 tokens never fill in the validation
+runs, so LRU order never matters there). Prefix sharing: per program, the length of its prompt
+already cached here (at least what the cache held before, `warm_len`); a request prefills
+only the part of its shared prefix past it, plus its own suffix (at least one token, as
+SGLang recomputes the last one, which then does not count as cached). An abort takes effect
+at once: the request leaves the batch and its KV is freed.
 
 Between changes of the batch every step is the same, so a run of pure-decode steps up to the
 next request end is one event (`wake_at`); a submit or abort cuts it at the step in progress.
@@ -56,7 +59,7 @@ class Engine:
         self.busy_s = 0.0  # seconds spent stepping (for utilization)
 
     def _cached_of(self, req: Request) -> int:
-        return min(req.shared_len, self.cache.get(req.program_id, 0))
+        return min(req.shared_len, max(self.cache.get(req.program_id, 0), req.warm_len))
 
     def load(self) -> int:
         return len(self.waiting) + len(self.prefilling) + len(self.running)
@@ -193,8 +196,9 @@ class Engine:
             if self.kv_used + need > p.kv_tokens and (self.running or self.prefilling):
                 break
             self.waiting.remove(req.rid)
-            req.admitted, req.cached, req.kv = now, cached, need
+            req.admitted, req.kv = now, need
             req.prefill_left = req.prefilled = max(1, uncached)
+            req.cached = max(0, req.prompt_len - req.prefilled)  # a recomputed token is not
             pending += req.prefill_left
             admitted += 1
             self.kv_used += need

@@ -74,6 +74,7 @@ class SimProgram:
         self._seq += 1
         max_new = max(new, self.max_tokens)
         req = Request(rid, self.program_id, shared, own, new, max_new)
+        req.warm_len = min(shared, self.trace.warm_tokens)
         self.outstanding.add(rid)
         self._cluster.send(self, req, lambda f: self._back(f, then))
 

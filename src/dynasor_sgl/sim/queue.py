@@ -27,7 +27,9 @@ class QueuePolicy(StrEnum):
 @dataclass(eq=False)
 class Request:
     """One request to an engine. `new_tokens` ≤ `max_new` is what it really generates (EOS);
-    admission reserves KV for `max_new`. The engine fills in the rest."""
+    admission reserves KV for `max_new`. `warm_len`: tokens of its shared prefix the engine's
+    cache held before the simulation began (a prefix every program shares, or the same prompt
+    run earlier on that worker). The engine fills in the rest."""
 
     rid: str
     program_id: str
@@ -36,6 +38,7 @@ class Request:
     new_tokens: int
     max_new: int
     priority: int = 0
+    warm_len: int = 0
     seq: int = 0
     arrived: float = 0.0  # when it reached the engine
     admitted: float | None = None  # when its prefill began

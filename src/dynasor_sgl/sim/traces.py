@@ -40,7 +40,8 @@ class Trace:
     """One program at its cap. prompt_tokens: its shared prompt (prefilled once per worker).
     gold: the label of the right answer (None: no unit got it right). source: where it comes
     from ("eval:<file>" or "synthetic:<workload>"). max_new: the max_new_tokens its requests
-    were sent with (0: the run's own setting)."""
+    were sent with (0: the run's own setting). warm_tokens: prompt tokens the worker's cache
+    held when it started (a prefix every program shares, or the same prompt run earlier)."""
 
     question_id: str
     algorithm: str
@@ -49,10 +50,13 @@ class Trace:
     gold: int | None
     source: str
     max_new: int = 0
+    warm_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.units:
             raise ValueError(f"trace {self.question_id} has no units")
+        if not 0 <= self.warm_tokens <= self.prompt_tokens:
+            raise ValueError(f"trace {self.question_id}: warm_tokens outside 0..prompt_tokens")
         if self.prompt_tokens < 0 or any(u.tokens < 0 for u in self.units):
             raise ValueError(f"trace {self.question_id} has a negative token count")
 
@@ -171,7 +175,9 @@ def split_tokens(total: int, units: int, max_new: int) -> list[int]:
 def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     """The trace of one real self-consistency program record of `dynasor-sgl bench online`:
     its own steps and generated tokens (`split_tokens`), its prompt (prompt tokens per
-    request), and answer labels that make the policy decide as it did: a certaindex stop at
+    request) and how much of it was cached when it started (the prompt less what its first
+    request prefilled: its prefill less one recomputed token per later request), and answer
+    labels that make the policy decide as it did: a certaindex stop at
     its `steps` (all agree), else no agreement (every unit its own answer) so only the cap or
     the router ends it. Units past its steps (a deadline stop cut it) get its mean tokens.
     The program's answer is label 0; gold is 0 when it was right."""
@@ -183,12 +189,14 @@ def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     agreed = rec.get("exit_reason") == "threshold"
     labels = [0 if agreed and i < steps else i for i in range(cap)]
     requests = max(1, int(detail.get("requests", 1)))
-    prompt = round((int(detail.get("prefill", 0)) + int(detail.get("cached", 0))) / requests)
+    prefill = int(detail.get("prefill", 0))
+    prompt = max(1, round((prefill + int(detail.get("cached", 0))) / requests))
+    warm = max(0, min(prompt, prompt - (prefill - (requests - 1))))
     units = tuple(Unit(t, lb) for t, lb in zip(tokens, labels, strict=True))
     gold = 0 if rec.get("correct") else None
     qid = str(rec.get("question_id", rec.get("index", "?")))
     source = f"record:{rec.get('system')}@{rec.get('rate')}#{rec.get('index')}"
-    return Trace(qid, "sc", max(1, prompt), units, gold, source, max_new)
+    return Trace(qid, "sc", prompt, units, gold, source, max_new, warm)
 
 
 __all__ = [
