@@ -11,7 +11,7 @@ models often go on to invent the next exchange. Then, first rule that matches wi
    yes/no, the value math-verify's `parse` finds ("of 8" -> 8, "8 apples" -> 8), the clause
    itself when it reads as math ("x+1"), else a short word answer;
 3. without a marker: an option letter written "(B)", then the last value math-verify finds in
-   the text (a bare number in brackets too: "[[15]]" -> 15), then a text of at most four
+   the text (a bare number in brackets too: "[[15]]" -> 15), then a text of at most three
    words as a word answer ("Paris"), then a word answer after the first "is"/"be" ("The
    capital of France is Paris, which is ..." -> "Paris").
 A word answer ends at a comma and is at most four words after leading filler ("of",
@@ -102,6 +102,7 @@ _FILLER = frozenset(
     ]
 )
 MAX_WORDS = 4
+BARE_WORDS = 3
 
 
 def _balanced(text: str, start: int) -> str | None:
@@ -247,7 +248,7 @@ def extract_answer(text: str | None) -> str | None:
     if reply:
         return _YES_NO[reply.group(1).lower()]
     words = text.split()
-    if 0 < len(words) <= MAX_WORDS:  # a bare short answer ("Paris")
+    if 0 < len(words) <= BARE_WORDS:  # a bare short answer ("Paris", "New York City")
         return word_answer(text)
     copula = _IS_RE.search(text)
     return word_answer(_clause(text[copula.end() :])) if copula else None
