@@ -4,10 +4,14 @@ warm-up threshold, a branch cut short mid-stream, and each client answered in it
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
 from router_harness import BRANCH, LONG, gen, register, run, setup, sse_events
+
+from dynasor_sgl.router.watch import Watch
+from dynasor_sgl.trimming import ConfidenceTrimmer
 
 SURE = [-0.01, -6.0, -6.0, -6.0, -6.0, -6.0]  # c = 4.802 over the top 5
 UNSURE = [-1.5, -1.6, -1.7, -1.8, -1.9, -2.0]  # c = 1.7
@@ -143,3 +147,22 @@ def test_warm_up_branches_are_never_trimmed_and_programs_without_it_are_untouche
             assert (await client.get("/programs/q")).json()["confidence"] is None
 
     run(body)
+
+
+def _event(tops: list[list[float]], done: int, finish: dict[str, Any] | None = None) -> bytes:
+    entries = [[[v, 1, None] for v in p] for p in tops]
+    meta = {"completion_tokens": done, "output_top_logprobs": entries, "finish_reason": finish}
+    return b"data: " + json.dumps({"text": "", "meta_info": meta}).encode()
+
+
+def test_a_watch_reads_cumulative_and_incremental_streams_alike() -> None:
+    for incremental in (False, True):
+        watch = Watch(ConfidenceTrimmer(2, 50, 1), 2, False, False, 0)
+        positions = [[-0.5, -1.5], [-1.0, -3.0], [-2.0, -2.0]]  # c = 1.0, 2.0, 2.0
+        for done in range(1, 4):
+            tops = positions[done - 1 : done] if incremental else positions[:done]
+            out = watch._event(_event(tops, done), lambda: None)
+            assert b"logprob" not in out  # the client asked for none
+        assert watch.branch.tokens == 3
+        assert watch.branch.mean is not None and abs(watch.branch.mean - 5 / 3) < 1e-9
+        assert watch.branch.lowest_group == 1.5

@@ -122,9 +122,12 @@ class Watch:
             new, self.seen = tops, self.seen + len(tops)
         confidences = []
         for position in new:
-            values = top_logprob_values(position, self.topk)
-            if values:
-                confidences.append(position_confidence(values))
+            try:
+                values = top_logprob_values(position, self.topk)
+                if values:
+                    confidences.append(position_confidence(values))
+            except (ValueError, TypeError, IndexError):  # a malformed position: not a reading
+                continue
         return confidences
 
     def _close(self, meta: dict[str, Any]) -> None:
@@ -137,11 +140,17 @@ class Watch:
             "threshold": self.trimmer.threshold,
         }
         if self.trimmed:
+            worker = meta.get("finish_reason")
+            ended = (
+                ""
+                if not isinstance(worker, dict) or worker.get("type") == "abort"
+                else (f" (it ended by {worker.get('type')} before the abort reached the worker)")
+            )
             meta["finish_reason"] = {
                 "type": "abort",
                 "reason": LOW_CONFIDENCE,
-                "message": f"trimmed: group confidence {self.branch.group:.4g} fell below "
-                f"the warm-up threshold {self.trimmer.threshold:.4g}",
+                "message": f"trimmed: its group confidence fell below the warm-up threshold "
+                f"{self.trimmer.threshold:.4g}{ended}",
             }
 
     def _strip(self, meta: dict[str, Any]) -> None:
