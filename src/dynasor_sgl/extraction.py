@@ -99,6 +99,18 @@ _FILLER = frozenset(
         "thus",
         "therefore",
         "hence",
+        # interjections: "hmm" alone is no answer
+        "hmm",
+        "hm",
+        "um",
+        "uh",
+        "oh",
+        "ah",
+        "ok",
+        "okay",
+        "well",
+        "wait",
+        "sure",
     ]
 )
 MAX_WORDS = 4
