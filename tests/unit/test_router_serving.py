@@ -253,8 +253,10 @@ def test_a_report_with_inf_or_nan_is_a_400_and_the_listing_stays_json() -> None:
     async def scenario() -> None:
         async with setup() as (client, _, _):
             await register(client, "p", detect_at=1)
-            for bad in ('{"used": 1, "values": {"entropy": Infinity}}',
-                        '{"used": 1, "rewards": {"a": NaN}}'):  # fmt: skip
+            for bad in (
+                '{"used": 1, "values": {"entropy": Infinity}}',
+                '{"used": 1, "rewards": {"a": NaN}}',
+            ):
                 resp = await client.post(
                     "/programs/p/report", content=bad, headers={"content-type": "application/json"}
                 )
