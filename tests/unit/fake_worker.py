@@ -8,7 +8,10 @@ finish_reason abort when /abort_request names it. With `script` set, a generatio
 `script(prompt)` one word a token, ending with finish_reason stop when the words run out. A
 native request with `return_logprob` and `top_logprobs_num` k gets SGLang's
 `output_top_logprobs` (cumulative in a stream, entries `[logprob, token_id, null]`): the first k
-of `logprobs(prompt, position)` when set, else a confident default. The
+of `logprobs(prompt, position)` when set, else a confident default. Streams carry `output_ids`
+(token i is id i) and are cumulative, or per chunk with `incremental` (SGLang's
+`--incremental-streaming-output`); an abort's last event carries the whole text and logprobs
+and only the last id, as SGLang's does. The
 OpenAI routes generate the same way (one chat or completion choice, with usage, streamed as
 OpenAI chunks), or answer `openai_status` with an error when it is not 200. Everything it saw
 is kept for the tests to inspect.
@@ -66,6 +69,7 @@ class FakeWorker:
         self.flushes = 0
         self.script: Callable[[str], str] | None = None
         self.logprobs: Callable[[str, int], list[float]] | None = None  # (prompt, position)
+        self.incremental = False  # streams send each chunk's text, ids and logprobs only
         self.openai_status = 200
         self.openai_bodies: list[dict[str, Any]] = []
         self.server_args: dict[str, Any] = {}  # more /get_server_info fields (reasoning_parser)
@@ -280,6 +284,19 @@ class FakeWorker:
             meta["output_top_logprobs"] = tops
         return meta
 
+    def _chunk(
+        self, run: _Running, prompt: int, sent: int, done: int, reason: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """One stream event after `done` tokens, `sent` of them in earlier events."""
+        meta = self._meta(run, prompt, done, reason)
+        if not self.incremental:
+            return {"text": run.text(done), "output_ids": list(range(done)), "meta_info": meta}
+        for key in ("output_token_logprobs", "output_top_logprobs"):
+            if key in meta:
+                meta[key] = meta[key][sent:]
+        text = run.text(done)[len(run.text(sent)) :]
+        return {"text": text, "output_ids": list(range(sent, done)), "meta_info": meta}
+
     async def _tokens(self, run: _Running) -> Any:
         """Yields the number of tokens produced so far; stops early when aborted."""
         for i in range(1, run.max_new_tokens + 1):
@@ -324,16 +341,21 @@ class FakeWorker:
         await resp.prepare(request)
         run = self._start(rid, text, max_new)
         run.top_k = top_k
-        done = 0
+        done = sent = 0
         try:
             async for done in self._tokens(run):
-                event = {"text": run.text(done), "meta_info": self._meta(run, prompt, done, None)}
+                event = self._chunk(run, prompt, sent, done, None)
+                sent = done
                 await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         finally:
             self.running.pop(rid, None)
-        meta = self._meta(run, prompt, done, self._reason(run, done))
-        self.finished[rid] = meta
-        event = {"text": run.text(done), "meta_info": meta}
+        reason = self._reason(run, done)
+        if reason["type"] == "abort":  # SGLang's abort event: everything so far, the last id
+            event = {"text": run.text(done), "meta_info": self._meta(run, prompt, done, reason)}
+            event["output_ids"] = [done - 1] if done else []
+        else:
+            event = self._chunk(run, prompt, sent, done, reason)
+        self.finished[rid] = event["meta_info"]
         await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from router_harness import BRANCH, LONG, gen, register, run, setup, sse_events
 
 from dynasor_sgl.router.watch import Watch
@@ -46,10 +47,12 @@ def trimmed_count(metrics: str) -> float:
     return 0.0
 
 
-def test_a_rambling_branch_is_trimmed_mid_stream_and_answered_as_json() -> None:
+@pytest.mark.parametrize("incremental", [False, True], ids=["cumulative", "incremental"])
+def test_a_rambling_branch_is_trimmed_mid_stream_and_answered_as_json(incremental: bool) -> None:
     async def body() -> None:
         async with setup() as (client, router, fakes):
             fakes[0].logprobs = logprobs
+            fakes[0].incremental = incremental
             await register(client, "p", **TRIM)
             await warm_up(client, "p")
             prog = router.programs.get("p")
@@ -67,6 +70,7 @@ def test_a_rambling_branch_is_trimmed_mid_stream_and_answered_as_json() -> None:
             # Cut soon after its first unsure token, far short of its budget.
             assert DRIFT_AT < meta["completion_tokens"] < 100
             assert out["text"] == " tok" * meta["completion_tokens"]
+            assert out["output_ids"] == list(range(meta["completion_tokens"]))
             assert not [k for k in meta if "logprob" in k]  # the client asked for none
             assert meta["confidence"]["group"] < meta["confidence"]["threshold"]
 
@@ -110,14 +114,19 @@ def test_a_streaming_client_gets_a_stream_without_logprobs_it_did_not_ask_for() 
     run(body)
 
 
-def test_a_client_that_asked_for_fewer_logprobs_gets_that_many() -> None:
+@pytest.mark.parametrize("incremental", [False, True], ids=["cumulative", "incremental"])
+def test_a_client_that_asked_for_fewer_logprobs_gets_that_many(incremental: bool) -> None:
     async def body() -> None:
         async with setup() as (client, _router, fakes):
             fakes[0].logprobs = logprobs
+            fakes[0].incremental = incremental
             await register(client, "p", **TRIM)
             asked = gen("steady", max_new=6, return_logprob=True, top_logprobs_num=2)
             reply = await branch(client, "p", "s0", asked)
-            meta = reply.json()["meta_info"]
+            out = reply.json()
+            meta = out["meta_info"]
+            assert (out["text"], out["output_ids"]) == (" tok" * 6, list(range(6)))
+            assert len(meta["output_token_logprobs"]) == 6
             assert len(meta["output_top_logprobs"]) == 6
             assert all(len(p) == 2 for p in meta["output_top_logprobs"])
             assert fakes[0].generate_bodies[-1]["top_logprobs_num"] == 5

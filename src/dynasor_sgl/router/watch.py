@@ -28,12 +28,18 @@ from dynasor_sgl.trimming import BranchConfidence, ConfidenceTrimmer
 
 LOW_CONFIDENCE = "low_confidence"
 _TOP_KEYS = ("output_top_logprobs", "input_top_logprobs")
+_OUTPUT_KEYS = ("output_token_logprobs", "output_top_logprobs", "output_token_ids_logprobs")
 _JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
 class Watch:
-    """One branch's generation under confidence trimming, and what its client asked for."""
+    """One branch's generation under confidence trimming, and what its client asked for.
+
+    A non-streaming client's one reply is the last event of a cumulative stream (SGLang's
+    default), or joined from the chunks of an incremental one; either way an abort event (the
+    worker's) carries the whole text and logprobs so far but only the last token id.
+    """
 
     trimmer: ConfidenceTrimmer
     topk: int
@@ -43,9 +49,13 @@ class Watch:
     branch: BranchConfidence = field(init=False)
     trimmed: bool = False
     seen: int = 0  # positions of output_top_logprobs read so far
+    incremental: bool | None = None  # the worker's stream kind, known from its second event
     final: dict[str, Any] | None = None  # the last event, rewritten for the client
+    worker_abort: bool = False  # the worker ended it with an abort event
     error: dict[str, Any] | None = None  # an error event, if the stream ended in one
-    output_ids: list[Any] = field(default_factory=list)
+    ids: list[Any] = field(default_factory=list)  # output ids so far (non-streaming client)
+    pieces: list[str] = field(default_factory=list)  # incremental: the text chunks
+    lists: dict[str, list[Any]] = field(default_factory=dict)  # incremental: logprob chunks
 
     def __post_init__(self) -> None:
         self.branch = self.trimmer.branch()
@@ -53,8 +63,9 @@ class Watch:
     async def relay(
         self, chunks: AsyncGenerator[bytes, None], on_trim: Callable[[], None]
     ) -> AsyncGenerator[bytes, None]:
-        """The worker's stream `chunks`, read and rewritten event by event; `on_trim` is
-        called once, when the branch falls below the program's threshold."""
+        """The worker's stream `chunks`, read and rewritten event by event (for a streaming
+        client; nothing is yielded for a non-streaming one, see `collect`); `on_trim` is called
+        once, when the branch falls below the program's threshold."""
         buffer = b""
         try:
             async with contextlib.aclosing(chunks):
@@ -66,8 +77,7 @@ class Watch:
                 if buffer.strip():
                     yield self._event(buffer, on_trim)
         finally:
-            reason = (self.final or {}).get("meta_info", {}).get("finish_reason")
-            ended = isinstance(reason, dict) and reason.get("type") != "abort"
+            ended = self.final is not None and not self.worker_abort
             self.trimmer.finished(self.branch, aborted=self.trimmed or not ended)
 
     async def collect(self, events: AsyncGenerator[bytes, None]) -> Reply:
@@ -75,50 +85,77 @@ class Watch:
         async with contextlib.aclosing(events):
             async for _ in events:
                 pass
-        if self.final is not None:
-            meta = self.final["meta_info"]
-            done = meta.get("completion_tokens")
-            ids = self.final.get("output_ids")
-            if isinstance(ids, list) and isinstance(done, int) and len(ids) < done:
-                self.final["output_ids"] = self.output_ids  # an abort event carries the last
-            return Reply(200, orjson.dumps(self.final), dict(_JSON))
-        error = self.error or {"error": {"message": "the worker's stream ended without a reply"}}
-        code = error.get("error", {}).get("code") if isinstance(error.get("error"), dict) else None
-        return Reply(code if isinstance(code, int) else 400, orjson.dumps(error), dict(_JSON))
+        final = self.final
+        if final is None:
+            error = self.error or {"error": {"message": "the worker's stream ended in nothing"}}
+            info = error.get("error")
+            code = info.get("code") if isinstance(info, dict) else None
+            return Reply(code if isinstance(code, int) else 400, orjson.dumps(error), dict(_JSON))
+        meta = final["meta_info"]
+        if self.worker_abort or self.incremental:
+            final["output_ids"] = self.ids
+        if self.incremental and not self.worker_abort:
+            final["text"] = "".join(self.pieces)
+            meta.update((k, v) for k, v in self.lists.items() if k in meta)
+        self._strip(meta)
+        return Reply(200, orjson.dumps(final), dict(_JSON))
 
     def _event(self, raw: bytes, on_trim: Callable[[], None]) -> bytes:
         raw = raw.strip(b"\r\n")
         if not raw.startswith(b"data: {"):
-            return raw + b"\n\n" if raw else b""
+            return raw + b"\n\n" if raw and self.client_stream else b""
         try:
             obj = orjson.loads(raw[6:])
         except orjson.JSONDecodeError:
-            return raw + b"\n\n"
+            return raw + b"\n\n" if self.client_stream else b""
         meta = obj.get("meta_info") if isinstance(obj, dict) else None
         if not isinstance(meta, dict):
             if isinstance(obj, dict) and "error" in obj:
                 self.error = obj
-            return raw + b"\n\n"
+            return raw + b"\n\n" if self.client_stream else b""
         if self.trimmer.feed(self.branch, self._new_confidences(meta)) and not self.trimmed:
             self.trimmed = True
             self.trimmer.trims += 1
             on_trim()
-        if isinstance(obj.get("output_ids"), list) and len(obj["output_ids"]) > 1:
-            self.output_ids = obj["output_ids"]
-        if meta.get("finish_reason") is not None:
+        reason = meta.get("finish_reason")
+        abort = isinstance(reason, dict) and reason.get("type") == "abort"
+        if not self.client_stream:
+            self._gather(obj, meta, abort)
+        if reason is not None:
+            self.final, self.worker_abort = obj, abort
             self._close(meta)
+        if not self.client_stream:
+            return b""
         self._strip(meta)
-        if meta.get("finish_reason") is not None:
-            self.final = obj
         return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def _gather(self, obj: dict[str, Any], meta: dict[str, Any], abort: bool) -> None:
+        """Keep what a non-streaming client's reply is joined from (see the class docstring)."""
+        ids = obj.get("output_ids")
+        if self.incremental is False:  # cumulative: the latest event holds everything
+            if isinstance(ids, list) and not abort:
+                self.ids = ids
+            return
+        if abort:  # whole text and logprobs, and a repeat of the last id
+            return
+        if isinstance(ids, list):
+            self.ids.extend(ids)
+        if isinstance(obj.get("text"), str):
+            self.pieces.append(obj["text"])
+        for key in _OUTPUT_KEYS if self.client_logprob else ():
+            if isinstance(meta.get(key), list):
+                self.lists.setdefault(key, []).extend(meta[key])
 
     def _new_confidences(self, meta: dict[str, Any]) -> list[float]:
         tops = meta.get("output_top_logprobs")
         if not isinstance(tops, list):
             return []
         if len(tops) == meta.get("completion_tokens"):  # cumulative: the whole list each time
+            if self.seen and self.incremental is None:
+                self._cumulative()
             new, self.seen = tops[self.seen :], max(self.seen, len(tops))
         else:  # incremental streaming: this chunk's positions only
+            self.incremental = True
             new, self.seen = tops, self.seen + len(tops)
         confidences = []
         for position in new:
@@ -129,6 +166,12 @@ class Watch:
             except (ValueError, TypeError, IndexError):  # a malformed position: not a reading
                 continue
         return confidences
+
+    def _cumulative(self) -> None:
+        """The second event repeats the first: a cumulative stream; drop the gathered chunks."""
+        self.incremental = False
+        self.pieces.clear()
+        self.lists.clear()
 
     def _close(self, meta: dict[str, Any]) -> None:
         """The last event: the branch's confidence for the program, and the trim's reason."""
