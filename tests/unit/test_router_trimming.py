@@ -175,3 +175,20 @@ def test_a_watch_reads_cumulative_and_incremental_streams_alike() -> None:
         assert watch.branch.tokens == 3
         assert watch.branch.mean is not None and abs(watch.branch.mean - 5 / 3) < 1e-9
         assert watch.branch.lowest_group == 1.5
+
+
+def test_a_branch_that_ends_before_its_trim_lands_is_still_out_and_says_so() -> None:
+    trimmer = ConfidenceTrimmer(2, 50, 1)
+    trimmer.threshold = 3.0
+    watch = Watch(trimmer, 2, False, False, 0)
+    cut = []
+    positions = [[-2.0, -6.0], [-1.0, -1.0], [-1.0, -1.0]]  # c = 4, 1, 1
+    for done in (1, 2):
+        watch._event(_event(positions[:done], done), lambda: cut.append(1))
+    assert cut == [1]  # (4 + 1) / 2 = 2.5 < 3 at the second token
+    watch._event(_event(positions, 3, {"type": "length", "length": 3}), lambda: cut.append(1))
+    assert cut == [1]  # once
+    assert watch.final is not None
+    reason = watch.final["meta_info"]["finish_reason"]
+    assert reason["type"] == "abort" and reason["reason"] == "low_confidence"
+    assert "ended by length" in reason["message"]

@@ -183,12 +183,10 @@ class Watch:
             "threshold": self.trimmer.threshold,
         }
         if self.trimmed:
-            worker = meta.get("finish_reason")
-            ended = (
-                ""
-                if not isinstance(worker, dict) or worker.get("type") == "abort"
-                else (f" (it ended by {worker.get('type')} before the abort reached the worker)")
-            )
+            reason = meta.get("finish_reason")
+            kind = reason.get("type") if isinstance(reason, dict) else None
+            late = kind not in (None, "abort")
+            ended = f" (it ended by {kind} before the abort reached it)" if late else ""
             meta["finish_reason"] = {
                 "type": "abort",
                 "reason": LOW_CONFIDENCE,
@@ -214,13 +212,12 @@ class Watch:
 def prepare(prog: Program | None, path: str, body: dict[str, Any]) -> Watch | None:
     """A Watch for a generation of a program that trims by confidence, with `body` rewritten to
     stream top-k logprobs from the worker; None (body untouched) for anything else."""
-    trimmer = prog.trimmer if prog is not None else None
-    if trimmer is None or path != dialect.NATIVE:
+    if prog is None or prog.trimmer is None or path != dialect.NATIVE:
         return None
     client_logprob = body.get("return_logprob") is True
     asked = body.get("top_logprobs_num")
     client_topk = asked if client_logprob and isinstance(asked, int) and asked > 0 else 0
-    topk = prog.config.confidence_topk if prog is not None else 0
-    watch = Watch(trimmer, topk, body.get("stream") is True, client_logprob, client_topk)
+    topk = prog.config.confidence_topk
+    watch = Watch(prog.trimmer, topk, body.get("stream") is True, client_logprob, client_topk)
     body.update(stream=True, return_logprob=True, top_logprobs_num=max(topk, client_topk))
     return watch
