@@ -35,7 +35,7 @@ import httpx
 
 from dynasor_sgl.config import LaunchConfig
 from dynasor_sgl.launch import run_cluster
-from dynasor_sgl.sim.profile import Profile, fit_step_model, save_profile
+from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model, save_profile
 from dynasor_sgl.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"
@@ -122,11 +122,15 @@ def step_points(result: dict) -> list[tuple[int, int, float]]:
 def fit_profile(result: dict, source: str) -> Profile:
     """The simulator profile of a results dict (see the module docstring)."""
     points = step_points(result)
-    base, per_request, per_token = fit_step_model(points)
     measured = bool(result.get("prefill"))
+    prefill_base: float | None = None
+    if measured:  # SGLang runs a prefill step on its own: fit decode and prefill apart
+        base, per_request, prefill_base, per_token = fit_split_step_model(points)
+    else:
+        base, per_request, per_token = fit_step_model(points)
     prefill_source = (
         f"least squares over {len(result['prefill'])} prefill points (max_new_tokens=1, "
-        "random input_ids) together with the decode points"
+        "random input_ids), apart from the decode points (a prefill step runs alone)"
         if measured
         else "PROVISIONAL GUESS (5,000 prompt tokens/s): no prefill was measured"
     )
@@ -137,6 +141,7 @@ def fit_profile(result: dict, source: str) -> Profile:
         base_s=round(base, 6),
         per_request_s=round(per_request, 6),
         per_prefill_token_s=round(per_token if measured else PREFILL_GUESS_S, 7),
+        prefill_base_s=None if prefill_base is None else round(prefill_base, 6),
         kv_tokens=65536,
         prefill_budget=8192,
         max_running=4096,
@@ -145,6 +150,7 @@ def fit_profile(result: dict, source: str) -> Profile:
             "base_s": fit,
             "per_request_s": fit,
             "per_prefill_token_s": prefill_source,
+            "prefill_base_s": prefill_source if measured else "not measured: base_s",
             "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
             "prefill_budget": "SGLang's default chunked prefill size (8192), not measured",
             "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
