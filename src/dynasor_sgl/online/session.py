@@ -151,6 +151,8 @@ def _run_group(bench: Bench, flavour: Flavour | None, systems: list[System]) -> 
                 )
             )
             with router as router_url:
+                if router_url is not None:
+                    _warm_router(bench, system, router_url)
                 for rate in rates:
                     _run_one(bench, system, rate, url, router_url)
 
@@ -158,23 +160,30 @@ def _run_group(bench: Bench, flavour: Flavour | None, systems: list[System]) -> 
 def _warm_up(bench: Bench, worker_url: str) -> None:
     """A few programs at once straight on the worker, results discarded: a fresh CPU worker is
     slow on its first batches, which would otherwise fall on whichever system runs first."""
+    policy = {**bench.cfg.user_policy(), **RUN_TO_CAP}
+    _warm(bench, WARM_UP_PROGRAMS, f"warming up {worker_url}", policy=policy, worker=worker_url)
+    flush_cache(worker_url)
+    logger.info("warmed up %s with %d programs", worker_url, WARM_UP_PROGRAMS)
+
+
+def _warm_router(bench: Bench, system: System, router_url: str) -> None:
+    """One program through a fresh router, discarded: a router's first program ran 2-5x slower
+    than later ones (start-up) and pushed others past their deadlines."""
+    policy = policy_for(system, bench.cfg.user_policy())
+    _warm(bench, 1, f"warming up the {system.name} router", policy=policy, router=router_url)
+
+
+def _warm(bench: Bench, count: int, what: str, **where: Any) -> None:
     from dynasor_sgl.lang import run_program
 
-    policy = {**bench.cfg.user_policy(), **RUN_TO_CAP}
-    items = bench.items[:WARM_UP_PROGRAMS]
-
     def one(item: Item) -> Any:
-        return run_program(
-            bench.spec, item.question, worker=worker_url, policy=policy, params=bench.params()
-        )
+        return run_program(bench.spec, item.question, params=bench.params(), **where)
 
-    with ThreadPoolExecutor(len(items)) as pool:
-        results = list(pool.map(one, items))
+    with ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(one, bench.items[:count]))
     failed = [r.error for r in results if not r.ok]
     if failed:
-        raise BenchError(f"warming up {worker_url}: a program failed: {failed[0]}")
-    flush_cache(worker_url)
-    logger.info("warmed up %s with %d programs", worker_url, len(items))
+        raise BenchError(f"{what}: a program failed: {failed[0]}")
 
 
 def _measure_base(bench: Bench, worker_url: str, priority: bool) -> None:
