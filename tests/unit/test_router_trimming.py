@@ -137,7 +137,7 @@ def test_a_client_that_asked_for_fewer_logprobs_gets_that_many(incremental: bool
 
 def test_warm_up_branches_are_never_trimmed_and_programs_without_it_are_untouched() -> None:
     async def body() -> None:
-        async with setup() as (client, _router, fakes):
+        async with setup() as (client, router, fakes):
             fakes[0].logprobs = logprobs
             await register(client, "p", **TRIM)
             # Both ramble, but no threshold exists while they run: they finish.
@@ -148,6 +148,12 @@ def test_warm_up_branches_are_never_trimmed_and_programs_without_it_are_untouche
                 "length",
                 "length",
             ]
+            # A prefill (the frontend caching a fork's prefix) is neither watched nor a reading.
+            await register(client, "r", **TRIM)
+            await branch(client, "r", "main", gen("steady", max_new=0))
+            assert "return_logprob" not in fakes[0].generate_bodies[-1]
+            trimmer = router.programs.get("r").trimmer
+            assert trimmer is not None and trimmer.warm == []
             await register(client, "q")
             plain = await branch(client, "q", "s0", gen("ramble", max_new=30))
             assert "confidence" not in plain.json()["meta_info"]

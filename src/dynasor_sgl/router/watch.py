@@ -77,7 +77,8 @@ class Watch:
                 if buffer.strip():
                     yield self._event(buffer, on_trim)
         finally:
-            ended = self.final is not None and not self.worker_abort
+            done = (self.final or {}).get("meta_info", {}).get("completion_tokens")
+            ended = isinstance(done, int) and done > 0 and not self.worker_abort
             self.trimmer.finished(self.branch, aborted=self.trimmed or not ended)
 
     async def collect(self, events: AsyncGenerator[bytes, None]) -> Reply:
@@ -211,9 +212,14 @@ class Watch:
 
 def prepare(prog: Program | None, path: str, body: dict[str, Any]) -> Watch | None:
     """A Watch for a generation of a program that trims by confidence, with `body` rewritten to
-    stream top-k logprobs from the worker; None (body untouched) for anything else."""
+    stream top-k logprobs from the worker; None (body untouched) for anything else, prefills
+    (`max_new_tokens` 0) included. Only a branch that generated tokens and ended on its own can
+    be a warm-up reading."""
     if prog is None or prog.trimmer is None or path != dialect.NATIVE:
         return None
+    params = body.get("sampling_params")
+    if isinstance(params, dict) and params.get("max_new_tokens") == 0:
+        return None  # a prefill (SGLang's frontend caches a fork's prefix so): no tokens to read
     client_logprob = body.get("return_logprob") is True
     asked = body.get("top_logprobs_num")
     client_topk = asked if client_logprob and isinstance(asked, int) and asked > 0 else 0
