@@ -13,7 +13,8 @@ pytestmark = pytest.mark.e2e
 
 # An open question at temperature 1.0: the tiny model's samples ramble, and a number is still
 # extractable from most. DeepConf-low (η = 10): the threshold is the 90th percentile of the
-# warm-up samples' lowest group confidence, so most later samples dip below it at some window.
+# warm-up samples' lowest group confidence, so most later samples dip below it at some window
+# (in four runs window 4 trimmed 2, 6, 6 and 5 of the 6 later samples; window 8: 3, 5, 3, 6).
 QUESTION = "Pick any whole number between 1 and 1000 and tell me which one you picked."
 MAX_TOKENS = 48
 PARAMS = {"max_tokens": MAX_TOKENS, "temperature": 1.0}
@@ -23,7 +24,7 @@ POLICY = {
     "pace": 9,
     "detect_at": 9,
     "detect_every": 0,
-    "confidence_window": 8,
+    "confidence_window": 4,
     "confidence_percentile": 10,
     "warmup": 3,
     "confidence_topk": 5,
