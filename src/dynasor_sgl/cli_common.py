@@ -21,13 +21,8 @@ from typing import Any
 import click
 
 from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.policy_config import (
-    DEFAULT_PRESET,
-    PRESETS,
-    PolicyConfig,
-    load_policy_file,
-    with_preset,
-)
+from dynasor_sgl.policy_config import PolicyConfig, load_policy_file
+from dynasor_sgl.presets import DEFAULT_PRESET, PRESETS, with_preset
 from dynasor_sgl.protocol import API_KEY_ENV
 
 ROUTER_ENV = "DYNASOR_SGL_ROUTER"

@@ -20,7 +20,8 @@ from dynasor_sgl.cli_common import policy_overrides
 from dynasor_sgl.cli_run import RunProgress
 from dynasor_sgl.lang import ProgramContext, Verdict
 from dynasor_sgl.lang.prompt import read_few_shot
-from dynasor_sgl.policy_config import CPU_PRESET, DEFAULTS, PolicyConfig, with_preset
+from dynasor_sgl.policy_config import DEFAULTS, PolicyConfig
+from dynasor_sgl.presets import CPU_PRESET, with_preset
 from dynasor_sgl.programs import get_program
 
 EXAMPLE = {"question": "What is 1 + 1?", "answer": "1 + 1 = 2, so \\boxed{2}."}
