@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,6 +64,22 @@ class Reply:
         return orjson.loads(self.body)
 
 
+@contextmanager
+def _transport_failures(
+    worker: Worker, passing: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
+    """A transport failure or timeout under it becomes the worker's failure (`passing`: kinds
+    the caller handles itself)."""
+    try:
+        yield
+    except passing:
+        raise
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
+        raise _timeout(worker) from exc
+
+
 def _timeout(worker: Worker) -> ApiError:
     return ApiError(504, f"worker {worker.index} did not answer in time", "worker_timeout")
 
@@ -112,16 +129,13 @@ class Forwarder:
         broke it before any reply (nothing was sent on yet); map transport failures."""
         for attempt in (1, 2):
             try:
-                return await send()
+                with _transport_failures(worker, passing=STALE):
+                    return await send()
             except STALE as exc:
                 if attempt == 1 and _stale(exc):
                     logger.info("worker %d: %s on a reused connection; retrying", worker.index, exc)
                     continue
                 raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-            except TimeoutError as exc:
-                raise _timeout(worker) from exc
         raise AssertionError("unreachable")
 
     async def request(
@@ -148,23 +162,17 @@ class Forwarder:
     async def read_reply(self, worker: Worker, resp: aiohttp.ClientResponse) -> Reply:
         """The whole of a response opened by `open_stream`, released."""
         try:
-            return await _read_all(resp)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            raise _timeout(worker) from exc
+            with _transport_failures(worker):
+                return await _read_all(resp)
         finally:
             resp.release()
 
     @staticmethod
     async def iter_stream(worker: Worker, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
-            async for chunk in resp.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise WorkerFailed(worker, f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            raise _timeout(worker) from exc
+            with _transport_failures(worker):
+                async for chunk in resp.content.iter_any():
+                    yield chunk
         finally:
             resp.release()
 
