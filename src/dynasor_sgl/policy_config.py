@@ -98,6 +98,23 @@ class PolicyConfig:
         for name in ("detect_every", "confidence_window"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        self._check_trimming()
+        for name in ("initial", "detect_at"):
+            if getattr(self, name) > self.cap:
+                raise ValueError(f"{name}={getattr(self, name)!r} exceeds cap={self.cap!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not 0.0 < self.trim_fraction <= 1.0:
+            raise ValueError(f"trim_fraction must be in (0, 1], got {self.trim_fraction!r}")
+        for key, value in self.thresholds.items():
+            if key not in SIGNALS:
+                raise ValueError(f"unknown signal {key!r} in thresholds; known: {SIGNALS}")
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise ValueError(f"threshold {key}={value!r} must be in [0, 1]")
+        object.__setattr__(self, "thresholds", MappingProxyType(dict(self.thresholds)))
+
+    def _check_trimming(self) -> None:
+        """The confidence-trimming keys (`confidence_window` is checked with the counts)."""
         if not isinstance(self.warmup, int) or self.warmup < 1:
             raise ValueError(f"warmup must be an integer >= 1, got {self.warmup!r}")
         if not isinstance(self.confidence_topk, int) or not 1 <= self.confidence_topk <= 20:
@@ -112,21 +129,6 @@ class PolicyConfig:
             raise ValueError(
                 f"confidence_percentile must be in (0, 100], got {self.confidence_percentile!r}"
             )
-        if self.detect_every < 0:
-            raise ValueError(f"detect_every must be >= 0, got {self.detect_every!r}")
-        for name in ("initial", "detect_at"):
-            if getattr(self, name) > self.cap:
-                raise ValueError(f"{name}={getattr(self, name)!r} exceeds cap={self.cap!r}")
-        if not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
-        if not 0.0 < self.trim_fraction <= 1.0:
-            raise ValueError(f"trim_fraction must be in (0, 1], got {self.trim_fraction!r}")
-        for key, value in self.thresholds.items():
-            if key not in SIGNALS:
-                raise ValueError(f"unknown signal {key!r} in thresholds; known: {SIGNALS}")
-            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
-                raise ValueError(f"threshold {key}={value!r} must be in [0, 1]")
-        object.__setattr__(self, "thresholds", MappingProxyType(dict(self.thresholds)))
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:
