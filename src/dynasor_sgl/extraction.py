@@ -229,11 +229,9 @@ def _from_clause(clause: str) -> str | None:
 
 
 def _last_box(text: str) -> str | None:
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        content = _balanced(text, match.end())
-        if content is not None and content.strip():
-            return _box_value(content)
-    return None
+    """The last box's answer (`extract_answer` has already dropped the empty boxes)."""
+    content = extract_boxed(text)
+    return _box_value(content) if content is not None else None
 
 
 def extract_answer(text: str | None) -> str | None:

@@ -158,12 +158,7 @@ class FakeWorker:
         run = self._start(rid, prompt, int(max_new))
         if body.get("stream"):
             return await self._openai_stream(request, run, chat)
-        done = 0
-        try:
-            async for done in self._tokens(run):  # noqa: B007 (the last value is the count)
-                pass
-        finally:
-            self.running.pop(rid, None)
+        done = await self._drain(rid, run)
         return web.json_response(_openai_reply(run, chat, done, len(prompt.split())))
 
     async def _openai_stream(
@@ -310,17 +305,22 @@ class FakeWorker:
                     pass
             yield i
 
-    async def _run(
-        self, rid: str, prompt: int, text: str, max_new: int, top_k: int = 0
-    ) -> dict[str, Any]:
-        run = self._start(rid, text, max_new)
-        run.top_k = top_k
+    async def _drain(self, rid: str, run: _Running) -> int:
+        """Generate `run` to its end; the number of tokens it produced."""
         done = 0
         try:
             async for done in self._tokens(run):  # noqa: B007 (the last value is the count)
                 pass
         finally:
             self.running.pop(rid, None)
+        return done
+
+    async def _run(
+        self, rid: str, prompt: int, text: str, max_new: int, top_k: int = 0
+    ) -> dict[str, Any]:
+        run = self._start(rid, text, max_new)
+        run.top_k = top_k
+        done = await self._drain(rid, run)
         reason = self._reason(run, done)
         meta = self._meta(run, prompt, done, reason)
         self.finished[rid] = meta
