@@ -13,6 +13,10 @@ follows DeepConf online: the first `warmup` samples are drawn alone (they set th
 threshold), then the rest of each round; a sample the router trimmed (`low_confidence`) leaves
 the vote and the entropy report, and the vote is weighted by each sample's mean token
 confidence (`sample_confidence`). The entropy (or posterior) stop applies as without it.
+
+With `record_topk` > 0 every sample asks the worker for its top-k logprobs and the details
+keep each sample's token confidences (`token_confidences`, DeepConf's c_t per generated
+token), so `dynasor-sgl eval` can replay confidence trimming over a full-budget run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sglang as sgl
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.answers import extract_answer
+from dynasor_sgl.logprobs import position_confidence, top_logprob_values
 from dynasor_sgl.tokens import request_tokens
 from dynasor_sgl.votes import Vote, majority_vote, weighted_vote
 
@@ -53,14 +58,31 @@ def confidence_vote(answers: dict[str, str | None], samples: dict[str, Sample]) 
     return weighted_vote(list(answers.values()), weights)
 
 
-def draw(s: Any, first: int, count: int, max_tokens: int, temperature: float) -> dict[str, Sample]:
-    """Sample `count` solutions on forks of `s`, branches s<first>..; (text, tokens, meta) by
-    branch."""
+def token_confidences(meta: dict[str, Any], k: int) -> list[float]:
+    """DeepConf's token confidence of each generated position of a sample whose request asked
+    for `k` top logprobs (rounded to 4 places); [] when the worker sent none."""
+    positions = meta.get("output_top_logprobs") or []
+    values = (top_logprob_values(entries, k) for entries in positions)
+    return [round(position_confidence(v), 4) for v in values if v]
+
+
+def gen_options(max_tokens: int, temperature: float, record_topk: int) -> dict[str, Any]:
+    """The sampling options of one sample: with `record_topk` > 0, its generated tokens' top-k
+    logprobs too (output only: `logprob_start_len` -1)."""
+    options: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if record_topk > 0:
+        options.update(return_logprob=True, top_logprobs_num=record_topk, logprob_start_len=-1)
+    return options
+
+
+def draw(s: Any, first: int, count: int, options: dict[str, Any]) -> dict[str, Sample]:
+    """Sample `count` solutions on forks of `s` with sgl.gen `options`, branches s<first>..;
+    (text, tokens, meta) by branch."""
     forks = dl.fork(s, count)
     names = [f"s{first + i}" for i in range(count)]
     for name, fork in zip(names, forks, strict=True):
         dl.tag(fork, name)
-        fork += sgl.gen("answer", max_tokens=max_tokens, temperature=temperature)
+        fork += sgl.gen("answer", **options)
     try:
         return {
             name: (str(dl.read(fork, "answer")), *_tokens_meta(dl.meta(fork, "answer")))
@@ -76,27 +98,36 @@ def _tokens_meta(meta: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def draw_round(
-    s: Any, first: int, count: int, max_tokens: int, temperature: float, warm: int
+    s: Any, first: int, count: int, options: dict[str, Any], warm: int
 ) -> dict[str, Sample]:
     """One round of samples; its first `warm` are drawn alone first (confidence warm-up)."""
     warm = min(max(warm, 0), count)
-    drawn = draw(s, first, warm, max_tokens, temperature) if warm else {}
+    drawn = draw(s, first, warm, options) if warm else {}
     if count > warm:
-        drawn.update(draw(s, first + warm, count - warm, max_tokens, temperature))
+        drawn.update(draw(s, first + warm, count - warm, options))
     return drawn
 
 
 @sgl.function
-def self_consistency(s, question, max_tokens=256, temperature=0.7, system_prompt=None, few_shot=()):
+def self_consistency(
+    s,
+    question,
+    max_tokens=256,
+    temperature=0.7,
+    system_prompt=None,
+    few_shot=(),
+    record_topk=0,
+):
     dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
     ctx = dl.context(s)
+    options = gen_options(max_tokens, temperature, record_topk)
     trimming = ctx.config.confidence_window > 0
     drawn: dict[str, Sample] = {}
     answers: dict[str, str | None] = {}
     want = min(ctx.config.initial, ctx.config.cap)
     while want > 0:
         warm = ctx.config.warmup - len(drawn) if trimming else 0
-        new = draw_round(s, len(drawn), want, max_tokens, temperature, warm)
+        new = draw_round(s, len(drawn), want, options, warm)
         drawn.update(new)
         answers.update(
             {b: extract_answer(text) for b, (text, _, meta) in new.items() if not trimmed(meta)}
@@ -107,6 +138,9 @@ def self_consistency(s, question, max_tokens=256, temperature=0.7, system_prompt
         want = verdict.allowed(len(drawn), ctx.config.cap)
     vote = confidence_vote(answers, drawn) if trimming else majority_vote(list(answers.values()))
     order = [f"s{i}" for i in range(len(drawn))]
+    recorded: dict[str, Any] = {}
+    if record_topk > 0:
+        recorded["token_confidences"] = [token_confidences(drawn[b][2], record_topk) for b in order]
     ctx.finish(
         vote.answer,
         exit_reason="cap",
@@ -117,6 +151,7 @@ def self_consistency(s, question, max_tokens=256, temperature=0.7, system_prompt
         trimmed=[trimmed(drawn[b][2]) for b in order],
         completion_tokens=[int(drawn[b][2].get("completion_tokens") or 0) for b in order],
         confidences=[sample_confidence(drawn[b][2]) for b in order],
+        **recorded,
     )
 
 

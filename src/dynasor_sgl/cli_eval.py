@@ -19,7 +19,8 @@ from dynasor_sgl.calibration import CalibrationResult
 from dynasor_sgl.cli_common import ProgramOptions, launch_embedded, load_spec, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
-from dynasor_sgl.eval.runner import EvalSpec
+from dynasor_sgl.eval.runner import REPLAYED_ALGORITHM, EvalSpec
+from dynasor_sgl.policy_config import PolicyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ def eval_command(
 
     spec = load_spec(program)
     policy, params = opts.policy(spec), opts.program_params()
+    if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
+        # Token confidences let the report replay confidence trimming over the same samples.
+        params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
     evspec = EvalSpec(
         spec.name, spec.algorithm, policy, params, concurrency, opts.timeout, opts.deadline
     )

@@ -1,8 +1,9 @@
 """PNG figures of an evaluation summary (matplotlib, headless).
 
 `accuracy_vs_tokens`: the paper's Fig. 7 view: accuracy against mean tokens per question for
-the even-budget baseline at several caps and for the Dynasor policy at several thresholds,
-with the evaluated policies marked. `certaindex_histogram`: the certaindex read at the
+the even-budget baseline at several caps, the Dynasor policy at several thresholds, the
+posterior rule and, where recorded, confidence weighting and trimming (`eval.curves`), with
+the evaluated policies marked. `certaindex_histogram`: the certaindex read at the
 detection step, for programs whose answer was right vs wrong.
 """
 
@@ -26,6 +27,8 @@ def accuracy_vs_tokens(summary: Mapping[str, Any], path: str | Path) -> None:
         ("dynasor_by_threshold", "Dynasor (numbers: threshold)", "s-"),
         ("dynasor_every_sample_by_threshold", "Dynasor, read every sample (threshold)", "^--"),
         ("posterior_by_confidence", "majority posterior, every sample (confidence)", "v:"),
+        ("weighted_by_cap", "confidence-weighted vote (cap)", "x-."),
+        ("confidence_trim_by_percentile", "confidence trimming, DeepConf online (η)", "P--"),
     )
     for key, label, style in series:
         points = curves.get(key) or []

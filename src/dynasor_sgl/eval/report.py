@@ -10,19 +10,15 @@ the baseline's samples. Pure: no I/O (see `dynasor_sgl.eval.plots` for the figur
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynasor_sgl import answers as _answers
-from dynasor_sgl.eval.sampled import replay_cap, replay_policy, sampled_run
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.eval.curves import curves
 
 Z95 = 1.959963984540054
-POSTERIOR_CONFIDENCES = (0.6, 0.7, 0.8, 0.9, 0.95)
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -105,44 +101,6 @@ def summarize(
             [rs["dynasor"] for rs in complete.values()]
         )
     return summary
-
-
-def _point(outcomes: Sequence[Any], golds: Sequence[str], label: float) -> dict[str, float]:
-    n = len(outcomes)
-    correct = sum(_answers.equivalent(o.answer, g) for o, g in zip(outcomes, golds, strict=True))
-    return {"x": label, "accuracy": correct / n, "mean_tokens": sum(o.tokens for o in outcomes) / n}
-
-
-def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Accuracy vs mean tokens: baseline at caps 1..cap, Dynasor at THRESHOLDS with the run's
-    policy, and the same thresholds read after every sample from the detection point on
-    (sequential detection: more tokens saved, samples drawn one batch at a time), and the
-    majority-posterior rule (Adaptive-Consistency) read after every sample at
-    POSTERIOR_CONFIDENCES."""
-    runs = [sampled_run(r["details"], int(r["tokens"]["total"])) for r in baselines]
-    golds = [str(r["gold"]) for r in baselines]
-    cap = min(len(r.answers) for r in runs)
-    policy = dict(meta.get("policy") or {})
-    signal = "entropy"
-    by_cap = [_point([replay_cap(r, c) for r in runs], golds, c) for c in range(1, cap + 1)]
-    by_threshold, sequential = [], []
-    for t in THRESHOLDS:
-        cfg = PolicyConfig.for_algorithm("sc", **{**policy, "thresholds": {signal: t}})
-        by_threshold.append(_point([replay_policy(r, cfg) for r in runs], golds, t))
-        every = dataclasses.replace(cfg, detect_every=1, pace=1)
-        sequential.append(_point([replay_policy(r, every) for r in runs], golds, t))
-    posterior = []
-    for c in POSTERIOR_CONFIDENCES:
-        cfg = PolicyConfig.for_algorithm(
-            "sc", **{**policy, "rule": "posterior", "confidence": c, "detect_every": 1, "pace": 1}
-        )
-        posterior.append(_point([replay_policy(r, cfg) for r in runs], golds, c))
-    return {
-        "baseline_by_cap": by_cap,
-        "dynasor_by_threshold": by_threshold,
-        "dynasor_every_sample_by_threshold": sequential,
-        "posterior_by_confidence": posterior,
-    }
 
 
 def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:

@@ -21,15 +21,19 @@ from dynasor_sgl.votes import majority_vote
 @dataclass(frozen=True)
 class SampledRun:
     """A full-budget SC run: per-sample answers and tokens, plus tokens shared by all samples
-    (the prompt's prefill)."""
+    (the prompt's prefill); where recorded, each sample's token confidences (DeepConf's c_t
+    per generated token, `record_topk`), from which confidence trimming is replayed."""
 
     answers: tuple[str | None, ...]
     sample_tokens: tuple[int, ...]
     shared_tokens: int
+    confidences: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.answers) != len(self.sample_tokens) or not self.answers:
             raise ValueError("a sampled run needs as many token counts as answers, at least one")
+        if self.confidences is not None and len(self.confidences) != len(self.answers):
+            raise ValueError("a sampled run needs as many confidence lists as answers")
 
     def tokens_at(self, k: int) -> int:
         return self.shared_tokens + sum(self.sample_tokens[:k])
@@ -81,4 +85,6 @@ def sampled_run(details: dict[str, Any], total_tokens: int) -> SampledRun:
     """The SampledRun of a self-consistency result's details and token total."""
     sample_tokens = tuple(int(t) for t in details["sample_tokens"])
     answers: Sequence[str | None] = details["answers"]
-    return SampledRun(tuple(answers), sample_tokens, total_tokens - sum(sample_tokens))
+    recorded = details.get("token_confidences")
+    confidences = tuple(tuple(float(c) for c in cs) for cs in recorded) if recorded else None
+    return SampledRun(tuple(answers), sample_tokens, total_tokens - sum(sample_tokens), confidences)

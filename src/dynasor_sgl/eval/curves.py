@@ -1,0 +1,90 @@
+"""Accuracy-vs-tokens curves of self-consistency policies, all replayed over the same
+full-budget samples: the even-budget baseline at every cap, the paper's threshold rule at
+every threshold (read as the run's policy reads, and read after every sample), the
+majority-posterior rule (Adaptive-Consistency), and, where the run recorded token
+confidences, confidence weighting at every cap and confidence trimming (DeepConf online) at
+every η. Pure: no I/O (the figure is `dynasor_sgl.eval.plots`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dynasor_sgl import answers as _answers
+from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
+from dynasor_sgl.eval.trimmed import TrimSettings, replay_trimmed, replay_weighted_cap
+from dynasor_sgl.policy_config import PolicyConfig
+
+POSTERIOR_CONFIDENCES = (0.6, 0.7, 0.8, 0.9, 0.95)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PERCENTILES = (10.0, 30.0, 50.0, 70.0, 90.0)
+# Replayed trimming's group window when the run's policy has none: short enough that a
+# sample of a few dozen tokens (the embedded model's) has several full groups.
+REPLAY_WINDOW = 8
+
+Point = dict[str, float]
+
+
+def _point(outcomes: Sequence[Outcome], golds: Sequence[str], label: float) -> Point:
+    n = len(outcomes)
+    correct = sum(_answers.equivalent(o.answer, g) for o, g in zip(outcomes, golds, strict=True))
+    return {"x": label, "accuracy": correct / n, "mean_tokens": sum(o.tokens for o in outcomes) / n}
+
+
+def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The curves of the baseline records (full-budget runs) under the run's `meta` policy:
+    name -> points {"x": the swept value, "accuracy", "mean_tokens"}."""
+    runs = [sampled_run(r["details"], int(r["tokens"]["total"])) for r in baselines]
+    golds = [str(r["gold"]) for r in baselines]
+    cap = min(len(r.answers) for r in runs)
+    policy = dict(meta.get("policy") or {})
+
+    def sweep(values: Sequence[float], outcome: Callable[[SampledRun, float], Outcome]) -> list:
+        return [_point([outcome(r, v) for r in runs], golds, v) for v in values]
+
+    def config(**overrides: Any) -> PolicyConfig:
+        return PolicyConfig.for_algorithm("sc", **{**policy, **overrides})
+
+    def every(**overrides: Any) -> PolicyConfig:
+        return config(detect_every=1, pace=1, **overrides)
+
+    out = {
+        "baseline_by_cap": sweep(range(1, cap + 1), lambda r, c: replay_cap(r, int(c))),
+        "dynasor_by_threshold": sweep(
+            THRESHOLDS, lambda r, t: replay_policy(r, config(thresholds={"entropy": t}))
+        ),
+        "dynasor_every_sample_by_threshold": sweep(
+            THRESHOLDS, lambda r, t: replay_policy(r, every(thresholds={"entropy": t}))
+        ),
+        "posterior_by_confidence": sweep(
+            POSTERIOR_CONFIDENCES,
+            lambda r, c: replay_policy(r, every(rule="posterior", confidence=c)),
+        ),
+    }
+    if all(r.confidences is not None for r in runs):
+        out.update(_confidence_curves(runs, golds, cap, config()))
+    return out
+
+
+def _confidence_curves(
+    runs: Sequence[SampledRun], golds: Sequence[str], cap: int, config: PolicyConfig
+) -> dict[str, list[Point]]:
+    """Weighting alone at every cap; trimming alone (every sample drawn, the cut ones end
+    early) at every η, with the run's policy's window (REPLAY_WINDOW if it has none) and
+    warm-up."""
+    window = config.confidence_window or REPLAY_WINDOW
+    full = dataclasses.replace(config, initial=cap, pace=cap, detect_at=cap, detect_every=0)
+    weighted = [
+        _point([replay_weighted_cap(r, c) for r in runs], golds, c) for c in range(1, cap + 1)
+    ]
+    trimmed = [
+        _point(
+            [replay_trimmed(r, TrimSettings(window, eta, config.warmup), full) for r in runs],
+            golds,
+            eta,
+        )
+        for eta in PERCENTILES
+    ]
+    return {"weighted_by_cap": weighted, "confidence_trim_by_percentile": trimmed}
