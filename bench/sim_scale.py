@@ -68,7 +68,11 @@ def knee(profile: Profile, fraction: float = 0.9) -> int:
 
 def spec_for(profile_path: Path, workers: int, traces: list, slo: float) -> RunSpec:
     profile = load_profile(profile_path)
-    spec = RunSpec(profile, workers, 0, slo, 1024, {}, {}, bound=knee(profile))
+    # The systems as the table defines them: no deadline stop unless a system asks for one
+    # (the router's default would stop every router system's programs at their deadlines).
+    spec = RunSpec(
+        profile, workers, 0, slo, 1024, {}, {}, bound=knee(profile), router_deadline_stop=False
+    )
     at_cap = dataclasses.replace(SYSTEMS["dynasor"], policy=RUN_TO_CAP)
     return dataclasses.replace(spec, bases=base_deadlines(traces, at_cap, spec))
 

@@ -7,11 +7,17 @@ with SC's `detect_every` pinned to what the runs ran with: 0, read once, unless 
 default each simulated program replays the real program of the same run and index: its own
 steps, generated tokens and prompt, and a certaindex stop exactly where it stopped
 (`sim.traces.record_trace`), so what is compared is the serving model, not two samplings.
-With --traces EVAL_FILE the programs replay that eval file's samples instead (same questions,
+A real program the router stopped at its deadline is replayed from its recorded steps on,
+not stopped there: the simulated router's own deadline stop (the router's code, on the
+virtual clock) decides whether and when it ends. Which router systems stopped at deadlines
+the results do not record (the router's default changed), so it is read from the records
+(`sim.validate.router_deadline_stop`; --router-deadline-stop on/off overrides). With
+--traces EVAL_FILE the programs replay that eval file's samples instead (same questions,
 other samples). Compares per system and rate the share of programs on time (goal: within 10
-points) and the mean latency (goal: within 20%), with the mean router wait and steps beside
-them. Writes bench/results/sim_validation.json and .png (and the simulated records under
-bench/results/sim_validation/records.jsonl) and prints a one-line summary.
+points) and the mean latency (goal: within 20%), with tokens, the mean router wait, steps and
+exit reasons beside them (`sim.validate.compare`). Writes bench/results/sim_validation.json
+and .png (and the simulated records under bench/results/sim_validation/records.jsonl) and
+prints a one-line summary.
 
 With --calibrate-on SYSTEMS the profile's router costs, what a worker measured alone does not
 see, are set and saved as a profile of its own (--calibrated): router_overhead_s, the seconds
@@ -38,67 +44,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dynasor_sgl.online import metrics as m
 from dynasor_sgl.online.config import BenchConfig
-from dynasor_sgl.online.results import read_rows
 from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
 from dynasor_sgl.sim.run import RunSpec, simulate
 from dynasor_sgl.sim.session import load_traces
 from dynasor_sgl.sim.traces import Trace, record_trace
+from dynasor_sgl.sim.validate import (
+    ATTAINMENT_POINTS,
+    LATENCY_SHARE,
+    Key,
+    by_run,
+    compare,
+    real_bench,
+    router_deadline_stop,
+)
 
 HERE = Path(__file__).parent
-ATTAINMENT_POINTS = 0.10
-LATENCY_SHARE = 0.20
 # bench/results/router_overhead.json: real_worker_latency.dynasor-router.added_p50_ms
 ROUTER_ADDED_S = 0.0026
 ROUTER_CPU_GRID = tuple(round(0.005 * i, 3) for i in range(21))  # 0 .. 0.1 s per admission
-
-
-def real_bench(folder: Path) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
-    rows = read_rows(folder / "results.jsonl")
-    header = next(r for r in rows if r.get("kind") == "header")
-    base = next(r for r in rows if r.get("kind") == "base")
-    done = {(r["system"], r["rate"]) for r in rows if r.get("kind") == "run"}
-    programs = [r for r in rows if r.get("kind") == "program" and (r["system"], r["rate"]) in done]
-    return header["settings"], float(base["base_deadline_s"]), programs
-
-
-def by_run(records: list[dict[str, Any]]) -> dict[tuple[str, float], list[dict[str, Any]]]:
-    runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    for r in records:
-        runs.setdefault((str(r["system"]), float(r["rate"])), []).append(r)
-    return runs
-
-
-def compare(real: list[dict[str, Any]], sim: list[dict[str, Any]], slo: float) -> list[dict]:
-    rows = []
-    sim_runs = by_run(sim)
-    for key, recs in sorted(by_run(real).items()):
-        mine = sim_runs.get(key, [])
-        ra, sa = m.attainment(recs, slo), m.attainment(mine, slo)
-        rl, sl = m.mean(m.latencies(recs)), m.mean(m.latencies(mine))
-        att_ok = ra is not None and sa is not None and abs(ra - sa) <= ATTAINMENT_POINTS
-        lat_ok = rl is not None and sl is not None and abs(sl - rl) <= LATENCY_SHARE * rl
-        rows.append(
-            {
-                "system": key[0],
-                "rate": key[1],
-                "real_attainment": ra,
-                "sim_attainment": sa,
-                "real_mean_latency_s": rl,
-                "sim_mean_latency_s": sl,
-                "real_mean_tokens": m.mean_tokens(recs),
-                "sim_mean_tokens": m.mean_tokens(mine),
-                "real_mean_wait_s": m.mean_wait(recs),
-                "sim_mean_wait_s": m.mean_wait(mine),
-                "real_mean_steps": m.mean([float(r["steps"]) for r in recs]),
-                "sim_mean_steps": m.mean([float(r["steps"]) for r in mine]),
-                "attainment_within_10_points": att_ok,
-                "latency_within_20_percent": lat_ok,
-            }
-        )
-    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -140,7 +105,6 @@ def bench_config(settings: dict[str, Any], base: float, real: list[dict], out: P
     )
 
 
-Key = tuple[str, float]
 TracesOf = Callable[[Key], list[Trace]]
 
 
@@ -156,12 +120,19 @@ def eval_traces(cfg: BenchConfig, path: Path) -> TracesOf:
     return lambda key: traces
 
 
+def run_spec(cfg: BenchConfig, profile: Profile, router_stop: bool) -> RunSpec:
+    """The real runs' shared settings on `profile`; `router_stop`: whether their routers
+    stopped at deadlines where the system did not ask for it (`router_deadline_stop`)."""
+    bases = {"sc": float(cfg.base_deadline or 1.0)}
+    policy = dict(cfg.policy)
+    args = (profile, 1, cfg.seed, cfg.slo_scale, cfg.max_tokens, policy, bases)
+    return RunSpec(*args, router_deadline_stop=router_stop)
+
+
 def simulate_runs(
-    cfg: BenchConfig, profile: Profile, traces_of: TracesOf, keys: list[Key]
+    spec: RunSpec, cfg: BenchConfig, traces_of: TracesOf, keys: list[Key]
 ) -> list[dict]:
     """The simulated records of the real runs `keys`, each on its own traces."""
-    bases = {"sc": float(cfg.base_deadline or 1.0)}
-    spec = RunSpec(profile, 1, cfg.seed, cfg.slo_scale, cfg.max_tokens, dict(cfg.policy), bases)
     out = []
     for name, rate in keys:
         run_id = f"{name}-{rate:g}"
@@ -179,8 +150,8 @@ def loss(real: list[dict], sim: list[dict], slo: float) -> float:
 
 
 def calibrate(
+    spec: RunSpec,
     cfg: BenchConfig,
-    profile: Profile,
     traces_of: TracesOf,
     real: list[dict],
     systems: list[str],
@@ -194,8 +165,9 @@ def calibrate(
     fit = [r for r in real if (r["system"], float(r["rate"])) in keys]
     best: tuple[float, Profile] | None = None
     for cpu in ROUTER_CPU_GRID:
-        cand = dataclasses.replace(profile, router_overhead_s=overhead, router_cpu_s=cpu)
-        score = loss(fit, simulate_runs(cfg, cand, traces_of, keys), cfg.slo_scale)
+        cand = dataclasses.replace(spec.profile, router_overhead_s=overhead, router_cpu_s=cpu)
+        sim = simulate_runs(dataclasses.replace(spec, profile=cand), cfg, traces_of, keys)
+        score = loss(fit, sim, cfg.slo_scale)
         if best is None or score < best[0]:
             best = (score, cand)
     assert best is not None, "the grid is not empty"
@@ -204,15 +176,17 @@ def calibrate(
 
 def fit_profile(
     args: argparse.Namespace,
+    spec: RunSpec,
     cfg: BenchConfig,
     real: list[dict],
     fit_on: list[str],
     traces_of: TracesOf,
 ) -> float:
-    """Calibrates the router's costs on `fit_on` and saves the profile (--calibrated)."""
+    """Calibrates the router's costs on `fit_on` from `spec`'s profile and saves the result
+    (--calibrated)."""
     skip = {x for x in args.skip.split(",") if x}
-    base = load_profile(args.profile)
-    tuned, fit_loss = calibrate(cfg, base, traces_of, real, fit_on, skip, args.router_overhead)
+    overhead = args.router_overhead
+    tuned, fit_loss = calibrate(spec, cfg, traces_of, real, fit_on, skip, overhead)
     note = (
         f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
         f"{args.real} replayed from {args.traces or 'their own records'} (grid search, loss "
@@ -242,6 +216,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--calibrated", type=Path, default=HERE / "profiles" / "cpu-smollm2-135m-serving.json"
     )
+    ap.add_argument(
+        "--router-deadline-stop",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="whether the real routers stopped at deadlines by default (auto: from the records)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
     return ap.parse_args()
 
@@ -257,11 +237,15 @@ def main() -> None:
     cfg = bench_config(settings, base, real, args.out.parent / "sim_validation")
     traces_of = eval_traces(cfg, args.traces) if args.traces else record_traces(cfg, real)
     profile_path, fit_on = args.profile, [s for s in args.calibrate_on.split(",") if s]
+    choice = args.router_deadline_stop
+    stop = router_deadline_stop(real) if choice == "auto" else choice == "on"
+    spec = run_spec(cfg, load_profile(profile_path), stop)
     fit_loss = None
     if fit_on:
-        fit_loss = fit_profile(args, cfg, real, fit_on, traces_of)
+        fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of)
         profile_path = args.calibrated
-    sim = simulate_runs(cfg, load_profile(profile_path), traces_of, sorted(by_run(real)))
+        spec = dataclasses.replace(spec, profile=load_profile(profile_path))
+    sim = simulate_runs(spec, cfg, traces_of, sorted(by_run(real)))
     write_records(cfg.out / "records.jsonl", sim)
     rows = compare(real, sim, cfg.slo_scale)
     for row in rows:
@@ -271,6 +255,7 @@ def main() -> None:
         "real": str(args.real),
         "traces": str(args.traces) if args.traces else "each real program's own record",
         "policy": dict(cfg.policy),
+        "router_deadline_stop": stop,
         "profile": json.loads(profile_path.read_text()),
         "calibrated_on": fit_on,
         "fit_loss": fit_loss,

@@ -1,8 +1,11 @@
 """One simulated run: a system serving a Poisson trace of programs on N simulated workers.
 
 The same arrivals (`online.workload.arrival_offsets`), deadlines (`deadline_s`), systems
-(`online.systems`) and policy overrides (`policy_for`) as the real online benchmark; each
-program's record has the real benchmark's fields plus `simulated: true`. Pure: virtual time.
+(`online.systems`) and policy overrides (`policy_for`) as the real online benchmark, and the
+deadline stop wherever the real router would stop: a system that asks for it, and every router
+system while the router's default is on (the bench passes `--deadline-stop` only to the systems
+that ask, so the others run with the router's default). Each program's record has the real
+benchmark's fields plus `simulated: true`. Pure: virtual time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from dynasor_sgl.online.systems import System, policy_for
 from dynasor_sgl.online.workload import arrival_offsets, deadline_s
 from dynasor_sgl.policy import PolicyConfig
-from dynasor_sgl.router.config import MEASURED_KNEE
+from dynasor_sgl.router.config import MEASURED_KNEE, RouterConfig
 from dynasor_sgl.sim.cluster import Cluster, Setup
 from dynasor_sgl.sim.loop import EventLoop
 from dynasor_sgl.sim.profile import Profile
@@ -38,6 +41,9 @@ class RunSpec:
     per worker (None: the profile's, else the router's default). bases: base deadline (s) per
     algorithm.
     difficulty: question id -> difficulty (missing: the trace's own, or 1 for eval traces).
+    router_deadline_stop: whether the router of a system that does not ask for deadline
+    stops (`System.deadline_stop` false: no `--deadline-stop` on its command line) stops at
+    deadlines anyway; None: what this checkout's router does by default.
     """
 
     profile: Profile
@@ -49,10 +55,21 @@ class RunSpec:
     bases: Mapping[str, float]
     bound: int | None = None
     difficulty: Mapping[str, int] | None = None
+    router_deadline_stop: bool | None = None
 
 
-def setup_for(system: System, bound: int | None) -> Setup:
-    """How `system` serves in the simulator (its worker flavour gives the engine policy)."""
+# The router's own default: a system whose command line does not ask for deadline stops gets it.
+ROUTER_DEADLINE_STOP = bool(
+    next(f.default for f in dataclasses.fields(RouterConfig) if f.name == "deadline_stop")
+)
+
+
+def setup_for(system: System, bound: int | None, router_deadline_stop: bool | None = None) -> Setup:
+    """How `system` serves in the simulator (its worker flavour gives the engine policy). Its
+    router stops at deadlines when the system asks for it, else as `router_deadline_stop`
+    says (None: as the router does by default, `RouterConfig.deadline_stop`)."""
+    if router_deadline_stop is None:
+        router_deadline_stop = ROUTER_DEADLINE_STOP
     if system.direct:
         policy = QueuePolicy.LPM if system.worker == "lpm" else QueuePolicy.FCFS
         return Setup(None, engine_policy=policy)
@@ -61,7 +78,7 @@ def setup_for(system: System, bound: int | None) -> Setup:
         bound or MEASURED_KNEE,
         QueuePolicy.PRIORITY,
         worker_priority=True,
-        deadline_stop=system.deadline_stop,
+        deadline_stop=system.deadline_stop or router_deadline_stop,
     )
 
 
@@ -87,7 +104,9 @@ def simulate(
     """The records of `n` programs (trace i mod len) arriving at `rate` on `system`."""
     loop = EventLoop()
     bound = spec.bound or spec.profile.router_bound
-    cluster = Cluster(loop, spec.profile, spec.workers, setup_for(system, bound))
+    cluster = Cluster(
+        loop, spec.profile, spec.workers, setup_for(system, bound, spec.router_deadline_stop)
+    )
     configs: dict[tuple[str, int], PolicyConfig] = {}
     runs = []
     for i, offset in enumerate(arrival_offsets(n, rate, spec.seed)):
@@ -140,13 +159,17 @@ def base_deadlines(
     traces: Sequence[Trace], system: System, spec: RunSpec, programs: int = 3
 ) -> dict[str, float]:
     """Per algorithm, the median latency of its first `programs` traces run one at a time on
-    an idle worker at cap on `system` (the real benchmark's calibration)."""
+    an idle worker at cap on `system` (the real benchmark's calibration, whose programs tell
+    the router no deadline: so none is stopped at one here)."""
     bases: dict[str, float] = {}
+    system = dataclasses.replace(system, deadline_stop=False)
     for algorithm in dict.fromkeys(t.algorithm for t in traces):
         mine = [t for t in traces if t.algorithm == algorithm][:programs]
         latencies = []
         for t in mine:
-            one = dataclasses.replace(spec, workers=1, bases={algorithm: 1.0})
+            one = dataclasses.replace(
+                spec, workers=1, bases={algorithm: 1.0}, router_deadline_stop=False
+            )
             (rec,) = simulate([t], 1, system, 1.0, one, "base")
             latencies.append(float(rec["latency_s"]))
         bases[algorithm] = round(statistics.median(latencies), 3)

@@ -179,8 +179,10 @@ def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     request prefilled: its prefill less one recomputed token per later request), and answer
     labels that make the policy decide as it did: a certaindex stop at
     its `steps` (all agree), else no agreement (every unit its own answer) so only the cap or
-    the router ends it. Units past its steps (a deadline stop cut it) get its mean tokens.
-    The program's answer is label 0; gold is 0 when it was right."""
+    the router ends it. A program the router stopped at its deadline is not pinned there:
+    the record is what it would have done without the stop up to `steps`, and units past
+    them get its mean tokens, so the simulated router's own deadline stop decides where it
+    ends. The program's answer is label 0; gold is 0 when it was right."""
     detail = rec.get("tokens_detail") or {}
     steps = max(1, min(cap, int(rec.get("steps") or cap)))
     own = split_tokens(int(detail.get("generated", 0)), steps, max_new)
