@@ -55,8 +55,16 @@ def test_eval_writes_records_and_reports_and_resumes_without_duplicates(
     base = [r for r in records if r["policy"] == "baseline"]
     assert all(r["tokens"]["total"] == r["router_tokens"]["total"] for r in base)
     assert all(len(r["details"]["answers"]) == 5 for r in base)
+    # every sample's token confidences, one per generated token, for the trimming replay
+    for r in base:
+        details = r["details"]
+        lengths = [len(c) for c in details["token_confidences"]]
+        assert lengths == details["completion_tokens"] and all(0 < n <= 16 for n in lengths)
+        assert all(c >= 0 for cs in details["token_confidences"] for c in cs)
     summary = json.loads((tmp_path / "sc.summary.json").read_text())
     assert summary["questions"] == 3 and summary["errors"] == 0
+    assert len(summary["curves"]["confidence_trim_by_percentile"]) == 5
+    assert len(summary["curves"]["weighted_by_cap"]) == 5
     assert (
         summary["policies"]["oracle"]["mean_tokens"]
         <= summary["policies"]["baseline"]["mean_tokens"]

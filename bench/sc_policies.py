@@ -1,0 +1,240 @@
+"""Every self-consistency policy on held-out questions: which saves tokens at the full budget's
+accuracy, and which curve is above the fixed-cap curve.
+
+Reads `dynasor-sgl eval` results of self-consistency (full-budget baseline runs that recorded
+every sample's answer, tokens and token confidences, `record_topk`) and replays, over the same
+samples, each family of policies at every setting in its grid:
+  - fixed cap (the even-budget baseline with fewer samples);
+  - the paper's threshold rule, read once at 5;
+  - the threshold rule read after every sample from a first reading d;
+  - the majority-posterior rule (Adaptive-Consistency), read after every sample from d;
+  - confidence weighting (DeepConf's weighted vote) at every cap;
+  - confidence trimming (DeepConf online: warm-up, group window, η), all samples drawn;
+  - confidence trimming with the posterior stop.
+Held out, 2-fold: questions are split in halves by a hash of their id; in each family the
+setting with the fewest tokens whose accuracy on one half is within `margin` of that half's
+full-budget accuracy is chosen and measured on the other half, then the other way round
+(pooled). Also, over all questions, each family's frontier against the fixed-cap curve: the
+accuracy gained at equal tokens (fixed-cap accuracy linearly interpolated). Writes
+`<results>.policies.json` and prints a table. No SGLang: replay only.
+
+    .venv/bin/python bench/sc_policies.py docs/results/sc-confidence/add1.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynasor_sgl import answers
+from dynasor_sgl.eval.results import read_records
+from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
+from dynasor_sgl.eval.trimmed import TrimSettings, replay_trimmed, replay_weighted_cap
+from dynasor_sgl.holdout import held_out
+from dynasor_sgl.policy_config import PolicyConfig
+
+MARGINS = (0.0, 0.01, 0.02)
+Policy = Callable[[SampledRun], Outcome]
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    gold: str
+    run: SampledRun
+
+
+def sc(**overrides: Any) -> PolicyConfig:
+    return PolicyConfig.for_algorithm("sc", **overrides)
+
+
+def families(cap: int, confidences: bool) -> dict[str, dict[str, Policy]]:
+    """Family -> setting label -> policy (the confidence families only with `confidences`)."""
+    full = sc(cap=cap, initial=cap, pace=cap, detect_at=cap, detect_every=0)
+    thresholds = [round(t, 2) for t in np.arange(0.3, 1.001, 0.05)]
+    firsts = (2, 3, 5)
+    levels = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+    trims = [
+        TrimSettings(w, eta, warm)
+        for w, eta, warm in product((4, 8, 16, 32), (10.0, 30.0, 50.0, 70.0, 90.0), (3, 4, 5))
+    ]
+    out: dict[str, dict[str, Policy]] = {
+        "fixed cap": {f"cap {k}": _cap(k) for k in range(1, cap + 1)},
+        "threshold, once at 5 (paper)": {
+            f"t {t}": _policy(sc(cap=cap, detect_at=5, detect_every=0, thresholds={"entropy": t}))
+            for t in thresholds
+        },
+        "threshold, every sample": {
+            f"t {t} from {d}": _policy(every(cap, d, thresholds={"entropy": t}))
+            for t, d in product(thresholds, firsts)
+        },
+        "posterior, every sample": {
+            f"c {c} from {d}": _policy(every(cap, d, rule="posterior", confidence=c))
+            for c, d in product(levels, firsts)
+        },
+        "confidence-weighted vote": {f"cap {k}": _weighted(k) for k in range(1, cap + 1)},
+        "confidence trimming": {_label(t): _trimmed(t, full) for t in trims},
+        "trimming + posterior": {
+            f"{_label(t)}, c {c}": _trimmed(t, every(cap, t.warmup, rule="posterior", confidence=c))
+            for t, c in product(trims, (0.8, 0.9, 0.95))
+            if t.warmup in (3, 5)
+        },
+    }
+    if not confidences:
+        for family in ("confidence-weighted vote", "confidence trimming", "trimming + posterior"):
+            del out[family]
+    return out
+
+
+def every(cap: int, first: int, **overrides: Any) -> PolicyConfig:
+    return sc(cap=cap, initial=first, pace=1, detect_at=first, detect_every=1, **overrides)
+
+
+def _label(t: TrimSettings) -> str:
+    return f"w {t.window} η {t.percentile:g} warm {t.warmup}"
+
+
+def _cap(k: int) -> Policy:
+    return lambda run: replay_cap(run, k)
+
+
+def _weighted(k: int) -> Policy:
+    return lambda run: replay_weighted_cap(run, k)
+
+
+def _policy(config: PolicyConfig) -> Policy:
+    return lambda run: replay_policy(run, config)
+
+
+def _trimmed(settings: TrimSettings, config: PolicyConfig) -> Policy:
+    return lambda run: replay_trimmed(run, settings, config)
+
+
+def score(policy: Policy, questions: Sequence[Question]) -> tuple[np.ndarray, np.ndarray]:
+    """Per question: correct (0/1) and tokens."""
+    outs = [policy(q.run) for q in questions]
+    correct = [answers.equivalent(o.answer, q.gold) for o, q in zip(outs, questions, strict=True)]
+    return np.array(correct, dtype=float), np.array([o.tokens for o in outs], dtype=float)
+
+
+def choose(table: dict[str, tuple[np.ndarray, np.ndarray]], idx: np.ndarray, floor: float) -> str:
+    """The setting with the fewest tokens on `idx` whose accuracy there is ≥ floor (the most
+    accurate when none is)."""
+    ok = [s for s, (c, _) in table.items() if c[idx].mean() >= floor - 1e-9]
+    if not ok:
+        return max(table, key=lambda s: (table[s][0][idx].mean(), -table[s][1][idx].mean()))
+    return min(ok, key=lambda s: (table[s][1][idx].mean(), -table[s][0][idx].mean()))
+
+
+def held_out_row(
+    table: dict[str, tuple[np.ndarray, np.ndarray]],
+    full: tuple[np.ndarray, np.ndarray],
+    folds: tuple[np.ndarray, np.ndarray],
+    margin: float,
+) -> dict[str, Any]:
+    correct = tokens = 0.0
+    chosen = []
+    for tune, held in (folds, folds[::-1]):
+        setting = choose(table, tune, full[0][tune].mean() - margin)
+        chosen.append(setting)
+        correct += table[setting][0][held].sum()
+        tokens += table[setting][1][held].sum()
+    n = len(full[0])
+    return {
+        "accuracy": correct / n,
+        "mean_tokens": tokens / n,
+        "saved": 1 - tokens / full[1].sum(),
+        "chosen": chosen,
+    }
+
+
+def frontier_gain(
+    table: dict[str, tuple[np.ndarray, np.ndarray]], caps: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """Over all questions: each setting's accuracy minus the fixed-cap curve's at its tokens;
+    the best and worst setting on the family's own frontier."""
+    xs, ys = zip(*sorted(caps), strict=True)
+    points = sorted((t.mean(), c.mean(), s) for s, (c, t) in table.items())
+    frontier, best = [], -1.0
+    for tokens, acc, s in points:
+        if acc > best:
+            frontier.append((tokens, acc, s))
+            best = acc
+    gains = [(acc - float(np.interp(tokens, xs, ys)), tokens, s) for tokens, acc, s in frontier]
+    return {
+        "frontier": [{"setting": s, "mean_tokens": t, "gain": g} for g, t, s in gains],
+        "max_gain": max(g for g, _, _ in gains),
+        "min_gain": min(g for g, _, _ in gains),
+    }
+
+
+def load(path: Path) -> list[Question]:
+    _, records = read_records(path)
+    base = [r for r in records if r["policy"] == "baseline" and r["status"] == "ok"]
+    return [
+        Question(str(r["question_id"]), str(r["gold"]), sampled_run(r["details"], total(r)))
+        for r in base
+    ]
+
+
+def total(record: dict[str, Any]) -> int:
+    return int(record["tokens"]["total"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    args = ap.parse_args()
+    questions = load(args.results)
+    cap = min(len(q.run.answers) for q in questions)
+    held = np.array([held_out(q.id, 0.5) for q in questions])
+    folds = (np.flatnonzero(~held), np.flatnonzero(held))
+    full = score(_cap(cap), questions)
+    caps = []
+    report: dict[str, Any] = {"questions": len(questions), "cap": cap, "families": {}}
+    recorded = all(q.run.confidences is not None for q in questions)
+    for family, settings in families(cap, recorded).items():
+        table = {s: score(p, questions) for s, p in settings.items()}
+        if family == "fixed cap":
+            caps = [(t.mean(), c.mean()) for c, t in table.values()]
+        report["families"][family] = {
+            "held_out": {str(m): held_out_row(table, full, folds, m) for m in MARGINS},
+            "vs_fixed_cap": frontier_gain(table, caps),
+        }
+    report["full"] = {"accuracy": full[0].mean(), "mean_tokens": full[1].mean()}
+    out = args.results.with_name(args.results.stem + ".policies.json")
+    out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"wrote {out}")
+
+
+def print_table(report: dict[str, Any]) -> None:
+    full = report["full"]
+    print(
+        f"{report['questions']} questions, cap {report['cap']}: full budget "
+        f"{100 * full['accuracy']:.1f}% at {full['mean_tokens']:.0f} tokens. Held out, 2-fold "
+        "(accuracy / mean tokens / saved), and the most and least accuracy gained over the "
+        "fixed-cap curve on the family's frontier (all questions):"
+    )
+    for family, row in report["families"].items():
+        cells = [
+            f"m{float(m):.2f} {100 * r['accuracy']:.1f}%/{r['mean_tokens']:.0f}/"
+            f"{100 * r['saved']:.0f}%"
+            for m, r in row["held_out"].items()
+        ]
+        gain = row["vs_fixed_cap"]
+        print(
+            f"  {family:30s} {'  '.join(cells)}  gain {100 * gain['min_gain']:+.1f}.."
+            f"{100 * gain['max_gain']:+.1f} pts"
+        )
+
+
+if __name__ == "__main__":
+    main()
