@@ -360,6 +360,7 @@ def test_router_command_and_policies() -> None:
     assert "--worker-priority" in cmd and "--max-inflight-per-worker 8" in joined
     plain = router_command(SYSTEMS["parrot"], "http://w:1", 4000, priority=False, max_inflight=None)
     assert "--worker-priority" not in plain and "--max-inflight-per-worker" not in plain
+    assert "--no-deadline-stop" in plain and "--deadline-stop" not in plain
     with pytest.raises(ValueError):
         router_command(SYSTEMS["sglang"], "http://w:1", 4000, priority=False, max_inflight=None)
     assert policy_for(SYSTEMS["parrot"], {"cap": 4, "thresholds": {"entropy": 0.5}}) == {

@@ -136,9 +136,10 @@ def router_command(
     """
     if system.scheduling is None:
         raise ValueError(f"{system.name} runs without a router")
-    options = ["--scheduling", system.scheduling]
-    if system.deadline_stop:
-        options.append("--deadline-stop")
+    # Said either way: the router's own default (on) must not give a system a stop its
+    # definition does not have.
+    stop = "--deadline-stop" if system.deadline_stop else "--no-deadline-stop"
+    options = ["--scheduling", system.scheduling, stop]
     if priority:
         options.append("--worker-priority")
     if max_inflight is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from dynasor_sgl.online.systems import System, policy_for
 from dynasor_sgl.online.workload import arrival_offsets, deadline_s
 from dynasor_sgl.policy import PolicyConfig
-from dynasor_sgl.router.config import MEASURED_KNEE, RouterConfig
+from dynasor_sgl.router.config import MEASURED_KNEE
 from dynasor_sgl.sim.cluster import Cluster, Setup
 from dynasor_sgl.sim.loop import EventLoop
 from dynasor_sgl.sim.profile import Profile
@@ -42,8 +42,9 @@ class RunSpec:
     algorithm.
     difficulty: question id -> difficulty (missing: the trace's own, or 1 for eval traces).
     router_deadline_stop: whether the router of a system that does not ask for deadline
-    stops (`System.deadline_stop` false: no `--deadline-stop` on its command line) stops at
-    deadlines anyway; None: what this checkout's router does by default.
+    stops (`System.deadline_stop` false) stops at deadlines anyway. The bench says
+    `--no-deadline-stop` to those systems, so not; real runs recorded before it did (e.g.
+    bench/results/online-warm) ran with the router's default, on (`sim.validate` reads which).
     """
 
     profile: Profile
@@ -55,21 +56,12 @@ class RunSpec:
     bases: Mapping[str, float]
     bound: int | None = None
     difficulty: Mapping[str, int] | None = None
-    router_deadline_stop: bool | None = None
+    router_deadline_stop: bool = False
 
 
-# The router's own default: a system whose command line does not ask for deadline stops gets it.
-ROUTER_DEADLINE_STOP = bool(
-    next(f.default for f in dataclasses.fields(RouterConfig) if f.name == "deadline_stop")
-)
-
-
-def setup_for(system: System, bound: int | None, router_deadline_stop: bool | None = None) -> Setup:
+def setup_for(system: System, bound: int | None, router_deadline_stop: bool = False) -> Setup:
     """How `system` serves in the simulator (its worker flavour gives the engine policy). Its
-    router stops at deadlines when the system asks for it, else as `router_deadline_stop`
-    says (None: as the router does by default, `RouterConfig.deadline_stop`)."""
-    if router_deadline_stop is None:
-        router_deadline_stop = ROUTER_DEADLINE_STOP
+    router stops at deadlines when the system asks for it or `router_deadline_stop` says so."""
     if system.direct:
         policy = QueuePolicy.LPM if system.worker == "lpm" else QueuePolicy.FCFS
         return Setup(None, engine_policy=policy)
