@@ -31,9 +31,15 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
 from dynasor_sgl import answers
+from dynasor_sgl.eval.curves import gain_over_caps
+from dynasor_sgl.eval.report import wilson
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
 from dynasor_sgl.eval.trimmed import TrimSettings, replay_trimmed, replay_weighted_cap
@@ -139,40 +145,26 @@ def held_out_row(
     folds: tuple[np.ndarray, np.ndarray],
     margin: float,
 ) -> dict[str, Any]:
-    correct = tokens = 0.0
+    correct = tokens = 0
     chosen = []
     for tune, held in (folds, folds[::-1]):
         setting = choose(table, tune, full[0][tune].mean() - margin)
         chosen.append(setting)
-        correct += table[setting][0][held].sum()
-        tokens += table[setting][1][held].sum()
+        correct += int(table[setting][0][held].sum())
+        tokens += int(table[setting][1][held].sum())
     n = len(full[0])
     return {
         "accuracy": correct / n,
+        "ci95": wilson(correct, n),
         "mean_tokens": tokens / n,
         "saved": 1 - tokens / full[1].sum(),
         "chosen": chosen,
     }
 
 
-def frontier_gain(
-    table: dict[str, tuple[np.ndarray, np.ndarray]], caps: list[tuple[float, float]]
-) -> dict[str, Any]:
-    """Over all questions: each setting's accuracy minus the fixed-cap curve's at its tokens;
-    the best and worst setting on the family's own frontier."""
-    xs, ys = zip(*sorted(caps), strict=True)
-    points = sorted((t.mean(), c.mean(), s) for s, (c, t) in table.items())
-    frontier, best = [], -1.0
-    for tokens, acc, s in points:
-        if acc > best:
-            frontier.append((tokens, acc, s))
-            best = acc
-    gains = [(acc - float(np.interp(tokens, xs, ys)), tokens, s) for tokens, acc, s in frontier]
-    return {
-        "frontier": [{"setting": s, "mean_tokens": t, "gain": g} for g, t, s in gains],
-        "max_gain": max(g for g, _, _ in gains),
-        "min_gain": min(g for g, _, _ in gains),
-    }
+def points(table: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Each setting over all questions: {"x": label, "accuracy", "mean_tokens"}."""
+    return [{"x": s, "accuracy": c.mean(), "mean_tokens": t.mean()} for s, (c, t) in table.items()]
 
 
 def load(path: Path) -> list[Question]:
@@ -197,22 +189,50 @@ def main() -> None:
     held = np.array([held_out(q.id, 0.5) for q in questions])
     folds = (np.flatnonzero(~held), np.flatnonzero(held))
     full = score(_cap(cap), questions)
-    caps = []
     report: dict[str, Any] = {"questions": len(questions), "cap": cap, "families": {}}
     recorded = all(q.run.confidences is not None for q in questions)
+    caps: list[dict[str, Any]] = []
     for family, settings in families(cap, recorded).items():
         table = {s: score(p, questions) for s, p in settings.items()}
-        if family == "fixed cap":
-            caps = [(t.mean(), c.mean()) for c, t in table.values()]
+        caps = caps or points(table)  # the first family is the fixed caps
+        frontier = gain_over_caps(points(table), caps)
+        gains = [p["gain"] for p in frontier]
         report["families"][family] = {
             "held_out": {str(m): held_out_row(table, full, folds, m) for m in MARGINS},
-            "vs_fixed_cap": frontier_gain(table, caps),
+            "frontier": frontier,
+            "min_gain": min(gains),
+            "max_gain": max(gains),
         }
-    report["full"] = {"accuracy": full[0].mean(), "mean_tokens": full[1].mean()}
+    n_correct = int(full[0].sum())
+    report["full"] = {
+        "accuracy": full[0].mean(),
+        "ci95": wilson(n_correct, len(questions)),
+        "mean_tokens": full[1].mean(),
+    }
     out = args.results.with_name(args.results.stem + ".policies.json")
     out.write_text(json.dumps(report, indent=2))
+    plot(report, out.with_suffix(".png"), args.results.stem)
     print_table(report)
-    print(f"wrote {out}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def plot(report: dict[str, Any], path: Path, task: str) -> None:
+    """Each family's frontier over all questions: accuracy against mean tokens."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    for family, row in report["families"].items():
+        xs = [p["mean_tokens"] for p in row["frontier"]]
+        ys = [100 * p["accuracy"] for p in row["frontier"]]
+        ax.plot(xs, ys, "o-" if family == "fixed cap" else ".--", ms=4, label=family)
+    full = report["full"]
+    ax.plot(full["mean_tokens"], 100 * full["accuracy"], "kD", label="full budget")
+    ax.set_xlabel("mean tokens per question (all samples drawn, prompt included)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"self-consistency on {task}: each policy family's frontier", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -229,10 +249,9 @@ def print_table(report: dict[str, Any]) -> None:
             f"{100 * r['saved']:.0f}%"
             for m, r in row["held_out"].items()
         ]
-        gain = row["vs_fixed_cap"]
         print(
-            f"  {family:30s} {'  '.join(cells)}  gain {100 * gain['min_gain']:+.1f}.."
-            f"{100 * gain['max_gain']:+.1f} pts"
+            f"  {family:30s} {'  '.join(cells)}  gain {100 * row['min_gain']:+.1f}.."
+            f"{100 * row['max_gain']:+.1f} pts"
         )
 
 

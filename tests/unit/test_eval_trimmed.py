@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dynasor_sgl.eval.curves import curves
+from dynasor_sgl.eval.curves import curves, gain_over_caps, versus_caps
 from dynasor_sgl.eval.sampled import SampledRun, sampled_run
 from dynasor_sgl.eval.trimmed import (
     TrimSettings,
@@ -128,3 +128,19 @@ def test_the_program_records_token_confidences_from_the_top_logprobs() -> None:
     assert sc.token_confidences({}, 5) == []
     assert sc.gen_options(16, 0.7, 0) == {"max_tokens": 16, "temperature": 0.7}
     assert sc.gen_options(16, 0.7, 5)["top_logprobs_num"] == 5
+
+
+def test_frontier_and_gain_over_the_fixed_cap_curve_by_hand() -> None:
+    caps = [{"x": k, "accuracy": a, "mean_tokens": t} for k, a, t in ((1, 0.4, 10), (2, 0.6, 20))]
+    points = [
+        {"x": 0.9, "accuracy": 0.5, "mean_tokens": 15},  # cap curve at 15: 0.5 -> gain 0
+        {"x": 0.8, "accuracy": 0.45, "mean_tokens": 16},  # beaten by a cheaper point: dropped
+        {"x": 0.7, "accuracy": 0.7, "mean_tokens": 25},  # past the last cap: 0.6 -> +0.1
+    ]
+    gains = gain_over_caps(points, caps)
+    assert [p["x"] for p in gains] == [0.9, 0.7]
+    assert [p["gain"] for p in gains] == pytest.approx([0.0, 0.1])
+    versus = versus_caps({"baseline_by_cap": caps, "mine": points, "empty": []})
+    assert versus == {
+        "mine": pytest.approx({"min_gain": 0.0, "max_gain": 0.1, "share_on_or_above": 1.0})
+    }

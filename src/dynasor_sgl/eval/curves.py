@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from dynasor_sgl import answers as _answers
 from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
 from dynasor_sgl.eval.trimmed import TrimSettings, replay_trimmed, replay_weighted_cap
@@ -88,3 +90,40 @@ def _confidence_curves(
         for eta in PERCENTILES
     ]
     return {"weighted_by_cap": weighted, "confidence_trim_by_percentile": trimmed}
+
+
+def frontier(points: Sequence[Point]) -> list[Point]:
+    """The points no other point beats: by mean tokens, each more accurate than all cheaper."""
+    out: list[Point] = []
+    for p in sorted(points, key=lambda p: (p["mean_tokens"], -p["accuracy"])):
+        if not out or p["accuracy"] > out[-1]["accuracy"]:
+            out.append(p)
+    return out
+
+
+def gain_over_caps(points: Sequence[Point], caps: Sequence[Point]) -> list[Point]:
+    """Each frontier point of `points` with its accuracy minus the fixed-cap curve's at the
+    same mean tokens (`gain`; the cap curve linearly interpolated, flat past its ends)."""
+    ordered = sorted(caps, key=lambda p: p["mean_tokens"])
+    xs, ys = [p["mean_tokens"] for p in ordered], [p["accuracy"] for p in ordered]
+    return [
+        {**p, "gain": p["accuracy"] - float(np.interp(p["mean_tokens"], xs, ys))}
+        for p in frontier(points)
+    ]
+
+
+def versus_caps(all_curves: Mapping[str, Sequence[Point]]) -> dict[str, dict[str, float]]:
+    """Per curve other than the baseline's: the least and most accuracy its frontier gains
+    over the fixed-cap curve at equal tokens, and the share of its frontier on or above it."""
+    caps = all_curves["baseline_by_cap"]
+    out = {}
+    for name, points in all_curves.items():
+        if name == "baseline_by_cap" or not points:
+            continue
+        gains = [p["gain"] for p in gain_over_caps(points, caps)]
+        out[name] = {
+            "min_gain": min(gains),
+            "max_gain": max(gains),
+            "share_on_or_above": sum(g >= -1e-9 for g in gains) / len(gains),
+        }
+    return out

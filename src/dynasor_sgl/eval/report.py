@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynasor_sgl import answers as _answers
-from dynasor_sgl.eval.curves import curves
+from dynasor_sgl.eval.curves import curves, versus_caps
 
 Z95 = 1.959963984540054
 
@@ -97,6 +97,7 @@ def summarize(
         summary["dynasor_accuracy_within_baseline_ci"] = lo <= stats["dynasor"]["accuracy"] <= hi
     if meta.get("modes", {}).get("dynasor") == "replay" and complete:
         summary["curves"] = curves([rs["baseline"] for rs in complete.values()], meta)
+        summary["versus_fixed_caps"] = versus_caps(summary["curves"])
         summary["certaindex_at_detection"] = detection_values(
             [rs["dynasor"] for rs in complete.values()]
         )
@@ -157,4 +158,24 @@ def markdown(summary: Mapping[str, Any]) -> str:
     if "dynasor_accuracy_within_baseline_ci" in summary:
         inside = summary["dynasor_accuracy_within_baseline_ci"]
         lines.append(f"Dynasor accuracy within the baseline's 95% CI: {'yes' if inside else 'no'}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _versus_caps_lines(summary.get("versus_fixed_caps") or {})) + "\n"
+
+
+def _versus_caps_lines(versus: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Which replayed curve is above the fixed-cap curve, and by how much (all questions)."""
+    if not versus:
+        return []
+    lines = [
+        "",
+        "Against the fixed-cap curve at equal tokens (each curve's frontier; all questions, "
+        "not held out):",
+        "",
+        "| curve | accuracy gained, least – most (points) | frontier on or above |",
+        "|---|---|---|",
+    ]
+    for name, v in versus.items():
+        lines.append(
+            f"| {name} | {100 * v['min_gain']:+.1f} – {100 * v['max_gain']:+.1f} "
+            f"| {100 * v['share_on_or_above']:.0f}% |"
+        )
+    return lines
