@@ -20,7 +20,7 @@ import click
 from dynasor_sgl import __version__
 from dynasor_sgl.cli_bench import bench_command
 from dynasor_sgl.cli_chat import chat_command
-from dynasor_sgl.cli_common import configure_logging
+from dynasor_sgl.cli_common import configure_logging, interrupt_on_terminate
 from dynasor_sgl.cli_eval import calibrate_command, eval_command
 from dynasor_sgl.cli_run import run_command
 from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
@@ -124,6 +124,7 @@ class CliError(click.ClickException):
 @click.version_option(__version__, prog_name="dynasor-sgl")
 def main() -> None:
     """dynasor-sgl: serve LLM reasoning programs on SGLang with Certaindex early exit."""
+    interrupt_on_terminate()  # `launch` and the servers install their own handlers over it
 
 
 @main.command(context_settings={"show_default": True})

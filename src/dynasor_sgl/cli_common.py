@@ -12,10 +12,13 @@ import functools
 import importlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import click
@@ -107,6 +110,21 @@ def few_shot_option(
         return tuple(read_few_shot(path))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--few-shot") from exc
+
+
+def interrupt_on_terminate() -> None:
+    """From now on SIGTERM and SIGHUP end this process as Ctrl-C does (KeyboardInterrupt in
+    the main thread), so a command's cleanup runs: the SGLang workers it started are stopped
+    (without this, `kill` leaves them running, orphaned) and a batch run keeps its records.
+    No-op off the main thread, where Python cannot set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def launch_embedded(stack: ExitStack) -> str:
