@@ -21,6 +21,12 @@ from dynasor_sgl.answers import extract_answer
 from .steps import SYSTEM
 
 
+def probed_or_read(probed: str | None, reasoning: str) -> str | None:
+    """The final answer of a reasoning that ended without a box: the last probe's, else what
+    the reasoning itself says ("The capital of France is Paris."), never None when it says one."""
+    return probed if probed is not None else extract_answer(reasoning)
+
+
 def _chunk(s: Any, k: int, tokens: int, temperature: float) -> str:
     name = f"c{k}"
     s += sgl.gen(name, max_tokens=tokens, temperature=temperature)
@@ -55,7 +61,7 @@ def cot_probe(s, question, temperature=0.6, system_prompt=None, few_shot=()):
     answer = extract_answer(reasoning) if "boxed" in reasoning else None
     if answer is None:  # the reasoning ended without a boxed answer: ask for it
         final = dl.start_probe(s).result()
-        answer = final.answer
+        answer = probed_or_read(final.answer, reasoning)
         probe_prefill.append(final.prefill)
     ctx.finish(
         answer,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dynasor_sgl.lang import Verdict
 from dynasor_sgl.programs import beam_search as beam
 from dynasor_sgl.programs import best_of_n as bon
-from dynasor_sgl.programs import get_program, steps
+from dynasor_sgl.programs import cot_probe, get_program, steps
 from dynasor_sgl.programs import mcts as mcts_prog
 from dynasor_sgl.programs import rebase as rebase_prog
 from dynasor_sgl.programs.steps import Branch, StepParams
@@ -339,3 +339,10 @@ def test_iterate_expands_then_revisits_finished_leaves(monkeypatch: pytest.Monke
 def test_specs(name: str, algorithm: str, knob: str, signal: str) -> None:
     spec = get_program(name)
     assert (spec.name, spec.algorithm, spec.knob, spec.signal) == (name, algorithm, knob, signal)
+
+
+def test_a_reasoning_that_ends_without_a_box_still_answers() -> None:
+    # the final probe's answer wins; when it has none, the reasoning's own words answer
+    assert cot_probe.probed_or_read("Lyon", "The capital of France is Paris.") == "Lyon"
+    assert cot_probe.probed_or_read(None, "The capital of France is Paris.") == "Paris"
+    assert cot_probe.probed_or_read(None, "Hmm, let me think.") is None
