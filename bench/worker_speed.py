@@ -17,18 +17,8 @@ P = prompt tokens) is written as a simulator profile (--profile). `--fit-from FI
 profile from an earlier results file without starting a worker (no prefill points there: the
 prefill cost is then a labelled guess).
 
-A decoding request's step cost grows with its context on the CPU worker, so it also measures
-decode at --context-prompts lengths: at each --context-concurrency, that many requests of
-that many random prompt tokens (`input_ids`, nothing cached) and --context-new-tokens tokens
-each. With those runs the whole profile is one least-squares fit (`fit_run_model`) of every
-timed run (each decode run as 1 prefill step + new tokens - 1 decode steps, its context
-summed over them) and each prefill point, for base, prefill base, per request, per context
-token and per prefill token; a term fitted negative is set to 0 and named in the profile's
-source. A results file without them (older ones) fits as before, per_context_token_s 0.
-
     .venv/bin/python bench/worker_speed.py [--new-tokens 128] [--concurrency 1,2,4,6,8,12,16]
-        [--prefill-sizes 64,256,1024] [--context-prompts 32,512] [--context-new-tokens 32]
-        [--context-concurrency 1,4,8] [--profile bench/profiles/cpu-smollm2-135m.json]
+        [--prefill-sizes 64,256,1024] [--profile bench/profiles/cpu-smollm2-135m.json]
 """
 
 from __future__ import annotations
@@ -45,9 +35,8 @@ import httpx
 
 from dynasor_sgl.config import LaunchConfig
 from dynasor_sgl.launch import run_cluster
-from dynasor_sgl.sim.profile import save_profile
+from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model, save_profile
 from dynasor_sgl.worker import free_ports
-from worker_speed_fit import fit_profile
 
 RESULTS = Path(__file__).parent / "results"
 PROFILES = Path(__file__).parent / "profiles"
@@ -71,36 +60,27 @@ TOPICS = [
 ]
 
 
-async def _one(
-    client: httpx.AsyncClient, url: str, i: int, new_tokens: int, prompt: int
-) -> tuple[int, int]:
-    """(completion tokens, prompt tokens) of one request: a story prompt, or with `prompt` >
-    0 that many random token ids (seeded by `i`, so nothing is cached)."""
-    params = {"max_new_tokens": new_tokens, "temperature": 0.7, "ignore_eos": True}
-    body: dict = {"text": f"Write a long story about {TOPICS[i % len(TOPICS)]} (variant {i})."}
-    if prompt:
-        rng = random.Random(i)
-        body = {"input_ids": [rng.randrange(100, 40000) for _ in range(prompt)]}
-    resp = await client.post(
-        f"{url}/generate", json=body | {"sampling_params": params}, timeout=600
-    )
+async def _one(client: httpx.AsyncClient, url: str, i: int, new_tokens: int) -> int:
+    body = {
+        "text": f"Write a long story about {TOPICS[i % len(TOPICS)]} (variant {i}).",
+        "sampling_params": {"max_new_tokens": new_tokens, "temperature": 0.7, "ignore_eos": True},
+    }
+    resp = await client.post(f"{url}/generate", json=body, timeout=600)
     resp.raise_for_status()
-    meta = resp.json()["meta_info"]
-    return int(meta["completion_tokens"]), int(meta["prompt_tokens"])
+    return int(resp.json()["meta_info"]["completion_tokens"])
 
 
-async def _batch(url: str, concurrency: int, new_tokens: int, prompt: int = 0) -> dict[str, float]:
-    first = 0 if not prompt else 1000 * (1000 * prompt + concurrency)  # each run's own prompts
-    seeds = range(first, first + concurrency)
+async def _batch(url: str, concurrency: int, new_tokens: int) -> dict[str, float]:
     async with httpx.AsyncClient() as client:
         t0 = time.perf_counter()
-        counts = await asyncio.gather(*(_one(client, url, i, new_tokens, prompt) for i in seeds))
+        counts = await asyncio.gather(
+            *(_one(client, url, i, new_tokens) for i in range(concurrency))
+        )
         wall = time.perf_counter() - t0
-    total = sum(c for c, _ in counts)
+    total = sum(counts)
     return {
         "concurrency": concurrency,
         "completion_tokens": total,
-        "prompt_tokens": sum(p for _, p in counts),
         "wall_s": round(wall, 3),
         "tokens_per_s": round(total / wall, 2),
         "per_stream_tokens_per_s": round(total / wall / concurrency, 2),
@@ -132,6 +112,55 @@ def _prefill(url: str, sizes: list[int], repeats: int = 3) -> list[dict[str, flo
     return out
 
 
+def step_points(result: dict) -> list[tuple[int, int, float]]:
+    """(decoding requests, prefill tokens, seconds per step) points of a results dict."""
+    pts = [(int(r["concurrency"]), 0, r["wall_s"] / result["new_tokens"]) for r in result["runs"]]
+    pts += [(0, int(r["prompt_tokens"]), r["wall_s"]) for r in result.get("prefill", [])]
+    return pts
+
+
+def fit_profile(result: dict, source: str) -> Profile:
+    """The simulator profile of a results dict (see the module docstring)."""
+    points = step_points(result)
+    measured = bool(result.get("prefill"))
+    prefill_base: float | None = None
+    if measured:  # SGLang runs a prefill step on its own: fit decode and prefill apart
+        base, per_request, prefill_base, per_token = fit_split_step_model(points)
+    else:
+        base, per_request, per_token = fit_step_model(points)
+    prefill_source = (
+        f"least squares over {len(result['prefill'])} prefill points (max_new_tokens=1, "
+        "random input_ids), apart from the decode points (a prefill step runs alone)"
+        if measured
+        else "PROVISIONAL GUESS (5,000 prompt tokens/s): no prefill was measured"
+    )
+    fit = f"least squares over {len(result['runs'])} decode points (wall / new tokens at each "
+    fit += f"concurrency, {result['new_tokens']}-token requests) from {source}"
+    return Profile(
+        name=f"cpu-{result['model'].lower()}" + ("" if measured else "-provisional"),
+        base_s=round(base, 6),
+        per_request_s=round(per_request, 6),
+        per_prefill_token_s=round(per_token if measured else PREFILL_GUESS_S, 7),
+        prefill_base_s=None if prefill_base is None else round(prefill_base, 6),
+        kv_tokens=65536,
+        prefill_budget=8192,
+        max_running=4096,
+        request_overhead_s=0.0,
+        source={
+            "base_s": fit,
+            "per_request_s": fit,
+            "per_prefill_token_s": prefill_source,
+            "prefill_base_s": prefill_source if measured else "not measured: base_s",
+            "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
+            "prefill_budget": "SGLang's default chunked prefill size (8192), not measured",
+            "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
+            "request_overhead_s": "0 until calibrated against real runs (sim validation)",
+            "machine": f"{result['machine'].get('cpu')}, device {result['device']}",
+        },
+    )
+
+
+PREFILL_GUESS_S = 0.0002
 KNEE_FRACTION = 0.9
 
 
@@ -141,13 +170,10 @@ def knee(runs: list[dict[str, float]], fraction: float = KNEE_FRACTION) -> int:
     return int(min(r["concurrency"] for r in runs if r["tokens_per_s"] >= fraction * best))
 
 
-def _ints(text: str) -> list[int]:
-    return [int(c) for c in text.split(",") if c.strip()]
-
-
 def measure(args: argparse.Namespace) -> dict:
     """Start a worker, measure decode at each concurrency and prefill at each size."""
-    levels, sizes = _ints(args.concurrency), _ints(args.prefill_sizes)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    sizes = [int(c) for c in args.prefill_sizes.split(",") if c.strip()]
     port = free_ports("127.0.0.1", 38500, 1)[0]
     t0 = time.perf_counter()
     with run_cluster(LaunchConfig(port=port, log_level="warning")) as cluster:
@@ -156,12 +182,6 @@ def measure(args: argparse.Namespace) -> dict:
         asyncio.run(_batch(url, 1, 8))  # warm-up
         runs = [asyncio.run(_batch(url, c, args.new_tokens)) for c in levels]
         prefill = _prefill(url, sizes)
-        n = args.context_new_tokens
-        context = [
-            asyncio.run(_batch(url, c, n, prompt)) | {"new_tokens": n}
-            for prompt in _ints(args.context_prompts)
-            for c in _ints(args.context_concurrency)
-        ]
 
     result = {
         "bench": "worker_speed",
@@ -176,7 +196,6 @@ def measure(args: argparse.Namespace) -> dict:
         "runs": runs,
         "knee": {"fraction": KNEE_FRACTION, "concurrency": knee(runs)},
         "prefill": prefill,
-        "context": context,
     }
     return result
 
@@ -187,9 +206,6 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,2,4,6,8,12,16")
     ap.add_argument("--out", type=Path, default=RESULTS / "worker_speed.json")
     ap.add_argument("--prefill-sizes", default="64,256,1024,2048")
-    ap.add_argument("--context-prompts", default="32,512", help="random-prompt lengths ('': none)")
-    ap.add_argument("--context-new-tokens", type=int, default=32)
-    ap.add_argument("--context-concurrency", default="1,4,8")
     ap.add_argument("--profile", type=Path, default=PROFILES / "cpu-smollm2-135m.json")
     ap.add_argument("--fit-from", type=Path, help="fit --profile from this results file only")
     args = ap.parse_args()
@@ -198,7 +214,6 @@ def main() -> None:
         save_profile(profile, args.profile)
         print(
             f"fitted {profile.name} from {args.fit_from}: {profile.source['per_prefill_token_s']}"
-            f"; context: {profile.source['per_context_token_s']}"
         )
         return
     result = measure(args)
@@ -212,8 +227,7 @@ def main() -> None:
         f"{result['knee']['concurrency']} concurrent "
         f"requests ({KNEE_FRACTION:.0%} of the best); step = {profile.base_s * 1e3:.1f} ms + "
         f"{profile.per_request_s * 1e3:.2f} ms/request + "
-        f"{profile.per_prefill_token_s * 1e6:.0f} us/prefill token + "
-        f"{profile.per_context_token_s * 1e6:.2f} us/context token; wrote {args.out} and "
+        f"{profile.per_prefill_token_s * 1e6:.0f} us/prefill token; wrote {args.out} and "
         f"{args.profile}"
     )
 

@@ -17,11 +17,8 @@ only the part of its shared prefix past it, plus its own suffix (at least one to
 SGLang recomputes the last one, which then does not count as cached). An abort takes effect
 at once: the request leaves the batch and its KV is freed.
 
-Between changes of the batch every step is the same but for its context term (each decoding
-request's context, prompt plus tokens generated so far, grows by one token a step: a run's
-step times rise by `per_context_token_s·B` a step, an arithmetic series), so a run of
-pure-decode steps up to the next request end is one event (`wake_at`); a submit or abort cuts
-it at the step in progress. The running requests' context sum is kept as a running total.
+Between changes of the batch every step is the same, so a run of pure-decode steps up to the
+next request end is one event (`wake_at`); a submit or abort cuts it at the step in progress.
 The caller owns the event loop: after any call, when `version` changed, it schedules
 `on_wake(wake_at)`. Pure: no clock, no I/O.
 """
@@ -31,7 +28,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request, WaitingQueue
@@ -56,9 +52,7 @@ class Engine:
         self.version = 0
         self.wake_at = 0.0
         self._start = 0.0
-        self._dt = 0.0  # the first step's seconds
-        self._grow = 0.0  # how much longer each later step of the run is (context growth)
-        self._ctx = 0  # sum over running requests of prompt_len + 1 - join
+        self._dt = 0.0
         self._steps = 0
         self._batch = 0  # requests decoding in the step in progress
         self._plan: list[tuple[Request, int]] = []  # prefill of the step in progress
@@ -82,12 +76,12 @@ class Engine:
         req = self.waiting.remove(rid)
         if req is not None:
             return Finished(req, now, aborted=True)
-        req = self.prefilling.pop(rid, None) or self._leave(rid)
+        req = self.prefilling.pop(rid, None) or self.running.pop(rid, None)
         if req is None:
             return None
         if req.admitted is not None and req.prefill_left == 0:
             stepping = self.busy and self._dt > 0 and self._batch > 0
-            done = self._done_by(now) if stepping else 0
+            done = int((now - self._start) / self._dt) if stepping else 0
             req.generated = min(
                 req.new_tokens, 1 + self.decoded + min(done, self._steps) - req.join
             )
@@ -100,49 +94,21 @@ class Engine:
         """Drops a program's cached prefix (it ended; the cache would evict it)."""
         self.cache.pop(program_id, None)
 
-    def _leave(self, rid: str) -> Request | None:
-        """Takes a request out of the running batch (and its context out of the sum)."""
-        req = self.running.pop(rid, None)
-        if req is not None:
-            self._ctx -= req.prompt_len + 1 - req.join
-        return req
-
-    def context(self) -> int:
-        """Context tokens of the running requests at the next decode step, summed."""
-        return self._ctx + len(self.running) * self.decoded
-
     # -- steps ----------------------------------------------------------------------------
-
-    def _elapsed(self, steps: int) -> float:
-        """Seconds the first `steps` steps of the run in progress take."""
-        return steps * self._dt + self._grow * steps * (steps - 1) / 2
-
-    def _done_by(self, now: float) -> int:
-        """Steps of the run in progress ended by `now` (> 0 s a step)."""
-        x = now - self._start
-        if not self._grow:
-            return int(x / self._dt)
-        a, b = self._grow / 2, self._dt - self._grow / 2
-        k = max(0, int((-b + math.sqrt(b * b + 4 * a * max(0.0, x))) / (2 * a)))
-        while self._elapsed(k + 1) <= x:
-            k += 1
-        while k > 0 and self._elapsed(k) > x:
-            k -= 1
-        return k
 
     def _interrupt(self, now: float) -> None:
         """The batch changes at `now`: cut a run of steps at the step in progress, or wake
         an idle engine now."""
         if not self.busy:  # wake at once: requests submitted at this instant go together
             self.busy, self._start, self._steps, self._dt, self._batch = True, now, 0, 0.0, 0
-            self._grow = 0.0
             self._set_wake(now)
             return
         if self._steps > 1:
-            steps = min(self._steps, self._done_by(now) + 1)
+            done = int((now - self._start) / self._dt)
+            steps = min(self._steps, done + 1)
             if steps != self._steps:
                 self._steps = steps
-                self._set_wake(self._start + self._elapsed(steps))
+                self._set_wake(self._start + steps * self._dt)
 
     def _set_wake(self, at: float) -> None:
         self.wake_at = at
@@ -151,7 +117,7 @@ class Engine:
     def on_wake(self, now: float) -> list[Finished]:
         """The step (or run of steps) in progress ended at `now`: apply it, start the next;
         returns the requests that ended."""
-        self.busy_s += self._elapsed(self._steps)
+        self.busy_s += self._steps * self._dt
         if self._batch:
             self.decoded += self._steps
         finished = self._apply_prefill(now)
@@ -175,7 +141,6 @@ class Engine:
             req.generated = 1
             req.join = self.decoded
             self.running[req.rid] = req
-            self._ctx += req.prompt_len + 1 - req.join
             end = req.join + req.new_tokens - 1
             heapq.heappush(self._ends, (end, req.seq, req.rid))
         self._plan = []
@@ -185,7 +150,7 @@ class Engine:
         finished = []
         while self._ends and self._ends[0][0] <= self.decoded:
             _, _, rid = heapq.heappop(self._ends)
-            req = self._leave(rid)
+            req = self.running.pop(rid, None)
             if req is None:
                 continue  # aborted earlier
             req.generated = req.new_tokens
@@ -207,10 +172,8 @@ class Engine:
         else:
             return
         self.busy, self._start, self._steps, self._batch = True, now, max(1, steps), batch
-        context = self.context() if batch else 0
-        self._dt = self.profile.step_s(batch, prefill, admitted, context)
-        self._grow = self.profile.per_context_token_s * batch
-        self._set_wake(now + self._elapsed(self._steps))
+        self._dt = self.profile.step_s(batch, prefill, admitted)
+        self._set_wake(now + self._steps * self._dt)
 
     def _ends_first(self) -> int:
         while self._ends and self._ends[0][2] not in self.running:

@@ -1,11 +1,9 @@
 """Engine profiles: how long one engine step takes, and the engine's limits, as a JSON file.
 
 A step decodes one token for each of B running requests or prefills P prompt tokens (both
-at once only with `mixed_chunk`); it takes `step_s(B, P, C) = base_s + per_request_s·B +
-per_prefill_token_s·P + per_context_token_s·C`, C the decoding requests' context tokens
-(prompt plus tokens generated so far, summed), a linear model fitted by least squares
-(`fit_step_model` to (B, P, seconds) points; `fit_run_model` to whole timed runs with a
-context term, see its docstring); with `prefill_base_s` a step that prefills has a fixed cost of its
+at once only with `mixed_chunk`); it takes `step_s(B, P) = base_s + per_request_s·B +
+per_prefill_token_s·P`, a linear model fitted by least squares (`fit_step_model`) to measured
+(B, P, seconds) points; with `prefill_base_s` a step that prefills has a fixed cost of its
 own in place of `base_s` (`fit_split_step_model` fits decode and prefill points apart: on
 the CPU worker a prefill step's fixed cost is 69 ms, a decode step's 49 ms). A B² term fitted
 to the CPU worker's points was tried against the real online runs and rejected (SGLang alone
@@ -22,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +34,6 @@ class Profile:
     """One engine (an SGLang worker on one device) as the simulator models it.
 
     name: a label. base_s / per_request_s / per_prefill_token_s: the step-time model above (s).
-    per_context_token_s: seconds a decode step takes longer per token of context of each
-    request it decodes (attention reads the whole context; 0, the default, as in profiles
-    fitted before it was measured: step time then ignores context).
     kv_tokens: KV pool size in tokens (SGLang's --max-total-tokens). prefill_budget: prompt
     tokens prefilled per step at most (--chunked-prefill-size). max_running: requests running
     at once at most (--max-running-requests). request_overhead_s: seconds each request spends
@@ -71,7 +66,6 @@ class Profile:
     router_bound: int | None = None
     mixed_chunk: bool = False
     prefill_base_s: float | None = None
-    per_context_token_s: float = 0.0
     source: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,7 +77,6 @@ class Profile:
             "router_overhead_s",
             "router_cpu_s",
             "per_new_request_s",
-            "per_context_token_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
@@ -104,9 +97,9 @@ class Profile:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
-    def step_s(self, batch: int, prefill_tokens: int, admitted: int = 0, context: int = 0) -> float:
-        """Seconds of one step decoding `batch` requests whose contexts sum to `context`
-        tokens, prefilling `prefill_tokens` and admitting `admitted` new requests."""
+    def step_s(self, batch: int, prefill_tokens: int, admitted: int = 0) -> float:
+        """Seconds of one step decoding `batch` requests, prefilling `prefill_tokens` and
+        admitting `admitted` new requests."""
         base = self.base_s
         if prefill_tokens and self.prefill_base_s is not None:
             base = self.prefill_base_s
@@ -115,7 +108,6 @@ class Profile:
             + self.per_request_s * batch
             + self.per_prefill_token_s * prefill_tokens
             + self.per_new_request_s * admitted
-            + self.per_context_token_s * context
         )
 
     @classmethod
@@ -160,51 +152,6 @@ def fit_split_step_model(
     base, per_request, _ = fit_step_model(decode)
     prefill_base, _, per_token = fit_step_model(prefill)
     return base, per_request, prefill_base, per_token
-
-
-class TimedRun(NamedTuple):
-    """A timed stretch of steps, as a benchmark sees it: `decode_steps` decode steps whose
-    decoding requests sum to `requests` and their contexts to `context` tokens (both summed
-    over the steps), `prefill_steps` prefill steps of `prefill_tokens` tokens in all, taking
-    `seconds` together."""
-
-    decode_steps: float
-    prefill_steps: float
-    requests: float
-    context: float
-    prefill_tokens: float
-    seconds: float
-
-
-RUN_TERMS: tuple[str, ...] = ("base_s", "prefill_base_s", "per_request_s")
-RUN_TERMS += ("per_context_token_s", "per_prefill_token_s")
-
-
-def fit_run_model(runs: Sequence[TimedRun]) -> tuple[dict[str, float], list[str]]:
-    """Least squares for seconds = base_s·decode_steps + prefill_base_s·prefill_steps +
-    per_request_s·requests + per_context_token_s·context + per_prefill_token_s·prefill_tokens
-    over timed runs (`RUN_TERMS`). A term whose column is all 0 is left out (0). A term fitted
-    negative (noise) is set to 0 and the rest refitted without it, until none is negative;
-    returns the terms and the names of those clipped so. Needs >= 1 run, else ValueError."""
-    if not runs:
-        raise ValueError("fitting a step model needs at least one timed run")
-    x = np.array([run[:5] for run in runs], dtype=float)
-    y = np.array([run.seconds for run in runs], dtype=float)
-    used = [j for j in range(5) if np.any(x[:, j] != 0)]
-    clipped: list[str] = []
-    coef = np.zeros(0)
-    while used:
-        fitted, *_ = np.linalg.lstsq(x[:, used], y, rcond=None)
-        negative = [j for j, c in zip(used, fitted, strict=True) if c < 0]
-        if not negative:
-            coef = fitted
-            break
-        clipped += [RUN_TERMS[j] for j in negative]
-        used = [j for j in used if j not in negative]
-    out = dict.fromkeys(RUN_TERMS, 0.0)
-    for j, c in zip(used, coef, strict=True):
-        out[RUN_TERMS[j]] = float(c)
-    return out, clipped
 
 
 def load_profile(path: str | Path) -> Profile:
