@@ -24,6 +24,7 @@ accuracy gained at equal tokens (fixed-cap accuracy linearly interpolated). Writ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from dynasor_sgl.eval.curves import gain_over_caps
 from dynasor_sgl.eval.report import wilson
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
-from dynasor_sgl.eval.trimmed import TrimSettings, replay_trimmed, replay_weighted_cap
+from dynasor_sgl.eval.trimmed import replay_trimmed, replay_weighted_cap
 from dynasor_sgl.holdout import held_out
 from dynasor_sgl.policy_config import PolicyConfig
 
@@ -68,7 +69,7 @@ def families(cap: int, confidences: bool) -> dict[str, dict[str, Policy]]:
     firsts = (2, 3, 5)
     levels = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
     trims = [
-        TrimSettings(w, eta, warm)
+        {"confidence_window": w, "confidence_percentile": eta, "warmup": warm}
         for w, eta, warm in product((4, 8, 16, 32), (10.0, 30.0, 50.0, 70.0, 90.0), (3, 4, 5))
     ]
     out: dict[str, dict[str, Policy]] = {
@@ -88,9 +89,11 @@ def families(cap: int, confidences: bool) -> dict[str, dict[str, Policy]]:
         "confidence-weighted vote": {f"cap {k}": _weighted(k) for k in range(1, cap + 1)},
         "confidence trimming": {_label(t): _trimmed(t, full) for t in trims},
         "trimming + posterior": {
-            f"{_label(t)}, c {c}": _trimmed(t, every(cap, t.warmup, rule="posterior", confidence=c))
+            f"{_label(t)}, c {c}": _trimmed(
+                t, every(cap, t["warmup"], rule="posterior", confidence=c)
+            )
             for t, c in product(trims, (0.8, 0.9, 0.95))
-            if t.warmup in (3, 5)
+            if t["warmup"] in (3, 5)
         },
     }
     if not confidences:
@@ -103,8 +106,8 @@ def every(cap: int, first: int, **overrides: Any) -> PolicyConfig:
     return sc(cap=cap, initial=first, pace=1, detect_at=first, detect_every=1, **overrides)
 
 
-def _label(t: TrimSettings) -> str:
-    return f"w {t.window} η {t.percentile:g} warm {t.warmup}"
+def _label(t: dict[str, Any]) -> str:
+    return f"w {t['confidence_window']} η {t['confidence_percentile']:g} warm {t['warmup']}"
 
 
 def _cap(k: int) -> Policy:
@@ -119,8 +122,10 @@ def _policy(config: PolicyConfig) -> Policy:
     return lambda run: replay_policy(run, config)
 
 
-def _trimmed(settings: TrimSettings, config: PolicyConfig) -> Policy:
-    return lambda run: replay_trimmed(run, settings, config)
+def _trimmed(trim: dict[str, Any], config: PolicyConfig) -> Policy:
+    """Trimming with the knobs `trim` over `config`'s stop."""
+    trimming = dataclasses.replace(config, **trim)
+    return lambda run: replay_trimmed(run, trimming)
 
 
 def score(policy: Policy, questions: Sequence[Question]) -> tuple[np.ndarray, np.ndarray]:

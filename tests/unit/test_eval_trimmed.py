@@ -11,7 +11,6 @@ import pytest
 from dynasor_sgl.eval.curves import curves, gain_over_caps, versus_caps
 from dynasor_sgl.eval.sampled import SampledRun, sampled_run
 from dynasor_sgl.eval.trimmed import (
-    TrimSettings,
     cut_points,
     mean_confidence,
     replay_trimmed,
@@ -21,7 +20,8 @@ from dynasor_sgl.policy_config import PolicyConfig
 from dynasor_sgl.programs import self_consistency as sc
 
 # window 2, warm-up 2; η 100 puts the threshold at the least warm-up lowest group.
-SETTINGS = TrimSettings(window=2, percentile=100.0, warmup=2)
+TRIM = {"confidence_window": 2, "confidence_percentile": 100.0, "warmup": 2}
+SETTINGS = PolicyConfig.for_algorithm("sc", **TRIM)
 # warm-up: lowest groups 4.0 (mean of 4, 4) and 3.0 (of 3, 3) -> threshold 3.0
 CONFIDENCES = (
     (4.0, 4.0, 4.0),
@@ -31,7 +31,9 @@ CONFIDENCES = (
     (5.0, 5.0, 5.0),  # never below 3.0
 )
 ANSWERS = ("7", "7", "9", "9", "8")
-FULL = PolicyConfig.for_algorithm("sc", cap=5, initial=5, pace=5, detect_at=5, detect_every=0)
+FULL = PolicyConfig.for_algorithm(
+    "sc", cap=5, initial=5, pace=5, detect_at=5, detect_every=0, **TRIM
+)
 
 
 def recorded_run(answers: tuple[str | None, ...] = ANSWERS) -> SampledRun:
@@ -51,13 +53,15 @@ def test_the_warm_up_is_never_cut_and_sets_the_threshold_from_the_first_that_fin
 
 
 def test_a_conservative_percentile_cuts_less() -> None:
-    eta10 = TrimSettings(window=2, percentile=10.0, warmup=2)  # threshold 3.9: keeps the top 10%
+    # threshold 3.9: keeps the top 10%
+    eta10 = PolicyConfig.for_algorithm("sc", **{**TRIM, "confidence_percentile": 10.0})
     assert cut_points(CONFIDENCES, eta10) == [None, None, 3, 2, None]
-    assert cut_points(CONFIDENCES, TrimSettings(2, 100.0, 5)) == [None] * 5  # all warm-up
+    all_warm = PolicyConfig.for_algorithm("sc", **{**TRIM, "warmup": 5})
+    assert cut_points(CONFIDENCES, all_warm) == [None] * 5
 
 
 def test_replay_trimming_alone_by_hand() -> None:
-    out = replay_trimmed(recorded_run(), SETTINGS, FULL)
+    out = replay_trimmed(recorded_run(), FULL)
     # cut samples cost 2 + the tokens they generated: 5, 4; the others 5, 5, 5; shared 10
     assert out.tokens == 10 + 5 + 5 + (2 + 3) + (2 + 2) + 5 == 34
     # kept: 7 (mean 4.0), 7 (3.667), 8 (5.0): 7 weighs 7.67 against 8's 5.0
@@ -74,9 +78,16 @@ def test_trimming_with_a_stop_reads_only_the_kept_answers() -> None:
     # read every sample from 3 on: at 3 the kept answers are 7, 7 (sample 2 was cut), which
     # agree (entropy certaindex 1.0) -> stop at 3 samples
     config = PolicyConfig.for_algorithm(
-        "sc", cap=5, initial=3, pace=1, detect_at=3, detect_every=1, thresholds={"entropy": 0.9}
+        "sc",
+        cap=5,
+        initial=3,
+        pace=1,
+        detect_at=3,
+        detect_every=1,
+        thresholds={"entropy": 0.9},
+        **TRIM,
     )
-    out = replay_trimmed(recorded_run(), SETTINGS, config)
+    out = replay_trimmed(recorded_run(), config)
     assert (out.steps, out.exit_reason, out.answer) == (3, "threshold", "7")
     assert out.tokens == 10 + 5 + 5 + 5
     assert out.certaindex == [{"step": 3, "entropy": 1.0}]
@@ -85,7 +96,7 @@ def test_trimming_with_a_stop_reads_only_the_kept_answers() -> None:
 def test_a_run_without_confidences_cannot_be_trimmed() -> None:
     run = SampledRun(("1",), (3,), 0)
     with pytest.raises(ValueError, match="record_topk"):
-        replay_trimmed(run, SETTINGS, FULL)
+        replay_trimmed(run, FULL)
     with pytest.raises(ValueError, match="confidence lists"):
         SampledRun(("1", "2"), (3, 3), 0, ((1.0,),))
 

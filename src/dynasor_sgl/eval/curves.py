@@ -16,7 +16,7 @@ import numpy as np
 
 from dynasor_sgl import answers as _answers
 from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
-from dynasor_sgl.eval.trimmed import TrimSettings, replay_trimmed, replay_weighted_cap
+from dynasor_sgl.eval.trimmed import replay_trimmed, replay_weighted_cap
 from dynasor_sgl.policy_config import PolicyConfig
 
 POSTERIOR_CONFIDENCES = (0.6, 0.7, 0.8, 0.9, 0.95)
@@ -77,13 +77,15 @@ def _confidence_curves(
     early) at every η, with the run's policy's window (REPLAY_WINDOW if it has none) and
     warm-up."""
     window = config.confidence_window or REPLAY_WINDOW
-    full = dataclasses.replace(config, initial=cap, pace=cap, detect_at=cap, detect_every=0)
+    full = dataclasses.replace(
+        config, initial=cap, pace=cap, detect_at=cap, detect_every=0, confidence_window=window
+    )
     weighted = [
         _point([replay_weighted_cap(r, c) for r in runs], golds, c) for c in range(1, cap + 1)
     ]
     trimmed = [
         _point(
-            [replay_trimmed(r, TrimSettings(window, eta, config.warmup), full) for r in runs],
+            [replay_trimmed(r, dataclasses.replace(full, confidence_percentile=eta)) for r in runs],
             golds,
             eta,
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from dynasor_sgl.eval.sampled import Outcome, SampledRun
 from dynasor_sgl.policy import PolicyConfig, Report
@@ -27,20 +26,13 @@ from dynasor_sgl.trimming import ConfidenceTrimmer
 from dynasor_sgl.votes import weighted_vote
 
 
-@dataclass(frozen=True)
-class TrimSettings:
-    """DeepConf online's knobs (`trimming.ConfidenceTrimmer`): group window in tokens, η in
-    percent (10 aggressive, 90 conservative) and warm-up samples."""
-
-    window: int
-    percentile: float
-    warmup: int
-
-
-def cut_points(confidences: Sequence[Sequence[float]], settings: TrimSettings) -> list[int | None]:
-    """For each sample in order, the generated tokens after which trimming cuts it (None: it
-    runs to its end)."""
-    trimmer = ConfidenceTrimmer(settings.window, settings.percentile, settings.warmup)
+def cut_points(confidences: Sequence[Sequence[float]], config: PolicyConfig) -> list[int | None]:
+    """For each sample in order, the generated tokens after which trimming with the policy's
+    knobs (`confidence_window` ≥ 1, `confidence_percentile`, `warmup`) cuts it (None: it runs
+    to its end)."""
+    trimmer = ConfidenceTrimmer(
+        config.confidence_window, config.confidence_percentile, config.warmup
+    )
     cuts: list[int | None] = []
     for sample in confidences:
         branch = trimmer.branch()
@@ -70,13 +62,13 @@ def replay_weighted_cap(run: SampledRun, cap: int) -> Outcome:
     return Outcome(weighted_answer(run, range(k)), k, run.tokens_at(k), "cap")
 
 
-def replay_trimmed(run: SampledRun, settings: TrimSettings, config: PolicyConfig) -> Outcome:
-    """The live SC program with confidence trimming `settings` and the stop of `config`
-    (a config read only at its cap gives trimming alone); needs recorded confidences."""
+def replay_trimmed(run: SampledRun, config: PolicyConfig) -> Outcome:
+    """The live SC program under `config`: its confidence trimming and its stop (a config read
+    only at its cap gives trimming alone); needs recorded confidences."""
     if run.confidences is None:
         raise ValueError("this run has no token confidences (record it with record_topk > 0)")
     confidences = run.confidences
-    cuts = cut_points(confidences, settings)
+    cuts = cut_points(confidences, config)
 
     def report_at(i: int) -> Report:
         kept = {f"s{j}": run.answers[j] for j in range(i + 1) if cuts[j] is None}
