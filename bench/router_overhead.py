@@ -32,6 +32,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
+from dynasor_sgl.cli_common import interrupt_on_terminate
 from dynasor_sgl.config import LaunchConfig
 from dynasor_sgl.launch import run_cluster
 from dynasor_sgl.worker import free_ports
@@ -225,6 +226,7 @@ def main() -> None:
     if args.stub:
         stub_main(args.stub)
         return
+    interrupt_on_terminate()  # `kill` stops the worker it started, not just this script
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log_dir = args.out.parent / "router_overhead_logs"
     log_dir.mkdir(exist_ok=True)

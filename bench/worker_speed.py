@@ -33,9 +33,11 @@ from pathlib import Path
 
 import httpx
 
+from dynasor_sgl.cli_common import interrupt_on_terminate
 from dynasor_sgl.config import LaunchConfig
 from dynasor_sgl.launch import run_cluster
 from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model, save_profile
+from dynasor_sgl.sim.steps import fit_steps, read_steps
 from dynasor_sgl.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"
@@ -160,6 +162,47 @@ def fit_profile(result: dict, source: str) -> Profile:
     )
 
 
+def fit_profile_from_steps(result: dict, trace: Path, source: str) -> Profile:
+    """The simulator profile of a step trace (see the module docstring); `result` gives the
+    machine, model and the worker's chunked prefill size where it was measured."""
+    fit = fit_steps(read_steps(trace))
+    budget = int(result.get("server", {}).get("chunked_prefill_size") or 2048)
+    how = (
+        f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill steps "
+        f"of the worker's own step trace {trace.name} ({source}; dynasor_sgl.steptrace, "
+        "sim.steps.fit_steps): a step from its scheduling to the next step's"
+    )
+    coefficients = fit.coefficients()
+    return Profile(
+        name=f"cpu-{result.get('model', 'worker').lower()}",
+        kv_tokens=65536,
+        prefill_budget=budget,
+        max_running=4096,
+        request_overhead_s=0.0,
+        **coefficients,
+        source={
+            **{name: how for name in coefficients},
+            "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
+            "prefill_budget": "the worker's chunked prefill size (SGLang's /get_server_info)"
+            if "server" in result
+            else "SGLang's chunked prefill size on the CPU worker (2048; its logged server args)",
+            "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
+            "request_overhead_s": "0 until calibrated against real runs (sim validation)",
+            "machine": f"{result.get('machine', {}).get('cpu')}, device {result.get('device')}",
+        },
+    )
+
+
+def server_info(url: str) -> dict:
+    """The worker's chunked prefill size as SGLang reports it ({} if it does not say)."""
+    try:
+        info = httpx.get(f"{url}/get_server_info", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    size = info.get("chunked_prefill_size") if isinstance(info, dict) else None
+    return {"chunked_prefill_size": size} if isinstance(size, int) else {}
+
+
 PREFILL_GUESS_S = 0.0002
 KNEE_FRACTION = 0.9
 
@@ -175,10 +218,16 @@ def measure(args: argparse.Namespace) -> dict:
     levels = [int(c) for c in args.concurrency.split(",")]
     sizes = [int(c) for c in args.prefill_sizes.split(",") if c.strip()]
     port = free_ports("127.0.0.1", 38500, 1)[0]
+    trace = None
+    if args.step_trace is not None:
+        args.step_trace.parent.mkdir(parents=True, exist_ok=True)
+        args.step_trace.unlink(missing_ok=True)
+        trace = str(args.step_trace)
     t0 = time.perf_counter()
-    with run_cluster(LaunchConfig(port=port, log_level="warning")) as cluster:
+    with run_cluster(LaunchConfig(port=port, log_level="warning", step_trace=trace)) as cluster:
         startup_s = time.perf_counter() - t0
         url = cluster.url
+        server = server_info(url)
         asyncio.run(_batch(url, 1, 8))  # warm-up
         runs = [asyncio.run(_batch(url, c, args.new_tokens)) for c in levels]
         prefill = _prefill(url, sizes)
@@ -197,6 +246,10 @@ def measure(args: argparse.Namespace) -> dict:
         "knee": {"fraction": KNEE_FRACTION, "concurrency": knee(runs)},
         "prefill": prefill,
     }
+    if server:
+        result["server"] = server
+    if trace is not None:
+        result["step_trace"] = trace
     return result
 
 
@@ -208,7 +261,17 @@ def main() -> None:
     ap.add_argument("--prefill-sizes", default="64,256,1024,2048")
     ap.add_argument("--profile", type=Path, default=PROFILES / "cpu-smollm2-135m.json")
     ap.add_argument("--fit-from", type=Path, help="fit --profile from this results file only")
+    ap.add_argument(
+        "--step-trace", type=Path, help="record the worker's steps here; fit --profile from them"
+    )
+    ap.add_argument("--fit-steps", type=Path, help="fit --profile from this step trace only")
     args = ap.parse_args()
+    interrupt_on_terminate()  # `kill` stops the worker it started, not just this script
+    if args.fit_steps is not None:
+        profile = fit_profile_from_steps({}, args.fit_steps, "recorded elsewhere")
+        save_profile(profile, args.profile)
+        print(f"fitted {profile.name} from {args.fit_steps}: {_step_summary(profile)}")
+        return
     if args.fit_from is not None:
         profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
         save_profile(profile, args.profile)
@@ -219,16 +282,27 @@ def main() -> None:
     result = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    profile = fit_profile(result, f"{args.out.name} (measured by this script)")
+    if args.step_trace is not None:
+        profile = fit_profile_from_steps(result, args.step_trace, "measured by this script")
+    else:
+        profile = fit_profile(result, f"{args.out.name} (measured by this script)")
     save_profile(profile, args.profile)
     rates = ", ".join(f"{r['concurrency']}x: {r['tokens_per_s']} tok/s" for r in result["runs"])
     print(
         f"worker start-up {result['startup_s']:.1f} s; decode {rates}; knee at "
         f"{result['knee']['concurrency']} concurrent "
-        f"requests ({KNEE_FRACTION:.0%} of the best); step = {profile.base_s * 1e3:.1f} ms + "
-        f"{profile.per_request_s * 1e3:.2f} ms/request + "
-        f"{profile.per_prefill_token_s * 1e6:.0f} us/prefill token; wrote {args.out} and "
-        f"{args.profile}"
+        f"requests ({KNEE_FRACTION:.0%} of the best); {_step_summary(profile)}; wrote "
+        f"{args.out} and {args.profile}"
+    )
+
+
+def _step_summary(profile: Profile) -> str:
+    prefill_base = profile.base_s if profile.prefill_base_s is None else profile.prefill_base_s
+    return (
+        f"decode step = {profile.base_s * 1e3:.1f} ms + {profile.per_request_s * 1e3:.2f} "
+        f"ms/request; prefill step = {prefill_base * 1e3:.1f} ms + "
+        f"{profile.per_new_request_s * 1e3:.2f} ms/request + "
+        f"{profile.per_prefill_token_s * 1e6:.0f} us/token"
     )
 
 

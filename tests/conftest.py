@@ -22,13 +22,15 @@ ROUTER_ENV = "DYNASOR_SGL_E2E_ROUTER"
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The router in front of two real SGLang CPU workers on the embedded model, started by our
-    own launch code once per session."""
+    own launch code once per session. The workers record a step trace (`dynasor_sgl.steptrace`):
+    every e2e test also checks that the wrapper leaves SGLang serving as it did."""
     port = free_ports("127.0.0.1", E2E_PORT_BASE, 1)[0]
     cfg = LaunchConfig(
         port=port,
         workers=2,
         log_level="warning",
         log_dir=str(tmp_path_factory.mktemp("worker-logs")),
+        step_trace=str(tmp_path_factory.mktemp("steps") / "steps.jsonl"),
         startup_timeout=600,
     )
     with run_cluster(cfg, progress=logging.getLogger("e2e").info) as running:

@@ -168,6 +168,13 @@ def main() -> None:
     default=None,
     help="Folder for worker logs. Default: a fresh folder under ~/.cache/dynasor-sgl/logs.",
 )
+@click.option(
+    "--step-trace",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append a JSON line per engine step of every worker to this file (what ran, how "
+    "long): the measurement the simulator's step model is fitted from.",
+)
 @click.argument("sglang_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SGLANG_ARGS...]")
 def launch(sglang_args: tuple[str, ...], **options: Any) -> None:
     """Start SGLang worker(s) and serve until Ctrl-C or SIGTERM.

@@ -50,6 +50,9 @@ class LaunchConfig:
         to every program, e.g. from `dynasor-sgl calibrate`.
     startup_timeout: seconds to wait for each worker to become healthy.
     log_dir: where worker logs go; None picks a fresh folder under the user cache.
+    step_trace: a file every worker's scheduler appends a line to for each step it runs
+        (`dynasor_sgl.steptrace`: what ran, how long it took), for fitting the simulator's
+        step model; None: no trace.
     sglang_args: extra arguments passed verbatim to every `sglang.launch_server`.
     """
 
@@ -73,6 +76,7 @@ class LaunchConfig:
     policy_file: str | None = None
     startup_timeout: float = 600.0
     log_dir: str | None = None
+    step_trace: str | None = None
     sglang_args: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

@@ -79,11 +79,15 @@ def resolve_device(device: str) -> str:
 def worker_command(
     cfg: LaunchConfig, model_dir: Path, host: str, port: int, device: str
 ) -> list[str]:
-    """The `sglang.launch_server` argv for one worker."""
+    """The `sglang.launch_server` argv for one worker (wrapped by `dynasor_sgl.steptrace`
+    when the config asks for a step trace)."""
+    server = ["sglang.launch_server"]
+    if cfg.step_trace:
+        server = ["dynasor_sgl.steptrace", "--step-trace", str(Path(cfg.step_trace).resolve())]
     cmd = [
         sys.executable,
         "-m",
-        "sglang.launch_server",
+        *server,
         "--model-path",
         str(model_dir),
         "--host",

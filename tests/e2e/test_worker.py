@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+
+from dynasor_sgl.launch import Cluster
+from dynasor_sgl.sim.steps import steps_from_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +32,22 @@ def test_generate_returns_text(worker_url: str) -> None:
     meta = out["meta_info"]
     assert meta["completion_tokens"] >= 1
     assert meta["finish_reason"]["type"] in ("length", "stop")
+
+
+def test_step_trace_times_every_step_the_worker_runs(cluster: Cluster) -> None:
+    worker = cluster.workers[0]
+    trace = Path(str(cluster.config.step_trace))
+    prompt = f"Trace {uuid.uuid4().hex}: count from one to twenty."
+    out = generate(worker.url, prompt, max_new_tokens=6, ignore_eos=True)
+    assert out["meta_info"]["completion_tokens"] == 6
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    mine = [x for x in lines if x["worker"] == worker.port]
+    assert {x["mode"] for x in mine} >= {"decode", "extend"}
+    new_tokens = out["meta_info"]["prompt_tokens"] - out["meta_info"]["cached_tokens"]
+    assert any(x["mode"] == "extend" and x["new_tokens"] == new_tokens for x in mine)
+    steps = steps_from_lines(mine)
+    assert all(0 < s.seconds < 30 for s in steps)
+    assert sum(s.mode == "decode" for s in steps) >= 5  # the first token comes with the prefill
 
 
 def test_shared_prefix_is_served_from_radix_cache(worker_url: str) -> None:

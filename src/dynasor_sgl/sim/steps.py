@@ -1,0 +1,119 @@
+"""A worker's step trace (`dynasor_sgl.steptrace`) read back, and the step model fitted to it.
+
+Each line is one step the real scheduler ran. A step's seconds run from the start of its
+`get_next_batch_to_run` to the start of the next one, so they hold the scheduling, the
+forward and the result processing (sending tokens on, freeing finished requests), as a
+simulated step does; when the scheduler went idle in between (the next step starts more than
+`IDLE_GAP_S` after this one's forward ended) they end with the forward. Steps of several
+workers in one file are kept apart by their `worker` field.
+
+`fit_steps` fits the simulator's split step model by least squares (`profile.fit_step_model`
+on each kind): decode steps `base_s + per_request_s·B` over B running requests; prefill
+(extend) steps `prefill_base_s + per_new_request_s·n + per_prefill_token_s·P` over n requests
+computing P prompt tokens (SGLang's extend runs each request's attention on its own on the
+CPU backend, hence a per-request term). Pure except `read_steps`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynasor_sgl.sim.profile import fit_step_model
+
+IDLE_GAP_S = 0.05
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: "decode" or "extend", requests in it, prompt tokens it computed, seconds."""
+
+    mode: str
+    batch: int
+    new_tokens: int
+    seconds: float
+    context: int = 0
+
+
+@dataclass(frozen=True)
+class StepFit:
+    """The split step model's coefficients (s) and how many steps of each kind made them."""
+
+    base_s: float
+    per_request_s: float
+    prefill_base_s: float
+    per_new_request_s: float
+    per_prefill_token_s: float
+    decode_steps: int
+    extend_steps: int
+
+    def coefficients(self) -> dict[str, float]:
+        """The profile fields this fit gives (`sim.profile.Profile`)."""
+        names = ("base_s", "per_request_s", "prefill_base_s", "per_new_request_s")
+        fields = {n: round(getattr(self, n), 6) for n in names}
+        fields["per_prefill_token_s"] = round(self.per_prefill_token_s, 7)
+        return fields
+
+
+def steps_from_lines(lines: Iterable[Mapping[str, Any]]) -> list[Step]:
+    """The steps of trace lines (any order; several workers apart), each with its seconds."""
+    workers: dict[Any, list[Mapping[str, Any]]] = {}
+    for line in lines:
+        if line.get("mode") in ("decode", "extend"):
+            workers.setdefault(line.get("worker"), []).append(line)
+    steps = []
+    for rows in workers.values():
+        rows.sort(key=lambda r: float(r["t"]))
+        for i, row in enumerate(rows):
+            start, end = float(row["t"]), float(row["run_end"])
+            nxt = float(rows[i + 1]["t"]) if i + 1 < len(rows) else None
+            if nxt is not None and nxt - end <= IDLE_GAP_S:
+                end = nxt
+            steps.append(
+                Step(
+                    mode=str(row["mode"]),
+                    batch=int(row["batch"]),
+                    new_tokens=int(row.get("new_tokens", 0)),
+                    seconds=end - start,
+                    context=int(row.get("context", 0)),
+                )
+            )
+    return steps
+
+
+def read_steps(path: str | Path) -> list[Step]:
+    """The steps of a trace file; a line that is not JSON is a ValueError naming the line."""
+    lines = []
+    for n, text in enumerate(Path(path).read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"step trace {path}, line {n}: {exc}") from exc
+    return steps_from_lines(lines)
+
+
+def fit_steps(steps: Sequence[Step]) -> StepFit:
+    """The split step model fitted to `steps`; needs decode and extend steps (ValueError)."""
+    decode = [(s.batch, 0, s.seconds) for s in steps if s.mode == "decode"]
+    extend = [(s.batch, s.new_tokens, s.seconds) for s in steps if s.mode == "extend"]
+    if not decode or not extend:
+        raise ValueError(
+            f"a step fit needs decode and extend steps ({len(decode)} decode, "
+            f"{len(extend)} extend in the trace)"
+        )
+    base, per_request, _ = fit_step_model(decode)
+    prefill_base, per_new_request, per_token = fit_step_model(extend)
+    return StepFit(
+        base_s=base,
+        per_request_s=per_request,
+        prefill_base_s=prefill_base,
+        per_new_request_s=per_new_request,
+        per_prefill_token_s=per_token,
+        decode_steps=len(decode),
+        extend_steps=len(extend),
+    )

@@ -1,0 +1,88 @@
+"""A worker's step trace read back, and the split step model fitted to it (hand values)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dynasor_sgl.sim.steps import IDLE_GAP_S, Step, fit_steps, read_steps, steps_from_lines
+
+
+def line(t: float, run: float, mode: str, batch: int, new: int = 0, worker: int = 1) -> dict:
+    out = {"t": t, "run_end": t + run, "mode": mode, "batch": batch, "worker": worker}
+    if mode == "extend":
+        out["new_tokens"] = new
+    return out
+
+
+def test_a_step_lasts_until_the_next_one_starts_while_the_scheduler_is_busy() -> None:
+    steps = steps_from_lines(
+        [
+            line(0.0, 0.09, "extend", 2, new=30),
+            line(0.1, 0.05, "decode", 2),
+            line(0.16, 0.05, "decode", 2),
+        ]
+    )
+    assert [round(s.seconds, 6) for s in steps] == [0.1, 0.06, 0.05]
+    assert steps[0] == Step("extend", 2, 30, pytest.approx(0.1))
+
+
+def test_a_step_before_the_scheduler_went_idle_ends_with_its_forward() -> None:
+    gap = IDLE_GAP_S + 0.2
+    steps = steps_from_lines([line(0.0, 0.05, "decode", 1), line(0.05 + gap, 0.05, "decode", 1)])
+    assert [round(s.seconds, 6) for s in steps] == [0.05, 0.05]
+
+
+def test_workers_in_one_file_are_kept_apart_and_other_modes_left_out() -> None:
+    lines = [
+        line(0.0, 0.05, "decode", 3, worker=1),
+        line(0.02, 0.05, "decode", 5, worker=2),  # another worker's step in between
+        line(0.06, 0.05, "decode", 3, worker=1),
+        {"t": 0.2, "run_end": 0.3, "mode": "ForwardMode.IDLE", "batch": 0, "worker": 1},
+    ]
+    steps = steps_from_lines(lines)
+    assert sorted((s.batch, round(s.seconds, 6)) for s in steps) == [
+        (3, 0.05),
+        (3, 0.06),
+        (5, 0.05),
+    ]
+
+
+def exact(base: float, per_req: float, pbase: float, per_new: float, per_tok: float) -> list[Step]:
+    steps = [Step("decode", b, 0, base + per_req * b) for b in (1, 4, 9, 16)]
+    for n, p in ((1, 1), (1, 64), (5, 5), (10, 200), (3, 900)):
+        steps.append(Step("extend", n, p, pbase + per_new * n + per_tok * p))
+    return steps
+
+
+def test_the_fit_recovers_a_step_model_the_steps_follow_exactly() -> None:
+    fit = fit_steps(exact(0.07, 0.0063, 0.09, 0.0084, 0.00016))
+    assert fit.base_s == pytest.approx(0.07)
+    assert fit.per_request_s == pytest.approx(0.0063)
+    assert fit.prefill_base_s == pytest.approx(0.09)
+    assert fit.per_new_request_s == pytest.approx(0.0084)
+    assert fit.per_prefill_token_s == pytest.approx(0.00016)
+    assert (fit.decode_steps, fit.extend_steps) == (4, 5)
+    assert set(fit.coefficients()) == {
+        "base_s",
+        "per_request_s",
+        "prefill_base_s",
+        "per_new_request_s",
+        "per_prefill_token_s",
+    }
+
+
+def test_the_fit_needs_both_kinds_of_step() -> None:
+    with pytest.raises(ValueError, match="0 extend"):
+        fit_steps([Step("decode", 1, 0, 0.05), Step("decode", 2, 0, 0.06)])
+
+
+def test_reading_a_trace_file_names_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "steps.jsonl"
+    path.write_text(json.dumps(line(0.0, 0.05, "decode", 1)) + "\n\n{not json\n")
+    with pytest.raises(ValueError, match="line 3"):
+        read_steps(path)
+    path.write_text(json.dumps(line(0.0, 0.05, "decode", 1)) + "\n")
+    assert read_steps(path) == [Step("decode", 1, 0, pytest.approx(0.05))]
