@@ -224,7 +224,9 @@ def measure(args: argparse.Namespace) -> dict:
         args.step_trace.unlink(missing_ok=True)
         trace = str(args.step_trace)
     t0 = time.perf_counter()
-    with run_cluster(LaunchConfig(port=port, log_level="warning", step_trace=trace)) as cluster:
+    with run_cluster(
+        LaunchConfig(port=port, router=False, log_level="warning", step_trace=trace)
+    ) as cluster:
         startup_s = time.perf_counter() - t0
         url = cluster.url
         server = server_info(url)

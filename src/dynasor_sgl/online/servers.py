@@ -36,7 +36,9 @@ class ServerError(RuntimeError):
 def own_worker(
     flavour: Flavour, log_dir: Path, model_path: str | None = None, startup_timeout: float = 600.0
 ) -> Iterator[str]:
-    """One SGLang worker of `flavour` on a free port; its URL until the block ends."""
+    """One SGLang worker of `flavour` on a free port; its URL until the block ends. It records
+    a step trace beside its log (`worker-<flavour>/steps.jsonl`, `dynasor_sgl.steptrace`): what
+    the engine ran in the benchmark, for the simulator's step model and its validation."""
     port = free_ports("127.0.0.1", WORKER_PORT_BASE, 1)[0]
     cfg = LaunchConfig(
         model_path=model_path,
@@ -44,6 +46,7 @@ def own_worker(
         port=port,
         log_level="warning",
         log_dir=str(log_dir / f"worker-{flavour}"),
+        step_trace=str(log_dir / f"worker-{flavour}" / "steps.jsonl"),
         startup_timeout=startup_timeout,
         sglang_args=WORKER_FLAVOURS[flavour],
     )
