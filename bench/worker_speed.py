@@ -162,14 +162,15 @@ def fit_profile(result: dict, source: str) -> Profile:
     )
 
 
-def fit_profile_from_steps(result: dict, trace: Path, source: str) -> Profile:
-    """The simulator profile of a step trace (see the module docstring); `result` gives the
+def fit_profile_from_steps(result: dict, traces: list[Path], source: str) -> Profile:
+    """The simulator profile of step traces (see the module docstring); `result` gives the
     machine, model and the worker's chunked prefill size where it was measured."""
-    fit = fit_steps(read_steps(trace))
+    fit = fit_steps([step for trace in traces for step in read_steps(trace)])
     budget = int(result.get("server", {}).get("chunked_prefill_size") or 2048)
+    names = ", ".join(str(t) for t in traces)
     how = (
         f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill steps "
-        f"of the worker's own step trace {trace.name} ({source}; dynasor_sgl.steptrace, "
+        f"of the workers' own step traces {names} ({source}; dynasor_sgl.steptrace, "
         "sim.steps.fit_steps): a step from its scheduling to the next step's"
     )
     coefficients = fit.coefficients()
@@ -266,13 +267,16 @@ def main() -> None:
     ap.add_argument(
         "--step-trace", type=Path, help="record the worker's steps here; fit --profile from them"
     )
-    ap.add_argument("--fit-steps", type=Path, help="fit --profile from this step trace only")
+    ap.add_argument(
+        "--fit-steps", type=Path, nargs="+", help="fit --profile from these step traces only"
+    )
     args = ap.parse_args()
     interrupt_on_terminate()  # `kill` stops the worker it started, not just this script
     if args.fit_steps is not None:
         profile = fit_profile_from_steps({}, args.fit_steps, "recorded elsewhere")
         save_profile(profile, args.profile)
-        print(f"fitted {profile.name} from {args.fit_steps}: {_step_summary(profile)}")
+        names = " ".join(map(str, args.fit_steps))
+        print(f"fitted {profile.name} from {names}: {_step_summary(profile)}")
         return
     if args.fit_from is not None:
         profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
@@ -285,7 +289,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.step_trace is not None:
-        profile = fit_profile_from_steps(result, args.step_trace, "measured by this script")
+        profile = fit_profile_from_steps(result, [args.step_trace], "measured by this script")
     else:
         profile = fit_profile(result, f"{args.out.name} (measured by this script)")
     save_profile(profile, args.profile)

@@ -52,7 +52,8 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
             help="Requests in flight per worker before the router queues them "
-            "(default: the CPU worker's measured throughput knee).",
+            "(default 12: below the CPU worker's throughput knee, so a backlog waits in the "
+            "router, where the scheduling order holds).",
         ),
         click.option(
             "--aging-rate",

@@ -86,3 +86,8 @@ def test_reading_a_trace_file_names_a_bad_line(tmp_path: Path) -> None:
         read_steps(path)
     path.write_text(json.dumps(line(0.0, 0.05, "decode", 1)) + "\n")
     assert read_steps(path) == [Step("decode", 1, 0, pytest.approx(0.05))]
+
+
+def test_a_missing_trace_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nowhere.jsonl"):
+        read_steps(tmp_path / "nowhere.jsonl")

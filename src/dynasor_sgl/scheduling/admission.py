@@ -1,11 +1,11 @@
 """Admission: how many requests each worker runs, who waits, and who goes when a slot frees.
 
-Each worker takes at most `bound` requests at once, the measured knee of its throughput (past
-it more concurrent requests only share the same tokens/s), so the backlog waits here, where the
-scheduler can order it, instead of inside the engine's batch. Below the bound a request goes
-straight through; above it, it waits, and each freed slot goes to the program the worker's
-`Scheduler` puts first: all of that program's waiting requests together (a gang; one request
-under fcfs), each with the SGLang priority the scheduler gave it at dispatch.
+Each worker takes at most `bound` requests at once (at or below the knee of its throughput:
+past the knee more concurrent requests only share the same tokens/s), so the backlog waits
+here, where the scheduler can order it, instead of inside the engine's batch. Below the bound
+a request goes straight through; above it, it waits, and each freed slot goes to the program
+the worker's `Scheduler` puts first: all of that program's waiting requests together (a gang;
+one request under fcfs), each with the SGLang priority the scheduler gave it at dispatch.
 
 Synchronous and clock-injected (`now` is passed in): the router wraps it with futures
 (`dynasor_sgl.router.admission`), a simulator calls it directly. A request outside any program

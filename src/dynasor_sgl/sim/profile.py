@@ -4,10 +4,11 @@ A step decodes one token for each of B running requests or prefills P prompt tok
 at once only with `mixed_chunk`); it takes `step_s(B, P) = base_s + per_request_s·B +
 per_prefill_token_s·P`, a linear model fitted by least squares (`fit_step_model`) to measured
 (B, P, seconds) points; with `prefill_base_s` a step that prefills has a fixed cost of its
-own in place of `base_s` (`fit_split_step_model` fits decode and prefill points apart: on
-the CPU worker a prefill step's fixed cost is 69 ms, a decode step's 49 ms). A B² term fitted
-to the CPU worker's points was tried against the real online runs and rejected (SGLang alone
-at 1 program/s came out 25% too slow, the linear model 13% too fast). Every profile names
+own in place of `base_s`, and `per_new_request_s` more for each request it admits
+(`fit_split_step_model` fits decode and prefill points apart; `sim.steps.fit_steps` fits all
+of it to the steps a real worker ran, its step trace). A B² term fitted to the CPU worker's
+points was tried against the real online runs and rejected, and so was a term in the tokens
+of context (14 µs a token, small against a decoding request's 6-10 ms). Every profile names
 where each number comes from (`source`): a measurement on a real worker, a published figure,
 or a provisional guess. Pure except `load_profile` / `save_profile`.
 """
@@ -44,7 +45,7 @@ class Profile:
     per_new_request_s: seconds a step takes longer for each request it admits (the engine's
     per-request work: scheduling, tokenizing, detokenizing; on a shared CPU also the serving
     stack's own work per request). router_bound: the routers' in-flight bound per worker on
-    this engine, its throughput knee (None: the router's default, measured on the CPU worker).
+    this engine, its throughput knee (None: the router's default, 12, set for the CPU worker).
     mixed_chunk: a step prefills and decodes together (SGLang's --enable-mixed-chunk); False,
     SGLang's default: a step with prefill to do is a prefill step alone and the running
     requests wait it out (its `get_next_batch_to_run` runs a new prefill batch first).

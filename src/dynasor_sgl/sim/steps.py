@@ -85,9 +85,14 @@ def steps_from_lines(lines: Iterable[Mapping[str, Any]]) -> list[Step]:
 
 
 def read_steps(path: str | Path) -> list[Step]:
-    """The steps of a trace file; a line that is not JSON is a ValueError naming the line."""
+    """The steps of a trace file; a missing file or a line that is not JSON is a ValueError
+    naming it."""
+    try:
+        text_lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"step trace {path}: {exc.strerror or exc}") from exc
     lines = []
-    for n, text in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, text in enumerate(text_lines, 1):
         if not text.strip():
             continue
         try:
