@@ -89,5 +89,5 @@ def test_reading_a_trace_file_names_a_bad_line(tmp_path: Path) -> None:
 
 
 def test_a_missing_trace_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="nowhere.jsonl"):
+    with pytest.raises(ValueError, match=r"nowhere\.jsonl"):
         read_steps(tmp_path / "nowhere.jsonl")
