@@ -19,6 +19,14 @@ exit reasons beside them (`sim.validate.compare`). Writes bench/results/sim_vali
 and .png (and the simulated records under bench/results/sim_validation/records.jsonl) and
 prints a one-line summary.
 
+With --engine-from-run the profile's step model (decode and prefill step costs) is fitted to
+the steps the real run's workers ran (`bench online` records a step trace per worker,
+`dynasor_sgl.steptrace`): on this 2-core machine the client, tokenizer and router share the
+cores with the engine, so a step under an online load costs more than in a speed sweep
+(2026-11-30: 72 ms + 6.3 ms per decoding request against 49 + 4.2), and the comparison is
+then of everything but the step costs: queues, batching, prefix sharing, admission, the
+policy's decisions and the routers' scheduling.
+
 With --calibrate-on SYSTEMS the profile's router costs, what a worker measured alone does not
 see, are set and saved as a profile of its own (--calibrated): router_overhead_s, the seconds
 a request takes longer on its way through the router, is measured (--router-overhead, default
@@ -49,6 +57,7 @@ from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
 from dynasor_sgl.sim.run import RunSpec, simulate
 from dynasor_sgl.sim.session import load_traces
+from dynasor_sgl.sim.steps import fit_steps, read_steps, with_step_fit
 from dynasor_sgl.sim.traces import Trace, record_trace
 from dynasor_sgl.sim.validate import (
     ATTAINMENT_POINTS,
@@ -222,6 +231,12 @@ def parse_args() -> argparse.Namespace:
         default="auto",
         help="whether the real routers stopped at deadlines by default (auto: from the records)",
     )
+    ap.add_argument(
+        "--engine-from-run",
+        action="store_true",
+        help="fit the step model to the real run's own step traces (logs/worker-*/steps.jsonl) "
+        "in place of the profile's",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
     return ap.parse_args()
 
@@ -229,6 +244,22 @@ def parse_args() -> argparse.Namespace:
 def write_records(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"kind": "program", **r}) + "\n" for r in records))
+
+
+def engine_from_run(profile: Profile, real: Path) -> Profile:
+    """`profile` with the step model fitted to the real run's own step traces (its workers'
+    `logs/worker-*/steps.jsonl`, recorded by `bench online`)."""
+    traces = sorted(real.glob("logs/worker-*/steps.jsonl"))
+    if not traces:
+        raise SystemExit(f"{real} has no step traces (logs/worker-*/steps.jsonl): it predates them")
+    fit = fit_steps([step for trace in traces for step in read_steps(trace)])
+    names = ", ".join(str(t.relative_to(real)) for t in traces)
+    source = (
+        f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill steps "
+        f"the workers of the real run {real} ran ({names}; sim.steps.fit_steps): the engine as "
+        "it ran in the run compared with"
+    )
+    return with_step_fit(profile, fit, source)
 
 
 def main() -> None:
@@ -239,7 +270,10 @@ def main() -> None:
     profile_path, fit_on = args.profile, [s for s in args.calibrate_on.split(",") if s]
     choice = args.router_deadline_stop
     stop = router_deadline_stop(real) if choice == "auto" else choice == "on"
-    spec = run_spec(cfg, load_profile(profile_path), stop)
+    profile = load_profile(profile_path)
+    if args.engine_from_run:
+        profile = engine_from_run(profile, args.real)
+    spec = run_spec(cfg, profile, stop)
     fit_loss = None
     if fit_on:
         fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of)
@@ -256,7 +290,8 @@ def main() -> None:
         "traces": str(args.traces) if args.traces else "each real program's own record",
         "policy": dict(cfg.policy),
         "router_deadline_stop": stop,
-        "profile": json.loads(profile_path.read_text()),
+        "profile": spec.profile.to_dict(),
+        "engine_from_run": args.engine_from_run,
         "calibrated_on": fit_on,
         "fit_loss": fit_loss,
         "base_deadline_s": base,

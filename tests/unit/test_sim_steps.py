@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_sgl.sim.steps import IDLE_GAP_S, Step, fit_steps, read_steps, steps_from_lines
+from dynasor_sgl.sim.profile import Profile
+from dynasor_sgl.sim.steps import (
+    IDLE_GAP_S,
+    Step,
+    fit_steps,
+    read_steps,
+    steps_from_lines,
+    with_step_fit,
+)
 
 
 def line(t: float, run: float, mode: str, batch: int, new: int = 0, worker: int = 1) -> dict:
@@ -91,3 +99,13 @@ def test_reading_a_trace_file_names_a_bad_line(tmp_path: Path) -> None:
 def test_a_missing_trace_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"nowhere\.jsonl"):
         read_steps(tmp_path / "nowhere.jsonl")
+
+
+def test_a_step_fit_replaces_only_the_profiles_step_model() -> None:
+    profile = Profile("p", 0.1, 0.01, 0.001, kv_tokens=1000, router_cpu_s=0.02, source={"kv": "x"})
+    fit = fit_steps(exact(0.07, 0.0063, 0.09, 0.0084, 0.00016))
+    got = with_step_fit(profile, fit, "the run's steps")
+    assert got.step_s(10, 0) == pytest.approx(0.07 + 0.063)
+    assert got.step_s(0, 100, 2) == pytest.approx(0.09 + 0.0168 + 0.016)
+    assert (got.kv_tokens, got.router_cpu_s, got.name) == (1000, 0.02, "p")
+    assert got.source["kv"] == "x" and got.source["per_request_s"] == "the run's steps"

@@ -16,13 +16,14 @@ CPU backend, hence a per-request term). Pure except `read_steps`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.sim.profile import fit_step_model
+from dynasor_sgl.sim.profile import Profile, fit_step_model
 
 IDLE_GAP_S = 0.05
 
@@ -122,3 +123,11 @@ def fit_steps(steps: Sequence[Step]) -> StepFit:
         decode_steps=len(decode),
         extend_steps=len(extend),
     )
+
+
+def with_step_fit(profile: Profile, fit: StepFit, source: str) -> Profile:
+    """`profile` with its step model replaced by `fit`'s, each coefficient's source `source`
+    (its limits, router costs and the rest kept)."""
+    fields: dict[str, Any] = dict(fit.coefficients())
+    fields["source"] = {**profile.source, **{name: source for name in fit.coefficients()}}
+    return dataclasses.replace(profile, **fields)
