@@ -19,13 +19,15 @@ exit reasons beside them (`sim.validate.compare`). Writes bench/results/sim_vali
 and .png (and the simulated records under bench/results/sim_validation/records.jsonl) and
 prints a one-line summary.
 
-With --engine-from-run the profile's step model (decode and prefill step costs) is fitted to
-the steps the real run's workers ran (`bench online` records a step trace per worker,
-`dynasor_sgl.steptrace`): on this 2-core machine the client, tokenizer and router share the
-cores with the engine, so a step under an online load costs more than in a speed sweep
-(2026-11-30: 72 ms + 6.3 ms per decoding request against 49 + 4.2), and the comparison is
-then of everything but the step costs: queues, batching, prefix sharing, admission, the
-policy's decisions and the routers' scheduling.
+With --engine-from-run the profile's step model (decode and prefill step costs) is fitted, per
+worker flavour, to the steps that worker ran in the real run (`bench online` records a step
+trace per worker, `dynasor_sgl.steptrace`), and each system is simulated on its own worker's:
+on this 2-core machine the client, tokenizer and router share the cores with the engine, so
+a step under an online load costs more than in a speed sweep (2026-11-30: 72 ms + 6.3 ms per
+decoding request against 49 + 4.2), and the comparison is then of everything but the step
+costs: queues, batching, prefix sharing, admission, the policy's decisions and the routers'
+scheduling. The router's CPU work is then partly in its worker's steps; what it costs beyond
+them (a request waiting on the router's process) is what --calibrate-on still fits.
 
 With --calibrate-on SYSTEMS the profile's router costs, what a worker measured alone does not
 see, are set and saved as a profile of its own (--calibrated): router_overhead_s, the seconds
@@ -43,7 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +141,22 @@ def run_spec(cfg: BenchConfig, profile: Profile, router_stop: bool) -> RunSpec:
 
 
 def simulate_runs(
-    spec: RunSpec, cfg: BenchConfig, traces_of: TracesOf, keys: list[Key]
+    spec: RunSpec,
+    cfg: BenchConfig,
+    traces_of: TracesOf,
+    keys: list[Key],
+    engines: Mapping[str, Profile] | None = None,
 ) -> list[dict]:
-    """The simulated records of the real runs `keys`, each on its own traces."""
+    """The simulated records of the real runs `keys`, each on its own traces (and, given
+    `engines`, on its system's worker flavour's profile)."""
     out = []
     for name, rate in keys:
         run_id = f"{name}-{rate:g}"
-        out += simulate(traces_of((name, rate)), cfg.programs, SYSTEMS[name], rate, spec, run_id)
+        system = SYSTEMS[name]
+        mine = spec
+        if engines is not None and system.worker in engines:
+            mine = dataclasses.replace(spec, profile=engines[system.worker])
+        out += simulate(traces_of((name, rate)), cfg.programs, system, rate, mine, run_id)
     return out
 
 
@@ -166,6 +177,7 @@ def calibrate(
     systems: list[str],
     skip: set[str],
     overhead: float,
+    engines: Mapping[str, Profile] | None = None,
 ) -> tuple[Profile, float]:
     """The router_cpu_s of the grid (with router_overhead_s = `overhead`) whose simulation of
     the real runs of `systems` (less the `skip` runs) is closest (`loss`); the other systems
@@ -175,12 +187,23 @@ def calibrate(
     best: tuple[float, Profile] | None = None
     for cpu in ROUTER_CPU_GRID:
         cand = dataclasses.replace(spec.profile, router_overhead_s=overhead, router_cpu_s=cpu)
-        sim = simulate_runs(dataclasses.replace(spec, profile=cand), cfg, traces_of, keys)
+        mine = with_router_costs(engines, cand)
+        sim = simulate_runs(dataclasses.replace(spec, profile=cand), cfg, traces_of, keys, mine)
         score = loss(fit, sim, cfg.slo_scale)
         if best is None or score < best[0]:
             best = (score, cand)
     assert best is not None, "the grid is not empty"
     return best[1], best[0]
+
+
+def with_router_costs(
+    engines: Mapping[str, Profile] | None, costs: Profile
+) -> dict[str, Profile] | None:
+    """Each engine profile with the router costs of `costs` (None: None)."""
+    if engines is None:
+        return None
+    kept = {"router_overhead_s": costs.router_overhead_s, "router_cpu_s": costs.router_cpu_s}
+    return {k: dataclasses.replace(v, **kept) for k, v in engines.items()}
 
 
 def fit_profile(
@@ -190,12 +213,13 @@ def fit_profile(
     real: list[dict],
     fit_on: list[str],
     traces_of: TracesOf,
+    engines: Mapping[str, Profile] | None = None,
 ) -> float:
     """Calibrates the router's costs on `fit_on` from `spec`'s profile and saves the result
     (--calibrated)."""
     skip = {x for x in args.skip.split(",") if x}
     overhead = args.router_overhead
-    tuned, fit_loss = calibrate(spec, cfg, traces_of, real, fit_on, skip, overhead)
+    tuned, fit_loss = calibrate(spec, cfg, traces_of, real, fit_on, skip, overhead, engines)
     note = (
         f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
         f"{args.real} replayed from {args.traces or 'their own records'} (grid search, loss "
@@ -246,20 +270,23 @@ def write_records(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps({"kind": "program", **r}) + "\n" for r in records))
 
 
-def engine_from_run(profile: Profile, real: Path) -> Profile:
-    """`profile` with the step model fitted to the real run's own step traces (its workers'
-    `logs/worker-*/steps.jsonl`, recorded by `bench online`)."""
+def engines_from_run(profile: Profile, real: Path) -> dict[str, Profile]:
+    """Per worker flavour, `profile` with the step model fitted to the steps that flavour's
+    worker ran in the real run (`logs/worker-<flavour>/steps.jsonl`, recorded by `bench
+    online`): each system is simulated on the engine as it ran for it."""
     traces = sorted(real.glob("logs/worker-*/steps.jsonl"))
     if not traces:
         raise SystemExit(f"{real} has no step traces (logs/worker-*/steps.jsonl): it predates them")
-    fit = fit_steps([step for trace in traces for step in read_steps(trace)])
-    names = ", ".join(str(t.relative_to(real)) for t in traces)
-    source = (
-        f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill steps "
-        f"the workers of the real run {real} ran ({names}; sim.steps.fit_steps): the engine as "
-        "it ran in the run compared with"
-    )
-    return with_step_fit(profile, fit, source)
+    engines = {}
+    for trace in traces:
+        fit = fit_steps(read_steps(trace))
+        source = (
+            f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill "
+            f"steps the worker ran in the real run ({trace}; sim.steps.fit_steps): the engine "
+            "as it ran in the run compared with, its cores shared with the client and routers"
+        )
+        engines[trace.parent.name.removeprefix("worker-")] = with_step_fit(profile, fit, source)
+    return engines
 
 
 def main() -> None:
@@ -270,16 +297,15 @@ def main() -> None:
     profile_path, fit_on = args.profile, [s for s in args.calibrate_on.split(",") if s]
     choice = args.router_deadline_stop
     stop = router_deadline_stop(real) if choice == "auto" else choice == "on"
-    profile = load_profile(profile_path)
-    if args.engine_from_run:
-        profile = engine_from_run(profile, args.real)
-    spec = run_spec(cfg, profile, stop)
+    spec = run_spec(cfg, load_profile(profile_path), stop)
+    engines = engines_from_run(spec.profile, args.real) if args.engine_from_run else None
     fit_loss = None
     if fit_on:
-        fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of)
+        fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of, engines)
         profile_path = args.calibrated
         spec = dataclasses.replace(spec, profile=load_profile(profile_path))
-    sim = simulate_runs(spec, cfg, traces_of, sorted(by_run(real)))
+        engines = with_router_costs(engines, spec.profile)
+    sim = simulate_runs(spec, cfg, traces_of, sorted(by_run(real)), engines)
     write_records(cfg.out / "records.jsonl", sim)
     rows = compare(real, sim, cfg.slo_scale)
     for row in rows:
@@ -291,7 +317,7 @@ def main() -> None:
         "policy": dict(cfg.policy),
         "router_deadline_stop": stop,
         "profile": spec.profile.to_dict(),
-        "engine_from_run": args.engine_from_run,
+        "engines": {k: v.to_dict() for k, v in (engines or {}).items()},
         "calibrated_on": fit_on,
         "fit_loss": fit_loss,
         "base_deadline_s": base,
