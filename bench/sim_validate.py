@@ -28,6 +28,11 @@ decoding request against 49 + 4.2), and the comparison is then of everything but
 costs: queues, batching, prefix sharing, admission, the policy's decisions and the routers'
 scheduling. The router's CPU work is then partly in its worker's steps; what it costs beyond
 them (a request waiting on the router's process) is what --calibrate-on still fits.
+--engine-from OTHER_RUN takes the steps of another real run instead (held out).
+
+With --repeat REAL2 (a second real run of the same settings) the two real runs are compared
+by the same goals too: on this shared 2-core machine a real run does not reproduce itself
+within them under load, and that is the floor any model's agreement sits on.
 
 With --calibrate-on SYSTEMS the profile's router costs, what a worker measured alone does not
 see, are set and saved as a profile of its own (--calibrated): router_overhead_s, the seconds
@@ -261,6 +266,17 @@ def parse_args() -> argparse.Namespace:
         help="fit the step model to the real run's own step traces (logs/worker-*/steps.jsonl) "
         "in place of the profile's",
     )
+    ap.add_argument(
+        "--engine-from",
+        type=Path,
+        help="as --engine-from-run, from the step traces of another real run (held out)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=Path,
+        help="another real run of the same settings: how closely two real runs agree, by the "
+        "same goals (the real system's own reproducibility)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_validation.json")
     return ap.parse_args()
 
@@ -298,7 +314,8 @@ def main() -> None:
     choice = args.router_deadline_stop
     stop = router_deadline_stop(real) if choice == "auto" else choice == "on"
     spec = run_spec(cfg, load_profile(profile_path), stop)
-    engines = engines_from_run(spec.profile, args.real) if args.engine_from_run else None
+    engine_run = args.engine_from or (args.real if args.engine_from_run else None)
+    engines = engines_from_run(spec.profile, engine_run) if engine_run is not None else None
     fit_loss = None
     if fit_on:
         fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of, engines)
@@ -317,6 +334,7 @@ def main() -> None:
         "policy": dict(cfg.policy),
         "router_deadline_stop": stop,
         "profile": spec.profile.to_dict(),
+        "engines_from": None if engine_run is None else str(engine_run),
         "engines": {k: v.to_dict() for k, v in (engines or {}).items()},
         "calibrated_on": fit_on,
         "fit_loss": fit_loss,
@@ -325,6 +343,16 @@ def main() -> None:
         "goals": {"attainment_points": ATTAINMENT_POINTS, "latency_share": LATENCY_SHARE},
         "rows": rows,
     }
+    repeat = ""
+    if args.repeat is not None:
+        doc["repeat"] = str(args.repeat)
+        doc["repeat_rows"] = compare(real, real_bench(args.repeat)[2], cfg.slo_scale)
+        again = doc["repeat_rows"]
+        repeat = (
+            f"; the repeat real run against this one: within 10 points in "
+            f"{sum(r['attainment_within_10_points'] for r in again)} of {len(again)}, "
+            f"within 20% in {sum(r['latency_within_20_percent'] for r in again)}"
+        )
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     plot(rows, args.out.with_suffix(".png"))
     held = [r for r in rows if r["role"] == "held out"]
@@ -332,7 +360,7 @@ def main() -> None:
     lat = sum(r["latency_within_20_percent"] for r in held)
     print(
         f"{len(held)} held-out real runs vs simulated on {profile_path.name}: attainment within "
-        f"10 points in {att}, mean latency within 20% in {lat}; wrote {args.out}"
+        f"10 points in {att}, mean latency within 20% in {lat}{repeat}; wrote {args.out}"
     )
 
 
