@@ -87,6 +87,10 @@ def test_stop_aborts_every_inflight_request_of_the_program_and_refuses_new_ones(
             assert 'dynasor_aborts_total{cause="stop"} 4.0' in metrics
             assert 'dynasor_programs_ended_total{exit_reason="threshold"} 1.0' in metrics
             assert 'dynasor_decisions_total{action="stop"} 1.0' in metrics
+            decided = re.search(
+                r"dynasor_decision_seconds_count\{algorithm=\"\w+\"\} (\S+)", metrics
+            )
+            assert decided is not None and float(decided.group(1)) >= 1
             assert "dynasor_programs_registered_total 2.0" in metrics
             assert "dynasor_programs_active 0.0" in metrics
             completion = re.search(r'dynasor_tokens_total\{kind="completion"\} (\S+)', metrics)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +74,11 @@ class Enforcer:
                 report = dataclasses.replace(report, slack=self.slack(prog))
                 self.admission.reserve(prog.program_id, report.slack * per_unit)
             try:
+                started = time.perf_counter()
                 decision = await asyncio.to_thread(prog.policy.decide, report)
+                self.metrics.decision_seconds.labels(prog.config.algorithm).observe(
+                    time.perf_counter() - started
+                )
                 self.programs.check_open(prog)  # an abort or the reaper may have ended it
             finally:
                 self.admission.reserve(prog.program_id, 0)

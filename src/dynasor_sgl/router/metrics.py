@@ -84,6 +84,14 @@ class Metrics:
         self.worker_healthy = Gauge(
             "dynasor_worker_healthy", "1 when the worker is healthy", ["worker"], registry=r
         )
+        self.decision_seconds = Histogram(
+            "dynasor_decision_seconds",
+            "Seconds the policy took to decide a program's report (clustering its answers "
+            "through math-verify included), by algorithm",
+            ["algorithm"],
+            buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=r,
+        )
         self.certaindex_at_exit = Histogram(
             "dynasor_certaindex_at_exit",
             "Last certaindex reading of each ended program",
