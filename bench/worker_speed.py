@@ -30,6 +30,7 @@ import platform
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -138,28 +139,45 @@ def fit_profile(result: dict, source: str) -> Profile:
     )
     fit = f"least squares over {len(result['runs'])} decode points (wall / new tokens at each "
     fit += f"concurrency, {result['new_tokens']}-token requests) from {source}"
+    budget_source = "SGLang's default chunked prefill size (8192), not measured"
+    limits, limit_sources = engine_limits(result, 8192, budget_source)
     return Profile(
         name=f"cpu-{result['model'].lower()}" + ("" if measured else "-provisional"),
         base_s=round(base, 6),
         per_request_s=round(per_request, 6),
         per_prefill_token_s=round(per_token if measured else PREFILL_GUESS_S, 7),
         prefill_base_s=None if prefill_base is None else round(prefill_base, 6),
-        kv_tokens=65536,
-        prefill_budget=8192,
-        max_running=4096,
-        request_overhead_s=0.0,
+        **limits,
         source={
             "base_s": fit,
             "per_request_s": fit,
             "per_prefill_token_s": prefill_source,
             "prefill_base_s": prefill_source if measured else "not measured: base_s",
-            "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
-            "prefill_budget": "SGLang's default chunked prefill size (8192), not measured",
-            "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
-            "request_overhead_s": "0 until calibrated against real runs (sim validation)",
-            "machine": f"{result['machine'].get('cpu')}, device {result['device']}",
+            **limit_sources,
         },
     )
+
+
+def engine_limits(
+    result: dict, prefill_budget: int, budget_source: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The profile fields a speed run does not fit (KV pool, prefill budget, max running,
+    request overhead) and where each comes from, the machine included."""
+    machine = result.get("machine", {})
+    limits = {
+        "kv_tokens": 65536,
+        "prefill_budget": prefill_budget,
+        "max_running": 4096,
+        "request_overhead_s": 0.0,
+    }
+    sources = {
+        "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
+        "prefill_budget": budget_source,
+        "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
+        "request_overhead_s": "0 until calibrated against real runs (sim validation)",
+        "machine": f"{machine.get('cpu')}, device {result.get('device')}",
+    }
+    return limits, sources
 
 
 def fit_profile_from_steps(result: dict, traces: list[Path], source: str) -> Profile:
@@ -174,23 +192,17 @@ def fit_profile_from_steps(result: dict, traces: list[Path], source: str) -> Pro
         "sim.steps.fit_steps): a step from its scheduling to the next step's"
     )
     coefficients = fit.coefficients()
+    budget_source = (
+        "the worker's chunked prefill size (SGLang's /get_server_info)"
+        if "server" in result
+        else "SGLang's chunked prefill size on the CPU worker (2048; its logged server args)"
+    )
+    limits, limit_sources = engine_limits(result, budget, budget_source)
     return Profile(
         name=f"cpu-{result.get('model', 'worker').lower()}",
-        kv_tokens=65536,
-        prefill_budget=budget,
-        max_running=4096,
-        request_overhead_s=0.0,
+        **limits,
         **coefficients,
-        source={
-            **{name: how for name in coefficients},
-            "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
-            "prefill_budget": "the worker's chunked prefill size (SGLang's /get_server_info)"
-            if "server" in result
-            else "SGLang's chunked prefill size on the CPU worker (2048; its logged server args)",
-            "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
-            "request_overhead_s": "0 until calibrated against real runs (sim validation)",
-            "machine": f"{result.get('machine', {}).get('cpu')}, device {result.get('device')}",
-        },
+        source={**{name: how for name in coefficients}, **limit_sources},
     )
 
 
