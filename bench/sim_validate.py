@@ -30,6 +30,14 @@ scheduling. The router's CPU work is then partly in its worker's steps; what it 
 them (a request waiting on the router's process) is what --calibrate-on still fits.
 --engine-from OTHER_RUN takes the steps of another real run instead (held out).
 
+With --engine-per-run each real run is simulated on its worker's whole-trace fit scaled by how
+much slower or faster that worker's steps ran during that run alone (`sim.steps.run_windows`,
+`slowdown`): the machine's speed drifts (in run 5 of 2026-11-30 a decode step's fixed cost
+doubled for ten minutes, over the dynasor and certaindex runs, the misses that repeated), so
+the comparison is of the serving model given the engine's speed at the time. The factor also
+absorbs whatever a system's own processes take from the worker's cores (its router, the
+policy's math-verify child): that cost is in the factor, not validated by it.
+
 With --repeat REAL2 (a second real run of the same settings) the two real runs are compared
 by the same goals too: on this shared 2-core machine a real run does not reproduce itself
 within them under load, and that is the floor any model's agreement sits on.
@@ -60,11 +68,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dynasor_sgl.online.config import BenchConfig
+from dynasor_sgl.online.results import read_rows
 from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
 from dynasor_sgl.sim.run import RunSpec, simulate
 from dynasor_sgl.sim.session import load_traces
-from dynasor_sgl.sim.steps import fit_steps, read_steps, with_step_fit
+from dynasor_sgl.sim.steps import (
+    fit_steps,
+    in_window,
+    read_steps,
+    run_windows,
+    slowdown,
+    with_step_fit,
+)
 from dynasor_sgl.sim.traces import Trace, record_trace
 from dynasor_sgl.sim.validate import (
     ATTAINMENT_POINTS,
@@ -159,8 +175,9 @@ def simulate_runs(
         run_id = f"{name}-{rate:g}"
         system = SYSTEMS[name]
         mine = spec
-        if engines is not None and system.worker in engines:
-            mine = dataclasses.replace(spec, profile=engines[system.worker])
+        engine = (engines or {}).get(f"{name}@{rate:g}") or (engines or {}).get(system.worker)
+        if engine is not None:
+            mine = dataclasses.replace(spec, profile=engine)
         out += simulate(traces_of((name, rate)), cfg.programs, system, rate, mine, run_id)
     return out
 
@@ -272,6 +289,12 @@ def parse_args() -> argparse.Namespace:
         help="as --engine-from-run, from the step traces of another real run (held out)",
     )
     ap.add_argument(
+        "--engine-per-run",
+        action="store_true",
+        help="as --engine-from-run, fitted to the steps each real run's worker ran during "
+        "that run alone (the machine's speed drifts between runs)",
+    )
+    ap.add_argument(
         "--repeat",
         type=Path,
         help="another real run of the same settings: how closely two real runs agree, by the "
@@ -305,6 +328,46 @@ def engines_from_run(profile: Profile, real: Path) -> dict[str, Profile]:
     return engines
 
 
+def engines_per_run(profile: Profile, real: Path) -> dict[str, Profile]:
+    """Per real run ("system@rate"), `profile` with the step model of its worker's whole trace
+    (as --engine-from-run) scaled by how much slower or faster that worker's steps ran during
+    that run alone (`sim.steps.run_windows`, `slowdown`). This machine's speed drifts: a
+    decode step's fixed cost doubled for ten minutes of run 5 (2026-11-30), so each run is
+    simulated on the engine as fast as it was while that run ran. One factor per run, not a
+    fit of its own: at 1 program/s a run's decode steps nearly all hold the router's bound of
+    12 requests, and a fit on them alone cannot tell the fixed cost from the per-request one."""
+    runs = [r for r in read_rows(real / "results.jsonl") if r.get("kind") == "run"]
+    engines: dict[str, Profile] = {}
+    for trace in sorted(real.glob("logs/worker-*/steps.jsonl")):
+        flavour = trace.parent.name.removeprefix("worker-")
+        mine = [r for r in runs if SYSTEMS[str(r["system"])].worker == flavour]
+        if not mine:
+            continue
+        steps = read_steps(trace)
+        whole = fit_steps(steps)
+        walls = [float(r["wall_s"]) for r in mine]
+        windows = run_windows(steps, walls, [r.get("started_monotonic") for r in mine])
+        for run, window in zip(mine, windows, strict=True):
+            key = f"{run['system']}@{float(run['rate']):g}"
+            try:
+                factor = slowdown(in_window(steps, window), whole)
+            except ValueError as exc:
+                raise SystemExit(f"{trace}, the steps of {key}: {exc}") from exc
+            source = (
+                f"least squares over the {whole.decode_steps} decode and {whole.extend_steps} "
+                f"prefill steps of the whole trace ({trace}; sim.steps.fit_steps), times "
+                f"{factor:.3f}: the steps of the real run {key} ({window[1] - window[0]:.0f} s "
+                f"from {window[0]:.1f} s on the worker's clock; sim.steps.run_windows) took "
+                "that much longer than the fit says (sim.steps.slowdown)"
+            )
+            engines[key] = with_step_fit(profile, whole.scaled(factor), source)
+    missing = [f"{r['system']}@{float(r['rate']):g}" for r in runs]
+    missing = [k for k in missing if k not in engines]
+    if missing:
+        raise SystemExit(f"{real} has no step trace for the runs {', '.join(missing)}")
+    return engines
+
+
 def main() -> None:
     args = parse_args()
     settings, base, real = real_bench(args.real)
@@ -316,6 +379,9 @@ def main() -> None:
     spec = run_spec(cfg, load_profile(profile_path), stop)
     engine_run = args.engine_from or (args.real if args.engine_from_run else None)
     engines = engines_from_run(spec.profile, engine_run) if engine_run is not None else None
+    if args.engine_per_run:
+        engine_run = args.real
+        engines = engines_per_run(spec.profile, args.real)
     fit_loss = None
     if fit_on:
         fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of, engines)

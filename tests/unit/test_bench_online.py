@@ -296,7 +296,7 @@ def test_results_file_resumes_and_refuses_other_settings(tmp_path: Path) -> None
     results = BenchResults(path, {"a": 1})
     results.set_base(2.5, [2.4, 2.5, 2.6], "measured")
     results.add_program({"system": "x", "rate": 0.5, "index": 0, "status": "ok"})
-    results.end_run("x", 0.5, 1, 0, 3.2)
+    results.end_run("x", 0.5, 1, 0, 3.2, started=41377.12345)
     results.add_program({"system": "x", "rate": 1.0, "index": 0, "status": "ok"})  # unfinished
     with path.open("a") as f:
         f.write('{"kind": "prog')  # a torn last line
@@ -306,6 +306,7 @@ def test_results_file_resumes_and_refuses_other_settings(tmp_path: Path) -> None
     assert [r["rate"] for r in again.programs()] == [0.5]
     lines = path.read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line) for line in lines)  # header, base, 1 + run
+    assert json.loads(lines[3])["started_monotonic"] == 41377.123  # the step traces' clock
     with pytest.raises(ResultsError, match="other settings"):
         BenchResults(path, {"a": 2})
 

@@ -11,8 +11,12 @@ from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.steps import (
     IDLE_GAP_S,
     Step,
+    cold_starts,
     fit_steps,
+    in_window,
     read_steps,
+    run_windows,
+    slowdown,
     steps_from_lines,
     with_step_fit,
 )
@@ -109,3 +113,63 @@ def test_a_step_fit_replaces_only_the_profiles_step_model() -> None:
     assert got.step_s(0, 100, 2) == pytest.approx(0.09 + 0.0168 + 0.016)
     assert (got.kv_tokens, got.router_cpu_s, got.name) == (1000, 0.02, "p")
     assert got.source["kv"] == "x" and got.source["per_request_s"] == "the run's steps"
+
+
+def cold(t: float, new: int = 49) -> Step:
+    """A prefill that found nothing cached (after a flush), at `t`."""
+    return Step("extend", 1, new, 0.1, cached=0, t=t)
+
+
+def warm(t: float) -> Step:
+    return Step("extend", 1, 20, 0.05, cached=29, t=t)
+
+
+def test_cold_starts_are_the_prefills_that_found_nothing_cached() -> None:
+    steps = [cold(5.0), warm(6.0), Step("decode", 3, 0, 0.1, t=6.1), cold(0.0), cold(9.0, new=0)]
+    lines = [
+        {**line(1.0, 0.1, "extend", 1, new=49), "cached": 0},
+        {**line(2.0, 0.1, "extend", 1, new=20), "cached": 29},
+    ]
+    assert cold_starts(steps) == [0.0, 5.0]
+    assert cold_starts(steps_from_lines(lines)) == [1.0]
+
+
+def test_runs_are_found_at_the_last_cold_starts_and_last_their_wall_time() -> None:
+    # a warm-up at 0, then two runs of 30 s and 20 s starting at 10 and 45
+    steps = [cold(0.0), warm(1.0), cold(10.0), warm(11.0), cold(45.0), warm(50.0)]
+    assert run_windows(steps, [30.0, 20.0]) == [(10.0, 40.0), (45.0, 65.0)]
+    assert in_window(steps, (10.0, 40.0)) == [cold(10.0), warm(11.0)]
+
+
+def test_recorded_run_starts_win_over_cold_starts() -> None:
+    steps = [cold(0.0), cold(10.0), cold(45.0)]
+    assert run_windows(steps, [5.0, 5.0], [1.0, 20.0]) == [(1.0, 6.0), (20.0, 25.0)]
+    # one run without a recorded start (an older bench): all found from the trace
+    assert run_windows(steps, [5.0, 5.0], [1.0, None]) == [(10.0, 15.0), (45.0, 50.0)]
+
+
+def test_a_trace_that_cannot_hold_the_runs_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="1 cold prefills for 2 runs"):
+        run_windows([cold(0.0)], [5.0, 5.0])
+    with pytest.raises(ValueError, match="overlap"):
+        run_windows([cold(0.0), cold(10.0)], [30.0, 5.0])
+
+
+def test_a_fit_says_what_a_step_takes_and_scales_as_a_whole() -> None:
+    fit = fit_steps(exact(0.07, 0.0063, 0.09, 0.0084, 0.00016))
+    assert fit.seconds(Step("decode", 10, 0, 0.0)) == pytest.approx(0.07 + 0.063)
+    assert fit.seconds(Step("extend", 2, 100, 0.0)) == pytest.approx(0.09 + 0.0168 + 0.016)
+    slow = fit.scaled(2.0)
+    assert slow.seconds(Step("decode", 10, 0, 0.0)) == pytest.approx(2 * (0.07 + 0.063))
+    assert slow.seconds(Step("extend", 2, 100, 0.0)) == pytest.approx(2 * (0.09 + 0.0168 + 0.016))
+    assert (slow.decode_steps, slow.extend_steps) == (fit.decode_steps, fit.extend_steps)
+
+
+def test_slowdown_is_the_steps_seconds_over_the_models() -> None:
+    fit = fit_steps(exact(0.05, 0.005, 0.06, 0.01, 0.0))
+    # a decode step of 4 (model 0.07 s) took 0.14; an extend of 1 (model 0.07 s) took 0.07
+    steps = [Step("decode", 4, 0, 0.14), Step("extend", 1, 10, 0.07)]
+    assert slowdown(steps, fit) == pytest.approx(0.21 / 0.14)
+    assert slowdown(steps[:1], fit) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="needs steps"):
+        slowdown([], fit)

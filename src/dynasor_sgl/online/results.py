@@ -126,17 +126,28 @@ class BenchResults:
     def add_program(self, record: Mapping[str, Any]) -> None:
         self._append({"kind": "program", **record})
 
-    def end_run(self, system: str, rate: float, programs: int, errors: int, wall_s: float) -> None:
-        self._append(
-            {
-                "kind": "run",
-                "system": system,
-                "rate": rate,
-                "programs": programs,
-                "errors": errors,
-                "wall_s": round(wall_s, 3),
-            }
-        )
+    def end_run(
+        self,
+        system: str,
+        rate: float,
+        programs: int,
+        errors: int,
+        wall_s: float,
+        started: float | None = None,
+    ) -> None:
+        """A run is done. started: when it began on the machine's monotonic clock, the clock
+        of the workers' step traces (which steps were this run's)."""
+        row: dict[str, Any] = {
+            "kind": "run",
+            "system": system,
+            "rate": rate,
+            "programs": programs,
+            "errors": errors,
+            "wall_s": round(wall_s, 3),
+        }
+        if started is not None:
+            row["started_monotonic"] = round(started, 3)
+        self._append(row)
 
     def programs(self) -> list[dict[str, Any]]:
         """Program records of finished runs (a run in progress is left out)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -260,11 +261,12 @@ def _run_one(
         bar.set_postfix(errors=errors, refresh=False)
         bar.update(1)
 
+    started = time.monotonic()
     try:
         wall = run_open_loop(arrivals, execute, label, on_record)
     finally:
         bar.close()
-    bench.results.end_run(system.name, float(rate), len(arrivals), errors, wall)
+    bench.results.end_run(system.name, float(rate), len(arrivals), errors, wall, started)
 
 
 def write_reports(bench: Bench) -> dict[str, Any]:
