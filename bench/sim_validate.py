@@ -79,6 +79,7 @@ from dynasor_sgl.sim.steps import (
     read_steps,
     run_windows,
     slowdown,
+    speed_schedule,
     with_step_fit,
 )
 from dynasor_sgl.sim.traces import Trace, record_trace
@@ -167,9 +168,11 @@ def simulate_runs(
     traces_of: TracesOf,
     keys: list[Key],
     engines: Mapping[str, Profile] | None = None,
+    speeds: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
 ) -> list[dict]:
     """The simulated records of the real runs `keys`, each on its own traces (and, given
-    `engines`, on its system's worker flavour's profile)."""
+    `engines`, on its own run's or its system's worker flavour's profile; given `speeds`, at
+    its run's speed schedule)."""
     out = []
     for name, rate in keys:
         run_id = f"{name}-{rate:g}"
@@ -178,6 +181,9 @@ def simulate_runs(
         engine = (engines or {}).get(f"{name}@{rate:g}") or (engines or {}).get(system.worker)
         if engine is not None:
             mine = dataclasses.replace(spec, profile=engine)
+        speed = (speeds or {}).get(f"{name}@{rate:g}")
+        if speed:
+            mine = dataclasses.replace(mine, speed=speed)
         out += simulate(traces_of((name, rate)), cfg.programs, system, rate, mine, run_id)
     return out
 
@@ -200,6 +206,7 @@ def calibrate(
     skip: set[str],
     overhead: float,
     engines: Mapping[str, Profile] | None = None,
+    speeds: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
 ) -> tuple[Profile, float]:
     """The router_cpu_s of the grid (with router_overhead_s = `overhead`) whose simulation of
     the real runs of `systems` (less the `skip` runs) is closest (`loss`); the other systems
@@ -210,7 +217,8 @@ def calibrate(
     for cpu in ROUTER_CPU_GRID:
         cand = dataclasses.replace(spec.profile, router_overhead_s=overhead, router_cpu_s=cpu)
         mine = with_router_costs(engines, cand)
-        sim = simulate_runs(dataclasses.replace(spec, profile=cand), cfg, traces_of, keys, mine)
+        cand_spec = dataclasses.replace(spec, profile=cand)
+        sim = simulate_runs(cand_spec, cfg, traces_of, keys, mine, speeds)
         score = loss(fit, sim, cfg.slo_scale)
         if best is None or score < best[0]:
             best = (score, cand)
@@ -236,12 +244,13 @@ def fit_profile(
     fit_on: list[str],
     traces_of: TracesOf,
     engines: Mapping[str, Profile] | None = None,
+    speeds: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
 ) -> float:
     """Calibrates the router's costs on `fit_on` from `spec`'s profile and saves the result
     (--calibrated)."""
     skip = {x for x in args.skip.split(",") if x}
     overhead = args.router_overhead
-    tuned, fit_loss = calibrate(spec, cfg, traces_of, real, fit_on, skip, overhead, engines)
+    tuned, fit_loss = calibrate(spec, cfg, traces_of, real, fit_on, skip, overhead, engines, speeds)
     note = (
         f"calibrated by bench/sim_validate.py on the real {','.join(fit_on)} runs of "
         f"{args.real} replayed from {args.traces or 'their own records'} (grid search, loss "
@@ -295,6 +304,14 @@ def parse_args() -> argparse.Namespace:
         "that run alone (the machine's speed drifts between runs)",
     )
     ap.add_argument(
+        "--speed-window",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="as --engine-per-run, with the worker's speed measured per SECONDS of each run "
+        "(the machine's speed drifts within a run too)",
+    )
+    ap.add_argument(
         "--repeat",
         type=Path,
         help="another real run of the same settings: how closely two real runs agree, by the "
@@ -328,16 +345,25 @@ def engines_from_run(profile: Profile, real: Path) -> dict[str, Profile]:
     return engines
 
 
-def engines_per_run(profile: Profile, real: Path) -> dict[str, Profile]:
+Speeds = dict[str, tuple[tuple[float, float], ...]]
+
+
+def engines_per_run(
+    profile: Profile, real: Path, width: float | None = None
+) -> tuple[dict[str, Profile], Speeds]:
     """Per real run ("system@rate"), `profile` with the step model of its worker's whole trace
     (as --engine-from-run) scaled by how much slower or faster that worker's steps ran during
     that run alone (`sim.steps.run_windows`, `slowdown`). This machine's speed drifts: a
     decode step's fixed cost doubled for ten minutes of run 5 (2026-11-30), so each run is
     simulated on the engine as fast as it was while that run ran. One factor per run, not a
     fit of its own: at 1 program/s a run's decode steps nearly all hold the router's bound of
-    12 requests, and a fit on them alone cannot tell the fixed cost from the per-request one."""
+    12 requests, and a fit on them alone cannot tell the fixed cost from the per-request one.
+    With `width`, each run's engine is the whole trace's fit at its own speed and the run's
+    factor is one per `width` seconds instead (`sim.steps.speed_schedule`), as schedules
+    by run."""
     runs = [r for r in read_rows(real / "results.jsonl") if r.get("kind") == "run"]
     engines: dict[str, Profile] = {}
+    speeds: Speeds = {}
     for trace in sorted(real.glob("logs/worker-*/steps.jsonl")):
         flavour = trace.parent.name.removeprefix("worker-")
         mine = [r for r in runs if SYSTEMS[str(r["system"])].worker == flavour]
@@ -351,6 +377,8 @@ def engines_per_run(profile: Profile, real: Path) -> dict[str, Profile]:
             key = f"{run['system']}@{float(run['rate']):g}"
             try:
                 factor = slowdown(in_window(steps, window), whole)
+                if width is not None:
+                    speeds[key] = tuple(speed_schedule(steps, whole, window, width))
             except ValueError as exc:
                 raise SystemExit(f"{trace}, the steps of {key}: {exc}") from exc
             source = (
@@ -360,12 +388,15 @@ def engines_per_run(profile: Profile, real: Path) -> dict[str, Profile]:
                 f"from {window[0]:.1f} s on the worker's clock; sim.steps.run_windows) took "
                 "that much longer than the fit says (sim.steps.slowdown)"
             )
+            if width is not None:
+                source += f", one factor per {width:g} s of the run (sim.steps.speed_schedule)"
+                factor = 1.0  # the schedule carries it
             engines[key] = with_step_fit(profile, whole.scaled(factor), source)
     missing = [f"{r['system']}@{float(r['rate']):g}" for r in runs]
     missing = [k for k in missing if k not in engines]
     if missing:
         raise SystemExit(f"{real} has no step trace for the runs {', '.join(missing)}")
-    return engines
+    return engines, speeds
 
 
 def main() -> None:
@@ -379,16 +410,17 @@ def main() -> None:
     spec = run_spec(cfg, load_profile(profile_path), stop)
     engine_run = args.engine_from or (args.real if args.engine_from_run else None)
     engines = engines_from_run(spec.profile, engine_run) if engine_run is not None else None
-    if args.engine_per_run:
+    speeds: Speeds = {}
+    if args.engine_per_run or args.speed_window:
         engine_run = args.real
-        engines = engines_per_run(spec.profile, args.real)
+        engines, speeds = engines_per_run(spec.profile, args.real, args.speed_window)
     fit_loss = None
     if fit_on:
-        fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of, engines)
+        fit_loss = fit_profile(args, spec, cfg, real, fit_on, traces_of, engines, speeds)
         profile_path = args.calibrated
         spec = dataclasses.replace(spec, profile=load_profile(profile_path))
         engines = with_router_costs(engines, spec.profile)
-    sim = simulate_runs(spec, cfg, traces_of, sorted(by_run(real)), engines)
+    sim = simulate_runs(spec, cfg, traces_of, sorted(by_run(real)), engines, speeds)
     write_records(cfg.out / "records.jsonl", sim)
     rows = compare(real, sim, cfg.slo_scale)
     for row in rows:
@@ -402,6 +434,8 @@ def main() -> None:
         "profile": spec.profile.to_dict(),
         "engines_from": None if engine_run is None else str(engine_run),
         "engines": {k: v.to_dict() for k, v in (engines or {}).items()},
+        "speed_window_s": args.speed_window,
+        "speeds": {k: [list(x) for x in v] for k, v in speeds.items()},
         "calibrated_on": fit_on,
         "fit_loss": fit_loss,
         "base_deadline_s": base,

@@ -40,6 +40,14 @@ def test_one_request() -> None:
     assert e.busy_s == pytest.approx(5.6)
 
 
+def test_a_speed_schedule_slows_the_steps_that_start_after_it() -> None:
+    e = Engine(PROFILE, speed=[(1.0, 2.0)])
+    e.submit(req("a", 4), 0.0)
+    # prefill at 0 (before the schedule): 1.1 s; 3 decode steps from 1.1 s at twice 1.5 s
+    assert ends(run_until(e)) == {"a": 10.1}
+    assert (e.slowdown(0.5), e.slowdown(1.0), e.slowdown(99.0)) == (1.0, 2.0, 2.0)
+
+
 def test_each_admitted_request_costs_its_step_extra() -> None:
     e = Engine(Profile("t", 1.0, 0.5, 0.01, per_new_request_s=0.3))
     e.submit(req("a", 4), 0.0)

@@ -17,6 +17,7 @@ from dynasor_sgl.sim.steps import (
     read_steps,
     run_windows,
     slowdown,
+    speed_schedule,
     steps_from_lines,
     with_step_fit,
 )
@@ -173,3 +174,17 @@ def test_slowdown_is_the_steps_seconds_over_the_models() -> None:
     assert slowdown(steps[:1], fit) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="needs steps"):
         slowdown([], fit)
+
+
+def test_a_speed_schedule_has_one_slowdown_per_stretch_of_the_run() -> None:
+    fit = fit_steps(exact(0.05, 0.0, 0.05, 0.0, 0.0))  # every step 50 ms as fitted
+    fast = [Step("decode", 1, 0, 0.05, t=10.0 + 0.1 * i) for i in range(30)]  # 10-13 s
+    slow = [Step("decode", 1, 0, 0.10, t=20.0 + 0.1 * i) for i in range(30)]  # 20-23 s
+    idle = [Step("decode", 1, 0, 0.10, t=35.0)]  # one step: too few to say
+    schedule = speed_schedule([*fast, *slow, *idle], fit, (10.0, 40.0), 10.0)
+    whole = (30 * 0.05 + 31 * 0.10) / (61 * 0.05)
+    assert schedule == [
+        (0.0, pytest.approx(1.0)),
+        (10.0, pytest.approx(2.0)),
+        (20.0, pytest.approx(whole)),
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,14 +70,22 @@ class Setup:
 class Cluster:
     """Engines plus, for a router system, the router's pool, admission and report step."""
 
-    def __init__(self, loop: EventLoop, profile: Profile, workers: int, setup: Setup) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        profile: Profile,
+        workers: int,
+        setup: Setup,
+        speed: Sequence[tuple[float, float]] = (),
+    ) -> None:
+        """speed: every engine's speed schedule (`Engine`); empty: the profile's."""
         self.loop = loop
         self.profile = profile
         self.setup = setup
         if setup.scheduling is not None and profile.router_cpu_s:
             per_new = profile.per_new_request_s + profile.router_cpu_s
             profile = dataclasses.replace(profile, per_new_request_s=per_new)
-        self.engines = [Engine(profile, setup.engine_policy) for _ in range(workers)]
+        self.engines = [Engine(profile, setup.engine_policy, speed) for _ in range(workers)]
         self._done: dict[str, tuple[OnDone, float]] = {}  # rid -> (callback, sent at)
         self._waiting: dict[str, tuple[Request, int]] = {}  # rid -> (request, worker)
         self._where: dict[str, int] = {}  # rid -> worker, while in an engine

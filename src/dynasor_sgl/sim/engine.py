@@ -20,14 +20,17 @@ at once: the request leaves the batch and its KV is freed.
 Between changes of the batch every step is the same, so a run of pure-decode steps up to the
 next request end is one event (`wake_at`); a submit or abort cuts it at the step in progress.
 The caller owns the event loop: after any call, when `version` changed, it schedules
-`on_wake(wake_at)`. Pure: no clock, no I/O.
+`on_wake(wake_at)`. A speed schedule (`speed`) replays a real worker whose speed drifted over
+a run (`sim.steps.speed_schedule`). Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import logging
+from collections.abc import Sequence
 
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request, WaitingQueue
@@ -38,8 +41,18 @@ logger = logging.getLogger(__name__)
 class Engine:
     """A worker's engine state; not thread-safe (one event loop drives it)."""
 
-    def __init__(self, profile: Profile, policy: QueuePolicy = QueuePolicy.FCFS) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        policy: QueuePolicy = QueuePolicy.FCFS,
+        speed: Sequence[tuple[float, float]] = (),
+    ) -> None:
+        """speed: (from, factor) on the virtual clock, sorted: from `from` on, every step takes
+        `factor` times the profile's (1 before the first); a run of steps keeps the factor it
+        started with. Empty: the profile's speed throughout."""
         self.profile = profile
+        self._speed_from = [t for t, _ in speed]
+        self._speed = [f for _, f in speed]
         self.waiting = WaitingQueue(policy, self._cached_of)
         self.prefilling: dict[str, Request] = {}  # admitted, prefill not done
         self.running: dict[str, Request] = {}  # decoding
@@ -57,6 +70,11 @@ class Engine:
         self._batch = 0  # requests decoding in the step in progress
         self._plan: list[tuple[Request, int]] = []  # prefill of the step in progress
         self.busy_s = 0.0  # seconds spent stepping (for utilization)
+
+    def slowdown(self, now: float) -> float:
+        """How many times the profile's time a step started at `now` takes."""
+        i = bisect.bisect_right(self._speed_from, now) - 1
+        return self._speed[i] if i >= 0 else 1.0
 
     def _cached_of(self, req: Request) -> int:
         return min(req.shared_len, max(self.cache.get(req.program_id, 0), req.warm_len))
@@ -172,7 +190,7 @@ class Engine:
         else:
             return
         self.busy, self._start, self._steps, self._batch = True, now, max(1, steps), batch
-        self._dt = self.profile.step_s(batch, prefill, admitted)
+        self._dt = self.profile.step_s(batch, prefill, admitted) * self.slowdown(now)
         self._set_wake(now + self._steps * self._dt)
 
     def _ends_first(self) -> int:

@@ -45,6 +45,8 @@ class RunSpec:
     stops (`System.deadline_stop` false) stops at deadlines anyway. The bench says
     `--no-deadline-stop` to those systems, so not; real runs recorded before it did (e.g.
     bench/results/online-warm) ran with the router's default, on (`sim.validate` reads which).
+    speed: the engines' speed schedule over the run, (from s, factor) (`sim.engine.Engine`);
+    empty: the profile's speed throughout.
     """
 
     profile: Profile
@@ -57,6 +59,7 @@ class RunSpec:
     bound: int | None = None
     difficulty: Mapping[str, int] | None = None
     router_deadline_stop: bool = False
+    speed: tuple[tuple[float, float], ...] = ()
 
 
 def setup_for(system: System, bound: int | None, router_deadline_stop: bool = False) -> Setup:
@@ -96,9 +99,8 @@ def simulate(
     """The records of `n` programs (trace i mod len) arriving at `rate` on `system`."""
     loop = EventLoop()
     bound = spec.bound or spec.profile.router_bound
-    cluster = Cluster(
-        loop, spec.profile, spec.workers, setup_for(system, bound, spec.router_deadline_stop)
-    )
+    setup = setup_for(system, bound, spec.router_deadline_stop)
+    cluster = Cluster(loop, spec.profile, spec.workers, setup, spec.speed)
     configs: dict[tuple[str, int], PolicyConfig] = {}
     runs = []
     for i, offset in enumerate(arrival_offsets(n, rate, spec.seed)):

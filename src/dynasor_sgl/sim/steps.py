@@ -204,6 +204,31 @@ def slowdown(steps: Sequence[Step], fit: StepFit) -> float:
     return sum(s.seconds for s in steps) / predicted
 
 
+def speed_schedule(
+    steps: Sequence[Step],
+    fit: StepFit,
+    window: tuple[float, float],
+    width: float,
+    least: int = 20,
+) -> list[tuple[float, float]]:
+    """The worker's speed over a run, as an engine's schedule (`sim.engine.Engine`): for each
+    `width` seconds of `window`, (seconds since its start, `slowdown` of the steps in them
+    against `fit`). A stretch with fewer than `least` steps (the worker mostly idle) takes
+    the whole window's slowdown, which is also the schedule's only entry if the window has
+    too few steps to say more."""
+    start, end = window
+    mine = in_window(steps, window)
+    whole = slowdown(mine, fit)
+    schedule = []
+    at = start
+    while at < end:
+        part = [s for s in mine if at <= s.t < at + width]
+        factor = slowdown(part, fit) if len(part) >= least else whole
+        schedule.append((round(at - start, 3), factor))
+        at += width
+    return schedule or [(0.0, whole)]
+
+
 def with_step_fit(profile: Profile, fit: StepFit, source: str) -> Profile:
     """`profile` with its step model replaced by `fit`'s, each coefficient's source `source`
     (its limits, router costs and the rest kept)."""
