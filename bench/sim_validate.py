@@ -74,6 +74,8 @@ from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
 from dynasor_sgl.sim.run import RunSpec, simulate
 from dynasor_sgl.sim.session import load_traces
 from dynasor_sgl.sim.steps import (
+    Step,
+    StepFit,
     fit_steps,
     in_window,
     read_steps,
@@ -326,22 +328,42 @@ def write_records(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps({"kind": "program", **r}) + "\n" for r in records))
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerTrace:
+    """One worker flavour's step trace in a real run, read back, and its whole-trace fit."""
+
+    flavour: str
+    path: Path
+    steps: list[Step]
+    fit: StepFit
+
+
+def worker_traces(real: Path) -> list[WorkerTrace]:
+    """The step traces `bench online` recorded per worker flavour (`logs/worker-<flavour>/
+    steps.jsonl`), each with the step model fitted to all its steps (`sim.steps.fit_steps`)."""
+    paths = sorted(real.glob("logs/worker-*/steps.jsonl"))
+    if not paths:
+        raise SystemExit(f"{real} has no step traces (logs/worker-*/steps.jsonl): it predates them")
+    out = []
+    for path in paths:
+        steps = read_steps(path)
+        flavour = path.parent.name.removeprefix("worker-")
+        out.append(WorkerTrace(flavour, path, steps, fit_steps(steps)))
+    return out
+
+
 def engines_from_run(profile: Profile, real: Path) -> dict[str, Profile]:
     """Per worker flavour, `profile` with the step model fitted to the steps that flavour's
-    worker ran in the real run (`logs/worker-<flavour>/steps.jsonl`, recorded by `bench
-    online`): each system is simulated on the engine as it ran for it."""
-    traces = sorted(real.glob("logs/worker-*/steps.jsonl"))
-    if not traces:
-        raise SystemExit(f"{real} has no step traces (logs/worker-*/steps.jsonl): it predates them")
+    worker ran in the real run: each system is simulated on the engine as it ran for it."""
     engines = {}
-    for trace in traces:
-        fit = fit_steps(read_steps(trace))
+    for w in worker_traces(real):
         source = (
-            f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill "
-            f"steps the worker ran in the real run ({trace}; sim.steps.fit_steps): the engine "
-            "as it ran in the run compared with, its cores shared with the client and routers"
+            f"least squares over the {w.fit.decode_steps} decode and {w.fit.extend_steps} "
+            f"prefill steps the worker ran in the real run ({w.path}; sim.steps.fit_steps): the "
+            "engine as it ran in the run compared with, its cores shared with the client and "
+            "routers"
         )
-        engines[trace.parent.name.removeprefix("worker-")] = with_step_fit(profile, fit, source)
+        engines[w.flavour] = with_step_fit(profile, w.fit, source)
     return engines
 
 
@@ -364,39 +386,47 @@ def engines_per_run(
     runs = [r for r in read_rows(real / "results.jsonl") if r.get("kind") == "run"]
     engines: dict[str, Profile] = {}
     speeds: Speeds = {}
-    for trace in sorted(real.glob("logs/worker-*/steps.jsonl")):
-        flavour = trace.parent.name.removeprefix("worker-")
-        mine = [r for r in runs if SYSTEMS[str(r["system"])].worker == flavour]
-        if not mine:
-            continue
-        steps = read_steps(trace)
-        whole = fit_steps(steps)
+    for w in worker_traces(real):
+        mine = [r for r in runs if SYSTEMS[str(r["system"])].worker == w.flavour]
         walls = [float(r["wall_s"]) for r in mine]
-        windows = run_windows(steps, walls, [r.get("started_monotonic") for r in mine])
+        windows = run_windows(w.steps, walls, [r.get("started_monotonic") for r in mine])
         for run, window in zip(mine, windows, strict=True):
             key = f"{run['system']}@{float(run['rate']):g}"
             try:
-                factor = slowdown(in_window(steps, window), whole)
+                factor = slowdown(in_window(w.steps, window), w.fit)
                 if width is not None:
-                    speeds[key] = tuple(speed_schedule(steps, whole, window, width))
+                    speeds[key] = tuple(speed_schedule(w.steps, w.fit, window, width))
             except ValueError as exc:
-                raise SystemExit(f"{trace}, the steps of {key}: {exc}") from exc
-            source = (
-                f"least squares over the {whole.decode_steps} decode and {whole.extend_steps} "
-                f"prefill steps of the whole trace ({trace}; sim.steps.fit_steps), times "
-                f"{factor:.3f}: the steps of the real run {key} ({window[1] - window[0]:.0f} s "
-                f"from {window[0]:.1f} s on the worker's clock; sim.steps.run_windows) took "
-                "that much longer than the fit says (sim.steps.slowdown)"
-            )
-            if width is not None:
-                source += f", one factor per {width:g} s of the run (sim.steps.speed_schedule)"
-                factor = 1.0  # the schedule carries it
-            engines[key] = with_step_fit(profile, whole.scaled(factor), source)
+                raise SystemExit(f"{w.path}, the steps of {key}: {exc}") from exc
+            engines[key] = run_engine(profile, w, key, window, factor, width)
     missing = [f"{r['system']}@{float(r['rate']):g}" for r in runs]
     missing = [k for k in missing if k not in engines]
     if missing:
         raise SystemExit(f"{real} has no step trace for the runs {', '.join(missing)}")
     return engines, speeds
+
+
+def run_engine(
+    profile: Profile,
+    w: WorkerTrace,
+    key: str,
+    window: tuple[float, float],
+    factor: float,
+    width: float | None,
+) -> Profile:
+    """`profile` with `w`'s whole-trace fit times the run's `factor` (1 with a speed schedule
+    of `width` seconds, which carries it instead), each number's source saying so."""
+    source = (
+        f"least squares over the {w.fit.decode_steps} decode and {w.fit.extend_steps} prefill "
+        f"steps of the whole trace ({w.path}; sim.steps.fit_steps), times {factor:.3f}: the "
+        f"steps of the real run {key} ({window[1] - window[0]:.0f} s from {window[0]:.1f} s on "
+        "the worker's clock; sim.steps.run_windows) took that much longer than the fit says "
+        "(sim.steps.slowdown)"
+    )
+    if width is not None:
+        source += f", one factor per {width:g} s of the run (sim.steps.speed_schedule)"
+        factor = 1.0
+    return with_step_fit(profile, w.fit.scaled(factor), source)
 
 
 def main() -> None:
