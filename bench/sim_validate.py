@@ -141,6 +141,12 @@ def bench_config(settings: dict[str, Any], base: float, real: list[dict], out: P
 
 
 TracesOf = Callable[[Key], list[Trace]]
+Speeds = dict[str, tuple[tuple[float, float], ...]]  # run label -> engine speed schedule
+
+
+def run_label(system: str, rate: float) -> str:
+    """A run's label, "system@rate", as --skip names runs and per-run engines are keyed."""
+    return f"{system}@{float(rate):g}"
 
 
 def record_traces(cfg: BenchConfig, real: list[dict]) -> TracesOf:
@@ -170,7 +176,7 @@ def simulate_runs(
     traces_of: TracesOf,
     keys: list[Key],
     engines: Mapping[str, Profile] | None = None,
-    speeds: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
+    speeds: Speeds | None = None,
 ) -> list[dict]:
     """The simulated records of the real runs `keys`, each on its own traces (and, given
     `engines`, on its own run's or its system's worker flavour's profile; given `speeds`, at
@@ -180,10 +186,11 @@ def simulate_runs(
         run_id = f"{name}-{rate:g}"
         system = SYSTEMS[name]
         mine = spec
-        engine = (engines or {}).get(f"{name}@{rate:g}") or (engines or {}).get(system.worker)
+        label = run_label(name, rate)
+        engine = (engines or {}).get(label) or (engines or {}).get(system.worker)
         if engine is not None:
             mine = dataclasses.replace(spec, profile=engine)
-        speed = (speeds or {}).get(f"{name}@{rate:g}")
+        speed = (speeds or {}).get(label)
         if speed:
             mine = dataclasses.replace(mine, speed=speed)
         out += simulate(traces_of((name, rate)), cfg.programs, system, rate, mine, run_id)
@@ -208,12 +215,12 @@ def calibrate(
     skip: set[str],
     overhead: float,
     engines: Mapping[str, Profile] | None = None,
-    speeds: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
+    speeds: Speeds | None = None,
 ) -> tuple[Profile, float]:
     """The router_cpu_s of the grid (with router_overhead_s = `overhead`) whose simulation of
     the real runs of `systems` (less the `skip` runs) is closest (`loss`); the other systems
     stay held out."""
-    keys = [(s, r) for s in systems for r in cfg.rates if f"{s}@{r:g}" not in skip]
+    keys = [(s, r) for s in systems for r in cfg.rates if run_label(s, r) not in skip]
     fit = [r for r in real if (r["system"], float(r["rate"])) in keys]
     best: tuple[float, Profile] | None = None
     for cpu in ROUTER_CPU_GRID:
@@ -246,7 +253,7 @@ def fit_profile(
     fit_on: list[str],
     traces_of: TracesOf,
     engines: Mapping[str, Profile] | None = None,
-    speeds: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
+    speeds: Speeds | None = None,
 ) -> float:
     """Calibrates the router's costs on `fit_on` from `spec`'s profile and saves the result
     (--calibrated)."""
@@ -367,9 +374,6 @@ def engines_from_run(profile: Profile, real: Path) -> dict[str, Profile]:
     return engines
 
 
-Speeds = dict[str, tuple[tuple[float, float], ...]]
-
-
 def engines_per_run(
     profile: Profile, real: Path, width: float | None = None
 ) -> tuple[dict[str, Profile], Speeds]:
@@ -391,7 +395,7 @@ def engines_per_run(
         walls = [float(r["wall_s"]) for r in mine]
         windows = run_windows(w.steps, walls, [r.get("started_monotonic") for r in mine])
         for run, window in zip(mine, windows, strict=True):
-            key = f"{run['system']}@{float(run['rate']):g}"
+            key = run_label(run["system"], run["rate"])
             try:
                 factor = slowdown(in_window(w.steps, window), w.fit)
                 if width is not None:
@@ -399,7 +403,7 @@ def engines_per_run(
             except ValueError as exc:
                 raise SystemExit(f"{w.path}, the steps of {key}: {exc}") from exc
             engines[key] = run_engine(profile, w, key, window, factor, width)
-    missing = [f"{r['system']}@{float(r['rate']):g}" for r in runs]
+    missing = [run_label(r["system"], r["rate"]) for r in runs]
     missing = [k for k in missing if k not in engines]
     if missing:
         raise SystemExit(f"{real} has no step trace for the runs {', '.join(missing)}")

@@ -33,6 +33,9 @@ from typing import Any
 from dynasor_sgl.sim.profile import Profile, fit_step_model
 
 IDLE_GAP_S = 0.05
+# StepFit's coefficients: the Profile fields of the split step model
+COEFFICIENTS = ("base_s", "per_request_s", "prefill_base_s", "per_new_request_s")
+PER_TOKEN = "per_prefill_token_s"
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,13 @@ class StepFit:
 
     def scaled(self, factor: float) -> StepFit:
         """Every step `factor` times as long (the same engine on a slower or faster CPU)."""
-        names = ("base_s", "per_request_s", "prefill_base_s", "per_new_request_s")
-        fields = {n: getattr(self, n) * factor for n in (*names, "per_prefill_token_s")}
+        fields = {n: getattr(self, n) * factor for n in (*COEFFICIENTS, PER_TOKEN)}
         return dataclasses.replace(self, **fields)
 
     def coefficients(self) -> dict[str, float]:
         """The profile fields this fit gives (`sim.profile.Profile`)."""
-        names = ("base_s", "per_request_s", "prefill_base_s", "per_new_request_s")
-        fields = {n: round(getattr(self, n), 6) for n in names}
-        fields["per_prefill_token_s"] = round(self.per_prefill_token_s, 7)
+        fields = {n: round(getattr(self, n), 6) for n in COEFFICIENTS}
+        fields[PER_TOKEN] = round(self.per_prefill_token_s, 7)
         return fields
 
 
