@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.online.servers import serve_router
@@ -43,9 +45,32 @@ def generate(url: str, pid: str, max_new: int, done: list[str]) -> None:
     done.append(pid)
 
 
+def router_gauge(url: str, name: str) -> float:
+    """One unlabelled sample (or the sum over labels) of the router's /metrics."""
+    reply = httpx.get(f"{url}/metrics", timeout=30)
+    assert reply.status_code == 200, reply.text
+    for family in text_string_to_metric_families(reply.text):
+        if family.name == name:
+            return sum(sample.value for sample in family.samples)
+    raise AssertionError(f"{name} not in the router's metrics")
+
+
+def wait_for(url: str, name: str, value: float, timeout_s: float = 120) -> None:
+    """Waits until the router's gauge `name` reads `value`: the test observes the router's
+    state instead of guessing how long a step takes."""
+    deadline = time.monotonic() + timeout_s
+    while (seen := router_gauge(url, name)) != value:
+        assert time.monotonic() < deadline, f"{name} stayed {seen}, expected {value}"
+        time.sleep(0.01)
+
+
 def finish_order(url: str) -> list[str]:
     """A blocker holds the one slot; then a long program (20 samples to go) queues, then a
-    short one (1 sample); returns the order in which the two finished."""
+    short one (1 sample); the blocker is aborted; returns the order in which the two finished.
+
+    Each step waits for the router to show the state the next one needs (the blocker in
+    flight, one then two requests queued), and the blocker holds its slot until it is aborted,
+    so no step depends on how fast the worker decodes."""
     for pid, cap in (("long", 20), ("short", 1)):
         reply = httpx.post(
             f"{url}/programs",
@@ -54,6 +79,7 @@ def finish_order(url: str) -> list[str]:
         )
         assert reply.status_code == 201, reply.text
     done: list[str] = []
+    blocker_rid = f"blocker-{uuid.uuid4().hex}"
     with ThreadPoolExecutor(4) as pool:
         blocker = pool.submit(
             httpx.post,
@@ -61,14 +87,18 @@ def finish_order(url: str) -> list[str]:
             timeout=300,
             json={
                 "text": "Say hello.",
-                "sampling_params": {"max_new_tokens": 24, "ignore_eos": True},
+                "rid": blocker_rid,
+                "sampling_params": {"max_new_tokens": 4096, "ignore_eos": True},
             },
         )
-        time.sleep(0.5)  # the blocker holds the slot
+        wait_for(url, "dynasor_worker_inflight", 1)
         jobs = [pool.submit(generate, url, "long", 16, done)]
-        time.sleep(0.3)
+        wait_for(url, "dynasor_queue_length", 1)
         jobs.append(pool.submit(generate, url, "short", 16, done))
-        assert blocker.result().status_code == 200
+        wait_for(url, "dynasor_queue_length", 2)
+        aborted = httpx.post(f"{url}/abort_request", json={"rid": blocker_rid}, timeout=30)
+        assert aborted.status_code == 200, aborted.text
+        blocker.result()
         for job in jobs:
             job.result()
     return done
@@ -109,7 +139,7 @@ def test_reports_of_one_program_apply_in_the_order_they_arrived(
 ) -> None:
     with router(worker_url, tmp_path) as url:
         policy = {
-            "cap": 100,
+            "cap": 200,
             "detect_at": 1,
             "detect_every": 1,
             "rule": "posterior",
@@ -117,10 +147,11 @@ def test_reports_of_one_program_apply_in_the_order_they_arrived(
         }
         reply = httpx.post(f"{url}/programs", json={"program_id": "p", "policy": policy})
         assert reply.status_code == 201, reply.text
-        # The first report is slow to decide (a 100,000-draw posterior over 60 answers), the
-        # second fast: without the per-program lock the second would be applied first.
-        slow = {"used": 60, "answers": {f"b{i}": str(i % 30) for i in range(60)}}
-        fast = {"used": 61, "answers": {"b0": "1"}}
+        # The first report is slow to decide (a 100,000-draw posterior over 120 answers), the
+        # second fast and sent while the first is being decided: without the per-program lock
+        # the second would be applied first.
+        slow = {"used": 120, "answers": {f"b{i}": str(i % 60) for i in range(120)}}
+        fast = {"used": 121, "answers": {"b0": "1"}}
         replies: dict[int, httpx.Response] = {}
 
         def post(body: dict[str, object]) -> None:
@@ -130,9 +161,9 @@ def test_reports_of_one_program_apply_in_the_order_they_arrived(
 
         first = threading.Thread(target=post, args=(slow,))
         first.start()
-        time.sleep(0.05)
+        wait_for(url, "dynasor_reports_deciding", 1)  # the slow one holds the program's lock
         post(fast)
         first.join()
         shown = httpx.get(f"{url}/programs/p", timeout=30).json()
     assert all(r.status_code == 200 for r in replies.values())
-    assert [c["step"] for c in shown["certaindex"]] == [60, 61] and shown["used"] == 61
+    assert [c["step"] for c in shown["certaindex"]] == [120, 121] and shown["used"] == 121

@@ -75,7 +75,8 @@ class Enforcer:
                 self.admission.reserve(prog.program_id, report.slack * per_unit)
             try:
                 started = time.perf_counter()
-                decision = await asyncio.to_thread(prog.policy.decide, report)
+                with self.metrics.deciding.track_inprogress():
+                    decision = await asyncio.to_thread(prog.policy.decide, report)
                 self.metrics.decision_seconds.labels(prog.config.algorithm).observe(
                     time.perf_counter() - started
                 )

@@ -92,6 +92,12 @@ class Metrics:
             buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
             registry=r,
         )
+        self.deciding = Gauge(
+            "dynasor_reports_deciding",
+            "Reports whose decision the policy is computing now (each program decides one "
+            "report at a time; the others wait for it)",
+            registry=r,
+        )
         self.certaindex_at_exit = Histogram(
             "dynasor_certaindex_at_exit",
             "Last certaindex reading of each ended program",
