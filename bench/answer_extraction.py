@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl import answers
+from dynasor_sgl.answers import equivalence as answers
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "answer_corpus.jsonl"
@@ -43,7 +43,7 @@ def right(extracted: str | None, label: str | None) -> bool:
 def old_extractors(rev: str) -> Extractors:
     """`extract_answer` / `extract_probe_answer` of `answers.py` as it was at `rev`."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:src/dynasor_sgl/answers.py"],
+        ["git", "show", f"{rev}:src/dynasor_sgl/answers/equivalence.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from dynasor_sgl import answers, certaindex
-from dynasor_sgl.policy import PolicyConfig, ProgramPolicy, Report
-from dynasor_sgl.verifier import default_worker
+from dynasor_sgl.answers import equivalence as answers
+from dynasor_sgl.answers.verifier import default_worker
+from dynasor_sgl.policy import certaindex
+from dynasor_sgl.policy.machine import PolicyConfig, ProgramPolicy, Report
 
 RESULTS = Path(__file__).parent / "results" / "core_speed.json"
 

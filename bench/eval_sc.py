@@ -19,14 +19,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl import answers
-from dynasor_sgl.calibration import calibrate
+from dynasor_sgl.answers import equivalence as answers
 from dynasor_sgl.eval.calibrate import labelled_runs, policy_overrides
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.runner import EvalSpec
 from dynasor_sgl.eval.sampled import replay_cap, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.calibration import calibrate
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -99,7 +99,7 @@ def _args() -> argparse.Namespace:
 def main() -> None:
     args = _args()
     logging.basicConfig(level=logging.WARNING)
-    from dynasor_sgl.cli_eval import launch_embedded
+    from dynasor_sgl.cli.eval import launch_embedded
     from dynasor_sgl.lang import RouterClient, run_program
 
     spec = EvalSpec(

@@ -32,10 +32,10 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from dynasor_sgl.cli_common import interrupt_on_terminate
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.launch import run_cluster
-from dynasor_sgl.worker import free_ports
+from dynasor_sgl.cli.common import interrupt_on_terminate
+from dynasor_sgl.launch.cluster import run_cluster
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"
 BODY = {"text": "Hello", "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}}
@@ -74,7 +74,7 @@ def _routers(worker_url: str, log_dir: Path) -> dict[str, tuple[list[str], str]]
             [
                 sys.executable,
                 "-m",
-                "dynasor_sgl.cli",
+                "dynasor_sgl.cli.main",
                 "router",
                 "--port",
                 str(ours),

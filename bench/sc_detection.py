@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.calibration import calibrate
 from dynasor_sgl.eval.calibrate import labelled_runs
 from dynasor_sgl.eval.results import read_records
-from dynasor_sgl.holdout import fixed_cap, measure, split
-from dynasor_sgl.labelled import LabelledRun
+from dynasor_sgl.replay.calibration import calibrate
+from dynasor_sgl.replay.holdout import fixed_cap, measure, split
+from dynasor_sgl.replay.labelled import LabelledRun
 
 RULES: dict[str, dict[str, Any]] = {
     "once at 5 (paper)": {"detect_ats": [5], "detect_every": 0},

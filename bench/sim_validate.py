@@ -21,7 +21,7 @@ prints a one-line summary.
 
 With --engine-from-run the profile's step model (decode and prefill step costs) is fitted, per
 worker flavour, to the steps that worker ran in the real run (`bench online` records a step
-trace per worker, `dynasor_sgl.steptrace`), and each system is simulated on its own worker's:
+trace per worker, `dynasor_sgl.launch.steptrace`), and each system is simulated on its own worker's:
 on this 2-core machine the client, tokenizer and router share the cores with the engine, so
 a step under an online load costs more than in a speed sweep (2026-11-30: 72 ms + 6.3 ms per
 decoding request against 49 + 4.2), and the comparison is then of everything but the step

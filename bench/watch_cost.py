@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.router.watch import Watch
-from dynasor_sgl.trimming import ConfidenceTrimmer
 
 RESULTS = Path(__file__).parent / "results"
 TOPK = 5

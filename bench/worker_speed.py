@@ -34,12 +34,12 @@ from typing import Any
 
 import httpx
 
-from dynasor_sgl.cli_common import interrupt_on_terminate
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.launch import run_cluster
+from dynasor_sgl.cli.common import interrupt_on_terminate
+from dynasor_sgl.launch.cluster import run_cluster
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.worker import free_ports
 from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model, save_profile
 from dynasor_sgl.sim.steps import fit_steps, read_steps
-from dynasor_sgl.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"
 PROFILES = Path(__file__).parent / "profiles"
@@ -188,7 +188,7 @@ def fit_profile_from_steps(result: dict, traces: list[Path], source: str) -> Pro
     names = ", ".join(str(t) for t in traces)
     how = (
         f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill steps "
-        f"of the workers' own step traces {names} ({source}; dynasor_sgl.steptrace, "
+        f"of the workers' own step traces {names} ({source}; dynasor_sgl.launch.steptrace, "
         "sim.steps.fit_steps): a step from its scheduling to the next step's"
     )
     coefficients = fit.coefficients()

@@ -15,8 +15,8 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.votes import best_of_n as pick_best
+from dynasor_sgl.answers.equivalence import extract_answer
+from dynasor_sgl.search.votes import best_of_n as pick_best
 
 from .steps import SYSTEM
 

@@ -1,6 +1,6 @@
 """Monte-Carlo tree search over reasoning steps, judged by the reward source.
 
-Knob: iterations. Each iteration selects a path by UCT (`dynasor_sgl.tree.select_path`),
+Knob: iterations. Each iteration selects a path by UCT (`dynasor_sgl.search.tree.select_path`),
 expands its leaf with `expand_children` one-step children (the steps of `beam_search.expand`),
 judges each and back-propagates its reward; a selected finished solution back-propagates its
 reward again without new tokens. `expand_children` defaults to 2: with 1, every expanded node
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.tree import (
+from dynasor_sgl.search.tree import (
     DEFAULT_EXPLORATION,
     Node,
     backpropagate,

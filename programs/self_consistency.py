@@ -26,10 +26,10 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers import extract_answer
-from dynasor_sgl.logprobs import position_confidence, top_logprob_values
-from dynasor_sgl.tokens import request_tokens
-from dynasor_sgl.votes import Vote, majority_vote, weighted_vote
+from dynasor_sgl.answers.equivalence import extract_answer
+from dynasor_sgl.lang.tokens import request_tokens
+from dynasor_sgl.policy.logprobs import position_confidence, top_logprob_values
+from dynasor_sgl.search.votes import Vote, majority_vote, weighted_vote
 
 from .steps import SYSTEM
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.launch import Cluster, run_cluster
-from dynasor_sgl.worker import free_ports
+from dynasor_sgl.launch.cluster import Cluster, run_cluster
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.worker import free_ports
 
 # A port range of its own, away from the CLI default (30000) a developer may be running.
 E2E_PORT_BASE = 38100
@@ -22,7 +22,8 @@ ROUTER_ENV = "DYNASOR_SGL_E2E_ROUTER"
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The router in front of two real SGLang CPU workers on the embedded model, started by our
-    own launch code once per session. The workers record a step trace (`dynasor_sgl.steptrace`):
+    own launch code once per session. The workers record a step trace
+    (`dynasor_sgl.launch.steptrace`):
     every e2e test also checks that the wrapper leaves SGLang serving as it did."""
     port = free_ports("127.0.0.1", E2E_PORT_BASE, 1)[0]
     cfg = LaunchConfig(

@@ -15,10 +15,10 @@ import httpx
 import psutil
 import pytest
 
-from dynasor_sgl.worker import free_ports
+from dynasor_sgl.launch.worker import free_ports
 
 pytestmark = pytest.mark.e2e
-CLI = [sys.executable, "-m", "dynasor_sgl.cli"]
+CLI = [sys.executable, "-m", "dynasor_sgl.cli.main"]
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:

@@ -17,7 +17,7 @@ def eval_cmd(router_url: str, out: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "dynasor_sgl.cli",
+        "dynasor_sgl.cli.main",
         "eval",
         "--dataset",
         "synth:facts",

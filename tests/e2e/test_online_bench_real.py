@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 from dynasor_sgl.online.plots import FIGURES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:Error in stream_executor")]

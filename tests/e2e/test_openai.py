@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from dynasor_sgl.launch import Cluster
+from dynasor_sgl.launch.cluster import Cluster
 from dynasor_sgl.programs.steps import SYSTEM
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 from dynasor_sgl.programs import NAMES
 
 pytestmark = pytest.mark.e2e

@@ -159,7 +159,7 @@ def test_cli_run_prints_one_json_object(router_url: str) -> None:
         [
             sys.executable,
             "-m",
-            "dynasor_sgl.cli",
+            "dynasor_sgl.cli.main",
             "run",
             "self-consistency",
             "How many days are in a week?",

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dynasor_sgl.launch import Cluster
+from dynasor_sgl.launch.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 LONG = 1500  # a token budget the test never lets a branch reach

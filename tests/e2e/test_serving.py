@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dynasor_sgl import lang as dl
+from dynasor_sgl.launch.worker import free_ports
 from dynasor_sgl.online.servers import serve_router
 from dynasor_sgl.online.systems import router_argv
-from dynasor_sgl.worker import free_ports
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dynasor_sgl.launch import Cluster
+from dynasor_sgl.launch.cluster import Cluster
 from dynasor_sgl.sim.steps import steps_from_lines
 
 pytestmark = pytest.mark.e2e

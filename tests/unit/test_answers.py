@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynasor_sgl import answers
-from dynasor_sgl.answers import (
+from dynasor_sgl.answers import equivalence as answers
+from dynasor_sgl.answers.equivalence import (
     cluster,
     equivalent,
     extract_answer,
@@ -17,7 +17,7 @@ from dynasor_sgl.answers import (
     majority_answer,
     normalize,
 )
-from dynasor_sgl.verifier import TimedWorker
+from dynasor_sgl.answers.verifier import TimedWorker
 
 
 @pytest.mark.parametrize(

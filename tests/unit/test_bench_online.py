@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.online import metrics as m
 from dynasor_sgl.online.config import BenchConfig

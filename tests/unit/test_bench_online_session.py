@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fake_worker import FakeWorker
 from lang_harness import fake_worker_thread
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 from dynasor_sgl.online.plots import FIGURES
 
 pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]

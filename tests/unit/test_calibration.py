@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dynasor_sgl.calibration import (
+from dynasor_sgl.replay.calibration import (
     LabelledRun,
     ReportRecord,
     calibrate,
@@ -156,7 +156,7 @@ def test_sequential_detection_is_searched_and_reported(sc_runs: list[LabelledRun
 
 def test_policy_overrides_read_in_batches_of_the_read_every() -> None:
     from dynasor_sgl.eval.calibrate import policy_overrides
-    from dynasor_sgl.policy_config import PolicyConfig
+    from dynasor_sgl.policy.config import PolicyConfig
 
     result = calibrate(
         [sc_run("a", "5", {k: ["5"] * k for k in range(1, 21)})],

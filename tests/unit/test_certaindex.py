@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynasor_sgl.certaindex import (
+from dynasor_sgl.policy.certaindex import (
     all_pass,
     entropy_certaindex,
     entropy_certaindex_from_sizes,
@@ -189,9 +189,9 @@ def test_import_without_sglang_and_torch() -> None:
         import sys
         sys.modules["torch"] = None
         sys.modules["sglang"] = None
-        import dynasor_sgl.certaindex as c
-        import dynasor_sgl.policy, dynasor_sgl.scheduling, dynasor_sgl.calibration
-        import dynasor_sgl.answers
+        import dynasor_sgl.policy.certaindex as c
+        import dynasor_sgl.policy.machine, dynasor_sgl.scheduling, dynasor_sgl.replay.calibration
+        import dynasor_sgl.answers.equivalence
         assert c.entropy_certaindex(["1", "1", "2"]) > 0
         heavy = [m for m in ("math_verify", "sympy", "torch", "sglang")
                  if sys.modules.get(m) is not None]

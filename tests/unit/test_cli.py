@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 
@@ -45,7 +45,7 @@ def test_unknown_option_is_refused() -> None:
 # A command's cleanup (stopping the SGLang workers it started) must run on `kill` as on Ctrl-C.
 _TERMINATED = """
 import sys, time
-from dynasor_sgl.cli_common import interrupt_on_terminate
+from dynasor_sgl.cli.common import interrupt_on_terminate
 interrupt_on_terminate()
 try:
     print("ready", flush=True)

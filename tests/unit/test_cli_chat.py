@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from lang_harness import refused_url, serve_router
 from test_router_chat_exit import scripted
 
-from dynasor_sgl.cli import main
-from dynasor_sgl.cli_chat import summary
+from dynasor_sgl.cli.chat import summary
+from dynasor_sgl.cli.main import main
 
 pytestmark = pytest.mark.io
 
@@ -69,8 +69,8 @@ def test_a_client_hanging_up_on_a_real_socket_frees_the_worker_within_a_second()
 
 
 def test_launch_passes_the_default_effort_to_its_router() -> None:
-    from dynasor_sgl.config import LaunchConfig
-    from dynasor_sgl.worker import router_command
+    from dynasor_sgl.launch.config import LaunchConfig
+    from dynasor_sgl.launch.worker import router_command
 
     cmd = router_command(LaunchConfig(default_effort="low"), 30001, ["http://127.0.0.1:30002"])
     assert cmd[cmd.index("--default-effort") + 1] == "low"
@@ -82,7 +82,7 @@ def test_launch_passes_the_default_effort_to_its_router() -> None:
 def test_chat_as_a_real_subprocess_reads_the_conversation_from_stdin() -> None:
     with serve_router() as served:
         served.fake.script = scripted(["42}"])
-        cmd = [sys.executable, "-m", "dynasor_sgl.cli", "chat", "--router", served.url]
+        cmd = [sys.executable, "-m", "dynasor_sgl.cli.main", "chat", "--router", served.url]
         done = subprocess.run(
             [*cmd, "--effort", "low"],
             input="What is 6 * 7?\n/quit\n",

@@ -21,8 +21,8 @@ from dynasor_sgl.eval.sampled import (
     replay_policy,
     sampled_run,
 )
-from dynasor_sgl.policy_config import PolicyConfig
-from dynasor_sgl.votes import majority_vote
+from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.search.votes import majority_vote
 
 SC = PolicyConfig.for_algorithm("sc")  # cap 20, read at 5 and every 5 after, entropy >= 0.7
 SAMPLE_TOKENS = tuple(10 + i for i in range(20))

@@ -24,13 +24,13 @@ import pytest
 from click.testing import CliRunner, Result
 from lang_harness import Served, serve_router
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 from dynasor_sgl.eval.datasets import Item, load_dataset
 from dynasor_sgl.eval.results import ResultsFile, read_records
 from dynasor_sgl.eval.runner import EvalSpec, Evaluation
 from dynasor_sgl.eval.session import EvalRun, run_eval
 from dynasor_sgl.lang import BackendError, ProgramResult
-from dynasor_sgl.policy_config import load_policy_file
+from dynasor_sgl.policy.config import load_policy_file
 
 pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
 
@@ -274,7 +274,7 @@ def test_cli_eval_interrupted_then_resumed(
     served: Served, first_run: tuple[Result, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "interrupted.jsonl"
-    cmd = [sys.executable, "-m", "dynasor_sgl.cli", *eval_args(out, served.url)]
+    cmd = [sys.executable, "-m", "dynasor_sgl.cli.main", *eval_args(out, served.url)]
     # ~4 s a question, 3 rounds of 2: the SIGINT lands long before the run could end (at 0.3 s
     # a token a loaded machine once finished every question before the signal arrived).
     served.fake.token_delay = 1.0

@@ -16,7 +16,7 @@ from dynasor_sgl.eval.trimmed import (
     replay_trimmed,
     replay_weighted_cap,
 )
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.programs import self_consistency as sc
 
 # window 2, warm-up 2; η 100 puts the threshold at the least warm-up lowest group.

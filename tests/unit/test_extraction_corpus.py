@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dynasor_sgl import answers
+from dynasor_sgl.answers import equivalence as answers
 
 CORPUS = Path(__file__).parents[1] / "data" / "answer_corpus.jsonl"
 ROWS: list[dict[str, Any]] = [

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dynasor_sgl.calibration import calibrate
-from dynasor_sgl.holdout import Point, calibrate_held_out, held_out, measure, one_line, split
-from dynasor_sgl.labelled import LabelledRun, ReportRecord
+from dynasor_sgl.replay.calibration import calibrate
+from dynasor_sgl.replay.holdout import Point, calibrate_held_out, held_out, measure, one_line, split
+from dynasor_sgl.replay.labelled import LabelledRun, ReportRecord
 
 
 def sc_run(pid: str, answers: list[str], correct: str = "4") -> LabelledRun:
@@ -95,7 +95,7 @@ def test_calibrate_held_out_chooses_on_the_rest_only() -> None:
 
 
 def test_cli_calibrate_with_holdout(tmp_path: Path) -> None:
-    from dynasor_sgl.cli import main
+    from dynasor_sgl.cli.main import main
 
     tune_ids, held_ids = ids_by_part(0.5, 4, 2)
     rows = [sc_record(q, ["4"] * 5) for q in tune_ids[:3]]

@@ -21,7 +21,7 @@ from lang_harness import Served, refused_url, serve_router
 from router_harness import LONG, POLICY
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 
 pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
 

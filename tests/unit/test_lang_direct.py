@@ -18,7 +18,7 @@ from lang_harness import Served, fake_worker_thread, serve_router
 
 from dynasor_sgl import lang as dl
 from dynasor_sgl.lang.context import LocalReporter, ProgramContext
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy.config import PolicyConfig
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_sgl.config import CPU_MAX_TOTAL_TOKENS, LaunchConfig
-from dynasor_sgl.launch import LaunchError, plan_ports
-from dynasor_sgl.worker import (
+from dynasor_sgl.launch.cluster import LaunchError, plan_ports
+from dynasor_sgl.launch.config import CPU_MAX_TOTAL_TOKENS, LaunchConfig
+from dynasor_sgl.launch.worker import (
     free_ports,
     port_is_free,
     router_command,

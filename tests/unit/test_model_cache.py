@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_sgl import model
-from dynasor_sgl.model import ModelError, ensure_embedded_model, validate_model_path
+from dynasor_sgl.launch import model
+from dynasor_sgl.launch.model import ModelError, ensure_embedded_model, validate_model_path
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynasor_sgl.policy import (
+from dynasor_sgl.policy.machine import (
     DEFAULTS,
     Action,
     PolicyConfig,
@@ -69,7 +69,7 @@ def test_config_rejects_unknown_keys() -> None:
 
 
 def test_old_step_key_is_read_as_pace_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="dynasor_sgl.policy_config"):
+    with caplog.at_level("WARNING", logger="dynasor_sgl.policy.config"):
         old = PolicyConfig.from_dict({"cap": 8, "initial": 2, "step": 3})
         via_defaults = PolicyConfig.for_algorithm("sc", step=2)
     assert old.pace == 3 and via_defaults.pace == 2
@@ -80,7 +80,7 @@ def test_old_step_key_is_read_as_pace_with_a_warning(caplog: pytest.LogCaptureFi
 
 
 def test_old_report_keys_are_read_as_used(caplog: pytest.LogCaptureFixture) -> None:
-    from dynasor_sgl.labelled import LabelledRun
+    from dynasor_sgl.replay.labelled import LabelledRun
     from dynasor_sgl.router.program_routes import ReportIn
 
     with caplog.at_level("WARNING"):

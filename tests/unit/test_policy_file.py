@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from router_harness import run, setup
 
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.policy_config import load_policy_file
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.worker import router_command
+from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.router.config import RouterConfig
-from dynasor_sgl.worker import router_command
 
 
 def write(tmp_path: Path, data: object) -> Path:

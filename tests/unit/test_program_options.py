@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 from lang_harness import Served, serve_router
 
-from dynasor_sgl.cli import main
-from dynasor_sgl.cli_common import policy_overrides
-from dynasor_sgl.cli_run import RunProgress
+from dynasor_sgl.cli.common import policy_overrides
+from dynasor_sgl.cli.main import main
+from dynasor_sgl.cli.run import RunProgress
 from dynasor_sgl.lang import ProgramContext, Verdict
 from dynasor_sgl.lang.prompt import read_few_shot
-from dynasor_sgl.policy_config import DEFAULTS, PolicyConfig
-from dynasor_sgl.presets import CPU_PRESET, with_preset
+from dynasor_sgl.policy.config import DEFAULTS, PolicyConfig
+from dynasor_sgl.policy.presets import CPU_PRESET, with_preset
 from dynasor_sgl.programs import get_program
 
 EXAMPLE = {"question": "What is 1 + 1?", "answer": "1 + 1 = 2, so \\boxed{2}."}

@@ -19,7 +19,7 @@ from dynasor_sgl.programs import cot_probe, get_program, steps
 from dynasor_sgl.programs import mcts as mcts_prog
 from dynasor_sgl.programs import rebase as rebase_prog
 from dynasor_sgl.programs.steps import Branch, StepParams
-from dynasor_sgl.tree import Node, add_child, backpropagate
+from dynasor_sgl.search.tree import Node, add_child, backpropagate
 
 NEWLINE = {"type": "stop", "matched": "\n"}
 EOS = {"type": "stop", "matched": 2}

@@ -328,7 +328,7 @@ def test_a_moved_program_keeps_its_history_and_takes_its_waiting_requests() -> N
 
 
 def test_reports_teach_sjf_the_programs_own_tokens_per_unit() -> None:
-    from dynasor_sgl.policy import PolicyConfig, Report
+    from dynasor_sgl.policy.machine import PolicyConfig, Report
     from dynasor_sgl.router.config import RouterConfig
     from dynasor_sgl.router.core import Router
 

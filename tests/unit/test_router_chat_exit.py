@@ -12,7 +12,7 @@ import pytest
 from router_harness import assert_idle, error_of, run, setup
 from test_router_openai_path import _call
 
-from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy.machine import Action, PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.router import cot
 from dynasor_sgl.router.effort import EFFORTS, EarlyExit, plan_of
 from dynasor_sgl.router.errors import ApiError

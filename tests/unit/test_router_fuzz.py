@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from router_harness import routed
 
-from dynasor_sgl.policy_config import ALGORITHMS, SIGNALS, PolicyConfig
+from dynasor_sgl.policy.config import ALGORITHMS, SIGNALS, PolicyConfig
 from dynasor_sgl.router.core import Router
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dynasor_sgl.policy import Action, Decision, PolicyConfig, Report, StopReason
+from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, Report, StopReason
 from dynasor_sgl.router.errors import ApiError
 from dynasor_sgl.router.programs import ProgramTable
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from router_harness import BRANCH, assert_idle, gen, register, run, setup
 
-from dynasor_sgl.policy import Decision, Report
+from dynasor_sgl.policy.machine import Decision, Report
 from dynasor_sgl.router.core import Router
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router

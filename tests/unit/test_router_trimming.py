@@ -11,8 +11,8 @@ import httpx
 import pytest
 from router_harness import BRANCH, LONG, gen, register, run, setup, sse_events
 
+from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.router.watch import Watch
-from dynasor_sgl.trimming import ConfidenceTrimmer
 
 SURE = [-0.01, -6.0, -6.0, -6.0, -6.0, -6.0]  # c = 4.802 over the top 5
 UNSURE = [-1.5, -1.6, -1.7, -1.8, -1.9, -2.0]  # c = 1.7

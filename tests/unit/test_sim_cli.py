@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dynasor_sgl.cli import main
+from dynasor_sgl.cli.main import main
 from dynasor_sgl.sim.profile import Profile, load_profile, save_profile
 from dynasor_sgl.sim.synthetic import synthetic_traces
 

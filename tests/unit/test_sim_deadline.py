@@ -17,7 +17,7 @@ import pytest
 
 import dynasor_sgl.scheduling.reports as reports
 from dynasor_sgl.online.systems import SYSTEMS
-from dynasor_sgl.policy import Decision
+from dynasor_sgl.policy.machine import Decision
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
 from dynasor_sgl.sim.traces import Trace, record_trace

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dynasor_sgl.policy import Action, Decision, StopReason
+from dynasor_sgl.policy.machine import Action, Decision, StopReason
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
 from dynasor_sgl.scheduling.reports import Progress, settle, slack_units

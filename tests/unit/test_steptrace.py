@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.steptrace import split_argv, step_line
-from dynasor_sgl.worker import worker_command
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.steptrace import split_argv, step_line
+from dynasor_sgl.launch.worker import worker_command
 
 
 def test_the_trace_flag_is_taken_out_of_sglangs_arguments() -> None:
@@ -82,7 +82,13 @@ def test_a_decode_step_line_has_no_prompt_tokens() -> None:
 def test_a_worker_asked_for_a_trace_runs_under_the_wrapper(tmp_path: Path) -> None:
     trace = tmp_path / "steps.jsonl"
     cmd = worker_command(LaunchConfig(step_trace=str(trace)), tmp_path, "127.0.0.1", 30001, "cpu")
-    assert cmd[:5] == [sys.executable, "-m", "dynasor_sgl.steptrace", "--step-trace", str(trace)]
+    assert cmd[:5] == [
+        sys.executable,
+        "-m",
+        "dynasor_sgl.launch.steptrace",
+        "--step-trace",
+        str(trace),
+    ]
     plain = worker_command(LaunchConfig(), tmp_path, "127.0.0.1", 30001, "cpu")
     assert plain[:3] == [sys.executable, "-m", "sglang.launch_server"]
     assert cmd[5:] == plain[3:]

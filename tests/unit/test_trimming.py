@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from dynasor_sgl.certaindex import token_confidence
-from dynasor_sgl.logprobs import position_confidence, top_logprob_values
-from dynasor_sgl.policy_config import PolicyConfig
-from dynasor_sgl.trimming import (
+from dynasor_sgl.policy.certaindex import token_confidence
+from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.policy.logprobs import position_confidence, top_logprob_values
+from dynasor_sgl.policy.trimming import (
     BranchConfidence,
     ConfidenceTrimmer,
     group_confidences,

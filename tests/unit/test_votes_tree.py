@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynasor_sgl import tree as mcts
-from dynasor_sgl.logprobs import top_logprobs_by_text, yes_probability
-from dynasor_sgl.tokens import TokenUsage
-from dynasor_sgl.votes import (
+from dynasor_sgl.lang.tokens import TokenUsage
+from dynasor_sgl.policy.logprobs import top_logprobs_by_text, yes_probability
+from dynasor_sgl.search import tree as mcts
+from dynasor_sgl.search.votes import (
     Vote,
     beam_select,
     best_of_n,

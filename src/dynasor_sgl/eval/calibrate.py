@@ -1,7 +1,8 @@
 """`dynasor-sgl calibrate`: thresholds from an eval results file, written as a policy file.
 
 Reads the full-budget self-consistency runs ("baseline" records, which keep every sample's
-answer and tokens), turns each into per-sample reports for `dynasor_sgl.calibration`, and picks
+answer and tokens), turns each into per-sample reports for
+`dynasor_sgl.replay.calibration`, and picks
 the cheapest (threshold, detection step, read-every) within the accuracy margin. The policy
 file maps "sc" to the overrides that make the live program stop where calibration replayed it.
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.sampled import sampled_run
-from dynasor_sgl.holdout import HoldoutReport, calibrate_held_out
+from dynasor_sgl.replay.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
+from dynasor_sgl.replay.holdout import HoldoutReport, calibrate_held_out
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
@@ -42,7 +43,7 @@ def calibrate_results(
     """(policy file content, calibration result, held-out report) for a results file;
     `detect_every` are the read-every candidates searched (0 = read once). With `holdout`, the
     thresholds are chosen on the questions not held out and measured on the held-out fraction
-    (`dynasor_sgl.holdout`); without, on all of them (and no report)."""
+    (`dynasor_sgl.replay.holdout`); without, on all of them (and no report)."""
     _, records = read_records(path)
     runs = labelled_runs(records)
     if not runs:

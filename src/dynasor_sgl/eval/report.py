@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dynasor_sgl import answers as _answers
+from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.eval.curves import curves, versus_caps
 
 Z95 = 1.959963984540054

@@ -18,15 +18,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl import answers as _answers
+from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.eval.results import ResultsFile
 from dynasor_sgl.eval.sampled import Outcome, replay_oracle, replay_policy, sampled_run
-from dynasor_sgl.policy_config import PolicyConfig, current_keys
+from dynasor_sgl.policy.config import PolicyConfig, current_keys
 
 logger = logging.getLogger(__name__)
 
-CHECKER = "math-verify via dynasor_sgl.answers.equivalent"
+CHECKER = "math-verify via dynasor_sgl.answers.equivalence.equivalent"
 # Self-consistency's samples are exchangeable, so its policies are replayed over one
 # full-budget run: any program of this algorithm whose result's details record every sample's
 # answer and tokens (`answers`, `sample_tokens`, as the shipped one does).

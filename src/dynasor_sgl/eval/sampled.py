@@ -2,7 +2,7 @@
 
 A full-budget SC run draws `cap` samples; its first k samples are a valid run that stopped at k
 (samples are exchangeable). So the Dynasor policy, the baseline at any smaller cap and the oracle
-are all computed from the same samples: the policy through `dynasor_sgl.replay` (the engine
+are all computed from the same samples: the policy through `dynasor_sgl.replay.engine` (the engine
 calibration uses too), reporting where the live program would (initial, then every `pace`).
 Tokens are the run's shared prompt prefill plus the samples drawn. Pure: no I/O.
 """
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl.policy import PolicyConfig, Report
-from dynasor_sgl.replay import oracle_index, replay_run
-from dynasor_sgl.votes import majority_vote
+from dynasor_sgl.policy.machine import PolicyConfig, Report
+from dynasor_sgl.replay.engine import oracle_index, replay_run
+from dynasor_sgl.search.votes import majority_vote
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ threshold; a later sample is cut at the first token whose group confidence falls
 A cut sample leaves the vote and the certaindex reports and costs only the tokens it had
 generated; the answer is the vote of the kept samples weighted by their mean token
 confidence, as the live program's. A stop rule (the policy's) can end the run early as well,
-read where the live program would read it (`dynasor_sgl.replay`).
+read where the live program would read it (`dynasor_sgl.replay.engine`).
 
 Replay is the ideal of the live path: the router cuts a branch when the chunk that crossed
 the threshold reaches it, and the worker stops a few tokens after the abort, so live trimming
@@ -20,10 +20,10 @@ import math
 from collections.abc import Sequence
 
 from dynasor_sgl.eval.sampled import Outcome, SampledRun
-from dynasor_sgl.policy import PolicyConfig, Report
-from dynasor_sgl.replay import replay_run
-from dynasor_sgl.trimming import ConfidenceTrimmer
-from dynasor_sgl.votes import weighted_vote
+from dynasor_sgl.policy.machine import PolicyConfig, Report
+from dynasor_sgl.policy.trimming import ConfidenceTrimmer
+from dynasor_sgl.replay.engine import replay_run
+from dynasor_sgl.search.votes import weighted_vote
 
 
 def cut_points(confidences: Sequence[Sequence[float]], config: PolicyConfig) -> list[int | None]:

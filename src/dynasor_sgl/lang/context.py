@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dynasor_sgl.lang.client import RouterClient
-from dynasor_sgl.policy import PolicyConfig, ProgramPolicy, Report
-from dynasor_sgl.tokens import TokenKind, TokenUsage
+from dynasor_sgl.lang.tokens import TokenKind, TokenUsage
+from dynasor_sgl.policy.machine import PolicyConfig, ProgramPolicy, Report
 
 logger = logging.getLogger(__name__)
 

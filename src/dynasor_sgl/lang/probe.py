@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sglang as sgl
 from sglang.lang.interpreter import ProgramState
 
-from dynasor_sgl.answers import extract_probe_answer
+from dynasor_sgl.answers.equivalence import extract_probe_answer
 from dynasor_sgl.lang.state import discard, meta, read, tag
 
 PROBE_SUFFIX = (

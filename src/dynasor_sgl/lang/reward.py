@@ -21,7 +21,7 @@ from dynasor_sgl.lang.client import check
 from dynasor_sgl.lang.context import RewardSource
 from dynasor_sgl.lang.errors import BackendError
 from dynasor_sgl.lang.state import context, discard, meta, tag
-from dynasor_sgl.logprobs import top_logprobs_by_text, yes_probability
+from dynasor_sgl.policy.logprobs import top_logprobs_by_text, yes_probability
 
 __all__ = ["RemoteJudge", "RewardSource", "SelfJudge"]
 

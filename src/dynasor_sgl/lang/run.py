@@ -32,7 +32,7 @@ from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BackendError, BranchFailed, BranchTrimmed, ProgramStopped
 from dynasor_sgl.lang.reward import RewardSource, SelfJudge
 from dynasor_sgl.lang.spec import ProgramResult, ProgramSpec
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy.config import PolicyConfig
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dynasor_sgl.lang.context import ProgramContext
 from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BranchFailed
 from dynasor_sgl.lang.tags import branch_of, set_tag
-from dynasor_sgl.tokens import TokenKind
+from dynasor_sgl.lang.tokens import TokenKind
 
 _POLL_S = 0.05
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sglang.lang.interpreter import StreamExecutor
 
-from dynasor_sgl.tokens import TokenKind
+from dynasor_sgl.lang.tokens import TokenKind
 
 
 def set_tag(ex: StreamExecutor, branch: str | None, kind: TokenKind | None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
-from dynasor_sgl.policy_config import current_keys
+from dynasor_sgl.policy.config import current_keys
 
 QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4, "calibration_programs": 2}
 

@@ -83,7 +83,7 @@ def run_open_loop(
 
 def program_fields(result: Any, gold: str) -> dict[str, Any]:
     """The record fields of a `ProgramResult`: outcome, answer and correctness, tokens."""
-    from dynasor_sgl.answers import equivalent
+    from dynasor_sgl.answers.equivalence import equivalent
 
     ok = result.status == "ok"
     return {

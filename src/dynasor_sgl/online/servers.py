@@ -1,6 +1,7 @@
 """The processes behind one benchmark: a worker of each flavour, a router per system.
 
-`own_worker` starts one SGLang worker (no router) through `dynasor_sgl.launch.run_cluster` with
+`own_worker` starts one SGLang worker (no router) through
+`dynasor_sgl.launch.cluster.run_cluster` with
 the flavour's extra arguments; `router_for` starts `dynasor-sgl router` as a subprocess in front
 of a worker and waits for its /health (`serve_router`, which tests use too). Both stop what
 they started on exit, whatever happens. Also the small worker calls the benchmark needs
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.launch import LaunchError, run_cluster
+from dynasor_sgl.launch.cluster import LaunchError, run_cluster
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.worker import WorkerProcess, WorkerStartError, free_ports, worker_env
 from dynasor_sgl.online.systems import WORKER_FLAVOURS, Flavour, System, router_command
-from dynasor_sgl.worker import WorkerProcess, WorkerStartError, free_ports, worker_env
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def own_worker(
     flavour: Flavour, log_dir: Path, model_path: str | None = None, startup_timeout: float = 600.0
 ) -> Iterator[str]:
     """One SGLang worker of `flavour` on a free port; its URL until the block ends. It records
-    a step trace beside its log (`worker-<flavour>/steps.jsonl`, `dynasor_sgl.steptrace`): what
+    a step trace beside its log (`worker-<flavour>/steps.jsonl`,
+    `dynasor_sgl.launch.steptrace`): what
     the engine ran in the benchmark, for the simulator's step model and its validation."""
     port = free_ports("127.0.0.1", WORKER_PORT_BASE, 1)[0]
     cfg = LaunchConfig(

@@ -154,7 +154,7 @@ def router_argv(
     return [
         sys.executable,
         "-m",
-        "dynasor_sgl.cli",
+        "dynasor_sgl.cli.main",
         "router",
         "--worker-url",
         worker_url,

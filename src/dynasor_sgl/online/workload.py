@@ -99,7 +99,7 @@ def workload(
 def _sample_correctness(record: Mapping[str, Any]) -> list[bool]:
     """Whether each sample of a baseline record was right: every sample's answer when the
     program kept them (self-consistency's `details.answers`), else the final answer's."""
-    from dynasor_sgl.answers import equivalent  # math-verify: only when a file is read
+    from dynasor_sgl.answers.equivalence import equivalent  # math-verify: only when a file is read
 
     answers = (record.get("details") or {}).get("answers")
     if isinstance(answers, list) and answers:

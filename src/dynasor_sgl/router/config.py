@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.router.effort import check_effort
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from dynasor_sgl.extraction import extract_probe_answer
-from dynasor_sgl.policy import Action, PolicyConfig, Report
+from dynasor_sgl.answers.extraction import extract_probe_answer
+from dynasor_sgl.policy.machine import Action, PolicyConfig, Report
 from dynasor_sgl.router import dialect
 from dynasor_sgl.router.core import Router
 from dynasor_sgl.router.effort import EarlyExit

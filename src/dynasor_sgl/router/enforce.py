@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from dynasor_sgl.policy import Action, Decision, Report
+from dynasor_sgl.policy.machine import Action, Decision, Report
 from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.errors import conflict, not_found, unavailable

@@ -11,7 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from dynasor_sgl import answers
+from dynasor_sgl.answers import equivalence as answers
 from dynasor_sgl.router.programs import Program
 
 disable_created_metrics()  # the *_created series only clutter a scrape

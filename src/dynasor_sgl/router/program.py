@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from dynasor_sgl.policy import PolicyConfig, ProgramPolicy
+from dynasor_sgl.policy.machine import PolicyConfig, ProgramPolicy
+from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.protocol import RID_SEP
-from dynasor_sgl.trimming import ConfidenceTrimmer
 
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dynasor_sgl.policy import Decision, PolicyConfig, Report
-from dynasor_sgl.policy_config import DEFAULTS, current_keys
+from dynasor_sgl.policy.config import DEFAULTS, current_keys
+from dynasor_sgl.policy.machine import Decision, PolicyConfig, Report
 from dynasor_sgl.router.core import Router
 from dynasor_sgl.router.errors import bad_request
 

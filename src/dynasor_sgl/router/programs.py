@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from dynasor_sgl.policy import Action, Decision, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.protocol import RID_SEP
 from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
 from dynasor_sgl.router.program import (
@@ -25,7 +26,6 @@ from dynasor_sgl.router.program import (
     Program,
     ProgramStatus,
 )
-from dynasor_sgl.trimming import ConfidenceTrimmer
 
 # Program, InFlight, ProgramStatus and RID_SEP are still importable from here.
 __all__ = ["RID_SEP", "InFlight", "Program", "ProgramStatus", "ProgramTable"]

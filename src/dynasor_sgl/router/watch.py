@@ -20,11 +20,11 @@ from typing import Any
 
 import orjson
 
-from dynasor_sgl.logprobs import position_confidence, top_logprob_values
+from dynasor_sgl.policy.logprobs import position_confidence, top_logprob_values
+from dynasor_sgl.policy.trimming import BranchConfidence, ConfidenceTrimmer
 from dynasor_sgl.router import dialect
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.program import Program
-from dynasor_sgl.trimming import BranchConfidence, ConfidenceTrimmer
 
 LOW_CONFIDENCE = "low_confidence"
 _TOP_KEYS = ("output_top_logprobs", "input_top_logprobs")

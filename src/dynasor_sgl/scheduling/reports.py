@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dynasor_sgl.deadlines import deadline_stop
-from dynasor_sgl.policy import Action, Decision
+from dynasor_sgl.policy.machine import Action, Decision
 from dynasor_sgl.scheduling.admission import AdmissionQueue, slots_per_unit
+from dynasor_sgl.scheduling.deadlines import deadline_stop
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from dynasor_sgl.policy import Action, Decision, ProgramPolicy, Report
+from dynasor_sgl.policy.machine import Action, Decision, ProgramPolicy, Report
 from dynasor_sgl.router.pool import WorkerPool
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, slots_per_unit

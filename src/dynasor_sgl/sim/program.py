@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl.policy import Action, Decision, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.sim.cluster import Cluster
 from dynasor_sgl.sim.queue import Finished, Request
 from dynasor_sgl.sim.traces import Trace

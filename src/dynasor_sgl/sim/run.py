@@ -19,7 +19,7 @@ from typing import Any
 
 from dynasor_sgl.online.systems import System, policy_for
 from dynasor_sgl.online.workload import arrival_offsets, deadline_s
-from dynasor_sgl.policy import PolicyConfig
+from dynasor_sgl.policy.machine import PolicyConfig
 from dynasor_sgl.router.config import MEASURED_KNEE
 from dynasor_sgl.sim.cluster import Cluster, Setup
 from dynasor_sgl.sim.loop import EventLoop

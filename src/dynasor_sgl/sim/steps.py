@@ -1,4 +1,5 @@
-"""A worker's step trace (`dynasor_sgl.steptrace`) read back, and the step model fitted to it.
+"""A worker's step trace (`dynasor_sgl.launch.steptrace`) read back, and the step model fitted
+to it.
 
 Each line is one step the real scheduler ran. A step's seconds run from the start of its
 `get_next_batch_to_run` to the start of the next one, so they hold the scheduling, the

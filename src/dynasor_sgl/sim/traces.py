@@ -105,7 +105,7 @@ def _text(label: int) -> str | None:
 def labels_of(answers: Sequence[str | None], gold: str | None) -> tuple[list[int], int | None]:
     """Cluster labels of `answers` (math-verify equivalence, `answers.cluster`) and the label
     equivalent to `gold` (None if none is)."""
-    from dynasor_sgl.answers import cluster, equivalent, normalize
+    from dynasor_sgl.answers.equivalence import cluster, equivalent, normalize
 
     labels = [NO_ANSWER] * len(answers)
     gold_label = None

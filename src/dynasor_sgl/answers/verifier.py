@@ -5,7 +5,7 @@ handler thread calling it would either crash or hang on a pathological expressio
 timeouts are switched off and every check runs in one long-lived child process (spawned lazily,
 on first use). The caller waits at most `timeout_s`; on a timeout the child is killed and the
 next call starts a fresh one. This module owns that process and nothing else: it does not know
-about answer extraction, normalization or caching (see `dynasor_sgl.answers`).
+about answer extraction, normalization or caching (see `dynasor_sgl.answers.equivalence`).
 """
 
 from __future__ import annotations

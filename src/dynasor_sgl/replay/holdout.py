@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasor_sgl import answers as _answers
-from dynasor_sgl.calibration import CalibrationResult, calibrate, replay
-from dynasor_sgl.labelled import LabelledRun
+from dynasor_sgl.answers import equivalence as _answers
+from dynasor_sgl.replay.calibration import CalibrationResult, calibrate, replay
+from dynasor_sgl.replay.labelled import LabelledRun
 
 
 def held_out(program_id: str, fraction: float) -> bool:

@@ -23,9 +23,9 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.policy_config import PolicyConfig, load_policy_file
-from dynasor_sgl.presets import DEFAULT_PRESET, PRESETS, with_preset
+from dynasor_sgl.launch.config import DEFAULT_ROUTER_URL
+from dynasor_sgl.policy.config import PolicyConfig, load_policy_file
+from dynasor_sgl.policy.presets import DEFAULT_PRESET, PRESETS, with_preset
 from dynasor_sgl.protocol import API_KEY_ENV
 
 ROUTER_ENV = "DYNASOR_SGL_ROUTER"
@@ -130,9 +130,9 @@ def interrupt_on_terminate() -> None:
 def launch_embedded(stack: ExitStack) -> str:
     """Start the embedded model behind a router on a free port for this command (stopped when
     `stack` closes); its URL."""
-    from dynasor_sgl.config import LaunchConfig
-    from dynasor_sgl.launch import run_cluster
-    from dynasor_sgl.worker import free_ports
+    from dynasor_sgl.launch.cluster import run_cluster
+    from dynasor_sgl.launch.config import LaunchConfig
+    from dynasor_sgl.launch.worker import free_ports
 
     port = free_ports("127.0.0.1", 38500, 1)[0]
     cluster = stack.enter_context(

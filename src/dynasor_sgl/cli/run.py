@@ -2,7 +2,7 @@
 
 Owns printing the result (text or one JSON object) and the progress line shown while it runs
 (on a terminal only); the options and their parsing are shared with `eval` in
-`dynasor_sgl.cli_common`. The run itself is `dynasor_sgl.lang.run_program`; sglang is imported
+`dynasor_sgl.cli.common`. The run itself is `dynasor_sgl.lang.run_program`; sglang is imported
 only when the command runs, so `dynasor-sgl --help` stays fast.
 """
 
@@ -18,7 +18,7 @@ from typing import IO, Any
 import click
 from tqdm import tqdm
 
-from dynasor_sgl.cli_common import ProgramOptions, launch_embedded, load_spec, program_options
+from dynasor_sgl.cli.common import ProgramOptions, launch_embedded, load_spec, program_options
 
 logger = logging.getLogger(__name__)
 

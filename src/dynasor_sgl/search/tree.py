@@ -2,7 +2,7 @@
 
 Owns a small tree of steps (`Node`), UCT selection of the next leaf to expand (MCTS), the
 bookkeeping of expansion, reward back-propagation and the choice of the final answer
-(best-of-n by mean reward, through `dynasor_sgl.votes.best_of_n`). The program decides how
+(best-of-n by mean reward, through `dynasor_sgl.search.votes.best_of_n`). The program decides how
 steps are sampled and rewarded, and when to stop; this module knows nothing about SGLang, the
 router or certaindex. Pure Python, deterministic (ties always go to the earliest child).
 """
@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from dynasor_sgl.votes import best_of_n
+from dynasor_sgl.search.votes import best_of_n
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynasor_sgl.config import LaunchConfig
-from dynasor_sgl.model import cache_dir, ensure_embedded_model, validate_model_path
-from dynasor_sgl.protocol import API_KEY_ENV
-from dynasor_sgl.worker import (
+from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.model import cache_dir, ensure_embedded_model, validate_model_path
+from dynasor_sgl.launch.worker import (
     WorkerProcess,
     WorkerStartError,
     free_ports,
@@ -29,6 +28,7 @@ from dynasor_sgl.worker import (
     worker_command,
     worker_env,
 )
+from dynasor_sgl.protocol import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 best-of-n, beam top-k, and REBASE's softmax child budget.
 
 Owns how a program turns its branches' answers and rewards into a final answer and how
-step-level search spends its width. Answer equivalence comes from `dynasor_sgl.answers`.
+step-level search spends its width. Answer equivalence comes from `dynasor_sgl.answers.equivalence`.
 Deterministic, numpy only; knows nothing about SGLang, HTTP, the router or the policy.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dynasor_sgl import answers as _answers
+from dynasor_sgl.answers import equivalence as _answers
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl import answers as _answers
-from dynasor_sgl.policy import Action, PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.answers import equivalence as _answers
+from dynasor_sgl.policy.machine import Action, PolicyConfig, ProgramPolicy, Report
 
 
 @dataclass(frozen=True)

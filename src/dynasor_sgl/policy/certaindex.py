@@ -3,7 +3,8 @@
 Each signal is a number in [0, 1], higher meaning "further compute is unlikely to change the
 answer" (stability, not correctness). Pure numpy/scipy math, deterministic (randomness only
 through a seeded `np.random.Generator`); answer equivalence is
-delegated to `dynasor_sgl.answers` (which keeps math-verify out of this process). This module
+delegated to `dynasor_sgl.answers.equivalence` (which keeps math-verify out of this process).
+This module
 knows nothing about policies, scheduling, SGLang, torch or the network.
 """
 
@@ -19,8 +20,8 @@ from typing import Literal
 import numpy as np
 from scipy import special
 
-from dynasor_sgl import answers as _answers
-from dynasor_sgl.logprobs import position_confidence
+from dynasor_sgl.answers import equivalence as _answers
+from dynasor_sgl.policy.logprobs import position_confidence
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`dynasor-sgl eval` (a program over a dataset, policies compared) and `dynasor-sgl calibrate`.
 
 Owns the options and what the user sees; the work is in `dynasor_sgl.eval` and
-`dynasor_sgl.calibration`. sglang is imported only when a run starts.
+`dynasor_sgl.replay.calibration`. sglang is imported only when a run starts.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.calibration import CalibrationResult
-from dynasor_sgl.cli_common import ProgramOptions, launch_embedded, load_spec, program_options
+from dynasor_sgl.cli.common import ProgramOptions, launch_embedded, load_spec, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 from dynasor_sgl.eval.runner import REPLAYED_ALGORITHM, EvalSpec
-from dynasor_sgl.policy_config import PolicyConfig
+from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.calibration import CalibrationResult
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def calibrate_command(
     """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
     an eval results file of self-consistency (its full-budget baseline runs)."""
     from dynasor_sgl.eval.calibrate import calibrate_results
-    from dynasor_sgl.holdout import one_line as holdout_line
+    from dynasor_sgl.replay.holdout import one_line as holdout_line
 
     try:
         everys = tuple(int(v) for v in detect_every.split(",") if v.strip())

@@ -6,7 +6,7 @@ detection point, and every `detect_every` knob units after it if set) and decide
 stop (certain, or at the cap), trim branches, or expand (only with slack, never past the cap).
 Defaults come from the Dynasor paper's Table 3 (see `DEFAULTS`). This module owns the decision
 and its bookkeeping; it knows nothing about HTTP, SGLang, threads or time (configuration lives
-in `dynasor_sgl.policy_config`).
+in `dynasor_sgl.policy.config`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from dynasor_sgl import answers as _answers
-from dynasor_sgl import certaindex as ci
-from dynasor_sgl.policy_config import DEFAULTS, PolicyConfig
+from dynasor_sgl.answers import equivalence as _answers
+from dynasor_sgl.policy import certaindex as ci
+from dynasor_sgl.policy.config import DEFAULTS, PolicyConfig
 
 logger = logging.getLogger(__name__)
 

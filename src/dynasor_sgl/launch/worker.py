@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from dynasor_sgl.config import LaunchConfig
+from dynasor_sgl.launch.config import LaunchConfig
 from dynasor_sgl.protocol import API_KEY_ENV
 
 logger = logging.getLogger(__name__)
@@ -79,11 +79,15 @@ def resolve_device(device: str) -> str:
 def worker_command(
     cfg: LaunchConfig, model_dir: Path, host: str, port: int, device: str
 ) -> list[str]:
-    """The `sglang.launch_server` argv for one worker (wrapped by `dynasor_sgl.steptrace`
+    """The `sglang.launch_server` argv for one worker (wrapped by `dynasor_sgl.launch.steptrace`
     when the config asks for a step trace)."""
     server = ["sglang.launch_server"]
     if cfg.step_trace:
-        server = ["dynasor_sgl.steptrace", "--step-trace", str(Path(cfg.step_trace).resolve())]
+        server = [
+            "dynasor_sgl.launch.steptrace",
+            "--step-trace",
+            str(Path(cfg.step_trace).resolve()),
+        ]
     cmd = [
         sys.executable,
         "-m",
@@ -122,7 +126,7 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
     cmd = [
         sys.executable,
         "-m",
-        "dynasor_sgl.cli",
+        "dynasor_sgl.cli.main",
         "router",
         "--host",
         cfg.host,

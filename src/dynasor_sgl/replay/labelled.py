@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynasor_sgl.answers import majority_answer
+from dynasor_sgl.answers.equivalence import majority_answer
 from dynasor_sgl.plain import from_plain
 
 logger = logging.getLogger(__name__)

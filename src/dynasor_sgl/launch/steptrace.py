@@ -1,6 +1,6 @@
 """`sglang.launch_server` with every scheduler step written to a JSON-lines file.
 
-    python -m dynasor_sgl.steptrace --step-trace FILE <sglang.launch_server arguments>
+    python -m dynasor_sgl.launch.steptrace --step-trace FILE <sglang.launch_server arguments>
 
 The simulator's step model (`sim.profile`) was fitted from request wall clocks, which mix
 the engine's steps with HTTP, tokenizing and the client; a step trace measures the steps
@@ -44,10 +44,12 @@ def _install(path: str) -> None:
     try:
         from sglang.srt.managers.scheduler import Scheduler
     except ImportError as exc:  # pragma: no cover - depends on the installed SGLang
-        raise SystemExit(f"dynasor_sgl.steptrace: cannot import SGLang's Scheduler: {exc}") from exc
+        raise SystemExit(
+            f"dynasor_sgl.launch.steptrace: cannot import SGLang's Scheduler: {exc}"
+        ) from exc
     for name in ("get_next_batch_to_run", "run_batch"):
         if not hasattr(Scheduler, name):  # pragma: no cover - depends on the installed SGLang
-            raise SystemExit(f"dynasor_sgl.steptrace: SGLang's Scheduler has no {name}()")
+            raise SystemExit(f"dynasor_sgl.launch.steptrace: SGLang's Scheduler has no {name}()")
     get_next, run_batch = Scheduler.get_next_batch_to_run, Scheduler.run_batch
     out: list[Any] = []
 
@@ -111,7 +113,7 @@ if os.environ.get(ENV):  # the spawned scheduler (and the parent, once main set 
 def main(argv: list[str] | None = None) -> None:
     path, rest = split_argv(list(sys.argv[1:] if argv is None else argv))
     if path is None:
-        raise SystemExit(f"usage: python -m dynasor_sgl.steptrace {FLAG} FILE <sglang args>")
+        raise SystemExit(f"usage: python -m dynasor_sgl.launch.steptrace {FLAG} FILE <sglang args>")
     os.environ[ENV] = os.path.abspath(path)
     _install(os.environ[ENV])
     from sglang.launch_server import run_server

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli_common import (
+from dynasor_sgl.cli.common import (
     LOG_LEVEL_OPTION,
     POLICY_OPTION,
     SET_OPTION,

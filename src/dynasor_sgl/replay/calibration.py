@@ -3,7 +3,7 @@
 Input is plain data (from JSON): per program, the reports it made along a full-budget
 run (answers so far, cumulative tokens, optionally precomputed signals) and the correct answer.
 Each candidate (thresholds × detection point × how often certaindex is read after that) is
-replayed through the real `ProgramPolicy` by `dynasor_sgl.replay` (the engine eval uses too),
+replayed through the real `ProgramPolicy` by `dynasor_sgl.replay.engine` (the engine eval uses too),
 so calibration and serving stop at the same points.
 The chosen candidate keeps accuracy within `margin` of the full-budget accuracy and uses the
 fewest tokens; the accuracy-vs-tokens frontier of all candidates is reported with it. Also
@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynasor_sgl import answers as _answers
-from dynasor_sgl import certaindex as ci
-from dynasor_sgl.labelled import LabelledRun, ReportRecord
-from dynasor_sgl.policy import PolicyConfig, Report
-from dynasor_sgl.replay import oracle_index, replay_run
+from dynasor_sgl.answers import equivalence as _answers
+from dynasor_sgl.policy import certaindex as ci
+from dynasor_sgl.policy.machine import PolicyConfig, Report
+from dynasor_sgl.replay.engine import oracle_index, replay_run
+from dynasor_sgl.replay.labelled import LabelledRun, ReportRecord
 
 __all__ = [
     "CalibrationResult",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from dynasor_sgl.policy_config import load_policy_file
+from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.router.effort import check_effort
 
@@ -51,7 +51,7 @@ class LaunchConfig:
     startup_timeout: seconds to wait for each worker to become healthy.
     log_dir: where worker logs go; None picks a fresh folder under the user cache.
     step_trace: a file every worker's scheduler appends a line to for each step it runs
-        (`dynasor_sgl.steptrace`: what ran, how long it took), for fitting the simulator's
+        (`dynasor_sgl.launch.steptrace`: what ran, how long it took), for fitting the simulator's
         step model; None: no trace.
     sglang_args: extra arguments passed verbatim to every `sglang.launch_server`.
     """

@@ -1,6 +1,7 @@
 """Policy configuration: one frozen dataclass and the per-algorithm defaults.
 
-Owns the knobs of `dynasor_sgl.policy` and their validation (a bad value is a ValueError naming
+Owns the knobs of `dynasor_sgl.policy.machine` and their validation (a bad value is a
+ValueError naming
 it; an unknown key in `from_dict` too). Knows nothing about how decisions are taken.
 """
 
@@ -50,7 +51,7 @@ class PolicyConfig:
       "lowest_reward" (drop the lowest-reward fraction of branches).
     trim_fraction: minority: least share of the leader; lowest_reward: share dropped. In (0, 1].
     confidence_window: tokens in the sliding group of confidence trimming (DeepConf online,
-      `dynasor_sgl.trimming`); 0 = off (the default), DeepConf uses 2048. When > 0 the router
+      `dynasor_sgl.policy.trimming`); 0 = off (the default), DeepConf uses 2048. When > 0 the router
       streams the program's generations with top-k logprobs and cuts a branch whose group
       confidence (mean of −mean top-k logprob over the last `confidence_window` tokens) falls
       below the threshold its warm-up branches set.

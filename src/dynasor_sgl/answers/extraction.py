@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from dynasor_sgl.verifier import math_verify_parse
+from dynasor_sgl.answers.verifier import math_verify_parse
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MARKER_RE = re.compile(

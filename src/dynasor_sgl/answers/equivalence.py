@@ -1,7 +1,7 @@
 """Final answers: normalization, equivalence and clustering (extraction: `extraction`).
 
 Owns when two answers are the same. Equivalence runs math-verify in a separate worker process
-(see `dynasor_sgl.verifier`) so a pathological expression cannot hang the caller; when that
+(see `dynasor_sgl.answers.verifier`) so a pathological expression cannot hang the caller; when that
 process cannot say (a timeout, a dead child) the pair is compared by normalized text for this
 call only, counted in `undecided()`, and not cached, so a slow moment never becomes a wrong
 answer for the life of the process. Knows nothing about certaindex, policies, SGLang or HTTP.
@@ -16,8 +16,8 @@ import re
 import threading
 from collections.abc import Sequence
 
-from dynasor_sgl.extraction import extract_answer, extract_boxed, extract_probe_answer
-from dynasor_sgl.verifier import math_verify_equal
+from dynasor_sgl.answers.extraction import extract_answer, extract_boxed, extract_probe_answer
+from dynasor_sgl.answers.verifier import math_verify_equal
 
 logger = logging.getLogger(__name__)
 

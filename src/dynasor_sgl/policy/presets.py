@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-from dynasor_sgl.policy_config import current_keys
+from dynasor_sgl.policy.config import current_keys
 
 PRESETS = ("cpu", "paper")
 Preset = Literal["cpu", "paper"]

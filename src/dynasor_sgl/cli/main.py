@@ -18,18 +18,18 @@ from typing import IO, Any
 import click
 
 from dynasor_sgl import __version__
-from dynasor_sgl.cli_bench import bench_command
-from dynasor_sgl.cli_chat import chat_command
-from dynasor_sgl.cli_common import configure_logging, interrupt_on_terminate
-from dynasor_sgl.cli_eval import calibrate_command, eval_command
-from dynasor_sgl.cli_run import run_command
-from dynasor_sgl.config import DEVICES, LOG_LEVELS, LaunchConfig
-from dynasor_sgl.launch import Cluster, LaunchError, run_cluster
-from dynasor_sgl.policy_config import load_policy_file
+from dynasor_sgl.cli.bench import bench_command
+from dynasor_sgl.cli.chat import chat_command
+from dynasor_sgl.cli.common import configure_logging, interrupt_on_terminate
+from dynasor_sgl.cli.eval import calibrate_command, eval_command
+from dynasor_sgl.cli.run import run_command
+from dynasor_sgl.launch.cluster import Cluster, LaunchError, run_cluster
+from dynasor_sgl.launch.config import DEVICES, LOG_LEVELS, LaunchConfig
+from dynasor_sgl.launch.worker import WorkerProcess
+from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.protocol import API_KEY_ENV
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.router.effort import EFFORTS
-from dynasor_sgl.worker import WorkerProcess
 
 logger = logging.getLogger(__name__)
 _DEFAULTS = {f.name: f.default for f in fields(LaunchConfig)}

@@ -6,7 +6,7 @@ pace from the scheduler. Knows nothing about HTTP, SGLang or how the pace is pre
 
 from __future__ import annotations
 
-from dynasor_sgl.policy import Action, Decision, StopReason
+from dynasor_sgl.policy.machine import Action, Decision, StopReason
 
 
 def can_meet(now: float, deadline_at: float, predicted_s: float | None) -> bool:

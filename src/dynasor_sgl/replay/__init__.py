@@ -1,0 +1,2 @@
+"""Replaying recorded full-budget runs: the replay engine, labelled runs, calibration,
+held-out folds."""

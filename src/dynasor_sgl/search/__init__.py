@@ -1,0 +1,1 @@
+"""Search over branches: voting among sampled answers and the tree that MCTS and REBASE grow."""
