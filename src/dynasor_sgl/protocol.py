@@ -12,3 +12,7 @@ BRANCH_HEADER = "X-Dynasor-Branch"
 API_KEY_ENV = "DYNASOR_SGL_API_KEY"
 # The separator in request ids: `<program>::<branch>::<n>`.
 RID_SEP = "::"
+# The port `launch` serves the router on by default, and where `run`, `eval` and the
+# frontend find that router.
+DEFAULT_PORT = 30000
+DEFAULT_ROUTER_URL = f"http://127.0.0.1:{DEFAULT_PORT}"

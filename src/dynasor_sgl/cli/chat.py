@@ -14,8 +14,7 @@ from typing import Any
 import click
 
 from dynasor_sgl.cli.common import ROUTER_ENV
-from dynasor_sgl.launch.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.protocol import API_KEY_ENV
+from dynasor_sgl.protocol import API_KEY_ENV, DEFAULT_ROUTER_URL
 from dynasor_sgl.router.effort import EFFORTS
 
 QUIT = ("/quit", "/exit")

@@ -23,10 +23,9 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.launch.config import DEFAULT_ROUTER_URL
 from dynasor_sgl.policy.config import PolicyConfig, load_policy_file
 from dynasor_sgl.policy.presets import DEFAULT_PRESET, PRESETS, with_preset
-from dynasor_sgl.protocol import API_KEY_ENV
+from dynasor_sgl.protocol import API_KEY_ENV, DEFAULT_ROUTER_URL
 
 ROUTER_ENV = "DYNASOR_SGL_ROUTER"
 

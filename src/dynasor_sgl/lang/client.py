@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 
 from dynasor_sgl.lang.errors import BackendError
-from dynasor_sgl.launch.config import DEFAULT_ROUTER_URL
-from dynasor_sgl.protocol import API_KEY_ENV
+from dynasor_sgl.protocol import API_KEY_ENV, DEFAULT_ROUTER_URL
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dynasor_sgl.policy.config import load_policy_file
+from dynasor_sgl.protocol import DEFAULT_PORT
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.router.effort import check_effort
 
@@ -18,9 +19,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # ~23 KB of KV per token for the embedded model: 65,536 tokens is about 1.4 GB. Without a bound
 # SGLang sizes the CPU KV pool from free RAM (15 GB here).
 CPU_MAX_TOTAL_TOKENS = 65536
-DEFAULT_PORT = 30000
-# Where `run` and `eval` find the router `launch` starts with its defaults.
-DEFAULT_ROUTER_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 # Flags we set ourselves; passing them again through extra args would be ambiguous.
 _RESERVED_SGLANG_FLAGS = ("--model-path", "--host", "--port", "--device")
 
