@@ -33,7 +33,7 @@ class Admission:
         self.config = config
         self.clock = clock
         self.queue = AdmissionQueue([w.slots for w in pool.workers], pool.max_inflight, config)
-        self._futures: dict[str, asyncio.Future[int]] = {}
+        self._futures: dict[str, asyncio.Future[Grant]] = {}
 
     def queue_length(self) -> int:
         return self.queue.queue_length()
@@ -51,14 +51,14 @@ class Admission:
         grants = self.queue.ensure_program(
             worker.index, program_id, self.clock(), remaining_units, algorithm, deadline_at
         )
-        self._resume(worker.index, grants)
+        self._resume(grants)
 
     def priority(self, worker: Worker, program_id: str) -> int | None:
         return self.queue.priority(worker.index, program_id, self.clock())
 
     def forget_program(self, program_id: str) -> None:
-        for worker, grants in self.queue.forget_program(program_id, self.clock()):
-            self._resume(worker, grants)
+        for _, grants in self.queue.forget_program(program_id, self.clock()):
+            self._resume(grants)
 
     def on_report(self, program_id: str, tokens: int, units: int, remaining_units: int) -> None:
         self.queue.on_report(program_id, tokens, units, remaining_units, self.clock())
@@ -71,28 +71,29 @@ class Admission:
 
     def reserve(self, program_id: str, slots: int) -> None:
         """Holds `slots` for the program's granted expansion (replacing what it held)."""
-        home = self.queue.home(program_id)
-        grants = self.queue.reserve(program_id, slots, self.clock())
-        if home is not None:
-            self._resume(home, grants)
+        self._resume(self.queue.reserve(program_id, slots, self.clock()))
 
     async def acquire(
         self, worker: Worker, request_id: str, program_id: str | None, max_new_tokens: int = 128
-    ) -> int:
-        """Waits for a slot on `worker`; returns the SGLang priority to send. Raises ApiError
-        if the wait is ended by an abort or a worker failure."""
+    ) -> tuple[Worker, int]:
+        """Waits for a slot on `worker`; returns the worker whose slot it got and the SGLang
+        priority to send. That is `worker` unless the program moved while the request waited:
+        then the slot, and so the request and its release, are on the program's new worker.
+        Raises ApiError if the wait is ended by an abort or a worker failure."""
         priority = self.queue.submit(
             worker.index, request_id, program_id, self.clock(), max_new_tokens
         )
         if priority is not None:
-            return priority
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            return worker, priority
+        fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = fut
         try:
-            return await fut
+            grant = await fut
+            return self.pool.workers[grant.worker], grant.priority
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(worker)  # granted, but the caller is gone: give the slot back
+                # granted, but the caller is gone: give the slot back where it was taken
+                self.release(self.pool.workers[fut.result().worker])
             else:
                 self.queue.cancel(request_id)
             raise
@@ -100,15 +101,15 @@ class Admission:
             self._futures.pop(request_id, None)
 
     def release(self, worker: Worker) -> None:
-        self._resume(worker.index, self.queue.release(worker.index, self.clock()))
+        self._resume(self.queue.release(worker.index, self.clock()))
 
-    def _resume(self, worker: int, grants: Iterable[Grant]) -> None:
+    def _resume(self, grants: Iterable[Grant]) -> None:
         for grant in grants:
             fut = self._futures.get(grant.request_id)
             if fut is None or fut.done():  # its caller is gone: hand the slot on
-                self._resume(worker, self.queue.release(worker, self.clock()))
+                self._resume(self.queue.release(grant.worker, self.clock()))
                 continue
-            fut.set_result(grant.priority)
+            fut.set_result(grant)
 
     def _fail(self, request_ids: list[str], error: ApiError) -> int:
         failed = 0

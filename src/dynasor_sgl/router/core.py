@@ -122,9 +122,9 @@ class Router:
             try:
                 return await self._forward_on(worker, path, body, prog, branch, watched)
             except WorkerFailed as exc:
-                self._worker_down(worker, exc)
+                self._worker_down(exc.worker, exc)
                 if attempt == MAX_ATTEMPTS or not self.pool.healthy():
-                    raise unavailable(f"worker {worker.index} failed: {exc}") from exc
+                    raise unavailable(f"worker {exc.worker.index} failed: {exc}") from exc
                 logger.warning(
                     "retrying request of %s on another worker", prog.program_id if prog else "-"
                 )
@@ -145,7 +145,9 @@ class Router:
                 worker, pid or "", prog.remaining_units, prog.config.algorithm, prog.deadline_at
             )
         max_new = dialect.max_new_tokens(path, body)
-        priority = await self.admission.acquire(worker, uuid.uuid4().hex, pid, max_new)
+        # The slot may be granted on another worker (the program moved while this waited):
+        # the request then goes to, and is released on, the worker whose slot it holds.
+        worker, priority = await self.admission.acquire(worker, uuid.uuid4().hex, pid, max_new)
         entry: InFlight | None = None
         finished = False
         try:

@@ -48,10 +48,13 @@ class Slots:
 
 @dataclass(frozen=True)
 class Grant:
-    """A waiting request let through: its id and the SGLang priority it goes with."""
+    """A waiting request let through: its id, the worker whose slot it holds (a program moved
+    while the request waited is granted on its new worker) and the SGLang priority it goes
+    with."""
 
     request_id: str
     priority: int
+    worker: int
 
 
 class AdmissionQueue:
@@ -218,7 +221,7 @@ class AdmissionQueue:
                     continue
                 w.queued -= 1
                 w.inflight += 1
-                grants.append(Grant(rid, nxt.priority))
+                grants.append(Grant(rid, nxt.priority, worker))
             pid = nxt.program_id
             if pid.startswith(PLAIN_PREFIX):
                 sched.on_finish(pid)
