@@ -19,8 +19,7 @@ from collections.abc import Sequence
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.search.tree import Node
-from dynasor_sgl.search.votes import beam_select
+from dynasor_sgl.lang import Node, beam_select
 
 from .steps import SYSTEM, Branch, StepParams, best_answer, counted, drop, expand, score
 

@@ -15,8 +15,8 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers.equivalence import extract_answer
-from dynasor_sgl.search.votes import best_of_n as pick_best
+from dynasor_sgl.lang import best_of_n as pick_best
+from dynasor_sgl.lang import extract_answer
 
 from .steps import SYSTEM
 

@@ -16,7 +16,7 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers.equivalence import extract_answer
+from dynasor_sgl.lang import extract_answer
 
 from .steps import SYSTEM
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.search.tree import (
+from dynasor_sgl.lang import (
     DEFAULT_EXPLORATION,
     Node,
     backpropagate,

@@ -20,8 +20,7 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.search.tree import Node
-from dynasor_sgl.search.votes import rebase_allocation, weighted_vote
+from dynasor_sgl.lang import Node, rebase_allocation, weighted_vote
 
 from .steps import SYSTEM, Branch, StepParams, best_answer, drop, expand, score
 

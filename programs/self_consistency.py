@@ -26,10 +26,15 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers.equivalence import extract_answer
-from dynasor_sgl.lang.tokens import request_tokens
-from dynasor_sgl.policy.logprobs import position_confidence, top_logprob_values
-from dynasor_sgl.search.votes import Vote, majority_vote, weighted_vote
+from dynasor_sgl.lang import (
+    Vote,
+    extract_answer,
+    majority_vote,
+    position_confidence,
+    request_tokens,
+    top_logprob_values,
+    weighted_vote,
+)
 
 from .steps import SYSTEM
 

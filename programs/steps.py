@@ -17,9 +17,7 @@ from typing import Any
 import sglang as sgl
 
 from dynasor_sgl import lang as dl
-from dynasor_sgl.answers.equivalence import extract_answer
-from dynasor_sgl.search.tree import Node, add_child, path_text
-from dynasor_sgl.search.votes import best_of_n
+from dynasor_sgl.lang import Node, add_child, best_of_n, extract_answer, path_text
 
 SYSTEM = (
     "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."

@@ -30,6 +30,7 @@ from dynasor_sgl.lang.client import DEFAULT_ROUTER, RouterClient
 from dynasor_sgl.lang.context import LocalReporter, Observer, ProgramContext, RouterReporter
 from dynasor_sgl.lang.endpoint import DynasorEndpoint
 from dynasor_sgl.lang.errors import BackendError, BranchFailed, BranchTrimmed, ProgramStopped
+from dynasor_sgl.lang.registry import find_program
 from dynasor_sgl.lang.reward import RewardSource, SelfJudge
 from dynasor_sgl.lang.spec import ProgramResult, ProgramSpec
 from dynasor_sgl.policy.config import PolicyConfig
@@ -82,7 +83,7 @@ def run_program(
     registration errors (bad policy, unreachable router) raise `BackendError`; everything
     after registration ends in the result.
     """
-    spec = program if isinstance(program, ProgramSpec) else _lookup(program)
+    spec = program if isinstance(program, ProgramSpec) else find_program(program)
     function = _bind(spec, {**spec.params, **(params or {}), "question": question})
     if worker is not None and timeout_s is not None:
         raise ValueError("timeout_s needs a router to abort the program; a direct run has none")
@@ -174,12 +175,6 @@ def _bind(spec: ProgramSpec, arguments: Mapping[str, Any]) -> SglFunction:
             f"{spec.name} has no parameter {', '.join(unknown)}; it takes: {', '.join(known)}"
         )
     return spec.function.bind(**arguments)
-
-
-def _lookup(name: str) -> ProgramSpec:
-    from dynasor_sgl.programs import get_program  # the shipped programs import this module
-
-    return get_program(name)
 
 
 def _watchdog(
