@@ -12,6 +12,9 @@ from collections.abc import Callable
 import httpx
 from router_harness import assert_idle, gen, run, setup
 
+from dynasor_sgl.scheduling import SchedulerConfig
+from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
+
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait until `cond()` holds (observing state, polled)."""
@@ -47,5 +50,65 @@ def test_a_request_granted_on_the_worker_its_program_moved_to_runs_and_ends_ther
             await until(lambda: w0.inflight == 0 and w1.inflight == 0)
             assert_idle(router)
             assert [len(f.generate_bodies) for f in fakes] == [2, 2]
+
+    run(scenario)
+
+
+STALL_POLICY = {"cap": 20, "initial": 2, "pace": 2, "detect_at": 2, "detect_every": 2}
+
+
+def test_a_reservation_of_every_free_slot_does_not_stall_an_idle_worker() -> None:
+    """stall.py: a granted expansion reserved every free slot of an idle worker; a request from
+    anyone else then queued with nothing in flight, and nothing ever dispatched it."""
+
+    async def scenario() -> None:
+        async with setup(max_inflight_per_worker=4) as (client, router, _):
+            body = {"program_id": "p", "policy": STALL_POLICY}
+            assert (await client.post("/programs", json=body)).status_code == 201
+            assert (await client.post("/programs/p/generate", json=gen(max_new=3))).is_success
+            report = {"used": 2, "answers": {"a": "1", "b": "2"}}
+            decision = (await client.post("/programs/p/report", json=report)).json()
+            assert decision["expand"] == 4
+            w = router.pool.workers[0]
+            assert (w.inflight, w.slots.reserved) == (0, 4)
+            plain = await asyncio.wait_for(client.post("/generate", json=gen(max_new=3)), 5)
+            assert plain.status_code == 200
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_a_programs_own_request_takes_its_reservation_ahead_of_others_waiting() -> None:
+    """stall2.py: the program's own next request queued behind the requests its reservation
+    kept out, so the expansion it was granted waited on them."""
+    queue = AdmissionQueue([Slots(0)], 2, SchedulerConfig())
+    assert queue.submit(0, "blocker", None, 0.0) is not None
+    queue.ensure_program(0, "p", 0.0, 10, "sc")
+    queue.reserve("p", 1, 0.0)
+    assert queue.submit(0, "other", None, 0.0) is None  # the free slot is p's
+    assert queue.submit(0, "own", "p", 0.0) is not None
+    w = queue.workers[0]
+    assert (w.inflight, w.queued, w.reserved) == (2, 1, 0)
+    assert [g.request_id for g in queue.release(0, 1.0)] == ["other"]
+
+
+def test_the_reaper_does_not_abandon_a_program_whose_request_waits_for_a_slot() -> None:
+    """stall2.py: the reaper counted only requests in flight as activity, so a program whose
+    request had waited longer than the TTL was ended as abandoned while its client waited."""
+
+    async def scenario() -> None:
+        async with setup(max_inflight_per_worker=1, program_ttl_s=60) as (client, router, fakes):
+            assert (await client.post("/programs", json={"program_id": "p"})).status_code == 201
+            blocker = asyncio.ensure_future(client.post("/generate", json=gen()))
+            await fakes[0].wait_running(1)
+            own = asyncio.ensure_future(client.post("/programs/p/generate", json=gen(max_new=3)))
+            await until(lambda: router.admission.queue_length() == 1)
+            prog = router.programs.get("p")
+            prog.last_active -= 120  # waited past the TTL
+            assert await router.reap() == 0
+            assert prog.status == "running"
+            await client.post("/abort_request", json={"abort_all": True})
+            assert (await blocker).status_code == 200
+            assert (await own).status_code == 200
 
     run(scenario)

@@ -84,8 +84,13 @@ class Router:
                 self.metrics.health_errors.inc()
 
     async def reap(self) -> int:
-        """Ends programs idle past the TTL (their client went away) as `abandoned`."""
-        idle = self.programs.idle(self.config.program_ttl_s)
+        """Ends programs idle past the TTL (their client went away) as `abandoned`. A program
+        with a request waiting for a slot is not idle: its client is there, the router is not."""
+        idle = [
+            prog
+            for prog in self.programs.idle(self.config.program_ttl_s)
+            if not self.admission.queue.waiting(prog.program_id)
+        ]
         for prog in idle:
             logger.warning(
                 "program %s idle for %.0f s: abandoned", prog.program_id, self.config.program_ttl_s

@@ -173,6 +173,28 @@ class AdmissionQueue:
         own = self._reserved.get(program_id, 0) if program_id else 0
         return self.bound - w.inflight - (w.reserved - own)
 
+    def _may_go(self, w: Slots, program_id: str | None) -> bool:
+        """Whether a new request may take a slot on `w` now, past the queue's order.
+
+        A program's own reservation is its own: its requests take it even while others wait
+        (they would otherwise queue behind the very requests the reservation keeps out). A
+        worker with nothing in flight takes any request: no release is coming to dispatch a
+        waiting one, so a reservation that covers every free slot would stall it for good.
+        Otherwise a request goes only past an empty queue into a slot nobody reserved."""
+        if w.inflight >= self.bound:
+            return False
+        own = self._reserved.get(program_id, 0) if program_id is not None else 0
+        if own and self._home.get(program_id or "") == w.index:
+            return True
+        if w.inflight == 0:
+            return True
+        return not w.queued and self._free(w, program_id) > 0
+
+    def waiting(self, program_id: str) -> bool:
+        """Whether the program has requests waiting for a slot (it is not idle)."""
+        home = self._home.get(program_id)
+        return home is not None and bool(self._schedulers[home].pending(program_id))
+
     def submit(
         self,
         worker: int,
@@ -190,10 +212,10 @@ class AdmissionQueue:
             sched.add(sid, now, 1, algorithm="plain", tokens_per_unit=max(1, max_new_tokens))
         elif sid not in sched:  # not ensured first (or elsewhere): one unit here
             self.ensure_program(worker, sid, now, 1, "sc")
-        if self._free(w, program_id) > 0 and not w.queued:
+        if self._may_go(w, program_id):
+            priority = sched.priority(sid, now)  # before the slot is counted: it may raise
             w.inflight += 1
             self._consume_reservation(program_id, w)
-            priority = sched.priority(sid, now)
             if program_id is None:
                 sched.on_finish(sid)
             return priority
