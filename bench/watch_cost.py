@@ -1,9 +1,10 @@
 """What reading a branch's confidence costs the router: SGLang's cumulative stream vs incremental.
 
 Builds the native stream events a worker sends for one branch of n tokens with top-5 logprobs
-(seeded values; the cumulative kind repeats every position so far in each event, the
-incremental kind sends each once) and times `router.watch.Watch` reading them as for a
-non-streaming client. Pure CPU, no worker: the bytes are what a worker would send.
+(seeded values, serialized by orjson as SGLang's `dumps_json` does; the cumulative kind repeats
+every position so far in each event, the incremental kind sends each once) and times
+`router.watch.Watch` reading them as for a non-streaming client. Pure CPU, no worker: the
+bytes are what a worker would send.
 
 Writes bench/results/watch_cost.json and prints a one-line summary.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.router.watch import Watch
@@ -36,7 +38,7 @@ def events(n: int, incremental: bool, rng: np.random.Generator) -> list[bytes]:
         meta = {"completion_tokens": k + 1, "output_top_logprobs": sent, "finish_reason": None}
         text, ids = ("tok ", [k]) if incremental else ("tok " * (k + 1), list(range(k + 1)))
         event = {"text": text, "output_ids": ids, "meta_info": meta}
-        out.append(b"data: " + json.dumps(event).encode())
+        out.append(b"data: " + orjson.dumps(event))
     return out
 
 

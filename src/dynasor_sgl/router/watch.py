@@ -9,6 +9,15 @@ default or per chunk with `--incremental-streaming-output`), the calls into the 
 not ask for, or one JSON reply assembled from them; a trimmed branch's last event says
 `finish_reason: {"type": "abort", "reason": "low_confidence"}`. The abort itself is the
 caller's (`on_trim`); forwarding and token accounting are `core`'s.
+
+A cumulative stream repeats every earlier position in each event, so parsing each event whole
+costs O(n²) over a branch of n tokens (seconds at 2,000 tokens, on the event loop). Once the
+stream is known to be cumulative, a non-final event is read from its bytes: the new positions of
+`output_top_logprobs` are sliced out after where the last event's list ended (the bytes before
+are the same), and only they are parsed; the client's copy is the raw event, or the raw event
+with the logprob keys it did not ask for cut out between the keys around them (key names cannot
+occur inside a JSON string, their quotes would be escaped). An event without the layout this
+expects is parsed whole, as is the last one.
 """
 
 from __future__ import annotations
@@ -30,6 +39,13 @@ LOW_CONFIDENCE = "low_confidence"
 _TOP_KEYS = ("output_top_logprobs", "input_top_logprobs")
 _OUTPUT_KEYS = ("output_token_logprobs", "output_top_logprobs", "output_token_ids_logprobs")
 _JSON = {"Content-Type": "application/json"}
+_FINISH = b'"finish_reason":'
+_TOPS = b'"output_top_logprobs":'
+
+
+def _key(name: str) -> bytes:
+    """How a key of `meta_info` after its first starts in SGLang's compact JSON."""
+    return b',"' + name.encode() + b'":'
 
 
 @dataclass
@@ -56,6 +72,11 @@ class Watch:
     ids: list[Any] = field(default_factory=list)  # output ids so far (non-streaming client)
     pieces: list[str] = field(default_factory=list)  # incremental: the text chunks
     lists: dict[str, list[Any]] = field(default_factory=dict)  # incremental: logprob chunks
+    tops_at: int = -1  # cumulative: where the last event read by bytes had its top-k list
+    tops_len: int = 0  # ... and that list's length in bytes
+    finish_at: int = 0  # cumulative: where the last such event had its finish_reason
+    ids_from: bytes | None = None  # cumulative: the last event read by bytes (its output_ids)
+    cuts: list[list[Any]] = field(default_factory=list)  # [first key, key after, at, to]
 
     def __post_init__(self) -> None:
         self.branch = self.trimmer.branch()
@@ -93,6 +114,9 @@ class Watch:
             code = info.get("code") if isinstance(info, dict) else None
             return Reply(code if isinstance(code, int) else 400, orjson.dumps(error), dict(_JSON))
         meta = final["meta_info"]
+        if self.worker_abort and self.ids_from is not None:  # the ids before the abort
+            with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+                self.ids = orjson.loads(self.ids_from[6:])["output_ids"]
         if self.worker_abort or self.incremental:
             final["output_ids"] = self.ids
         if self.incremental and not self.worker_abort:
@@ -103,6 +127,11 @@ class Watch:
 
     def _event(self, raw: bytes, on_trim: Callable[[], None]) -> bytes:
         raw = raw.strip(b"\r\n")
+        quick = self._quick(raw) if self.incremental is False else None
+        if quick is not None:
+            self._feed(self._confidences(quick[0]), on_trim)
+            return quick[1]
+        self.tops_at = -1  # read whole: the next quick read finds the list afresh
         if not raw.startswith(b"data: {"):
             return raw + b"\n\n" if raw and self.client_stream else b""
         try:
@@ -114,10 +143,9 @@ class Watch:
             if isinstance(obj, dict) and "error" in obj:
                 self.error = obj
             return raw + b"\n\n" if self.client_stream else b""
-        if self.trimmer.feed(self.branch, self._new_confidences(meta)) and not self.trimmed:
-            self.trimmed = True
-            self.trimmer.trims += 1
-            on_trim()
+        self._feed(self._new_confidences(meta), on_trim)
+        if self.incremental is False and self.client_stream:
+            self._plan_cuts(meta)
         reason = meta.get("finish_reason")
         abort = isinstance(reason, dict) and reason.get("type") == "abort"
         if not self.client_stream:
@@ -130,12 +158,88 @@ class Watch:
         self._strip(meta)
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
+    def _feed(self, confidences: list[float], on_trim: Callable[[], None]) -> None:
+        if self.trimmer.feed(self.branch, confidences) and not self.trimmed:
+            self.trimmed = True
+            self.trimmer.trims += 1
+            on_trim()
+
+    def _quick(self, raw: bytes) -> tuple[list[Any], bytes] | None:
+        """A non-final event of a cumulative stream read from its bytes (see the module
+        docstring): its new top-k positions and what its client gets; None to parse it whole."""
+        finish = raw.find(_FINISH, self.finish_at)
+        finish = raw.find(_FINISH) if finish < 0 else finish
+        if finish < 0 or not raw.startswith(b"null", finish + len(_FINISH)):
+            return None
+        key = raw.find(_TOPS, self.tops_at - len(_TOPS)) if self.tops_at >= 0 else raw.find(_TOPS)
+        start = key + len(_TOPS)
+        if key < 0 or raw[start : start + 1] != b"[":
+            return None
+        try:
+            if self.tops_at < 0:  # the whole list, once
+                end = start + 2 if raw.startswith(b"[]", start) else raw.find(b"]]]", start) + 3
+                new = orjson.loads(raw[start:end])[self.seen :] if end > start + 2 else []
+            else:  # the bytes up to the last event's closing bracket are that event's list
+                at = start + self.tops_len - 1
+                mark = raw[at : at + 1]
+                end = at + 1 if mark == b"]" else raw.find(b"]]]", at) + 3
+                new = orjson.loads(b"[" + raw[at + 1 : end]) if mark == b"," else []
+        except orjson.JSONDecodeError:
+            return None
+        if end < start + 2 or not isinstance(new, list) or raw[end : end + 1] not in (b",", b"}"):
+            return None
+        out = self._cut(raw) if self.client_stream else b""
+        if out is None:
+            return None
+        self.finish_at, self.tops_at, self.tops_len = finish, start, end - start
+        self.seen += len(new)
+        self.ids_from = raw
+        return new, out
+
+    def _plan_cuts(self, meta: dict[str, Any]) -> None:
+        """From a cumulative event read whole: each run of keys its client gets none of, as
+        the key that starts it and the key after it (None: the end of `meta_info`)."""
+        keys = list(meta)
+        self.cuts = []
+        for i, key in enumerate(keys):
+            if not self._hidden(key) or (i and self._hidden(keys[i - 1])):
+                continue
+            after = next((k for k in keys[i + 1 :] if not self._hidden(k)), None)
+            self.cuts.append([_key(key), None if after is None else _key(after), 0, 0])
+
+    def _hidden(self, key: str) -> bool:
+        """Whether the client gets none of `key` (what `_strip` deletes)."""
+        if not self.client_logprob:
+            return "logprob" in key
+        return key in _TOP_KEYS and not self.client_topk
+
+    def _cut(self, raw: bytes) -> bytes | None:
+        """A cumulative event for a streaming client, without the logprob keys it did not ask
+        for; None to parse it whole."""
+        if self.client_logprob and self.client_topk >= self.topk:
+            return raw + b"\n\n"
+        if self.client_logprob and self.client_topk:  # fewer top-k than the watch reads
+            return None
+        pieces, done = [], 0
+        for plan in self.cuts:
+            first, after, at, to = plan
+            at = raw.find(first, max(at, done))
+            if after is None:
+                to = len(raw) - 2 if raw.endswith(b"}}") else -1
+            else:
+                to = raw.find(after, max(at, to))
+            if at < 0 or to < at:
+                return None
+            pieces.append(raw[done:at])
+            plan[2:], done = [at, to], to
+        return b"".join(pieces) + raw[done:] + b"\n\n"
+
     def _gather(self, obj: dict[str, Any], meta: dict[str, Any], abort: bool) -> None:
         """Keep what a non-streaming client's reply is joined from (see the class docstring)."""
         ids = obj.get("output_ids")
         if self.incremental is False:  # cumulative: the latest event holds everything
             if isinstance(ids, list) and not abort:
-                self.ids = ids
+                self.ids, self.ids_from = ids, None
             return
         if abort:  # whole text and logprobs, and a repeat of the last id
             return
@@ -158,8 +262,11 @@ class Watch:
         else:  # incremental streaming: this chunk's positions only
             self.incremental = True
             new, self.seen = tops, self.seen + len(tops)
+        return self._confidences(new)
+
+    def _confidences(self, positions: list[Any]) -> list[float]:
         confidences = []
-        for position in new:
+        for position in positions:
             try:
                 values = top_logprob_values(position, self.topk)
                 if values:
