@@ -10,9 +10,11 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
-from router_harness import assert_idle, gen, run, setup
+import pytest
+from router_harness import assert_idle, error_of, gen, run, setup
 
-from dynasor_sgl.scheduling import SchedulerConfig
+from dynasor_sgl.policy.config import MAX_CAP
+from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
 
 
@@ -112,3 +114,35 @@ def test_the_reaper_does_not_abandon_a_program_whose_request_waits_for_a_slot() 
             assert (await own).status_code == 200
 
     run(scenario)
+
+
+def test_a_cap_past_the_bound_is_a_400_naming_it_and_the_bound_itself_is_served() -> None:
+    """hugecap.py: `cap` had no upper bound; 10**310 registered, then overflowed the priority."""
+
+    async def scenario() -> None:
+        async with setup() as (client, router, _):
+            body = {"program_id": "big", "deadline_s": 100, "policy": {"cap": 10**310}}
+            error = error_of(await client.post("/programs", json=body), 400)
+            assert "cap" in error["message"] and str(MAX_CAP) in error["message"]
+            body["policy"] = {"cap": MAX_CAP}
+            assert (await client.post("/programs", json=body)).status_code == 201
+            reply = await client.post("/programs/big/generate", json=gen(max_new=3))
+            assert reply.status_code == 200
+            assert_idle(router)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("policy", list(SchedulingPolicy))
+def test_a_grant_whose_priority_math_overflows_still_counts_its_slot_once(
+    policy: SchedulingPolicy,
+) -> None:
+    """hugecap.py: the slot was counted before the priority was computed; the priority raised
+    and the slot was never returned. The priority is now total and computed first."""
+    queue = AdmissionQueue([Slots(0)], 2, SchedulerConfig(policy=policy))
+    queue.ensure_program(0, "big", 0.0, 10**310, "sc", deadline_at=100.0)
+    priority = queue.submit(0, "r", "big", 0.0)
+    assert priority is not None and 0 <= priority <= queue.config.max_priority
+    assert queue.workers[0].inflight == 1
+    queue.release(0, 1.0)
+    assert queue.workers[0].inflight == 0

@@ -23,6 +23,10 @@ SIGNALS = ("entropy", "reward", "consistency", "confidence", "posterior")
 ALGORITHMS = ("sc", "cot", "beam", "rebase", "mcts", "bon")
 RULES = ("threshold", "posterior")
 MAX_MC_SAMPLES = 100_000  # bounds the memory one posterior decision may take
+# Bounds `cap` (and so every grant and remaining count): the scheduler's cost math turns knob
+# units into float tokens and seconds, and a cap past float range overflowed there. Far above
+# any real budget (a CoT cap counts tokens: 2048 by default).
+MAX_CAP = 1 << 24
 TRIMS = ("none", "minority", "lowest_reward")
 Rule = Literal["threshold", "posterior"]
 TrimMode = Literal["none", "minority", "lowest_reward"]
@@ -34,7 +38,7 @@ class PolicyConfig:
     """How one program is allocated. Knob units depend on the algorithm (samples, tokens, ...).
 
     algorithm: one of ALGORITHMS (informational; defaults come from `for_algorithm`).
-    cap: the most knob units the program may ever use (≥ 1).
+    cap: the most knob units the program may ever use (1..MAX_CAP).
     initial: knob units granted before the first report (1..cap).
     pace: knob units granted per non-final decision at the normal pace (≥ 1; the old key
       `step` is read as a deprecated alias, see `current_keys`).
@@ -92,6 +96,8 @@ class PolicyConfig:
         for name in ("cap", "initial", "pace", "detect_at", "probe_window", "mc_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.cap > MAX_CAP:
+            raise ValueError(f"cap must be <= {MAX_CAP}, got {self.cap!r}")
         if self.mc_samples > MAX_MC_SAMPLES:
             raise ValueError(f"mc_samples must be <= {MAX_MC_SAMPLES}, got {self.mc_samples!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

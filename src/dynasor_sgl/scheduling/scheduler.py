@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -249,15 +250,22 @@ class Scheduler:
         return self._key(prog)
 
     def priority(self, program_id: str, now: float) -> int:
-        """SGLang `priority` for the program's requests now (higher = earlier)."""
+        """SGLang `priority` for the program's requests now (higher = earlier), in
+        [0, max_priority] for any state: it is computed on every grant, so it never raises."""
         cfg = self.config
         if cfg.policy in (SchedulingPolicy.FIFO, SchedulingPolicy.FCFS):
             return cfg.max_priority // 2
-        score = self.score(program_id, now)
+        try:
+            score = self.score(program_id, now)
+        except OverflowError:  # work past float range: the least urgent there is
+            score = math.inf
         if cfg.policy is SchedulingPolicy.DEADLINE:
             score *= cfg.prior_token_rate  # seconds of slack as tokens of work
         level = cfg.max_priority - score / cfg.tokens_per_level
-        return int(min(cfg.max_priority, max(0, round(level))))
+        if math.isnan(level):
+            return 0
+        # Clamped before rounding: round() of an infinite level raises.
+        return round(min(float(cfg.max_priority), max(0.0, level)))
 
     def order(self, now: float) -> list[str]:
         """Ready programs in dispatch order (for inspection; O(P log P))."""
