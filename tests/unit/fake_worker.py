@@ -4,16 +4,16 @@ Enough of the API for the router's unit tests: /health, /get_model_info, /get_se
 /generate (plain and `stream: true` SSE), /abort_request, /flush_cache and the OpenAI routes.
 Generation "produces" one token every `token_delay` seconds (after `first_delay`) up to
 `max_new_tokens` (capped by `token_cap`), honours the request's `rid`, and ends early with
-finish_reason abort when /abort_request names it. With `script` set, a generation's text is
-`script(prompt)` one word a token, ending with finish_reason stop when the words run out. A
-native request with `return_logprob` and `top_logprobs_num` k gets SGLang's
-`output_top_logprobs` (cumulative in a stream, entries `[logprob, token_id, null]`): the first k
-of `logprobs(prompt, position)` when set, else a confident default. Streams carry `output_ids`
-(token i is id i) and are cumulative, or per chunk with `incremental` (SGLang's
-`--incremental-streaming-output`); an abort's last event carries the whole text and logprobs
-and only the last id, as SGLang's does. The
-OpenAI routes generate the same way (one chat or completion choice, with usage, streamed as
-OpenAI chunks), or answer `openai_status` with an error when it is not 200. Everything it saw
+finish_reason abort when /abort_request names a prefix of its rid (as SGLang matches). With
+`script` set, a generation's text is `script(prompt)` one word a token, ending with
+finish_reason stop when the words run out. A native request with `return_logprob` and
+`top_logprobs_num` k gets SGLang's `output_top_logprobs` (cumulative in a stream, entries
+`[logprob, token_id, null]`): the first k of `logprobs(prompt, position)` when set, else a
+confident default. Streams carry `output_ids` (token i is id i) and are cumulative, or per
+chunk with `incremental` (SGLang's `--incremental-streaming-output`); an abort's last event
+carries the whole text and logprobs and only the last id, as SGLang's does. The OpenAI routes
+generate the same way (one chat or completion choice, with usage, streamed as OpenAI chunks),
+or answer `openai_status` with an error when it is not 200. Everything it saw
 is kept for the tests to inspect.
 """
 
@@ -189,8 +189,13 @@ class FakeWorker:
         rid = body.get("rid") if isinstance(body, dict) else None
         if isinstance(body, dict) and body.get("abort_all"):
             targets = list(self.running.values())
-        elif isinstance(rid, str):
-            targets = [self.running[rid]] if rid in self.running else []
+        elif isinstance(rid, str) and rid in self.running:
+            # As SGLang 0.5.15 does: `TokenizerManager.abort_request`
+            # (sglang/srt/managers/tokenizer_manager.py) drops an rid it does not track (so the
+            # parent rid of `n > 1` children aborts nothing), and `Scheduler.abort_request`
+            # (sglang/srt/managers/scheduler.py) aborts every request whose rid *starts with*
+            # the one given (`req.rid.startswith(recv_req.rid)`).
+            targets = [run for key, run in self.running.items() if key.startswith(rid)]
         else:
             targets = []
         for run in targets:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from router_harness import assert_idle, error_of, gen, run, setup
+from fake_worker import FakeWorker
+from router_harness import assert_idle, error_of, finish_reason, gen, run, setup
 
 from dynasor_sgl.policy.config import MAX_CAP
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
@@ -146,3 +147,64 @@ def test_a_grant_whose_priority_math_overflows_still_counts_its_slot_once(
     assert queue.workers[0].inflight == 1
     queue.release(0, 1.0)
     assert queue.workers[0].inflight == 0
+
+
+def test_a_clients_own_rid_aborts_exactly_its_request_on_a_program_route() -> None:
+    """prefix.py: `/abort_request` by the rid a client sent on a program route was a 404, and
+    router rids were prefixes of each other (`p::main::1` of `p::main::10`), which SGLang's
+    abort-by-prefix (as the fake now does) turns into aborting the siblings too."""
+
+    async def scenario() -> None:
+        async with setup(max_inflight_per_worker=16) as (client, router, (fake,)):
+            await client.post("/programs", json={"program_id": "p", "policy": {"cap": 20}})
+            tasks = [
+                asyncio.ensure_future(
+                    client.post("/programs/p/generate", json=gen(max_new=500, rid=f"c{i}"))
+                )
+                for i in range(12)
+            ]
+            await fake.wait_running(12)
+            rids = list(fake.running)
+            assert not [(a, b) for a in rids for b in rids if a != b and b.startswith(a)]
+            victim = router.programs.by_client_rid("c1")[0][1].rid
+            reply = await client.post("/abort_request", json={"rid": "c1"})
+            assert reply.status_code == 200, reply.text
+            assert [a["rid"] for a in fake.aborts] == [victim]
+            assert finish_reason(await tasks[1]) == "abort"
+            assert sorted(fake.running) == sorted(r for r in rids if r != victim)
+            await client.post("/programs/p/abort")
+            await asyncio.gather(*tasks)
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_the_fake_worker_aborts_by_rid_prefix_as_sglang_does() -> None:
+    """SGLang aborts every request whose rid starts with a tracked rid, and ignores an rid it
+    does not track (tokenizer_manager.py and scheduler.py, `abort_request`)."""
+
+    async def scenario() -> None:
+        fake = FakeWorker(token_delay=0.01)
+        await fake.start()
+        try:
+            async with httpx.AsyncClient(base_url=fake.url) as http:
+
+                def post(rid: str) -> asyncio.Future[httpx.Response]:
+                    return asyncio.ensure_future(
+                        http.post("/generate", json=gen(max_new=500, rid=rid))
+                    )
+
+                tasks = {rid: post(rid) for rid in ("r1", "r10", "r2")}
+                await fake.wait_running(3)
+                await http.post("/abort_request", json={"rid": "r"})  # not tracked: nothing
+                assert sorted(fake.running) == ["r1", "r10", "r2"]
+                await http.post("/abort_request", json={"rid": "r1"})
+                assert finish_reason(await tasks["r1"]) == "abort"
+                assert finish_reason(await tasks["r10"]) == "abort"
+                assert list(fake.running) == ["r2"]
+                await http.post("/abort_request", json={"rid": "r2"})
+                assert finish_reason(await tasks["r2"]) == "abort"
+        finally:
+            await fake.stop()
+
+    run(scenario)

@@ -42,8 +42,8 @@ def test_stop_aborts_every_inflight_request_of_the_program_and_refuses_new_ones(
             tasks = [asyncio.create_task(r) for r in reqs]
             await fake.wait_running(5)
             rids = sorted(r for r in fake.running if r.startswith("p::"))
-            assert [r.rsplit("::", 1)[0] for r in rids] == [f"p::b{i}" for i in range(4)]
-            assert all(re.fullmatch(r"p::b[0-3]::\d+", r) for r in rids)
+            assert [r.split("::")[1] for r in rids] == [f"b{i}" for i in range(4)]
+            assert all(re.fullmatch(r"p::b[0-3]::\d+::", r) for r in rids)
             assert any(r.startswith("other::main::") for r in fake.running)
             shown = (await client.get("/programs/p")).json()
             assert shown["inflight"] == 4 and shown["branches"] == ["b0", "b1", "b2", "b3"]

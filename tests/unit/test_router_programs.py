@@ -59,7 +59,7 @@ def test_rids_name_program_branch_and_sequence_and_owner_of_reads_them_back() ->
     first = t.start(prog, "b0", worker=0, max_new_tokens=64)
     second = t.start(prog, "b1", worker=1, max_new_tokens=64)
     third = t.start(prog, "b0", worker=0, max_new_tokens=64)
-    assert [first.rid, second.rid, third.rid] == ["p1::b0::0", "p1::b1::1", "p1::b0::2"]
+    assert [first.rid, second.rid, third.rid] == ["p1::b0::0::", "p1::b1::1::", "p1::b0::2::"]
     assert prog.requests == 3 and prog.branches == {"b0", "b1"} and len(prog.inflight) == 3
     assert t.owner_of(second.rid) == (prog, "b1")
     assert t.owner_of("p1::b7") == (prog, "b7")  # a client-chosen rid

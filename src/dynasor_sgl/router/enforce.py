@@ -191,15 +191,22 @@ class Enforcer:
         )
 
     def _abort_targets(self, rid: str) -> list[tuple[Worker, str]]:
+        """What `rid` names, as (worker, rid in that worker): a request's own rid (a plain
+        one, or the rid a client sent on any route) first; else a program's rids, all of
+        them or those under a prefix (`p`, `p::b`, `p::b::3`; router rids end in RID_SEP)."""
         plain = self.plain_rids.get(rid)
         if plain is not None:
             return [(plain, rid)]
+        own = self.programs.by_client_rid(rid)
+        if own:
+            return [(self.pool.workers[e.worker], e.rid) for _, e in own]
         prog = self.programs.find(rid.split(RID_SEP)[0])
         if prog is None:
             return []
+        prefix = rid.removesuffix(RID_SEP) + RID_SEP
         named = [
             e
             for e in prog.inflight.values()
-            if rid in (e.rid, e.client_rid, prog.program_id) or e.rid.startswith(rid + RID_SEP)
+            if rid in (e.rid, prog.program_id) or e.rid.startswith(prefix)
         ]
         return [(self.pool.workers[e.worker], e.rid) for e in named]

@@ -108,7 +108,12 @@ class Program:
         return (self.finished_at or self.clock()) - self.created
 
     def new_rid(self, branch: str) -> str:
-        return f"{self.program_id}{RID_SEP}{branch}{RID_SEP}{next(self._seq)}"
+        """`{program}::{branch}::{n}::`. The closing separator makes router rids prefix-free
+        (`p::main::1::` is no prefix of `p::main::10::`; program ids and branches hold no
+        ':'): SGLang aborts every request whose rid starts with the rid given
+        (`Scheduler.abort_request` in sglang/srt/managers/scheduler.py), so an abort of one
+        request must not name a prefix of another."""
+        return f"{self.program_id}{RID_SEP}{branch}{RID_SEP}{next(self._seq)}{RID_SEP}"
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -40,6 +40,8 @@ class ProgramTable:
         self.max_programs = max_programs
         self.clock = clock
         self._programs: dict[str, Program] = {}
+        # client-chosen rid -> router rid -> (program, request): how a client aborts its own
+        self._client_rids: dict[str, dict[str, tuple[Program, InFlight]]] = {}
 
     def idle(self, ttl_s: float) -> list[Program]:
         """Running programs with nothing in flight and no activity for `ttl_s` seconds."""
@@ -109,6 +111,10 @@ class ProgramTable:
         prog = self._programs.get(parts[0])
         return (prog, parts[1]) if prog is not None else None
 
+    def by_client_rid(self, client_rid: str) -> list[tuple[Program, InFlight]]:
+        """The requests in flight that their clients sent with rid `client_rid`."""
+        return list(self._client_rids.get(client_rid, {}).values())
+
     def admit(self, prog: Program, branch: str) -> None:
         """Refuse new work for a stopped/finished program or a trimmed branch (409)."""
         if not BRANCH_RE.fullmatch(branch):
@@ -134,6 +140,8 @@ class ProgramTable:
     ) -> InFlight:
         entry = InFlight(prog.new_rid(branch), branch, worker, max_new_tokens, client_rid)
         prog.inflight[entry.rid] = entry
+        if client_rid is not None:
+            self._client_rids.setdefault(client_rid, {})[entry.rid] = (prog, entry)
         prog.branches.add(branch)
         prog.requests += 1
         prog.worker = worker
@@ -142,6 +150,11 @@ class ProgramTable:
 
     def end(self, prog: Program, entry: InFlight, meta: dict[str, Any] | None) -> None:
         prog.inflight.pop(entry.rid, None)
+        if entry.client_rid is not None:
+            named = self._client_rids.get(entry.client_rid, {})
+            named.pop(entry.rid, None)
+            if not named:
+                self._client_rids.pop(entry.client_rid, None)
         prog.last_active = self.clock()
         if not meta:
             return
