@@ -23,10 +23,10 @@ from dynasor_sgl.answers import equivalence as answers
 from dynasor_sgl.eval.calibrate import labelled_runs, policy_overrides
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.runner import EvalSpec
-from dynasor_sgl.eval.sampled import replay_cap, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.replay.calibration import calibrate
+from dynasor_sgl.replay.sampled import replay_cap, replay_oracle, replay_policy, sampled_run
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -42,10 +42,10 @@ from dynasor_sgl.answers import equivalence as answers
 from dynasor_sgl.eval.curves import gain_over_caps
 from dynasor_sgl.eval.report import wilson
 from dynasor_sgl.eval.results import read_records
-from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
-from dynasor_sgl.eval.trimmed import replay_trimmed, replay_weighted_cap
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.replay.holdout import held_out
+from dynasor_sgl.replay.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
+from dynasor_sgl.replay.trimmed import replay_trimmed, replay_weighted_cap
 
 MARGINS = (0.0, 0.01, 0.02)
 Policy = Callable[[SampledRun], Outcome]

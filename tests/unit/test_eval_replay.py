@@ -14,14 +14,14 @@ import pytest
 from dynasor_sgl.eval import plots
 from dynasor_sgl.eval.calibrate import calibrate_results
 from dynasor_sgl.eval.report import markdown, summarize, wilson
-from dynasor_sgl.eval.sampled import (
+from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.sampled import (
     SampledRun,
     replay_cap,
     replay_oracle,
     replay_policy,
     sampled_run,
 )
-from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.search.votes import majority_vote
 
 SC = PolicyConfig.for_algorithm("sc")  # cap 20, read at 5 and every 5 after, entropy >= 0.7

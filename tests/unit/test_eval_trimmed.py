@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from dynasor_sgl.eval.curves import curves, gain_over_caps, versus_caps
-from dynasor_sgl.eval.sampled import SampledRun, sampled_run
-from dynasor_sgl.eval.trimmed import (
+from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.programs import self_consistency as sc
+from dynasor_sgl.replay.sampled import SampledRun, sampled_run
+from dynasor_sgl.replay.trimmed import (
     cut_points,
     mean_confidence,
     replay_trimmed,
     replay_weighted_cap,
 )
-from dynasor_sgl.policy.config import PolicyConfig
-from dynasor_sgl.programs import self_consistency as sc
 
 # window 2, warm-up 2; η 100 puts the threshold at the least warm-up lowest group.
 TRIM = {"confidence_window": 2, "confidence_percentile": 100.0, "warmup": 2}

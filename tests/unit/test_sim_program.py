@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dynasor_sgl.eval.sampled import replay_policy, sampled_run
 from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.policy.machine import PolicyConfig
+from dynasor_sgl.replay.sampled import replay_policy, sampled_run
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
 from dynasor_sgl.sim.synthetic import synthetic_traces

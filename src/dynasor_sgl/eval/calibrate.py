@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.eval.results import read_records
-from dynasor_sgl.eval.sampled import sampled_run
 from dynasor_sgl.replay.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
 from dynasor_sgl.replay.holdout import HoldoutReport, calibrate_held_out
+from dynasor_sgl.replay.sampled import sampled_run
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from dynasor_sgl.answers import equivalence as _answers
-from dynasor_sgl.eval.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
-from dynasor_sgl.eval.trimmed import replay_trimmed, replay_weighted_cap
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
+from dynasor_sgl.replay.trimmed import replay_trimmed, replay_weighted_cap
 
 POSTERIOR_CONFIDENCES = (0.6, 0.7, 0.8, 0.9, 0.95)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

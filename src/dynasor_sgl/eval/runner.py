@@ -21,8 +21,8 @@ from typing import Any
 from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.eval.results import ResultsFile
-from dynasor_sgl.eval.sampled import Outcome, replay_oracle, replay_policy, sampled_run
 from dynasor_sgl.policy.config import PolicyConfig, current_keys
+from dynasor_sgl.replay.sampled import Outcome, replay_oracle, replay_policy, sampled_run
 
 logger = logging.getLogger(__name__)
 

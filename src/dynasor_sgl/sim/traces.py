@@ -123,7 +123,7 @@ def load_eval_traces(path: str | Path) -> list[Trace]:
     """Self-consistency traces from the finished baseline records of an eval results file
     (records without per-sample answers and tokens are skipped). No usable record: ValueError."""
     from dynasor_sgl.eval.results import read_records
-    from dynasor_sgl.eval.sampled import sampled_run
+    from dynasor_sgl.replay.sampled import sampled_run
 
     if not Path(path).is_file():
         raise ValueError(f"trace file {path} does not exist")

@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from dynasor_sgl.eval.sampled import Outcome, SampledRun
 from dynasor_sgl.policy.machine import PolicyConfig, Report
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.replay.engine import replay_run
+from dynasor_sgl.replay.sampled import Outcome, SampledRun
 from dynasor_sgl.search.votes import weighted_vote
 
 
