@@ -213,26 +213,50 @@ class FakeWorker:
         if self.first_delay:
             await asyncio.sleep(self.first_delay)
         prompts = self._prompts(body)
-        rids = body.get("rid")
-        if not isinstance(rids, list) or len(rids) != len(prompts):
-            rids = [rids if len(prompts) == 1 else None] * len(prompts)
-        rids = [r if isinstance(r, str) else uuid.uuid4().hex for r in rids]
         params = body.get("sampling_params")
         params = params if isinstance(params, dict) else {}
+        n = params.get("n")
+        n = n if isinstance(n, int) and n > 1 else 1
+        ids = body.get("input_ids")
+        nested = isinstance(ids, list) and bool(ids) and isinstance(ids[0], list)
+        single = n == 1 and not isinstance(body.get("text"), list) and not nested
+        rids = self._rids(body.get("rid"), len(prompts), n, single)
         max_new = params.get("max_new_tokens")
         max_new = int(max_new) if isinstance(max_new, int | float) and max_new >= 0 else 128
         texts = body.get("text") if isinstance(body.get("text"), list) else [body.get("text")]
         texts = [str(t or "") for t in texts] if len(texts) == len(prompts) else [""] * len(prompts)
+        # SGLang expands each prompt into its n samples, in order (prompt 0's first).
+        prompts = [p for p in prompts for _ in range(n)]
+        texts = [t for t in texts for _ in range(n)]
         top = body.get("top_logprobs_num") if body.get("return_logprob") is True else 0
         top_k = top if isinstance(top, int) and top > 0 else 0
-        if body.get("stream") is True and len(prompts) == 1:
+        if body.get("stream") is True and single:
             return await self._stream(request, rids[0], prompts[0], texts[0], max_new, top_k)
         runs = [
             self._run(r, p, t, max_new, top_k) for r, p, t in zip(rids, prompts, texts, strict=True)
         ]
         outs = await asyncio.gather(*runs)
-        payload: Any = outs if len(prompts) > 1 or isinstance(body.get("text"), list) else outs[0]
+        payload: Any = outs[0] if single else outs
         return web.Response(text=json.dumps(payload), content_type="application/json")
+
+    @staticmethod
+    def _rids(rid: Any, batch: int, n: int, single: bool) -> list[str]:
+        """The rids SGLang 0.5.15 runs a request's sequences under. One prompt, n = 1: the
+        rid as sent (a fresh uuid without one). A batch: `GenerateReqInput._normalize_rid`
+        (sglang/srt/managers/io_struct.py) names its requests `{rid}_{i}`, or takes a list of
+        rids as it is. n > 1: `TokenizerManager._handle_batch_request`
+        (sglang/srt/managers/tokenizer_manager.py) gives every sample a fresh uuid
+        (`regenerate_rid`) and forgets the parent's rid, so no rid the client knows names or
+        aborts them."""
+        if single:
+            return [rid if isinstance(rid, str) else uuid.uuid4().hex]
+        if n > 1:
+            return [uuid.uuid4().hex for _ in range(batch * n)]
+        if isinstance(rid, str):
+            return [f"{rid}_{i}" for i in range(batch)]
+        if isinstance(rid, list) and len(rid) == batch and all(isinstance(r, str) for r in rid):
+            return list(rid)
+        return [uuid.uuid4().hex for _ in range(batch)]
 
     # -- generation ---------------------------------------------------------------------------
 

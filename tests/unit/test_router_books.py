@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -204,6 +205,59 @@ def test_the_fake_worker_aborts_by_rid_prefix_as_sglang_does() -> None:
                 assert list(fake.running) == ["r2"]
                 await http.post("/abort_request", json={"rid": "r2"})
                 assert finish_reason(await tasks["r2"]) == "abort"
+        finally:
+            await fake.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/programs/p/generate", gen(max_new=3, sampling_params={"max_new_tokens": 3, "n": 2})),
+        ("/programs/p/generate", gen(["a", "b"], max_new=3)),
+        ("/generate", gen(max_new=3, rid="p::b1", sampling_params={"n": 2})),
+    ],
+)
+def test_a_program_request_for_several_sequences_is_a_400(path: str, body: dict[str, Any]) -> None:
+    """`n > 1` took one slot for n sequences SGLang runs under fresh uuids, out of reach of
+    the program's stops, trims and token counts: refused, like batches, with a clear 400."""
+
+    async def scenario() -> None:
+        async with setup() as (client, router, (fake,)):
+            await client.post("/programs", json={"program_id": "p"})
+            error = error_of(await client.post(path, json=body), 400)
+            assert "one sample" in error["message"]
+            assert fake.generate_bodies == []
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_the_fake_worker_names_the_sequences_of_batches_and_samples_as_sglang_does() -> None:
+    """A batch's requests run as `{rid}_{i}` (`GenerateReqInput._normalize_rid`); n > 1
+    samples under fresh uuids (`TokenizerManager._handle_batch_request`), which an abort of
+    the client's rid does not reach."""
+
+    async def scenario() -> None:
+        fake = FakeWorker(token_delay=0.01)
+        await fake.start()
+        try:
+            async with httpx.AsyncClient(base_url=fake.url) as http:
+                batch = await http.post("/generate", json=gen(["a", "b"], max_new=2, rid="y"))
+                assert [o["meta_info"]["id"] for o in batch.json()] == ["y_0", "y_1"]
+                params = {"max_new_tokens": 500, "n": 3}
+                body = gen("a b", rid="x", sampling_params=params)
+                samples = asyncio.ensure_future(http.post("/generate", json=body))
+                await fake.wait_running(3)
+                assert len(set(fake.running)) == 3 and "x" not in fake.running
+                assert not [r for r in fake.running if r.startswith("x")]
+                await http.post("/abort_request", json={"rid": "x"})
+                assert len(fake.running) == 3  # the parent rid names nothing
+                await http.post("/abort_request", json={"abort_all": True})
+                outs = (await samples).json()
+                assert len(outs) == 3
+                assert {o["meta_info"]["finish_reason"]["type"] for o in outs} == {"abort"}
         finally:
             await fake.stop()
 

@@ -23,7 +23,12 @@ from dynasor_sgl.router.errors import ApiError, bad_request, internal_error
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.middleware import send_error
 from dynasor_sgl.router.programs import Program
-from dynasor_sgl.router.validation import is_batch, validate_generate, validate_openai
+from dynasor_sgl.router.validation import (
+    is_batch,
+    is_parallel,
+    validate_generate,
+    validate_openai,
+)
 
 logger = logging.getLogger(__name__)
 BRANCH_HEADER = protocol.BRANCH_HEADER.lower()  # as ASGI hands headers over
@@ -51,8 +56,14 @@ async def run_generate(
         owner = router.programs.owner_of(body["rid"])
         if owner is not None:
             prog, branch = owner
-    if prog is not None and is_batch(body):
-        raise bad_request("a program's /generate carries one prompt per request (one per branch)")
+    if prog is not None and (is_batch(body) or is_parallel(body)):
+        # SGLang names the sequences of a batch `{rid}_{i}` and those of n > 1 with fresh
+        # uuids, so the program's rid could neither stop nor trim them, and one slot would
+        # hold many: each sequence goes as a request of its own.
+        raise bad_request(
+            "a program's /generate carries one prompt and one sample (n = 1) per request: "
+            "send each sample as its own request (one per branch)"
+        )
     return await router.forward(dialect.NATIVE, body, prog, branch or "main")
 
 

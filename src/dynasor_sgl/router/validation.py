@@ -84,6 +84,12 @@ def is_batch(body: dict[str, Any]) -> bool:
     )
 
 
+def is_parallel(body: dict[str, Any]) -> bool:
+    """Whether a (validated) /generate asks for n > 1 samples of its prompt."""
+    params = body.get("sampling_params")
+    return isinstance(params, dict) and isinstance(params.get("n"), int | float) and params["n"] > 1
+
+
 def validate_openai(body: dict[str, Any]) -> None:
     """Raise a 400 ApiError for the fields of an OpenAI body the router itself reads."""
     if "stream" in body and not isinstance(body["stream"], bool):
