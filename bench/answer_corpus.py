@@ -148,7 +148,7 @@ def main() -> None:
     ap.add_argument("--label", type=Path, help="an older corpus whose labels are kept")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    from dynasor_sgl.cli.eval import launch_embedded
+    from dynasor_sgl.launch.embedded import launch_embedded
 
     raw = args.out.with_suffix(".raw.jsonl")
     with ExitStack() as stack:

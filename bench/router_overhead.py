@@ -32,9 +32,9 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from dynasor_sgl.cli.common import interrupt_on_terminate
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.interrupt import interrupt_on_terminate
 from dynasor_sgl.launch.worker import free_ports
 
 RESULTS = Path(__file__).parent / "results"

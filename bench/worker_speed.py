@@ -11,11 +11,10 @@ one-line summary.
 
 For the simulator it also measures prefill: one request at a time of --prefill-sizes random
 prompt tokens (`input_ids`, so nothing is cached) with max_new_tokens=1, i.e. one prefill step
-each. A least-squares fit of step time = base + per_request·B + per_prefill_token·P over the
-decode points (B = concurrency, step = wall / new tokens) and the prefill points (B = 0,
-P = prompt tokens) is written as a simulator profile (--profile). `--fit-from FILE` fits a
-profile from an earlier results file without starting a worker (no prefill points there: the
-prefill cost is then a labelled guess).
+each. The step-time model fitted to the decode and prefill points (`sim.sweep.fit_profile`),
+or with --step-trace to the worker's own steps (`sim.sweep.fit_profile_from_steps`), is
+written as a simulator profile (--profile). `--fit-from FILE` fits a profile from an earlier
+results file, `--fit-steps TRACE...` from step traces, without starting a worker.
 
     .venv/bin/python bench/worker_speed.py [--new-tokens 128] [--concurrency 1,2,4,6,8,12,16]
         [--prefill-sizes 64,256,1024] [--profile bench/profiles/cpu-smollm2-135m.json]
@@ -30,16 +29,21 @@ import platform
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from dynasor_sgl.cli.common import interrupt_on_terminate
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.interrupt import interrupt_on_terminate
 from dynasor_sgl.launch.worker import free_ports
-from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model, save_profile
-from dynasor_sgl.sim.steps import fit_steps, read_steps
+from dynasor_sgl.sim.profile import save_profile
+from dynasor_sgl.sim.sweep import (
+    KNEE_FRACTION,
+    fit_profile,
+    fit_profile_from_steps,
+    knee,
+    step_summary,
+)
 
 RESULTS = Path(__file__).parent / "results"
 PROFILES = Path(__file__).parent / "profiles"
@@ -115,97 +119,6 @@ def _prefill(url: str, sizes: list[int], repeats: int = 3) -> list[dict[str, flo
     return out
 
 
-def step_points(result: dict) -> list[tuple[int, int, float]]:
-    """(decoding requests, prefill tokens, seconds per step) points of a results dict."""
-    pts = [(int(r["concurrency"]), 0, r["wall_s"] / result["new_tokens"]) for r in result["runs"]]
-    pts += [(0, int(r["prompt_tokens"]), r["wall_s"]) for r in result.get("prefill", [])]
-    return pts
-
-
-def fit_profile(result: dict, source: str) -> Profile:
-    """The simulator profile of a results dict (see the module docstring)."""
-    points = step_points(result)
-    measured = bool(result.get("prefill"))
-    prefill_base: float | None = None
-    if measured:  # SGLang runs a prefill step on its own: fit decode and prefill apart
-        base, per_request, prefill_base, per_token = fit_split_step_model(points)
-    else:
-        base, per_request, per_token = fit_step_model(points)
-    prefill_source = (
-        f"least squares over {len(result['prefill'])} prefill points (max_new_tokens=1, "
-        "random input_ids), apart from the decode points (a prefill step runs alone)"
-        if measured
-        else "PROVISIONAL GUESS (5,000 prompt tokens/s): no prefill was measured"
-    )
-    fit = f"least squares over {len(result['runs'])} decode points (wall / new tokens at each "
-    fit += f"concurrency, {result['new_tokens']}-token requests) from {source}"
-    budget_source = "SGLang's default chunked prefill size (8192), not measured"
-    limits, limit_sources = engine_limits(result, 8192, budget_source)
-    return Profile(
-        name=f"cpu-{result['model'].lower()}" + ("" if measured else "-provisional"),
-        base_s=round(base, 6),
-        per_request_s=round(per_request, 6),
-        per_prefill_token_s=round(per_token if measured else PREFILL_GUESS_S, 7),
-        prefill_base_s=None if prefill_base is None else round(prefill_base, 6),
-        **limits,
-        source={
-            "base_s": fit,
-            "per_request_s": fit,
-            "per_prefill_token_s": prefill_source,
-            "prefill_base_s": prefill_source if measured else "not measured: base_s",
-            **limit_sources,
-        },
-    )
-
-
-def engine_limits(
-    result: dict, prefill_budget: int, budget_source: str
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The profile fields a speed run does not fit (KV pool, prefill budget, max running,
-    request overhead) and where each comes from, the machine included."""
-    machine = result.get("machine", {})
-    limits = {
-        "kv_tokens": 65536,
-        "prefill_budget": prefill_budget,
-        "max_running": 4096,
-        "request_overhead_s": 0.0,
-    }
-    sources = {
-        "kv_tokens": "the project's CPU worker default (--max-total-tokens 65536)",
-        "prefill_budget": budget_source,
-        "max_running": "not binding at these loads (SGLang sizes it from the KV pool)",
-        "request_overhead_s": "0 until calibrated against real runs (sim validation)",
-        "machine": f"{machine.get('cpu')}, device {result.get('device')}",
-    }
-    return limits, sources
-
-
-def fit_profile_from_steps(result: dict, traces: list[Path], source: str) -> Profile:
-    """The simulator profile of step traces (see the module docstring); `result` gives the
-    machine, model and the worker's chunked prefill size where it was measured."""
-    fit = fit_steps([step for trace in traces for step in read_steps(trace)])
-    budget = int(result.get("server", {}).get("chunked_prefill_size") or 2048)
-    names = ", ".join(str(t) for t in traces)
-    how = (
-        f"least squares over the {fit.decode_steps} decode and {fit.extend_steps} prefill steps "
-        f"of the workers' own step traces {names} ({source}; dynasor_sgl.launch.steptrace, "
-        "sim.steps.fit_steps): a step from its scheduling to the next step's"
-    )
-    coefficients = fit.coefficients()
-    budget_source = (
-        "the worker's chunked prefill size (SGLang's /get_server_info)"
-        if "server" in result
-        else "SGLang's chunked prefill size on the CPU worker (2048; its logged server args)"
-    )
-    limits, limit_sources = engine_limits(result, budget, budget_source)
-    return Profile(
-        name=f"cpu-{result.get('model', 'worker').lower()}",
-        **limits,
-        **coefficients,
-        source={**{name: how for name in coefficients}, **limit_sources},
-    )
-
-
 def server_info(url: str) -> dict:
     """The worker's chunked prefill size as SGLang reports it ({} if it does not say)."""
     try:
@@ -214,16 +127,6 @@ def server_info(url: str) -> dict:
         return {}
     size = info.get("chunked_prefill_size") if isinstance(info, dict) else None
     return {"chunked_prefill_size": size} if isinstance(size, int) else {}
-
-
-PREFILL_GUESS_S = 0.0002
-KNEE_FRACTION = 0.9
-
-
-def knee(runs: list[dict[str, float]], fraction: float = KNEE_FRACTION) -> int:
-    """The smallest concurrency whose tokens/s reaches `fraction` of the best measured."""
-    best = max(r["tokens_per_s"] for r in runs)
-    return int(min(r["concurrency"] for r in runs if r["tokens_per_s"] >= fraction * best))
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -288,7 +191,7 @@ def main() -> None:
         profile = fit_profile_from_steps({}, args.fit_steps, "recorded elsewhere")
         save_profile(profile, args.profile)
         names = " ".join(map(str, args.fit_steps))
-        print(f"fitted {profile.name} from {names}: {_step_summary(profile)}")
+        print(f"fitted {profile.name} from {names}: {step_summary(profile)}")
         return
     if args.fit_from is not None:
         profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
@@ -309,18 +212,8 @@ def main() -> None:
     print(
         f"worker start-up {result['startup_s']:.1f} s; decode {rates}; knee at "
         f"{result['knee']['concurrency']} concurrent "
-        f"requests ({KNEE_FRACTION:.0%} of the best); {_step_summary(profile)}; wrote "
+        f"requests ({KNEE_FRACTION:.0%} of the best); {step_summary(profile)}; wrote "
         f"{args.out} and {args.profile}"
-    )
-
-
-def _step_summary(profile: Profile) -> str:
-    prefill_base = profile.base_s if profile.prefill_base_s is None else profile.prefill_base_s
-    return (
-        f"decode step = {profile.base_s * 1e3:.1f} ms + {profile.per_request_s * 1e3:.2f} "
-        f"ms/request; prefill step = {prefill_base * 1e3:.1f} ms + "
-        f"{profile.per_new_request_s * 1e3:.2f} ms/request + "
-        f"{profile.per_prefill_token_s * 1e6:.0f} us/token"
     )
 
 

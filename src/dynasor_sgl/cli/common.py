@@ -12,17 +12,16 @@ import functools
 import importlib
 import json
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import click
 
+# Re-exported: the commands take them from here; their home is launch (benches use them too).
+from dynasor_sgl.launch.embedded import launch_embedded as launch_embedded
+from dynasor_sgl.launch.interrupt import interrupt_on_terminate as interrupt_on_terminate
 from dynasor_sgl.policy.config import PolicyConfig, load_policy_file
 from dynasor_sgl.policy.presets import DEFAULT_PRESET, PRESETS, with_preset
 from dynasor_sgl.protocol import API_KEY_ENV, DEFAULT_ROUTER_URL
@@ -109,37 +108,6 @@ def few_shot_option(
         return tuple(read_few_shot(path))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--few-shot") from exc
-
-
-def interrupt_on_terminate() -> None:
-    """From now on SIGTERM and SIGHUP end this process as Ctrl-C does (KeyboardInterrupt in
-    the main thread), so a command's cleanup runs: the SGLang workers it started are stopped
-    (without this, `kill` leaves them running, orphaned) and a batch run keeps its records.
-    No-op off the main thread, where Python cannot set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
-
-
-def launch_embedded(stack: ExitStack) -> str:
-    """Start the embedded model behind a router on a free port for this command (stopped when
-    `stack` closes); its URL."""
-    from dynasor_sgl.launch.cluster import run_cluster
-    from dynasor_sgl.launch.config import LaunchConfig
-    from dynasor_sgl.launch.worker import free_ports
-
-    port = free_ports("127.0.0.1", 38500, 1)[0]
-    cluster = stack.enter_context(
-        run_cluster(
-            LaunchConfig(port=port, log_level="warning"), progress=lambda m: click.echo(m, err=True)
-        )
-    )
-    return str(cluster.url)
 
 
 # Options more than one command takes, one copy each.

@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from dynasor_sgl.cli.common import ProgramOptions, launch_embedded, load_spec, program_options
+from dynasor_sgl.cli.common import ProgramOptions, load_spec, program_options
 from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 from dynasor_sgl.eval.runner import REPLAYED_ALGORITHM, EvalSpec
+from dynasor_sgl.launch.embedded import launch_embedded
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.replay.calibration import CalibrationResult
 
