@@ -1,5 +1,10 @@
 """`dynasor-sgl calibrate`: thresholds from an eval results file, written as a policy file.
 
+Two targets. `accuracy` (labelled): the cheapest thresholds within an accuracy margin of the
+full budget, scored against the gold answers. `full-budget` (label-free,
+`dynasor_sgl.replay.selfcal`): the rule whose disagreement with the program's own full-budget
+answer is at most ε with confidence 1 − δ, fitted on all runs and measured cross-fitted.
+
 Reads the full-budget self-consistency runs ("baseline" records, which keep every sample's
 answer and tokens), turns each into per-sample reports for
 `dynasor_sgl.replay.calibration`, and picks
@@ -13,25 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.eval.results import read_records
+from dynasor_sgl.policy import risk
+from dynasor_sgl.replay import selfcal
 from dynasor_sgl.replay.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
 from dynasor_sgl.replay.holdout import HoldoutReport, calibrate_held_out
-from dynasor_sgl.replay.sampled import sampled_run
+from dynasor_sgl.replay.sampled import full_budget_runs
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
-    runs = []
-    for r in records:
-        if r.get("policy") != "baseline" or r.get("status") != "ok":
-            continue
-        if "sample_tokens" not in (r.get("details") or {}):
-            continue
-        run = sampled_run(r["details"], int(r["tokens"]["total"]))
-        reports = tuple(
-            ReportRecord(used=k, tokens=run.tokens_at(k), answers=run.answers[:k])
-            for k in range(1, len(run.answers) + 1)
+    """The full-budget runs of `records` as per-sample reports, labelled with the gold answer."""
+    return [
+        LabelledRun(
+            r.question_id,
+            r.gold,
+            tuple(
+                ReportRecord(used=k, tokens=r.run.tokens_at(k), answers=r.run.answers[:k])
+                for k in range(1, len(r.run.answers) + 1)
+            ),
         )
-        runs.append(LabelledRun(str(r["question_id"]), str(r["gold"]), reports))
-    return runs
+        for r in full_budget_runs(records)
+    ]
 
 
 def calibrate_results(
@@ -75,3 +81,65 @@ def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
     if result.detect_every:
         overrides.update(detect_every=result.detect_every, pace=result.detect_every)
     return overrides
+
+
+def calibrate_full_budget(
+    path: str | Path,
+    epsilon: float = risk.DEFAULT_EPSILON,
+    delta: float = risk.DEFAULT_DELTA,
+    folds: int = 2,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(policy file content, report) of the label-free calibration of a results file's
+    full-budget SC runs: the rule fitted on all of them (the full budget when nothing is
+    certified), and the procedure measured cross-fitted over `folds` (gold answers, where
+    the file has them, only feed the report's accuracy)."""
+    _, records = read_records(path)
+    runs = full_budget_runs(records)
+    if not runs:
+        raise ValueError(
+            f"{path} has no full-budget self-consistency runs to calibrate on "
+            "(run `dynasor-sgl eval --program self-consistency` first)"
+        )
+    cap = max(len(r.run.answers) for r in runs)
+    families = selfcal.sc_families(cap, confidences=all(r.run.confidences for r in runs))
+    fitted = selfcal.fit(runs, families, epsilon, delta)
+    report = {
+        "target": "full-budget",
+        "fit": fitted.to_dict(),
+        "min_programs": risk.min_programs(epsilon, delta / len(families)),
+        "cross_fit": selfcal.cross_fit(runs, families, epsilon, delta, folds),
+    }
+    if fitted.candidate is None:
+        overrides: dict[str, Any] = {"cap": cap, "detect_at": cap}
+    else:
+        overrides = fitted.candidate.config.to_dict()
+        del overrides["algorithm"]
+    return {"sc": overrides}, report
+
+
+def full_budget_line(report: dict[str, Any]) -> str:
+    """The label-free calibration in one line: the rule, its bound, and the cross-fitted
+    saving, disagreement and accuracy."""
+    fit, crossed = report["fit"], report["cross_fit"]
+    chosen = (
+        f"{fit['family']}: {fit['candidate']['label']}"
+        if fit["candidate"]
+        else (
+            f"run to the cap ({fit['programs']} programs certify at best "
+            f"eps {fit['certifiable_epsilon']:.3f}; eps {fit['epsilon']} needs "
+            f"{report['min_programs']})"
+        )
+    )
+    mine, full = crossed["self_calibrated"], crossed["full_budget"]
+    saved = 1 - mine["tokens"] / full["tokens"] if full["tokens"] else 0.0
+    line = (
+        f"{fit['programs']} runs, label-free (eps {fit['epsilon']}, delta {fit['delta']}): "
+        f"{chosen}; cross-fitted over {crossed['folds']} folds: {100 * saved:.1f}% tokens saved, "
+        f"{mine['disagreements']}/{mine['n']} answers differ from the full budget"
+    )
+    if mine["correct"] is not None and full["correct"] is not None:
+        line += (
+            f", accuracy {100 * mine['correct'] / mine['n']:.1f}% "
+            f"(full budget {100 * full['correct'] / full['n']:.1f}%)"
+        )
+    return line

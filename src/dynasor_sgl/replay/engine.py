@@ -60,10 +60,11 @@ def oracle_index(answers: Sequence[str | None]) -> int:
     """Earliest index after which the answer equals the final one at every later record."""
     final = answers[-1]
     i = len(answers) - 1
-    while i > 0 and _same(answers[i - 1], final):
+    while i > 0 and same_answer(answers[i - 1], final):
         i -= 1
     return i
 
 
-def _same(a: str | None, b: str | None) -> bool:
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two answers are the same outcome: equivalent, or both no answer at all."""
     return (not _answers.normalize(a) and not _answers.normalize(b)) or _answers.equivalent(a, b)

@@ -9,7 +9,7 @@ Tokens are the run's shared prompt prefill plus the samples drawn. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,3 +88,42 @@ def sampled_run(details: dict[str, Any], total_tokens: int) -> SampledRun:
     recorded = details.get("token_confidences")
     confidences = tuple(tuple(float(c) for c in cs) for cs in recorded) if recorded else None
     return SampledRun(tuple(answers), sample_tokens, total_tokens - sum(sample_tokens), confidences)
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A question's full-budget SC run as an eval results file keeps it: the question's id, its
+    correct answer where known (None: unlabelled, as served traffic is), and the samples."""
+
+    question_id: str
+    gold: str | None
+    run: SampledRun
+
+    def full_answer(self) -> str | None:
+        """The answer the program gives at its full budget: the majority of every sample."""
+        return self.run.answer_at(len(self.run.answers))
+
+
+def is_full_budget(record: Mapping[str, Any]) -> bool:
+    """The one filter for full-budget runs among eval records: a finished "baseline" record
+    that kept every sample's answer and tokens."""
+    details = record.get("details") or {}
+    return (
+        record.get("policy") == "baseline"
+        and record.get("status") == "ok"
+        and "answers" in details
+        and "sample_tokens" in details
+    )
+
+
+def full_budget_runs(records: Iterable[Mapping[str, Any]]) -> list[RecordedRun]:
+    """The full-budget runs among eval records (`is_full_budget`), in file order."""
+    return [
+        RecordedRun(
+            str(r["question_id"]),
+            None if r.get("gold") is None else str(r["gold"]),
+            sampled_run(r["details"], int((r.get("tokens") or {}).get("total", 0))),
+        )
+        for r in records
+        if is_full_budget(r)
+    ]
