@@ -361,6 +361,24 @@ def test_cli_calibrate_writes_a_policy_file_run_accepts(
     assert 1 <= policy["sc"]["detect_at"] <= 5
 
 
+def test_cli_calibrate_without_labels_writes_the_full_budget_when_nothing_is_certified(
+    first_run: tuple[Result, Path], tmp_path: Path
+) -> None:
+    # 6 runs cannot certify a disagreement rate of 2% (114 programs with none would): the
+    # policy file says run to the cap, and the line says what 6 runs could certify.
+    policy_file = tmp_path / "policy.json"
+    res = invoke(
+        ["calibrate", str(first_run[1]), "--target", "full-budget", "--out", str(policy_file)]
+    )
+    assert res.exit_code == 0, res.output
+    line = res.output.strip()
+    assert line.startswith("6 runs, label-free (eps 0.02, delta 0.1): run to the cap (6 programs")
+    assert "0/6 answers differ from the full budget" in line and line.endswith(str(policy_file))
+    assert load_policy_file(policy_file) == {"sc": {"cap": 5, "detect_at": 5}}
+    report = json.loads(policy_file.with_suffix(".calibration.json").read_text())
+    assert report["target"] == "full-budget" and report["fit"]["programs"] == 6
+
+
 def test_cli_calibrate_without_baseline_runs_is_one_error_line(tmp_path: Path) -> None:
     results = tmp_path / "r.jsonl"
     results.write_text(json.dumps({"question_id": "q", "policy": "dynasor", "status": "ok"}))

@@ -20,6 +20,7 @@ from dynasor_sgl.eval.datasets import TASKS, DatasetError, Fields
 from dynasor_sgl.eval.results import ResultsError
 from dynasor_sgl.eval.runner import REPLAYED_ALGORITHM, EvalSpec
 from dynasor_sgl.launch.embedded import launch_embedded
+from dynasor_sgl.policy import risk
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.replay.calibration import CalibrationResult
 
@@ -154,14 +155,50 @@ def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
     "thresholds are chosen on the rest and measured on them, beside the full budget and "
     "the fixed caps.",
 )
+@click.option(
+    "--target",
+    type=click.Choice(["accuracy", "full-budget"]),
+    default="accuracy",
+    help="accuracy: within --margin of the full budget's accuracy, scored on the gold "
+    "answers. full-budget: label-free, the answer the full budget gives kept with "
+    "disagreement at most --epsilon at confidence 1 - --delta (Learn-then-Test), measured "
+    "cross-fitted over --folds.",
+)
+@click.option(
+    "--epsilon",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=risk.DEFAULT_EPSILON,
+    help="full-budget: tolerated rate of answers that differ from the full budget's.",
+)
+@click.option(
+    "--delta",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=risk.DEFAULT_DELTA,
+    help="full-budget: chance that the calibration set makes the bound wrong.",
+)
+@click.option(
+    "--folds", type=click.IntRange(2, 20), default=2, help="full-budget: cross-fitting folds."
+)
 def calibrate_command(
-    results: Path, margin: float, out: Path, detect_every: str, holdout: float | None
+    results: Path,
+    margin: float,
+    out: Path,
+    detect_every: str,
+    holdout: float | None,
+    target: str,
+    epsilon: float,
+    delta: float,
+    folds: int,
 ) -> None:
     """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
-    an eval results file of self-consistency (its full-budget baseline runs)."""
+    an eval results file of self-consistency (its full-budget baseline runs); with
+    `--target full-budget`, without labels."""
     from dynasor_sgl.eval.calibrate import calibrate_results
     from dynasor_sgl.replay.holdout import one_line as holdout_line
 
+    if target == "full-budget":
+        _calibrate_full_budget(results, out, epsilon, delta, folds)
+        return
     try:
         everys = tuple(int(v) for v in detect_every.split(",") if v.strip())
         policy, result, report = calibrate_results(results, margin, everys, holdout)
@@ -176,6 +213,21 @@ def calibrate_command(
     click.echo(_calibration_line(result) + f"; wrote {out}")
     if report is not None:
         click.echo(holdout_line(report))
+
+
+def _calibrate_full_budget(
+    results: Path, out: Path, epsilon: float, delta: float, folds: int
+) -> None:
+    from dynasor_sgl.eval.calibrate import calibrate_full_budget, full_budget_line
+
+    try:
+        policy, report = calibrate_full_budget(results, epsilon, delta, folds)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(policy, indent=2) + "\n")
+    out.with_suffix(".calibration.json").write_text(json.dumps(report, indent=2))
+    click.echo(full_budget_line(report) + f"; wrote {out}")
 
 
 def _calibration_line(result: CalibrationResult) -> str:
