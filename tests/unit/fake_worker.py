@@ -71,6 +71,7 @@ class FakeWorker:
         self.logprobs: Callable[[str, int], list[float]] | None = None  # (prompt, position)
         self.incremental = False  # streams send each chunk's text, ids and logprobs only
         self.openai_status = 200
+        self.abort_gate: asyncio.Event | None = None  # set: /abort_request waits for it
         self.openai_bodies: list[dict[str, Any]] = []
         self.server_args: dict[str, Any] = {}  # more /get_server_info fields (reasoning_parser)
         self.url = ""
@@ -186,6 +187,8 @@ class FakeWorker:
         except ValueError:
             return _error(400, "bad json")
         self.aborts.append(body)
+        if self.abort_gate is not None:  # a hung worker: the abort waits until the gate opens
+            await self.abort_gate.wait()
         rid = body.get("rid") if isinstance(body, dict) else None
         if isinstance(body, dict) and body.get("abort_all"):
             targets = list(self.running.values())

@@ -10,10 +10,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from fake_worker import FakeWorker
-from router_harness import assert_idle, error_of, finish_reason, gen, run, setup
+from router_harness import BRANCH, assert_idle, error_of, finish_reason, gen, register, run, setup
 
 from dynasor_sgl.policy.config import MAX_CAP
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
@@ -260,5 +261,40 @@ def test_the_fake_worker_names_the_sequences_of_batches_and_samples_as_sglang_do
                 assert {o["meta_info"]["finish_reason"]["type"] for o in outs} == {"abort"}
         finally:
             await fake.stop()
+
+    run(scenario)
+
+
+def test_a_hung_abort_holds_neither_the_programs_next_report_nor_its_own_for_long() -> None:
+    """A program's report lock was held across the aborts its decision needed, and an abort
+    waited up to the request timeout: one hung worker blocked the program's reports for an
+    hour. Aborts now run after the lock, each with its own short timeout."""
+
+    async def scenario() -> None:
+        async with setup() as (client, router, (fake,)):
+            router.forwarder.abort_timeout = aiohttp.ClientTimeout(total=1.5)
+            await register(client, "t", trim="minority", thresholds={"entropy": 0.99})
+            tasks = [
+                asyncio.ensure_future(
+                    client.post("/programs/t/generate", json=gen(), headers={BRANCH: f"b{i}"})
+                )
+                for i in range(4)
+            ]
+            await fake.wait_running(4)
+            fake.abort_gate = asyncio.Event()  # the worker stops answering aborts
+            answers = {"b0": "1", "b1": "1", "b2": "1", "b3": "2"}
+            body = {"used": 4, "answers": answers}
+            first = asyncio.ensure_future(client.post("/programs/t/report", json=body))
+            await until(lambda: len(fake.aborts) == 1)
+            again = {"used": 4}  # a decision that aborts nothing
+            second = await asyncio.wait_for(client.post("/programs/t/report", json=again), 1)
+            assert second.status_code == 200 and second.json()["aborted"] == 0, second.text
+            assert not first.done()
+            decision = (await asyncio.wait_for(first, 5)).json()
+            assert decision["trim"] == ["b3"] and decision["aborted"] == 0
+            fake.abort_gate.set()
+            await client.post("/programs/t/abort")
+            await asyncio.gather(*tasks)
+            assert_idle(router)
 
     run(scenario)

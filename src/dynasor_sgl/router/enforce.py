@@ -66,7 +66,9 @@ class Enforcer:
         """Decide on a report and enforce it; returns the decision and requests aborted.
         Reports of one program are applied one at a time, in the order they arrived. With
         `auto_slack` the report's slack is the free capacity the router sees, held for the
-        program while the policy decides, so concurrent reports do not count it twice."""
+        program while the policy decides, so concurrent reports do not count it twice. The
+        aborts a decision needs run after the program's lock is let go (a hung worker must
+        not hold up the program's next report)."""
         async with prog.lock:
             self.programs.check_open(prog)
             per_unit = slots_per_unit(prog.config.algorithm)
@@ -83,11 +85,19 @@ class Enforcer:
                 self.programs.check_open(prog)  # an abort or the reaper may have ended it
             finally:
                 self.admission.reserve(prog.program_id, 0)
-            return await self._apply(prog, report, decision)
+            decision, entries = self._apply(prog, report, decision)
+        if decision.action is Action.STOP:
+            aborted = await self.abort_entries(entries, "stop")
+            self.metrics.program_ended(prog)
+            self.settle(prog)
+            return decision, aborted
+        return decision, await self.abort_entries(entries, "trim")
 
-    async def _apply(
+    def _apply(
         self, prog: Program, report: Report, decision: Decision
-    ) -> tuple[Decision, int]:
+    ) -> tuple[Decision, list[InFlight]]:
+        """Apply a decision to the table and admission; returns it (a grant past the deadline
+        becomes a stop) and the requests it needs aborted in the workers."""
         # The scheduler learns the program's own tokens per knob unit (SJF) and its pace (the
         # deadline order and stop) from what it generated since its last report.
         progress = Progress(
@@ -110,18 +120,11 @@ class Enforcer:
         decision = settled.decision
         self.programs.apply(prog, report, decision)
         self.metrics.decisions.labels(str(decision.action)).inc()
-        aborted = 0
         if decision.action is Action.STOP:
-            aborted = await self.abort_program(prog, "stop")
-            self.metrics.program_ended(prog)
-            self.settle(prog)
-        else:
-            if settled.reserve_slots:
-                self.admission.reserve(prog.program_id, settled.reserve_slots)
-            if decision.trim:
-                entries = self.programs.rids_to_abort(prog, set(decision.trim))
-                aborted = await self.abort_entries(entries, "trim")
-        return decision, aborted
+            return decision, self._end_admission(prog, "stop")
+        if settled.reserve_slots:
+            self.admission.reserve(prog.program_id, settled.reserve_slots)
+        return decision, self.programs.rids_to_abort(prog, set(decision.trim))
 
     async def trim_branch(self, prog: Program, entry: InFlight, reason: str) -> None:
         """Cut one branch short mid-generation (confidence trimming): refuse its later
@@ -144,18 +147,24 @@ class Enforcer:
 
     async def abort_program(self, prog: Program, cause: str) -> int:
         """Abort every in-flight and waiting request of a program in the workers now."""
+        return await self.abort_entries(self._end_admission(prog, cause), cause)
+
+    def _end_admission(self, prog: Program, cause: str) -> list[InFlight]:
+        """Fail the program's waiting requests and forget it in admission and the pool;
+        returns its requests in flight, for the caller to abort in the workers."""
         error = conflict(
             f"program {prog.program_id} was stopped ({prog.exit_reason})", "program_stopped"
         )
         self.admission.fail_program(prog.program_id, error)
-        aborted = await self.abort_entries(self.programs.rids_to_abort(prog), cause)
         self.admission.forget_program(prog.program_id)
         if cause == "abandoned":
             self.metrics.programs_abandoned.inc()
         self.pool.unpin(prog.program_id)
-        return aborted
+        return self.programs.rids_to_abort(prog)
 
     async def abort_entries(self, entries: list[InFlight], cause: str) -> int:
+        if not entries:
+            return 0
         workers = {w.index: w for w in self.pool.workers}
         results = await asyncio.gather(
             *(self.forwarder.abort(workers[e.worker], e.rid) for e in entries)
@@ -182,7 +191,11 @@ class Enforcer:
             await asyncio.gather(
                 *(
                     self.forwarder.request(
-                        worker, "POST", "/abort_request", orjson.dumps({**body, "rid": worker_rid})
+                        worker,
+                        "POST",
+                        "/abort_request",
+                        orjson.dumps({**body, "rid": worker_rid}),
+                        self.forwarder.abort_timeout,
                     )
                     for worker, worker_rid in targets
                 ),

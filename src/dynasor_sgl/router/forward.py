@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEEPALIVE_S = 4.0  # below SGLang's 5 s server keep-alive
+# An abort answers at once in a live worker; a hung one must not hold a stop, a trim or the
+# end of a program for the request timeout (an hour by default).
+ABORT_TIMEOUT_S = 5.0
 # What a reused connection the server closed meanwhile raises before any reply. A dead worker
 # raises these too; then the one retry fails at once (connection refused) and it is marked down.
 STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
@@ -95,6 +98,7 @@ async def _read_all(resp: aiohttp.ClientResponse) -> Reply:
 class Forwarder:
     def __init__(self, timeout_s: float) -> None:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
+        self.abort_timeout = aiohttp.ClientTimeout(total=min(timeout_s, ABORT_TIMEOUT_S))
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple[str, str], URL] = {}
 
@@ -139,13 +143,24 @@ class Forwarder:
         raise AssertionError("unreachable")
 
     async def request(
-        self, worker: Worker, method: str, path: str, body: bytes | None = None
+        self,
+        worker: Worker,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> Reply:
+        """One request and its whole reply (`timeout`: the session's, the request timeout,
+        unless given)."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
 
         async def once() -> Reply:
             async with self.session.request(
-                method, self._url(worker, path), data=body, headers=headers
+                method,
+                self._url(worker, path),
+                data=body,
+                headers=headers,
+                timeout=timeout or self.timeout,
             ) as resp:
                 return Reply(resp.status, await resp.read(), _headers(resp))
 
@@ -178,7 +193,8 @@ class Forwarder:
 
     async def abort(self, worker: Worker, rid: str) -> bool:
         try:
-            reply = await self.request(worker, "POST", "/abort_request", orjson.dumps({"rid": rid}))
+            body = orjson.dumps({"rid": rid})
+            reply = await self.request(worker, "POST", "/abort_request", body, self.abort_timeout)
         except (WorkerFailed, ApiError) as exc:
             logger.warning("abort of %s on worker %d failed: %s", rid, worker.index, exc)
             return False
