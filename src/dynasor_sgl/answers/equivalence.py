@@ -39,6 +39,7 @@ _ASSIGN_RE = re.compile(r"^[a-zA-Z]\s*=\s*(?=[^=])")
 _PLAIN_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$")
 _LETTER_RE = re.compile(r"^[A-J]$")
 _REL_TOL = 1e-4
+MAX_VERIFIED_CLASSES = 16  # classes `cluster` compares by math-verify; the rest stay separate
 _undecided = 0
 _undecided_lock = threading.Lock()
 
@@ -154,13 +155,20 @@ def _equivalent_normalized(a: str, b: str) -> bool:
 
 
 def cluster(answers: Sequence[str | None]) -> list[list[int]]:
-    """Indices of `answers` grouped into equivalence classes.
+    """Indices of `answers` grouped into equivalence classes, with a bounded number of
+    math-verify checks whatever the number of answers.
 
     Each class is sorted by index; classes are ordered largest first, ties by smallest index.
     None and blank answers (extraction found nothing) each form a singleton class: never
-    agreement. Identical non-empty strings that math-verify cannot parse still agree. An answer
-    joins the first existing class whose first member is `equivalent` to it; identical
-    normalized strings are grouped without any equivalence call.
+    agreement. Identical non-empty strings that math-verify cannot parse still agree. Cheapest
+    first: equal normalized strings form one class without any check; a class of plain numbers
+    joins the first earlier one within relative 1e-4 (in-process, no math-verify); then only the
+    `MAX_VERIFIED_CLASSES` (16) largest classes (ties: smallest first index) are compared by
+    `equivalent`, each joining the first earlier of them it equals. Classes past that bound stay
+    separate: they are the rarest answers, which cannot change the largest class much. So one
+    call makes at most 16·15/2 = 120 math-verify checks (each bounded by the verifier's
+    timeout), where comparing every pair of 200 distinct answers took minutes behind the one
+    verifier process that every program shares.
     """
     by_text: dict[str, list[int]] = {}
     singles: list[list[int]] = []
@@ -170,16 +178,41 @@ def cluster(answers: Sequence[str | None]) -> list[list[int]]:
             by_text.setdefault(key, []).append(i)
         else:
             singles.append([i])
-    groups: list[tuple[str, list[int]]] = []
-    for key, members in by_text.items():
+    classes = _by_number(by_text)
+    ranked = sorted(range(len(classes)), key=lambda i: (-len(classes[i][1]), classes[i][1][0]))
+    verified = set(ranked[:MAX_VERIFIED_CLASSES])
+    groups: list[tuple[str, list[int]]] = []  # the verified classes, merged
+    rest: list[list[int]] = []
+    for i, (key, members) in enumerate(classes):
+        if i not in verified:
+            rest.append(members)
+            continue
         for rep, group in groups:
             if _equivalent_keys(rep, key):
                 group.extend(members)
                 break
         else:
-            groups.append((key, list(members)))
-    classes = [sorted(group) for _, group in groups] + singles
-    classes.sort(key=lambda g: (-len(g), g[0]))
+            groups.append((key, members))
+    result = [sorted(group) for _, group in groups] + [sorted(m) for m in rest] + singles
+    result.sort(key=lambda g: (-len(g), g[0]))
+    return result
+
+
+def _by_number(by_text: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
+    """The classes of equal normalized text (in order of first appearance), each of plain
+    numbers merged into the first earlier one equal within relative 1e-4."""
+    numbers: list[tuple[float, list[int]]] = []
+    classes: list[tuple[str, list[int]]] = []
+    for key, members in by_text.items():
+        x = _as_number(key)
+        for y, group in numbers if x is not None else ():
+            if math.isclose(x, y, rel_tol=_REL_TOL, abs_tol=1e-12):
+                group.extend(members)
+                break
+        else:
+            classes.append((key, list(members)))
+            if x is not None:
+                numbers.append((x, classes[-1][1]))
     return classes
 
 

@@ -1,0 +1,99 @@
+"""Clustering a program's answers makes a bounded number of math-verify checks: equal normalized
+text and plain numbers are grouped in-process, and only the largest classes go to the one
+verifier process that every program's decisions share. math-verify is replaced here by a
+table of which normalized forms are equal, counted per call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dynasor_sgl.answers import equivalence
+from dynasor_sgl.answers.equivalence import MAX_VERIFIED_CLASSES, cluster, normalize
+
+VALUE = {r"\frac{1}{2}": "0.5", "1+x": "x+1", "x2": "2x"}  # a form -> its value's form
+
+
+def value(form: str) -> object:
+    form = VALUE.get(form, form)
+    return float(form) if equivalence._as_number(form) is not None else form
+
+
+class Verifier:
+    """A stand-in for `math_verify_equal`: forms of one value are equal, counted per call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, a: str, b: str) -> bool:
+        self.calls += 1
+        return value(a) == value(b)
+
+
+@pytest.fixture
+def verifier(monkeypatch: pytest.MonkeyPatch) -> Iterator[Verifier]:
+    fake = Verifier()
+    monkeypatch.setattr(equivalence, "math_verify_equal", fake)
+    equivalence.clear_cache()
+    yield fake
+    equivalence.clear_cache()
+
+
+def pairwise(answers: Sequence[str | None]) -> list[list[int]]:
+    """Clustering as it was: every distinct normalized form against the first member of every
+    earlier class, whatever their number (the reference for few classes)."""
+    groups: list[tuple[str, list[int]]] = []
+    singles: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        key = normalize(answer)
+        if not key:
+            singles.append([i])
+            continue
+        for rep, group in groups:
+            if equivalence._equivalent_keys(rep, key):
+                group.append(i)
+                break
+        else:
+            groups.append((key, [i]))
+    result = [sorted(g) for _, g in groups] + singles
+    return sorted(result, key=lambda g: (-len(g), g[0]))
+
+
+def test_two_hundred_distinct_answers_take_a_bounded_number_of_checks(verifier: Verifier) -> None:
+    answers = [f"x^{i}+{i}" for i in range(200)]
+    assert cluster(answers) == [[i] for i in range(200)]
+    assert verifier.calls <= MAX_VERIFIED_CLASSES * (MAX_VERIFIED_CLASSES - 1) // 2
+
+
+def test_plain_numbers_are_grouped_without_math_verify(verifier: Verifier) -> None:
+    answers = [str(i % 150) + (".0" if i % 3 == 0 else "") for i in range(450)]
+    groups = cluster(answers)
+    assert len(groups) == 150
+    assert all(len({float(answers[i]) for i in g}) == 1 for g in groups)
+    assert verifier.calls == 0
+
+
+def test_the_largest_classes_still_merge_past_many_rare_answers(verifier: Verifier) -> None:
+    rare = [f"y^{i}" for i in range(100)]
+    answers = rare[:50] + [r"\frac{1}{2}"] * 3 + rare[50:] + ["0.5"] * 2 + ["x+1", "1+x"] * 2
+    groups = cluster(answers)
+    assert groups[0] == [50, 51, 52, 103, 104]
+    assert groups[1] == [105, 106, 107, 108]
+    assert len(groups) == 2 + 100
+    assert verifier.calls <= MAX_VERIFIED_CLASSES * (MAX_VERIFIED_CLASSES - 1) // 2
+
+
+FORMS = [r"\frac{1}{2}", "0.5", "0.50", "x+1", "1+x", "2x", "x2", "A", "B", "7", "7.0", None, ""]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(FORMS), max_size=14))
+def test_few_classes_cluster_as_every_pair_compared(answers: list[str | None]) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(equivalence, "math_verify_equal", Verifier())
+        equivalence.clear_cache()
+        assert cluster(answers) == pairwise(answers)
+    equivalence.clear_cache()
