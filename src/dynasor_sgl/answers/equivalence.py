@@ -101,13 +101,17 @@ def _as_number(s: str) -> float | None:
     return float(s)
 
 
+def _close(x: float, y: float) -> bool:
+    return math.isclose(x, y, rel_tol=_REL_TOL, abs_tol=1e-12)
+
+
 def _fast_path(a: str, b: str) -> bool | None:
     """Decides cheap cases: equal strings, two plain numbers, two option letters."""
     if a == b:
         return True
     x, y = _as_number(a), _as_number(b)
     if x is not None and y is not None:
-        return math.isclose(x, y, rel_tol=_REL_TOL, abs_tol=1e-12)
+        return _close(x, y)
     if _LETTER_RE.match(a) or _LETTER_RE.match(b):
         return False
     return None
@@ -205,14 +209,13 @@ def _by_number(by_text: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
     classes: list[tuple[str, list[int]]] = []
     for key, members in by_text.items():
         x = _as_number(key)
-        for y, group in numbers if x is not None else ():
-            if math.isclose(x, y, rel_tol=_REL_TOL, abs_tol=1e-12):
-                group.extend(members)
-                break
-        else:
-            classes.append((key, list(members)))
-            if x is not None:
-                numbers.append((x, classes[-1][1]))
+        same = None if x is None else next((g for y, g in numbers if _close(x, y)), None)
+        if same is not None:
+            same.extend(members)
+            continue
+        classes.append((key, list(members)))
+        if x is not None:
+            numbers.append((x, classes[-1][1]))
     return classes
 
 
