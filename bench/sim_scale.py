@@ -2,11 +2,12 @@
 changes with the number of workers and the program mix, and how fast the simulator is.
 
 For each synthetic workload (sc-math, mcts, rebase, mix) and each worker count, every system
-runs a Poisson trace at fractions (`LOAD`) of the workers' capacity at cap; programs per run
-grow with the workers, so every run reaches a steady state. The figure of merit is the online
-benchmark's (highest rate with >= 90% of programs on time at the SLO scale, interpolated), with
-its ratio to sglang. Then one timed run of --timed-programs programs on the largest worker
-count, under cProfile and without it, says how fast the simulator is and where its time goes.
+runs a Poisson trace at fractions of the workers' capacity at cap (the method:
+`dynasor_sgl.sim.scale`); programs per run grow with the workers, so every run reaches a
+steady state. The figure of merit is the online benchmark's (highest rate with >= 90% of
+programs on time at the SLO scale, interpolated), with its ratio to sglang. Then one timed
+run of --timed-programs programs on the largest worker count, under cProfile and without it,
+says how fast the simulator is and where its time goes.
 Profile: the A100 Llama-3.1-8B one by default (bench/profiles/). Writes
 bench/results/sim_scale.json and sim_scale.png and prints a one-line summary. All traces are
 synthetic (labelled so in the output).
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import io
 import json
-import math
 import pstats
 import time
 from pathlib import Path
@@ -32,70 +31,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dynasor_sgl.online import metrics as m
-from dynasor_sgl.online.systems import RUN_TO_CAP, SYSTEMS
-from dynasor_sgl.sim.profile import Profile, load_profile
-from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
+from dynasor_sgl.online.systems import SYSTEMS
+from dynasor_sgl.sim.profile import load_profile
+from dynasor_sgl.sim.run import simulate
+from dynasor_sgl.sim.scale import LOAD, programs_for, router_bound, scale_row, scale_spec
 from dynasor_sgl.sim.synthetic import WORKLOADS, synthetic_traces
-from dynasor_sgl.sim.traces import Trace
 
 HERE = Path(__file__).parent
-# Rates as fractions of one worker's capacity at cap (its decode tokens/s at a batch of
-# CAPACITY_BATCH over a program's tokens at cap), times the workers.
-LOAD = (0.25, 0.5, 1.0, 1.5, 2.5)
-CAPACITY_BATCH = 128
 
 
-def capacity(profile: Profile, traces: list[Trace]) -> float:
-    """Programs/s one worker serves at cap: decode tokens/s at CAPACITY_BATCH / tokens."""
-    tokens = sum(sum(u.tokens for u in t.units) for t in traces) / len(traces)
-    return CAPACITY_BATCH / profile.step_s(CAPACITY_BATCH, 0) / tokens
-
-
-def programs_for(workers: int, per_worker: int, least: int) -> int:
-    return max(least, per_worker * workers)
-
-
-def knee(profile: Profile, fraction: float = 0.9) -> int:
-    """The router's in-flight bound for `profile`: the smallest batch whose decode throughput
-    B / step_s(B) reaches `fraction` of its limit 1 / per_request_s (the CPU default, 12,
-    would starve a GPU's batch)."""
-    if profile.per_request_s <= 0:
-        return profile.max_running
-    b = fraction / (1 - fraction) * profile.base_s / profile.per_request_s
-    return max(1, min(profile.max_running, math.ceil(b)))
-
-
-def spec_for(profile_path: Path, workers: int, traces: list, slo: float) -> RunSpec:
-    profile = load_profile(profile_path)
-    # The systems as the table defines them: no deadline stop unless a system asks for one
-    # (the router's default would stop every router system's programs at their deadlines).
-    spec = RunSpec(
-        profile, workers, 0, slo, 1024, {}, {}, bound=knee(profile), router_deadline_stop=False
-    )
-    at_cap = dataclasses.replace(SYSTEMS["dynasor"], policy=RUN_TO_CAP)
-    return dataclasses.replace(spec, bases=base_deadlines(traces, at_cap, spec))
-
-
-def curve(traces: list, spec: RunSpec, system: str, rates: list[float], n: int) -> list[dict]:
-    points = []
-    for rate in rates:
-        recs = simulate(traces, n, SYSTEMS[system], rate, spec, f"{system}-{rate:g}")
-        lat = m.latencies(recs)
-        points.append(
-            {
-                "rate": rate,
-                "attainment": m.attainment(recs, spec.slo_scale),
-                "p50_s": m.percentile(lat, 50),
-                "mean_latency_s": m.mean(lat),
-                "mean_tokens": m.mean_tokens(recs),
-                "accuracy": m.accuracy(recs),
-            }
-        )
-    return points
-
-
-def sweep(args: argparse.Namespace) -> dict[str, Any]:
+def scale_rows(args: argparse.Namespace) -> dict[str, Any]:
+    """Every mix on every worker count (`sim.scale.scale_row`), each run on synthetic traces."""
     out: dict[str, Any] = {}
     profile = load_profile(args.profile)
     for mix in args.mixes.split(","):
@@ -103,22 +49,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         for workers in (int(w) for w in args.workers.split(",")):
             n = programs_for(workers, args.programs_per_worker, args.least_programs)
             traces = synthetic_traces(mix, n, seed=0)
-            spec = spec_for(args.profile, workers, traces, args.slo_scale)
-            per_worker = capacity(profile, traces)
-            rates = [round(f * per_worker * workers, 4) for f in LOAD]
-            row: dict[str, Any] = {
-                "programs_per_run": n,
-                "capacity_per_worker": per_worker,
-                "bases": dict(spec.bases),
-                "systems": {},
-            }
-            for system in args.systems.split(","):
-                pts = curve(traces, spec, system, rates, n)
-                best, how = m.max_rate([(p["rate"], p["attainment"] or 0.0) for p in pts])
-                row["systems"][system] = {"max_rate": best, "method": how, "points": pts}
-            base = row["systems"].get("sglang", {}).get("max_rate")
-            for entry in row["systems"].values():
-                entry["ratio_to_sglang"] = m.ratio(entry["max_rate"], base)
+            systems = args.systems.split(",")
+            row = scale_row(profile, traces, workers, systems, args.slo_scale)
             out[mix][str(workers)] = row
             print(
                 f"{mix} x{workers}: "
@@ -130,7 +62,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 def timed(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     traces = synthetic_traces("sc-math", args.timed_programs, seed=1)
-    spec = spec_for(args.profile, workers, traces[:3], args.slo_scale)
+    spec = scale_spec(load_profile(args.profile), workers, traces[:3], args.slo_scale)
     rate = 0.25 * workers
     prof = cProfile.Profile()
     t0 = time.perf_counter()
@@ -156,7 +88,7 @@ def timed(args: argparse.Namespace, workers: int) -> dict[str, Any]:
 def plain_timing(args: argparse.Namespace, workers: int) -> float:
     """Seconds the timed run takes without the profiler."""
     traces = synthetic_traces("sc-math", args.timed_programs, seed=1)
-    spec = spec_for(args.profile, workers, traces[:3], args.slo_scale)
+    spec = scale_spec(load_profile(args.profile), workers, traces[:3], args.slo_scale)
     t0 = time.perf_counter()
     simulate(traces, args.timed_programs, SYSTEMS["dynasor"], 0.25 * workers, spec, "timed")
     return round(time.perf_counter() - t0, 2)
@@ -217,7 +149,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     t0 = time.perf_counter()
-    results = sweep(args)
+    results = scale_rows(args)
     biggest = max(int(w) for w in args.workers.split(","))
     timing = timed(args, biggest)
     timing["wall_s_without_profiler"] = plain_timing(args, biggest)
@@ -226,7 +158,7 @@ def main() -> None:
         "synthetic": True,
         "workloads": {k: w.describe() for k, w in WORKLOADS.items()},
         "profile": load_profile(args.profile).to_dict(),
-        "router_bound": knee(load_profile(args.profile)),
+        "router_bound": router_bound(load_profile(args.profile)),
         "slo_scale": args.slo_scale,
         "programs_per_run": f"max({args.least_programs}, {args.programs_per_worker} x workers)",
         "load_fractions_of_capacity": LOAD,
