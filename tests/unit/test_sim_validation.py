@@ -17,7 +17,7 @@ import dynasor_sgl.sim.router_cost as router_cost
 from dynasor_sgl.online.config import BenchConfig
 from dynasor_sgl.sim.check import CheckSpec, summary
 from dynasor_sgl.sim.profile import Profile
-from dynasor_sgl.sim.rerun import run_spec
+from dynasor_sgl.sim.rerun import run_engine, run_spec
 from dynasor_sgl.sim.router_cost import calibrate, serving_profile, with_router_costs
 from dynasor_sgl.sim.run import RunSpec
 from dynasor_sgl.sim.traces import Trace
@@ -194,3 +194,17 @@ def test_check_spec_refuses_a_bad_window_or_overhead(tmp_path: Path) -> None:
         CheckSpec(tmp_path, BASE, tmp_path, speed_window=0)
     with pytest.raises(ValueError, match="router_overhead"):
         CheckSpec(tmp_path, BASE, tmp_path, router_overhead=-1)
+
+
+def test_a_run_takes_its_own_engine_else_its_flavours_else_the_spec(tmp_path: Path) -> None:
+    spec = run_spec(fit_setup(tmp_path)[1], BASE, False)
+    own, flavour = Profile("own", 1.0, 0.0, 0.0), Profile("flavour", 2.0, 0.0, 0.0)
+    engines = {"parrot@1": own, "priority": flavour}
+    speeds = {"parrot@1": ((0.0, 2.0), (10.0, 1.0))}
+    mine = run_engine(spec, "parrot", 1.0, engines, speeds)
+    assert (mine.profile, mine.speed) == (own, ((0.0, 2.0), (10.0, 1.0)))
+    # parrot at another rate and dynasor run on the priority worker; sglang on plain, not given
+    assert run_engine(spec, "parrot", 0.5, engines, speeds).profile == flavour
+    assert run_engine(spec, "dynasor", 1.0, engines).speed == ()
+    assert run_engine(spec, "sglang", 1.0, engines) == spec
+    assert run_engine(spec, "parrot", 1.0) == spec
