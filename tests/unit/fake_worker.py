@@ -72,6 +72,7 @@ class FakeWorker:
         self.incremental = False  # streams send each chunk's text, ids and logprobs only
         self.openai_status = 200
         self.abort_gate: asyncio.Event | None = None  # set: /abort_request waits for it
+        self.die_mid_event: int | None = None  # a native stream's connection drops at token n
         self.openai_bodies: list[dict[str, Any]] = []
         self.server_args: dict[str, Any] = {}  # more /get_server_info fields (reasoning_parser)
         self.url = ""
@@ -378,7 +379,14 @@ class FakeWorker:
             async for done in self._tokens(run):
                 event = self._chunk(run, prompt, sent, done, None)
                 sent = done
-                await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                data = b"data: " + json.dumps(event).encode() + b"\n\n"
+                if done == self.die_mid_event:  # half an event, then the connection drops
+                    await resp.write(data[: len(data) // 2])
+                    await asyncio.sleep(0.05)  # let the half reach the client first
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
+                await resp.write(data)
         finally:
             self.running.pop(rid, None)
         reason = self._reason(run, done)

@@ -7,6 +7,7 @@ fake worker and checks the healthy outcome; ordering is by observed router state
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -295,6 +296,46 @@ def test_a_hung_abort_holds_neither_the_programs_next_report_nor_its_own_for_lon
             fake.abort_gate.set()
             await client.post("/programs/t/abort")
             await asyncio.gather(*tasks)
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_a_retried_request_keeps_its_clients_rid() -> None:
+    """A retry on another worker recorded the router's rid of the failed attempt as the
+    client's, so the client's own rid no longer named its request."""
+
+    async def scenario() -> None:
+        async with setup(workers=2, health_interval_s=60) as (client, router, fakes):
+            assert (await client.post("/programs", json={"program_id": "p"})).status_code == 201
+            await fakes[0].stop(crash=True)  # the router still counts it healthy
+            task = asyncio.ensure_future(client.post("/programs/p/generate", json=gen(rid="mine")))
+            await fakes[1].wait_running(1)
+            assert not router.pool.workers[0].healthy  # the first attempt failed there
+            (entry,) = router.programs.get("p").inflight.values()
+            assert entry.client_rid == "mine" and entry.worker == 1
+            reply = await client.post("/abort_request", json={"rid": "mine"})
+            assert reply.status_code == 200, reply.text
+            assert finish_reason(await task) == "abort"
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_an_error_event_after_a_worker_dies_mid_event_is_framed_on_its_own() -> None:
+    """The router relayed the worker's bytes as they came and, when the worker died, appended
+    its error event right after them: glued to half an event, the stream no longer parsed."""
+
+    async def scenario() -> None:
+        async with setup(workers=1) as (client, router, (fake,)):
+            fake.die_mid_event = 3
+            reply = await client.post("/generate", json=gen(max_new=10, stream=True))
+            assert reply.status_code == 200
+            chunks = [c for c in reply.text.split("\n\n") if c]
+            assert all(c.startswith("data: ") for c in chunks), reply.text
+            events = [json.loads(c[6:]) for c in chunks]
+            assert [e["meta_info"]["completion_tokens"] for e in events[:-1]] == [1, 2]
+            assert events[-1]["error"]["code"] == 503
             assert_idle(router)
 
     run(scenario)

@@ -33,6 +33,7 @@ from dynasor_sgl.router.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
+_NO_RID = object()  # the client sent no rid
 
 
 class Router:
@@ -120,10 +121,15 @@ class Router:
         if prog is not None:
             self.programs.admit(prog, branch)
         watched = watch.prepare(prog, path, body)  # a program that trims by confidence
+        sent_rid = body.get("rid", _NO_RID)  # `_tag` replaces it; a retry starts from it again
         for attempt in range(1, MAX_ATTEMPTS + 1):
             worker = self.pool.worker_for(prog.program_id if prog else None)
             if worker is None:
                 raise unavailable("no healthy SGLang worker")
+            if sent_rid is _NO_RID:
+                body.pop("rid", None)
+            else:
+                body["rid"] = sent_rid
             try:
                 return await self._forward_on(worker, path, body, prog, branch, watched)
             except WorkerFailed as exc:
@@ -238,17 +244,22 @@ class Router:
         done: Callable[[dict[str, Any] | None], None],
     ) -> AsyncGenerator[bytes, None]:
         tail = b""
+        partial = b""  # the start of an event the worker has not finished sending
         left_running = True  # until the worker ended the stream (or died)
         try:
             async for chunk in self.forwarder.iter_stream(worker, resp):
                 tail = dialect.keep_tail(tail, chunk)
-                yield chunk
+                whole, partial = _whole_events(partial + chunk if partial else chunk)
+                if whole:
+                    yield whole
             left_running = False
+            if partial:  # the worker's last bytes, as it sent them
+                yield partial
         except WorkerFailed as exc:
             left_running = False
             self._worker_down(worker, exc)
             err = unavailable(f"worker {worker.index} failed while streaming: {exc}")
-            yield b"data: " + orjson.dumps(err.body()) + b"\n\n"
+            yield b"data: " + orjson.dumps(err.body()) + b"\n\n"  # a partial event is dropped
         except ApiError as exc:  # e.g. the worker timed out mid-stream
             yield b"data: " + orjson.dumps(exc.body()) + b"\n\n"
         finally:
@@ -275,6 +286,16 @@ class Router:
         if await self.forwarder.abort(worker, rid):
             self.metrics.aborts.labels("client_gone").inc()
             logger.info("request %s aborted in worker %d: its client went away", rid, worker.index)
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """`data` split after its last complete SSE event (events end in a blank line): what may
+    go to the client now, and the start of an event still to come. The router only ever
+    relays whole events, so an error event it adds mid-stream is never glued to half of one."""
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return b"", data
+    return data[: end + 2], data[end + 2 :]
 
 
 def _reply_tokens(path: str, reply: Reply) -> dict[str, Any] | None:
