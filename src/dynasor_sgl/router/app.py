@@ -21,9 +21,9 @@ from starlette.exceptions import HTTPException
 
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.core import Router, parse_body
-from dynasor_sgl.router.errors import ApiError, bad_request, internal_error
+from dynasor_sgl.router.errors import ApiError, bad_request, internal_error, unavailable
 from dynasor_sgl.router.fastpath import GenerateFastPath
-from dynasor_sgl.router.forward import Reply
+from dynasor_sgl.router.forward import Reply, WorkerFailed
 from dynasor_sgl.router.middleware import Guard
 from dynasor_sgl.router.program_routes import add_program_routes
 
@@ -123,7 +123,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         msg = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "")
-        return JSONResponse(bad_request(msg or "invalid request").body(), 400)
+        return JSONResponse(bad_request(msg or "invalid request", where or None).body(), 400)
+
+    @app.exception_handler(WorkerFailed)
+    async def worker_failed(_: Request, exc: WorkerFailed) -> Response:
+        """A worker that broke the connection of a route without retries (the read-only GETs,
+        /health_generate): it is unavailable, not the router broken."""
+        error = unavailable(f"worker {exc.worker.index} failed: {exc}")
+        return JSONResponse(error.body(), error.status)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:

@@ -6,20 +6,25 @@ from typing import Any
 
 
 class ApiError(Exception):
-    """An error for the client: `{"error": {"message", "type", "code"}}` with `status`."""
+    """An error for the client: `{"error": {"message", "type", "param", "code"}}` with
+    `status`; `param` names the request field at fault, when one is (OpenAI's error object)."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request") -> None:
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request", param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
+        self.param = param
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "code": self.status}}
+        error = {"message": self.message, "type": self.kind, "param": self.param}
+        return {"error": {**error, "code": self.status}}
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message, "invalid_request")
+def bad_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, message, "invalid_request", param)
 
 
 def not_found(message: str) -> ApiError:

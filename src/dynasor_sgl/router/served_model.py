@@ -6,7 +6,9 @@ itself, the way SGLang's OpenAI route does for a model without a registered conv
 template: the tokenizer's own `apply_chat_template(..., add_generation_prompt=True)`. The
 tokenizer is loaded once, lazily, from the `tokenizer_path` the worker reports, when that is a
 folder on this machine; otherwise (a remote worker, a fake one in tests) ChatML is used and a
-warning says so. Knows nothing about probes or programs.
+warning says so. A lookup that fails (the worker answered no JSON) is not kept: that chat
+gets ChatML and no reasoning split, and the next chat tries again. Knows nothing about probes
+or programs.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def _hf_render(tokenizer_path: str) -> Render:
 
 class ServedModel:
     """The served model's chat template and reasoning parser, loaded on first use from a
-    worker's info: `fetch(path)` is an async callable returning a worker's GET `path` JSON."""
+    worker's info: `fetch(path)` is an async callable returning a worker's GET `path` JSON, or
+    None when the worker did not answer it."""
 
     def __init__(self) -> None:
         self._render: Render | None = None
@@ -76,16 +79,19 @@ class ServedModel:
         if self._render is not None:
             return
         async with self._lock:
-            if self._render is None:
-                info = await fetch("/get_server_info")
-                parser = info.get("reasoning_parser") if isinstance(info, dict) else None
-                self.reasoning_parser = parser if isinstance(parser, str) else None
-                self._render = await self._load(await fetch("/get_model_info"))
+            if self._render is not None:
+                return
+            server, model = await fetch("/get_server_info"), await fetch("/get_model_info")
+            if not isinstance(server, dict) or not isinstance(model, dict):
+                logger.warning("the worker's model info is unavailable; ChatML for this chat")
+                return
+            parser = server.get("reasoning_parser")
+            self.reasoning_parser = parser if isinstance(parser, str) else None
+            self._render = await self._load(model)
 
     def render(self, messages: Sequence[dict[str, Any]]) -> str:
-        """The prompt for `messages` (after `load`)."""
-        assert self._render is not None, "load() first"
-        return self._render(messages)
+        """The prompt for `messages` (after `load`; ChatML while the model info is unknown)."""
+        return (self._render or chatml)(messages)
 
     @staticmethod
     async def _load(info: Any) -> Render:
