@@ -171,7 +171,7 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--concurrency", default="1,2,4,6,8,12,16")
@@ -185,20 +185,32 @@ def main() -> None:
     ap.add_argument(
         "--fit-steps", type=Path, nargs="+", help="fit --profile from these step traces only"
     )
-    args = ap.parse_args()
-    interrupt_on_terminate()  # `kill` stops the worker it started, not just this script
+    return ap.parse_args()
+
+
+def refit(args: argparse.Namespace) -> bool:
+    """--fit-steps or --fit-from: the profile fitted from files, no worker started (False:
+    neither was asked for)."""
     if args.fit_steps is not None:
         profile = fit_profile_from_steps({}, args.fit_steps, "recorded elsewhere")
         save_profile(profile, args.profile)
         names = " ".join(map(str, args.fit_steps))
         print(f"fitted {profile.name} from {names}: {step_summary(profile)}")
-        return
+        return True
     if args.fit_from is not None:
         profile = fit_profile(json.loads(args.fit_from.read_text()), str(args.fit_from))
         save_profile(profile, args.profile)
         print(
             f"fitted {profile.name} from {args.fit_from}: {profile.source['per_prefill_token_s']}"
         )
+        return True
+    return False
+
+
+def main() -> None:
+    args = parse_args()
+    interrupt_on_terminate()  # `kill` stops the worker it started, not just this script
+    if refit(args):
         return
     result = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
