@@ -99,7 +99,7 @@ def _args() -> argparse.Namespace:
 def main() -> None:
     args = _args()
     logging.basicConfig(level=logging.WARNING)
-    from dynasor_sgl.cli.eval import launch_embedded
+    from dynasor_sgl.launch.embedded import launch_embedded
     from dynasor_sgl.lang import RouterClient, run_program
 
     spec = EvalSpec(
