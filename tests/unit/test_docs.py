@@ -1,6 +1,6 @@
 """The documentation a newcomer reads runs: every Python block of README.md and docs/ that
-needs no server runs here (the served ones in tests/e2e/test_served_docs.py); the README stays a short
-path whose links lead somewhere."""
+needs no server runs here (the served ones in tests/e2e/test_served_docs.py); the README stays
+a short path whose links lead somewhere."""
 
 from __future__ import annotations
 

@@ -109,3 +109,11 @@ def test_type_checking_hides_no_import() -> None:
     paths = [*ROOT.rglob("*.py"), *PROGRAMS.rglob("*.py")]
     uses = [p for p in paths if "TYPE_CHECKING" in p.read_text()]
     assert uses == [], f"TYPE_CHECKING imports in {uses}"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # pytest imports test modules by basename (rootdir imports, no __init__.py): two with
+    # the same name fail collection of the whole suite
+    tests = Path(__file__).resolve().parent.parent
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
