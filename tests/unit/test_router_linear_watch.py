@@ -170,3 +170,27 @@ def test_a_stream_whose_layout_changes_is_read_whole_from_then_on() -> None:
 
 def strip(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if "logprob" not in k}
+
+
+def relay(chunks: list[bytes]) -> bytes:
+    """A streaming client's bytes from a relay of `chunks`."""
+
+    async def source() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    async def main() -> bytes:
+        watch = Watch(ConfidenceTrimmer(4, 90.0, 1), 5, True, False, 0)
+        return b"".join([out async for out in watch.relay(source(), lambda: None)])
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 10**6])
+def test_a_relay_cut_anywhere_gives_what_whole_events_give(size: int) -> None:
+    sse = b"".join(e + b"\n\n" for e in compact(stream(30))) + b"data: [DONE]\n\n"
+    whole = relay([e + b"\n\n" for e in sse.split(b"\n\n") if e])
+    assert relay([sse[i : i + size] for i in range(0, len(sse), size)]) == whole
+    events = whole.split(b"\n\n")
+    assert len(events) == 32 and events[-2] == b"data: [DONE]" and events[-1] == b""
+    assert b"logprob" not in whole
