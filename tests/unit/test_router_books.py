@@ -339,3 +339,45 @@ def test_an_error_event_after_a_worker_dies_mid_event_is_framed_on_its_own() -> 
             assert_idle(router)
 
     run(scenario)
+
+
+def test_the_queue_of_a_failed_worker_moves_to_a_healthy_one() -> None:
+    """One transport error failed every request waiting for that worker with 503, though
+    another worker was up; they now move there (a program with its history)."""
+
+    async def scenario() -> None:
+        async with setup(workers=2, max_inflight_per_worker=1) as (client, router, fakes):
+            assert (await client.post("/programs", json={"program_id": "p"})).status_code == 201
+            w0, w1 = router.pool.workers
+
+            def post(path: str, n: int) -> asyncio.Future[httpx.Response]:
+                return asyncio.ensure_future(client.post(path, json=gen(max_new=n)))
+
+            running = post("/programs/p/generate", 500)
+            await fakes[0].wait_running(1)
+            plain = post("/generate", 2000)
+            await fakes[1].wait_running(1)
+            waiting = post("/programs/p/generate", 3)
+            await until(lambda: w0.queued == 1)
+            await fakes[0].stop(crash=True)
+            await until(lambda: not w0.healthy and w0.queued == 0)
+            assert router.admission.queue.home("p") == 1 and w1.queued >= 1
+            (blocker,) = fakes[1].running
+            await client.post("/abort_request", json={"rid": blocker})
+            assert finish_reason(await plain) == "abort"
+            assert finish_reason(await waiting) == "length"
+            await client.post("/programs/p/abort")
+            assert (await running).status_code in (200, 409)
+            assert_idle(router)
+
+    run(scenario)
+
+
+def test_a_plain_request_waiting_on_a_failed_worker_moves_and_is_granted_there() -> None:
+    queue = AdmissionQueue([Slots(0), Slots(1)], 1, SchedulerConfig())
+    assert queue.submit(0, "blocker", None, 0.0) is not None
+    assert queue.submit(0, "plain", None, 0.0) is None
+    (grant,) = queue.move_plain("plain", 1, 1.0)
+    assert (grant.request_id, grant.worker) == ("plain", 1)
+    assert [(w.inflight, w.queued) for w in queue.workers.values()] == [(1, 0), (1, 0)]
+    assert queue.queue_length() == 0

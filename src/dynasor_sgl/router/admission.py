@@ -125,6 +125,28 @@ class Admission:
         """Ends every waiting request of a program with `error`; returns how many."""
         return self._fail(self.queue.waiting_of(program_id=program_id), error)
 
+    def evacuate(self, worker: Worker, error: ApiError) -> int:
+        """Moves every request waiting for `worker` (it went down) to a healthy worker: a
+        program's, with its history, to the worker the pool pins the program to now; a plain
+        one to the least loaded. Ends them with `error` only when no worker is up; returns
+        how many it ended. The pool must already count `worker` down."""
+        now = self.clock()
+        stranded: list[str] = []
+        for pid in self.queue.programs_waiting(worker.index):
+            target = self.pool.worker_for(pid)
+            if target is None or target is worker:
+                stranded += self.queue.waiting_of(program_id=pid)
+                continue
+            logger.info("program %s leaves worker %d, which is down", pid, worker.index)
+            self._resume(self.queue.ensure_program(target.index, pid, now, 0, "sc"))
+        for rid in self.queue.waiting_of(worker=worker.index):
+            target = self.pool.least_loaded()
+            if target is None or target is worker or rid in stranded:
+                stranded.append(rid)
+                continue
+            self._resume(self.queue.move_plain(rid, target.index, now))
+        return self._fail(stranded, error)
+
     def fail_worker(self, worker: Worker, error: ApiError) -> int:
         """Ends every request waiting for `worker` (it went down) with `error`."""
         return self._fail(self.queue.waiting_of(worker=worker.index), error)

@@ -78,7 +78,7 @@ class Router:
                 await self.pool.check_all(self.forwarder.session)
                 for w in self.pool.workers:
                     if not w.healthy:
-                        self.admission.fail_worker(w, unavailable(f"worker {w.index} is down"))
+                        self.admission.evacuate(w, unavailable(f"worker {w.index} is down"))
                 await self.reap()
             except Exception:  # the loop must outlive any one failure; logged and counted
                 logger.exception("health check round failed")
@@ -109,7 +109,7 @@ class Router:
 
     def _worker_down(self, worker: Worker, exc: Exception) -> None:
         self.pool.mark_down(worker, str(exc))
-        self.admission.fail_worker(worker, unavailable(f"worker {worker.index} failed: {exc}"))
+        self.admission.evacuate(worker, unavailable(f"worker {worker.index} failed: {exc}"))
 
     # -- the forwarding path --------------------------------------------------------------
 

@@ -265,6 +265,27 @@ class AdmissionQueue:
             sched.withdraw(sid, request_id)
         return True
 
+    def programs_waiting(self, worker: int) -> list[str]:
+        """Programs with requests waiting on `worker` (plain requests are not programs)."""
+        sids = {sid for w, sid in self._waiting.values() if w == worker}
+        return sorted(sid for sid in sids if not sid.startswith(PLAIN_PREFIX))
+
+    def move_plain(self, request_id: str, dst: int, now: float) -> list[Grant]:
+        """Moves a waiting plain request to worker `dst` (its worker went down), keeping its
+        place in time; returns the grants `dst` can make now."""
+        entry = self._waiting.get(request_id)
+        if entry is None or entry[0] == dst or not entry[1].startswith(PLAIN_PREFIX):
+            return []
+        src, sid = entry
+        state = self._schedulers[src].detach(sid)
+        if state is None:
+            return []
+        self._schedulers[dst].attach(state)
+        self._waiting[request_id] = (dst, sid)
+        self.workers[src].queued -= 1
+        self.workers[dst].queued += 1
+        return self.dispatch(dst, now)
+
     def waiting_of(self, program_id: str | None = None, worker: int | None = None) -> list[str]:
         """Waiting request ids of a program and/or a worker."""
         return [
