@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynasor_sgl.answers import equivalence
-from dynasor_sgl.answers.equivalence import MAX_VERIFIED_CLASSES, cluster, normalize
+from dynasor_sgl.answers.equivalence import (
+    MAX_ANSWER_CHARS,
+    MAX_VERIFIED_CLASSES,
+    cluster,
+    normalize,
+)
 
 VALUE = {r"\frac{1}{2}": "0.5", "1+x": "x+1", "x2": "2x"}  # a form -> its value's form
 
@@ -97,3 +102,13 @@ def test_few_classes_cluster_as_every_pair_compared(answers: list[str | None]) -
         equivalence.clear_cache()
         assert cluster(answers) == pairwise(answers)
     equivalence.clear_cache()
+
+
+def test_an_answer_past_the_size_bound_is_text_only_and_not_cached(verifier: Verifier) -> None:
+    long = "x+" * MAX_ANSWER_CHARS + "1"
+    cached = equivalence._normalize.cache_info().currsize
+    assert normalize(long) == long
+    assert equivalence._normalize.cache_info().currsize == cached
+    assert cluster([long, long + "+0", long, "1+x"]) == [[0, 2], [1], [3]]
+    assert verifier.calls == 0
+    assert equivalence._equivalent_normalized.cache_info().currsize == 0

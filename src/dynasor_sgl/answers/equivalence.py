@@ -40,6 +40,7 @@ _PLAIN_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$")
 _LETTER_RE = re.compile(r"^[A-J]$")
 _REL_TOL = 1e-4
 MAX_VERIFIED_CLASSES = 16  # classes `cluster` compares by math-verify; the rest stay separate
+MAX_ANSWER_CHARS = 1000  # longer answers are compared as text only, and not cached
 _undecided = 0
 _undecided_lock = threading.Lock()
 
@@ -54,8 +55,11 @@ def undecided() -> int:
 
 
 def normalize(answer: str | None) -> str:
-    """A canonical string form of an answer; "" for None or blank (see `_normalize`)."""
-    return "" if answer is None else _normalize(answer)
+    """A canonical string form of an answer; "" for None or blank (see `_normalize`). One over
+    `MAX_ANSWER_CHARS` is normalized the same way but not kept in the cache."""
+    if answer is None:
+        return ""
+    return _normalize(answer) if len(answer) <= MAX_ANSWER_CHARS else _normalize.__wrapped__(answer)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -122,9 +126,10 @@ def equivalent(a: str | None, b: str | None) -> bool:
 
     None and blank answers are never equivalent to anything, themselves included. Otherwise:
     equal normalized strings -> True; two plain numbers -> equal within relative 1e-4; an option
-    letter only equals the same letter; everything else goes to math-verify (cached per
-    unordered pair). When math-verify cannot decide (timeout, error), the normalized strings
-    differ, so the answer is False for this call, uncached and counted in `undecided()`.
+    letter only equals the same letter; an answer over `MAX_ANSWER_CHARS` (1,000) equals only
+    its own normalized text; everything else goes to math-verify (cached per unordered pair).
+    When math-verify cannot decide (timeout, error), the normalized strings differ, so the
+    answer is False for this call, uncached and counted in `undecided()`.
     """
     return _equivalent_keys(normalize(a), normalize(b))
 
@@ -136,6 +141,8 @@ def _equivalent_keys(na: str, nb: str) -> bool:
         return False
     if na == nb:
         return True
+    if len(na) > MAX_ANSWER_CHARS or len(nb) > MAX_ANSWER_CHARS:
+        return False  # no final answer is that long: not worth the shared verifier's time
     try:
         return _equivalent_normalized(min(na, nb), max(na, nb))
     except _Undecided:
