@@ -180,8 +180,7 @@ def test_streaming_is_openai_chunks_with_the_text_and_a_usage_chunk() -> None:
     async def scenario() -> None:
         async with setup() as (client, router, (fake,)):
             fake.script = scripted(["42}"])
-            usage_asked = {"stream_options": {"include_usage": True}}
-            body = chat(max_tokens=100, stream=True, **DYNASOR, **usage_asked)
+            body = chat(max_tokens=100, stream=True, **DYNASOR)
             resp = await client.post("/v1/chat/completions", json=body)
             assert resp.headers["content-type"].startswith("text/event-stream")
             events = _events(resp.text)
