@@ -1,0 +1,130 @@
+"""The admission queue's books under random events: a hypothesis state machine.
+
+Drives the pure `AdmissionQueue` (two or three workers) through submits (program and plain),
+releases, cancels, moves of programs and of plain requests, reservations, reports and the end
+of programs, against a model of which request holds a slot where and which waits. After every
+step the queue's counts equal the model's, every grant comes from a waiting request and is
+released on the worker that granted it, and no request waits on a worker with nothing in
+flight (nothing would ever dispatch it).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, Slots
+
+PROGRAMS = ("p", "q", "r")
+
+
+class AdmissionBooks(RuleBasedStateMachine):
+    """The queue against a model: rid -> worker for slots held, rid -> program for waiters."""
+
+    @initialize(
+        workers=st.integers(2, 3),
+        bound=st.integers(1, 3),
+        policy=st.sampled_from(list(SchedulingPolicy)),
+    )
+    def start(self, workers: int, bound: int, policy: SchedulingPolicy) -> None:
+        self.queue = AdmissionQueue(
+            [Slots(i) for i in range(workers)], bound, SchedulerConfig(policy=policy)
+        )
+        self.now = 0.0
+        self.ids = itertools.count()
+        self.holding: dict[str, int] = {}  # rid -> worker whose slot it holds
+        self.waiting: dict[str, str | None] = {}  # rid -> program (None: plain)
+        self.ended: set[str] = set()
+
+    def _granted(self, grants: list[Grant]) -> None:
+        for grant in grants:
+            assert grant.request_id in self.waiting, grant
+            del self.waiting[grant.request_id]
+            self.holding[grant.request_id] = grant.worker
+
+    def _worker(self, data: st.DataObject) -> int:
+        return data.draw(st.sampled_from(sorted(self.queue.workers)))
+
+    @rule(data=st.data(), program=st.sampled_from((None, *PROGRAMS)), tokens=st.integers(1, 64))
+    def submit(self, data: st.DataObject, program: str | None, tokens: int) -> None:
+        if program in self.ended:
+            return
+        worker = self._worker(data)
+        if program is not None:  # as the router does: the program is scheduled where it goes
+            self._granted(self.queue.ensure_program(worker, program, self.now, 8, "sc"))
+        rid = f"r{next(self.ids)}"
+        priority = self.queue.submit(worker, rid, program, self.now, tokens)
+        if priority is None:
+            self.waiting[rid] = program
+        else:
+            assert 0 <= priority <= self.queue.config.max_priority
+            self.holding[rid] = worker
+
+    @precondition(lambda self: self.holding)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        rid = data.draw(st.sampled_from(sorted(self.holding)))
+        self._granted(self.queue.release(self.holding.pop(rid), self.now))
+
+    @precondition(lambda self: self.waiting)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        rid = data.draw(st.sampled_from(sorted(self.waiting)))
+        assert self.queue.cancel(rid)
+        del self.waiting[rid]
+
+    @rule(data=st.data(), program=st.sampled_from(PROGRAMS))
+    def move(self, data: st.DataObject, program: str) -> None:
+        if self.queue.home(program) is not None:
+            self._granted(self.queue.ensure_program(self._worker(data), program, self.now, 8, "sc"))
+
+    @precondition(lambda self: any(p is None for p in self.waiting.values()))
+    @rule(data=st.data())
+    def move_plain(self, data: st.DataObject) -> None:
+        rid = data.draw(st.sampled_from(sorted(r for r, p in self.waiting.items() if p is None)))
+        self._granted(self.queue.move_plain(rid, self._worker(data), self.now))
+
+    @rule(program=st.sampled_from(PROGRAMS), slots=st.integers(0, 4))
+    def reserve(self, program: str, slots: int) -> None:
+        self._granted(self.queue.reserve(program, slots, self.now))
+
+    @rule(program=st.sampled_from(PROGRAMS), tokens=st.integers(0, 500))
+    def report(self, program: str, tokens: int) -> None:
+        self.queue.on_report(program, tokens, 1, 4, self.now)
+
+    @rule(program=st.sampled_from(PROGRAMS))
+    def end(self, program: str) -> None:
+        """The program ends: its waiting requests fail first, then it is forgotten."""
+        for rid in self.queue.waiting_of(program_id=program):
+            assert self.queue.cancel(rid)
+            del self.waiting[rid]
+        for _, grants in self.queue.forget_program(program, self.now):
+            self._granted(grants)
+        self.ended.add(program)
+
+    @rule(seconds=st.floats(0, 30))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @invariant()
+    def books_balance(self) -> None:
+        queue = self.queue
+        assert queue.queue_length() == len(self.waiting)
+        for index, w in queue.workers.items():
+            held = sum(1 for worker in self.holding.values() if worker == index)
+            assert w.inflight == held, (w, self.holding)
+            assert w.queued == len(queue.waiting_of(worker=index)), w
+            assert w.reserved >= 0, w
+            # Nothing would ever dispatch a request waiting on a worker with nothing in flight.
+            assert not (w.queued and w.inflight == 0), w
+            if queue.config.policy is SchedulingPolicy.FCFS:  # no gangs: the bound holds
+                assert w.inflight <= queue.bound, w
+        assert sorted(queue.waiting_of()) == sorted(self.waiting)
+
+
+AdmissionBooks.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestAdmissionBooks = AdmissionBooks.TestCase
