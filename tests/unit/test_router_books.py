@@ -15,7 +15,17 @@ import aiohttp
 import httpx
 import pytest
 from fake_worker import FakeWorker
-from router_harness import BRANCH, assert_idle, error_of, finish_reason, gen, register, run, setup
+from router_harness import (
+    BRANCH,
+    assert_idle,
+    error_of,
+    finish_reason,
+    gen,
+    register,
+    run,
+    setup,
+    sse_events,
+)
 
 from dynasor_sgl.policy.config import MAX_CAP
 from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
@@ -381,3 +391,29 @@ def test_a_plain_request_waiting_on_a_failed_worker_moves_and_is_granted_there()
     assert (grant.request_id, grant.worker) == ("plain", 1)
     assert [(w.inflight, w.queued) for w in queue.workers.values()] == [(1, 0), (1, 0)]
     assert queue.queue_length() == 0
+
+
+def test_a_plain_clients_rid_that_prefixes_anothers_aborts_only_its_own_request() -> None:
+    """Plain requests ran under their clients' rids, so an abort of `c1` reached `c10` too
+    (SGLang aborts by prefix). They run under router rids now; replies show the client's."""
+
+    async def scenario() -> None:
+        async with setup(max_inflight_per_worker=4) as (client, router, (fake,)):
+            tasks = {
+                rid: asyncio.ensure_future(client.post("/generate", json=gen(max_new=300, rid=rid)))
+                for rid in ("c1", "c10")
+            }
+            await fake.wait_running(2)
+            assert not {"c1", "c10"} & set(fake.running)
+            assert (await client.post("/abort_request", json={"rid": "c1"})).status_code == 200
+            first = await tasks["c1"]
+            assert finish_reason(first) == "abort" and first.json()["meta_info"]["id"] == "c1"
+            assert len(fake.running) == 1
+            stream = await client.post("/generate", json=gen(max_new=3, rid="s", stream=True))
+            assert {e["meta_info"]["id"] for e in sse_events(stream.text)} == {"s"}
+            await client.post("/abort_request", json={"rid": "c10"})
+            assert finish_reason(await tasks["c10"]) == "abort"
+            assert_idle(router)
+            assert router._plain_rids == {}
+
+    run(scenario)

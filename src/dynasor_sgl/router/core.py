@@ -166,14 +166,17 @@ class Router:
             if self.config.worker_priority:
                 body["priority"] = priority
             payload = orjson.dumps(body)
+            rename = _renaming(entry) if prog is None else None
             if not body.get("stream"):
-                reply = await self.forwarder.request(worker, "POST", path, payload)
+                reply = _renamed(
+                    await self.forwarder.request(worker, "POST", path, payload), rename
+                )
             else:
                 resp = await self.forwarder.open_stream(worker, path, payload)
                 if resp.status == 200:
                     finished = True  # from here on the stream's generator finishes it
                     done = functools.partial(self._finish_request, worker, path, prog, body, entry)
-                    chunks = self._relay(worker, path, resp, body.get("rid"), done)
+                    chunks = self._relay(worker, path, resp, body.get("rid"), done, rename)
                     if watched is None or prog is None or entry is None:
                         return chunks
                     trim = functools.partial(self._trim_later, prog, entry)
@@ -200,19 +203,28 @@ class Router:
         branch: str,
         max_new: int,
     ) -> InFlight | None:
-        """Give the request the rid it runs under in the worker: its program's, or the
-        client's, or one of the router's own (so a client that goes away can be aborted)."""
+        """Give the request the rid it runs under in the worker: its program's, or one of
+        the router's own for one generation (so a client that goes away can be aborted, and a
+        client's rid, perhaps a prefix of another's, never reaches SGLang's abort-by-prefix;
+        the reply shows the client's rid again), or the client's for a batch or n > 1."""
+        client_rid = body.get("rid") if isinstance(body.get("rid"), str) else None
         if prog is not None:
             self.programs.admit(prog, branch)  # it may have stopped while we waited
-            client_rid = body.get("rid") if isinstance(body.get("rid"), str) else None
             entry = self.programs.start(prog, branch, worker.index, max_new, client_rid)
             body["rid"] = entry.rid
             return entry
+        sent = body.pop("rid", None)
         if dialect.taggable(path, body):
             body["rid"] = uuid.uuid4().hex
-        if isinstance(body.get("rid"), str):
-            self._plain_rids[body["rid"]] = worker
-        return None
+            entry = InFlight(body["rid"], "", worker.index, max_new, client_rid)
+        else:
+            if sent is not None:
+                body["rid"] = sent
+            if client_rid is None:
+                return None
+            entry = InFlight(client_rid, "", worker.index, max_new)
+        self._plain_rids[client_rid or entry.rid] = (worker, entry.rid)
+        return entry
 
     def _finish_request(
         self,
@@ -231,9 +243,10 @@ class Router:
         if prog is not None and entry is not None:
             self.programs.end(prog, entry, tokens)
             self.enforcer.settle(prog)
-        rid = body.get("rid")
-        if prog is None and isinstance(rid, str):
-            self._plain_rids.pop(rid, None)
+        if prog is None and entry is not None:
+            key = entry.client_rid or entry.rid
+            if self._plain_rids.get(key, (None, None))[1] == entry.rid:
+                del self._plain_rids[key]
 
     async def _relay(
         self,
@@ -242,6 +255,7 @@ class Router:
         resp: aiohttp.ClientResponse,
         rid: Any,
         done: Callable[[dict[str, Any] | None], None],
+        rename: tuple[bytes, bytes] | None = None,
     ) -> AsyncGenerator[bytes, None]:
         tail = b""
         partial = b""  # the start of an event the worker has not finished sending
@@ -251,7 +265,7 @@ class Router:
                 tail = dialect.keep_tail(tail, chunk)
                 whole, partial = _whole_events(partial + chunk if partial else chunk)
                 if whole:
-                    yield whole
+                    yield whole.replace(*rename) if rename else whole
             left_running = False
             if partial:  # the worker's last bytes, as it sent them
                 yield partial
@@ -286,6 +300,22 @@ class Router:
         if await self.forwarder.abort(worker, rid):
             self.metrics.aborts.labels("client_gone").inc()
             logger.info("request %s aborted in worker %d: its client went away", rid, worker.index)
+
+
+def _renaming(entry: InFlight | None) -> tuple[bytes, bytes] | None:
+    """(the router's rid, the client's as it reads inside a JSON string) of a plain request
+    the router renamed; None if it kept the client's rid or there was none."""
+    if entry is None or entry.client_rid is None or entry.client_rid == entry.rid:
+        return None
+    return entry.rid.encode(), orjson.dumps(entry.client_rid)[1:-1]
+
+
+def _renamed(reply: Reply, rename: tuple[bytes, bytes] | None) -> Reply:
+    """The reply as the client expects it: its own rid where the worker echoed the router's
+    (a 32-digit random hex that appears nowhere else)."""
+    if rename is None:
+        return reply
+    return Reply(reply.status, reply.body.replace(*rename), reply.headers)
 
 
 def _whole_events(data: bytes) -> tuple[bytes, bytes]:

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 class Enforcer:
     """Decisions and aborts over the router's parts (shared with `core.Router`).
 
-    plain_rids: rids of requests outside programs in flight -> the worker running them.
+    plain_rids: rids of requests outside programs in flight (the client's, else the
+      router's) -> the worker running them and the rid they run under there.
     """
 
     config: RouterConfig
@@ -44,7 +45,7 @@ class Enforcer:
     programs: ProgramTable
     forwarder: Forwarder
     metrics: Metrics
-    plain_rids: dict[str, Worker] = dataclasses.field(default_factory=dict)
+    plain_rids: dict[str, tuple[Worker, str]] = dataclasses.field(default_factory=dict)
 
     def settle(self, prog: Program) -> None:
         """Counts a program's saving in the metrics once its last request is back."""
@@ -209,7 +210,7 @@ class Enforcer:
         them or those under a prefix (`p`, `p::b`, `p::b::3`; router rids end in RID_SEP)."""
         plain = self.plain_rids.get(rid)
         if plain is not None:
-            return [(plain, rid)]
+            return [plain]
         own = self.programs.by_client_rid(rid)
         if own:
             return [(self.pool.workers[e.worker], e.rid) for _, e in own]
