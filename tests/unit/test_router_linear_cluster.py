@@ -5,6 +5,8 @@ table of which normalized forms are equal, counted per call."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -18,6 +20,7 @@ from dynasor_sgl.answers.equivalence import (
     cluster,
     normalize,
 )
+from dynasor_sgl.answers.verifier import FifoLock
 
 VALUE = {r"\frac{1}{2}": "0.5", "1+x": "x+1", "x2": "2x"}  # a form -> its value's form
 
@@ -112,3 +115,22 @@ def test_an_answer_past_the_size_bound_is_text_only_and_not_cached(verifier: Ver
     assert cluster([long, long + "+0", long, "1+x"]) == [[0, 2], [1], [3]]
     assert verifier.calls == 0
     assert equivalence._equivalent_normalized.cache_info().currsize == 0
+
+
+def test_the_verifier_serves_waiting_calls_in_the_order_they_came() -> None:
+    """One program's run of checks releases and asks again at once; another program's call,
+    asked in between, goes first (`threading.Lock` may hand the lock back to the runner)."""
+    lock = FifoLock()
+    order: list[str] = []
+    lock.__enter__()  # the runner's first check
+    other = threading.Thread(
+        target=lambda: (lock.__enter__(), order.append("other"), lock.__exit__())
+    )
+    other.start()
+    while lock.asked < 2:  # observe the other call waiting, not a sleep
+        time.sleep(0.001)
+    lock.__exit__()
+    with lock:  # the runner's next check, asked after the other call
+        order.append("runner")
+    other.join()
+    assert order == ["other", "runner"]

@@ -94,11 +94,33 @@ def _without_main() -> Iterator[None]:
         sys.modules["__main__"] = saved
 
 
+class FifoLock:
+    """A lock granted in the order it was asked for. `threading.Lock` lets the thread that just
+    released it take it again first, so one program's run of checks could keep every other
+    program's decision waiting; here a waiter waits for at most the calls asked before it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.asked = 0  # tickets handed out
+        self._serving = 0  # the ticket that holds the lock
+
+    def __enter__(self) -> None:
+        with self._cond:
+            ticket, self.asked = self.asked, self.asked + 1
+            self._cond.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *_: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class TimedWorker:
     """One child process that runs `target(*args)` with a per-call timeout.
 
-    Thread-safe (calls are serialized). `call` returns the target's value, or None if it timed
-    out, raised, or the child died; the child is then replaced on the next call.
+    Thread-safe: calls are served one at a time, in the order they came (`FifoLock`). `call`
+    returns the target's value, or None if it timed out, raised, or the child died; the child
+    is then replaced on the next call.
     """
 
     def __init__(
@@ -112,7 +134,7 @@ class TimedWorker:
         self.target = target
         self.timeout_s = timeout_s
         self.warmup = warmup
-        self._lock = threading.Lock()
+        self._lock = FifoLock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self.restarts = 0
