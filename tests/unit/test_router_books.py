@@ -417,3 +417,24 @@ def test_a_plain_clients_rid_that_prefixes_anothers_aborts_only_its_own_request(
             assert router._plain_rids == {}
 
     run(scenario)
+
+
+@pytest.mark.parametrize("body", [{"abort_all": True}, {"rid": "mine"}])
+def test_a_clients_abort_on_a_hung_worker_answers_after_the_abort_timeout(
+    body: dict[str, Any],
+) -> None:
+    """`/abort_request` waited on a hung worker for the request timeout (an hour)."""
+
+    async def scenario() -> None:
+        async with setup() as (client, router, (fake,)):
+            router.forwarder.abort_timeout = aiohttp.ClientTimeout(total=0.3)
+            task = asyncio.ensure_future(client.post("/generate", json=gen(rid="mine")))
+            await fake.wait_running(1)
+            fake.abort_gate = asyncio.Event()
+            reply = await asyncio.wait_for(client.post("/abort_request", json=body), 3)
+            assert reply.json() == {"workers": 1, "ok": 0}
+            fake.abort_gate.set()
+            await client.post("/abort_request", json={"abort_all": True})
+            assert finish_reason(await task) == "abort"
+
+    run(scenario)

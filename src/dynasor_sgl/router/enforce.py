@@ -183,7 +183,11 @@ class Enforcer:
         rid = body.get("rid")
         if not isinstance(rid, str):
             return await self.forwarder.fan_out(
-                self.pool.healthy(), "POST", "/abort_request", orjson.dumps(body)
+                self.pool.healthy(),
+                "POST",
+                "/abort_request",
+                orjson.dumps(body),
+                self.forwarder.abort_timeout,
             )
         targets = self._abort_targets(rid)
         if not targets:

@@ -201,7 +201,12 @@ class Forwarder:
         return reply.status == 200
 
     async def fan_out(
-        self, workers: list[Worker], method: str, path: str, body: bytes | None = None
+        self,
+        workers: list[Worker],
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> list[Reply | BaseException]:
-        coros = [self.request(w, method, path, body) for w in workers]
+        coros = [self.request(w, method, path, body, timeout) for w in workers]
         return list(await asyncio.gather(*coros, return_exceptions=True))
