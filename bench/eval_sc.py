@@ -99,8 +99,8 @@ def _args() -> argparse.Namespace:
 def main() -> None:
     args = _args()
     logging.basicConfig(level=logging.WARNING)
-    from dynasor_sgl.launch.embedded import launch_embedded
     from dynasor_sgl.lang import RouterClient, run_program
+    from dynasor_sgl.launch.embedded import launch_embedded
 
     spec = EvalSpec(
         "self-consistency",
