@@ -53,6 +53,7 @@ def _ask(client: Any, messages: list[dict[str, str]], options: dict[str, Any]) -
         max_completion_tokens=options["max_tokens"],
         temperature=options["temperature"],
         stream=True,
+        stream_options={"include_usage": True},  # the exit and saving shown after the reply
         extra_body={"reasoning_effort": options["effort"]},
     )
     parts: list[str] = []
