@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -134,3 +135,37 @@ def test_the_verifier_serves_waiting_calls_in_the_order_they_came() -> None:
         order.append("runner")
     other.join()
     assert order == ["other", "runner"]
+
+
+def test_a_waiter_that_goes_away_does_not_block_the_calls_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lock = FifoLock()
+    wait_for = lock._cond.wait_for
+
+    def interrupted(predicate: Any) -> Any:
+        if threading.current_thread().name == "gone":
+            raise KeyboardInterrupt
+        return wait_for(predicate)
+
+    monkeypatch.setattr(lock._cond, "wait_for", interrupted)
+    raised: list[BaseException] = []
+
+    def go_away() -> None:
+        try:
+            lock.__enter__()
+        except KeyboardInterrupt as exc:
+            raised.append(exc)
+
+    with lock:
+        gone = threading.Thread(target=go_away, name="gone")
+        gone.start()
+        gone.join()
+    assert raised
+    got = threading.Event()
+    after = threading.Thread(
+        target=lambda: (lock.__enter__(), got.set(), lock.__exit__()), daemon=True
+    )
+    after.start()
+    after.join(timeout=10)
+    assert got.is_set() and lock.asked == 3

@@ -103,16 +103,29 @@ class FifoLock:
         self._cond = threading.Condition()
         self.asked = 0  # tickets handed out
         self._serving = 0  # the ticket that holds the lock
+        self._gone: set[int] = set()  # tickets whose waiter was interrupted
 
     def __enter__(self) -> None:
         with self._cond:
             ticket, self.asked = self.asked, self.asked + 1
-            self._cond.wait_for(lambda: self._serving == ticket)
+            try:
+                self._cond.wait_for(lambda: self._serving == ticket)
+            except BaseException:  # e.g. KeyboardInterrupt: its turn must not block the rest
+                self._gone.add(ticket)
+                self._next()
+                raise
 
     def __exit__(self, *_: object) -> None:
         with self._cond:
             self._serving += 1
-            self._cond.notify_all()
+            self._next()
+
+    def _next(self) -> None:
+        """Skip the turns of waiters that went away, and wake the rest (lock held)."""
+        while self._serving in self._gone:
+            self._gone.remove(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
 
 
 class TimedWorker:
