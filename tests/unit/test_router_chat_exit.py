@@ -180,7 +180,8 @@ def test_streaming_is_openai_chunks_with_the_text_and_a_usage_chunk() -> None:
     async def scenario() -> None:
         async with setup() as (client, router, (fake,)):
             fake.script = scripted(["42}"])
-            body = chat(max_tokens=100, stream=True, **DYNASOR)
+            usage_asked = {"stream_options": {"include_usage": True}}
+            body = chat(max_tokens=100, stream=True, **DYNASOR, **usage_asked)
             resp = await client.post("/v1/chat/completions", json=body)
             assert resp.headers["content-type"].startswith("text/event-stream")
             events = _events(resp.text)

@@ -1,11 +1,13 @@
 """HTTP details a client relies on: OpenAI's error object, 503 when a worker breaks on any
-route, and a model lookup that a failure does not pin."""
+route, the usage chunk only when asked, and a model lookup that a failure does not pin."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from router_harness import error_of, run, setup
+from test_router_chat_exit import DYNASOR, _events, chat, scripted
 
 from dynasor_sgl.router.served_model import ServedModel, chatml
 
@@ -33,6 +35,23 @@ def test_a_worker_that_breaks_on_a_read_only_route_is_503_not_500() -> None:
             for path in ("/get_model_info", "/programs/p/get_server_info", "/health_generate"):
                 error = error_of(await client.get(path), 503)
                 assert error["type"] == "worker_unavailable" and "failed" in error["message"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False}])
+def test_an_early_exit_stream_sends_usage_only_when_asked(options: dict[str, Any] | None) -> None:
+    async def scenario() -> None:
+        async with setup() as (client, _, (fake,)):
+            fake.script = scripted(["42}"])
+            extra = {} if options is None else {"stream_options": options}
+            body = chat(max_tokens=100, stream=True, **DYNASOR, **extra)
+            events = _events((await client.post("/v1/chat/completions", json=body)).text)
+            assert not [e for e in events if "usage" in e]
+            assert events[-1]["choices"][0]["finish_reason"] == "stop"
+            asked = {**body, "stream_options": {"include_usage": True}}
+            events = _events((await client.post("/v1/chat/completions", json=asked)).text)
+            assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
 
     run(scenario)
 

@@ -2,9 +2,10 @@
 
 Reads an OpenAI chat body that asks for early exit (`effort.plan_of`), renders its messages
 with the model's chat template, runs `cot.CotRun`, and answers in OpenAI's shape: a
-`chat.completion`, or `chat.completion.chunk` SSE events ending in a usage chunk and
-`[DONE]`. When the workers run a `--reasoning-parser`, the text before `</think>` comes as
-`reasoning_content` (unless the request sets `separate_reasoning: false`). `usage` carries
+`chat.completion`, or `chat.completion.chunk` SSE events ending in a usage chunk (when
+`stream_options.include_usage` asks for one) and `[DONE]`. When the workers run a
+`--reasoning-parser`, the text before `</think>` comes as `reasoning_content` (unless the
+request sets `separate_reasoning: false`). `usage` carries
 `completion_tokens_details.reasoning_tokens` and a `dynasor` object (exit reason, probe
 tokens, tokens saved, the certaindex trajectory). `n > 1` is refused with a 400: one
 early-exit chain per request (send n requests for n chains).
@@ -84,7 +85,9 @@ async def complete(
     thinking = thinking_open(prompt) if split else None
     meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), req.model, thinking)
     if req.stream:
-        return _stream(run, meta, plan)
+        options = body.get("stream_options")
+        with_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return _stream(run, meta, plan, with_usage)
     out = await run.run()
     reasoning, content = (
         (None, out.content) if thinking is None else reasoning_split(out.content, thinking)
@@ -159,9 +162,12 @@ def _deltas(
     return [meta.chunk({field: piece}) for field, piece in parts]
 
 
-async def _stream(run: CotRun, meta: _Meta, plan: EarlyExit) -> AsyncGenerator[bytes, None]:
+async def _stream(
+    run: CotRun, meta: _Meta, plan: EarlyExit, with_usage: bool
+) -> AsyncGenerator[bytes, None]:
     """The run as OpenAI chunks: the model's text as it comes, the appended answer, the finish
-    reason, a usage chunk, [DONE]. A failure mid-way ends it with an error event."""
+    reason, a usage chunk if `stream_options.include_usage` asked for one (as OpenAI does),
+    [DONE]. A failure mid-way ends it with an error event."""
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     run.on_text = queue.put_nowait
     task = asyncio.ensure_future(run.run())
@@ -180,8 +186,9 @@ async def _stream(run: CotRun, meta: _Meta, plan: EarlyExit) -> AsyncGenerator[b
         for chunk in _deltas(meta, splitter, out.appended, last=True):
             yield chunk
         yield meta.chunk({}, _finish(out))
-        tail = {**meta.head("chat.completion.chunk"), "choices": [], "usage": usage(out, plan)}
-        yield b"data: " + orjson.dumps(tail) + b"\n\n"
+        if with_usage:
+            tail = {**meta.head("chat.completion.chunk"), "choices": [], "usage": usage(out, plan)}
+            yield b"data: " + orjson.dumps(tail) + b"\n\n"
         yield b"data: [DONE]\n\n"
     finally:
         if not task.done():  # the client went away: stop the run (it aborts its requests)
