@@ -95,6 +95,7 @@ def test_early_exit_streams_openai_chunks(router_url: str) -> None:
         max_tokens=BUDGET,
         temperature=0,
         stream=True,
+        stream_options={"include_usage": True},
         extra_body=EARLY,
     )
     parts, finishes, usage = [], [], None
