@@ -87,7 +87,7 @@ class Cluster:
             profile = dataclasses.replace(profile, per_new_request_s=per_new)
         self.engines = [Engine(profile, setup.engine_policy, speed) for _ in range(workers)]
         self._done: dict[str, tuple[OnDone, float]] = {}  # rid -> (callback, sent at)
-        self._waiting: dict[str, tuple[Request, int]] = {}  # rid -> (request, worker)
+        self._waiting: dict[str, Request] = {}  # rid -> a request waiting for admission
         self._where: dict[str, int] = {}  # rid -> worker, while in an engine
         self._pins: dict[str, int] = {}  # direct: program -> engine
         self.waits: dict[str, float] = {}  # rid -> seconds outside the engine
@@ -131,16 +131,19 @@ class Cluster:
         self._grant(grants)
         priority = self.queue.submit(worker.index, req.rid, prog.program_id, now, req.max_new)
         if priority is None:
-            self._waiting[req.rid] = (req, worker.index)
+            self._waiting[req.rid] = req
         else:
             req.priority = priority if self.setup.worker_priority else 0
             self._to_engine(req, worker.index)
 
     def _grant(self, grants: list[Grant]) -> None:
+        # A grant names the worker whose slot it holds: a program that moved while its
+        # request waited is granted on its new worker, and the request must run (and be
+        # released) there, as in the router.
         for g in grants:
-            req, worker = self._waiting.pop(g.request_id)
+            req = self._waiting.pop(g.request_id)
             req.priority = g.priority if self.setup.worker_priority else 0
-            self._to_engine(req, worker)
+            self._to_engine(req, g.worker)
 
     def _to_engine(self, req: Request, worker: int) -> None:
         _, sent = self._done[req.rid]
