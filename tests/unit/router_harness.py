@@ -54,7 +54,7 @@ def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
     assert resp.headers["content-type"].startswith("application/json")
     error = resp.json()["error"]
     assert isinstance(error["message"], str) and error["message"]
-    assert error["code"] == status
+    assert error["code"] == error["type"] and "param" in error  # OpenAI's error object
     return error
 
 

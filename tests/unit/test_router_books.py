@@ -345,7 +345,7 @@ def test_an_error_event_after_a_worker_dies_mid_event_is_framed_on_its_own() -> 
             assert all(c.startswith("data: ") for c in chunks), reply.text
             events = [json.loads(c[6:]) for c in chunks]
             assert [e["meta_info"]["completion_tokens"] for e in events[:-1]] == [1, 2]
-            assert events[-1]["error"]["code"] == 503
+            assert events[-1]["error"]["code"] == "worker_unavailable"
             assert_idle(router)
 
     run(scenario)

@@ -278,7 +278,10 @@ def test_a_worker_dying_mid_stream_ends_the_stream_with_a_json_error() -> None:
             chunks = [c for c in resp.text.split("\n\n") if c]
             assert len(chunks) > 1 and json.loads(chunks[0][6:])["text"]
             error = json.loads(chunks[-1].removeprefix("data: "))["error"]
-            assert "failed while streaming" in error["message"] and error["code"] == 503
+            assert (
+                "failed while streaming" in error["message"]
+                and error["code"] == "worker_unavailable"
+            )
             assert not router.pool.workers[0].healthy
             assert_idle(router)
 
@@ -309,7 +312,7 @@ def test_a_stream_that_times_out_ends_with_a_json_error(first_delay: float) -> N
             else:
                 last = [c for c in resp.text.split("\n\n") if c][-1]
                 error = json.loads(last.removeprefix("data: "))["error"]
-                assert error["code"] == 504 and error["message"]
+                assert error["code"] == "worker_timeout" and error["message"]
             assert_idle(router)
 
     run(scenario)

@@ -7,7 +7,9 @@ from typing import Any
 
 class ApiError(Exception):
     """An error for the client: `{"error": {"message", "type", "param", "code"}}` with
-    `status`; `param` names the request field at fault, when one is (OpenAI's error object)."""
+    `status`, OpenAI's error object: `type` and `code` name the kind of error (a string, as
+    OpenAI's `code` is, never the HTTP status, which is the response's), `param` the request
+    field at fault when one is (else null)."""
 
     def __init__(
         self, status: int, message: str, kind: str = "invalid_request", param: str | None = None
@@ -20,7 +22,7 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         error = {"message": self.message, "type": self.kind, "param": self.param}
-        return {"error": {**error, "code": self.status}}
+        return {"error": {**error, "code": self.kind}}
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:
