@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,6 +21,17 @@ from dynasor_sgl.router.errors import bad_request
 logger = logging.getLogger(__name__)
 
 _MAX_ITEMS = 4096
+# Every string a client can make the router keep is bounded: an answer (what a program
+# returns; the equivalence check reads at most 1,000 characters of it as more than text), a
+# probe's text, a branch id.
+_MAX_ANSWER = 4096
+_MAX_TEXT = 16384
+_MAX_ID = 256
+_Answer = Annotated[str, Field(max_length=_MAX_ANSWER)]
+_Text = Annotated[str, Field(max_length=_MAX_TEXT)]
+_Id = Annotated[str, Field(max_length=_MAX_ID)]
+_PAGE = 1000  # programs per GET /programs page by default (at most MAX_PAGE)
+_MAX_PAGE = 10_000
 
 
 class _Strict(BaseModel):
@@ -29,7 +40,9 @@ class _Strict(BaseModel):
 
 class ProgramIn(_Strict):
     algorithm: str = Field("sc", description=f"one of {sorted(DEFAULTS)}")
-    program_id: str | None = Field(None, description="your own id; default: a fresh one")
+    program_id: str | None = Field(
+        None, max_length=_MAX_ID, description="your own id; default: a fresh one"
+    )
     policy: dict[str, Any] = Field(
         default_factory=dict, description="PolicyConfig overrides, e.g. cap, thresholds"
     )
@@ -38,12 +51,12 @@ class ProgramIn(_Strict):
 
 class ReportIn(_Strict):
     used: int = Field(..., ge=0, le=1 << 30, description="knob units used so far")
-    answers: dict[str, str | None] = Field(default_factory=dict, max_length=_MAX_ITEMS)
-    rewards: dict[str, float] = Field(default_factory=dict, max_length=_MAX_ITEMS)
-    probe_answers: list[str | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
-    probe_texts: list[str | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
+    answers: dict[_Id, _Answer | None] = Field(default_factory=dict, max_length=_MAX_ITEMS)
+    rewards: dict[_Id, float] = Field(default_factory=dict, max_length=_MAX_ITEMS)
+    probe_answers: list[_Answer | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
+    probe_texts: list[_Text | None] = Field(default_factory=list, max_length=_MAX_ITEMS)
     top_logprobs: list[list[float]] = Field(default_factory=list, max_length=1 << 16)
-    values: dict[str, float] = Field(default_factory=dict, max_length=64)
+    values: dict[_Id, float] = Field(default_factory=dict, max_length=64)
     slack: int | None = Field(
         None, ge=0, le=1 << 20, description="default: free capacity the router sees"
     )
@@ -60,7 +73,7 @@ class ReportIn(_Strict):
 
 
 class FinishIn(_Strict):
-    answer: str | None = None
+    answer: _Answer | None = None
 
 
 def add_program_routes(app: FastAPI, router: Router) -> None:
@@ -74,9 +87,25 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
         return JSONResponse({**prog.summary(), "config": config.to_dict()}, 201)
 
     @app.get("/programs")
-    async def list_programs(status: str | None = None) -> JSONResponse:
-        progs = [p.summary() for p in table.all() if status is None or p.status == status]
-        return JSONResponse({"programs": progs})
+    async def list_programs(
+        status: str | None = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=_MAX_PAGE)] = _PAGE,
+    ) -> JSONResponse:
+        """A page of the program table (oldest first), with the total and the next page's
+        offset (null on the last page)."""
+        chosen = [p for p in table.all() if status is None or p.status == status]
+        page = chosen[offset : offset + limit]
+        after = offset + len(page)
+        return JSONResponse(
+            {
+                "programs": [p.summary() for p in page],
+                "total": len(chosen),
+                "offset": offset,
+                "limit": limit,
+                "next_offset": after if after < len(chosen) else None,
+            }
+        )
 
     @app.get("/programs/{program_id}")
     async def show(program_id: str) -> JSONResponse:
