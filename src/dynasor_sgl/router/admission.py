@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from dynasor_sgl.router.errors import ApiError
+from dynasor_sgl.router.errors import ApiError, unavailable
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.scheduling import SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant
@@ -102,14 +102,62 @@ class Admission:
 
     def release(self, worker: Worker) -> None:
         self._resume(self.queue.release(worker.index, self.clock()))
+        self._forget_if_drained(worker)
 
     def _resume(self, grants: Iterable[Grant]) -> None:
         for grant in grants:
             fut = self._futures.get(grant.request_id)
             if fut is None or fut.done():  # its caller is gone: hand the slot on
-                self._resume(self.queue.release(grant.worker, self.clock()))
+                self.release(self.pool.workers[grant.worker])
                 continue
             fut.set_result(grant)
+
+    # -- workers that join and leave ---------------------------------------------------------
+
+    def add_worker(self, url: str) -> Worker:
+        """A worker joins the pool and the queue (down until its health check passes).
+        Raises ValueError if its URL is in the pool already."""
+        worker = self.pool.add(url)
+        self.queue.add_worker(worker.slots)
+        return worker
+
+    def drain(self, worker: Worker) -> int:
+        """`worker` leaves: it takes no new request; its programs move, with their history,
+        waiting requests and reservations, to the worker the pool pins each to now (one that
+        is down if none is up: the next request re-pins it), its waiting plain requests to the
+        least loaded; its requests in flight finish there, and the last one's release forgets
+        it. Waiting requests fail with 503 only when no worker is up (the route refuses a
+        removal that would do that). Returns how many failed."""
+        now = self.clock()
+        pinned = self.pool.start_drain(worker)
+        self.queue.close_worker(worker.index)
+        others = [w for w in self.pool.live() if w is not worker]
+        stranded: list[str] = []
+        for pid in sorted(set(pinned) | set(self.queue.programs_on(worker.index))):
+            if self.queue.home(pid) != worker.index:
+                continue  # pinned only: the next request pins it anew
+            target = self.pool.worker_for(pid) or (others[0] if others else None)
+            if target is None:
+                stranded += self.queue.waiting_of(program_id=pid)
+                continue
+            logger.info("program %s leaves worker %d for %d", pid, worker.index, target.index)
+            self._resume(self.queue.ensure_program(target.index, pid, now, 0, "sc"))
+            if self.queue.waiting_of(program_id=pid, worker=target.index) and not target.healthy:
+                stranded += self.queue.waiting_of(program_id=pid)
+        for rid in self.queue.waiting_of(worker=worker.index):
+            target = self.pool.least_loaded()
+            if target is None:
+                stranded.append(rid)
+                continue
+            self._resume(self.queue.move_plain(rid, target.index, now))
+        failed = self._fail(stranded, unavailable(f"worker {worker.index} left, none is up"))
+        self._forget_if_drained(worker)
+        return failed
+
+    def _forget_if_drained(self, worker: Worker) -> None:
+        if worker.draining and worker.inflight == 0 and worker.index in self.pool.workers:
+            self.queue.remove_worker(worker.index)
+            self.pool.forget(worker)
 
     def _fail(self, request_ids: list[str], error: ApiError) -> int:
         failed = 0

@@ -1,5 +1,6 @@
 """The router's HTTP surface: SGLang's native API, the OpenAI routes, the program endpoints,
-and /metrics. The POSTs that generate (native and OpenAI) are served by `fastpath` in front.
+/metrics, and the /workers routes (from `worker_routes`). The POSTs that generate (native and
+OpenAI) are served by `fastpath` in front.
 
 `sgl.RuntimeEndpoint(router_url)` works unchanged, and so does
 `sgl.RuntimeEndpoint(router_url + "/programs/<id>")`, which tags every request with the program
@@ -26,6 +27,7 @@ from dynasor_sgl.router.fastpath import GenerateFastPath
 from dynasor_sgl.router.forward import Reply, WorkerFailed
 from dynasor_sgl.router.middleware import Guard
 from dynasor_sgl.router.program_routes import add_program_routes
+from dynasor_sgl.router.worker_routes import add_worker_routes
 
 logger = logging.getLogger(__name__)
 _READ_ONLY = ("/get_model_info", "/get_server_info", "/server_info", "/v1/models")
@@ -49,7 +51,8 @@ def create_app(config: RouterConfig) -> Any:
     _add_error_handlers(app)
 
     _add_status_routes(app, router)
-    _add_worker_routes(app, router)
+    _add_abort_routes(app, router)
+    add_worker_routes(app, router)
     add_program_routes(app, router)
     return Guard(GenerateFastPath(app, router), config.max_body_bytes, config.api_key)
 
@@ -86,13 +89,15 @@ def _add_status_routes(app: FastAPI, router: Router) -> None:
         m = router.metrics
         m.programs_active.set(router.programs.active())
         m.queue_length.set(router.admission.queue_length())
+        m.worker_inflight.clear()  # a worker that left has no series any more
+        m.worker_healthy.clear()
         for w in router.pool.workers:
             m.worker_inflight.labels(str(w.index)).set(w.inflight)
             m.worker_healthy.labels(str(w.index)).set(int(w.healthy))
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 
 
-def _add_worker_routes(app: FastAPI, router: Router) -> None:
+def _add_abort_routes(app: FastAPI, router: Router) -> None:
     """Aborts and cache flushes (the POSTs that generate go through `fastpath`)."""
 
     @app.post("/abort_request")

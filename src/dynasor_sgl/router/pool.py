@@ -1,9 +1,14 @@
 """The workers behind the router: health, load, and which program runs where.
 
 Owns each worker's up/down state (periodic `/health` checks; a failed request marks it down at
-once), its in-flight count, and the program → worker pinning (prefix locality; spill to another
-worker only under overload). It does not order requests (that is `admission`) or send them
-(that is `forward`).
+once), its in-flight count, the program → worker pinning (prefix locality; spill to another
+worker only under overload), and which workers there are: workers join (`add`) and leave
+(`start_drain`, then `forget` once nothing runs there) while the router runs. It does not
+order requests (that is `admission`) or send them (that is `forward`).
+
+A worker's index is its id for its whole life and is never given to another worker, even after
+it leaves: logs, metrics labels and in-flight entries name workers by index, and a reused index
+would make two workers one series.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -31,6 +37,7 @@ class Worker:
     failures: int = 0
     missed_checks: int = 0
     last_check: float = 0.0
+    draining: bool = False  # leaving: takes no new request; forgotten once idle
     programs: set[str] = field(default_factory=set)
     slots: Slots = field(init=False)  # occupancy, kept by admission
 
@@ -58,16 +65,87 @@ class Worker:
         return self.slots.inflight + self.slots.queued
 
 
+class Workers:
+    """The pool's workers by their stable index: iterating yields the workers (in index
+    order), `workers[i]` is the worker with index i (a KeyError once it has left)."""
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, Worker] = {}
+
+    def __iter__(self) -> Iterator[Worker]:
+        return iter(list(self._by_index.values()))  # a copy: workers may leave meanwhile
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def __getitem__(self, index: int) -> Worker:
+        return self._by_index[index]
+
+    def get(self, index: int) -> Worker | None:
+        return self._by_index.get(index)
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._by_index
+
+    def add(self, worker: Worker) -> None:
+        self._by_index[worker.index] = worker
+
+    def remove(self, index: int) -> None:
+        del self._by_index[index]
+
+
 class WorkerPool:
     """The set of workers, their health, and program pinning."""
 
     def __init__(self, urls: tuple[str, ...], max_inflight: int) -> None:
-        self.workers = [Worker(i, u.rstrip("/")) for i, u in enumerate(urls)]
+        self.workers = Workers()
         self.max_inflight = max_inflight
         self._pins: dict[str, int] = {}
+        self._next_index = 0
+        for url in urls:
+            self.add(url)
+
+    def add(self, url: str) -> Worker:
+        """A new worker at `url` (down until a health check passes), under a fresh index.
+        Raises ValueError if a worker with that URL is already in the pool."""
+        url = url.rstrip("/")
+        if self.find(url) is not None:
+            raise ValueError(f"worker {url} is already in the pool")
+        worker = Worker(self._next_index, url)
+        self._next_index += 1
+        self.workers.add(worker)
+        return worker
+
+    def find(self, url: str) -> Worker | None:
+        url = url.rstrip("/")
+        return next((w for w in self.workers if w.url == url), None)
+
+    def live(self) -> list[Worker]:
+        """The workers that are not leaving (up or down)."""
+        return [w for w in self.workers if not w.draining]
+
+    def start_drain(self, worker: Worker) -> list[str]:
+        """Takes `worker` out of rotation: it gets no new request and no program stays pinned
+        to it. Returns the programs that were pinned to it (the caller moves them)."""
+        if not worker.draining:
+            logger.info("worker %d (%s) is leaving: draining", worker.index, worker.url)
+        worker.draining = True
+        moved = sorted(worker.programs)
+        for pid in moved:
+            self.unpin(pid)
+        return moved
+
+    def forget(self, worker: Worker) -> None:
+        """Removes a drained worker (nothing in flight or waiting) for good."""
+        assert worker.draining and worker.inflight == 0 and worker.queued == 0, worker
+        for pid in list(worker.programs):
+            self.unpin(pid)
+        self.workers.remove(worker.index)
+        logger.info("worker %d (%s) left the pool", worker.index, worker.url)
 
     def healthy(self) -> list[Worker]:
-        return [w for w in self.workers if w.healthy]
+        """The workers new requests may go to: up and not leaving."""
+        return [w for w in self.workers if w.healthy and not w.draining]
 
     def least_loaded(self) -> Worker | None:
         up = self.healthy()
@@ -80,12 +158,13 @@ class WorkerPool:
             return self.least_loaded()
         idx = self._pins.get(program_id)
         current = None if idx is None else self.workers[idx]
-        if current is not None and current.healthy and not self._overloaded(current):
+        usable = current is not None and current.healthy and not current.draining
+        if current is not None and usable and not self._overloaded(current):
             return current
         target = self.least_loaded()
         if target is None:
             return None
-        if current is not None and current.healthy and target.load >= current.load:
+        if current is not None and usable and target.load >= current.load:
             return current  # nowhere better to spill to
         if current is not None:
             logger.info(

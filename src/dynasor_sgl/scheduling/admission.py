@@ -11,6 +11,11 @@ Synchronous and clock-injected (`now` is passed in): the router wraps it with fu
 (`dynasor_sgl.router.admission`), a simulator calls it directly. A request outside any program
 (plain) is a one-unit job of its own max_new_tokens. Slots can be reserved for expansion a
 policy granted, so concurrent reports do not all see the same free capacity.
+
+Workers join (`add_worker`) and leave while it runs: `close_worker` stops new work going to
+one, the caller moves its programs (`ensure_program` elsewhere) and plain waiters
+(`move_plain`), its requests in flight end as usual, and `remove_worker` forgets it once it
+holds nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +75,43 @@ class AdmissionQueue:
         self._waiting: dict[str, tuple[int, str]] = {}  # request id -> (worker, scheduler id)
         self._home: dict[str, int] = {}  # program id -> worker whose scheduler holds it
         self._reserved: dict[str, int] = {}  # program id -> slots reserved for it
+        self._closed: set[int] = set()  # workers leaving: no new request or program
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def add_worker(self, slots: Slots) -> None:
+        """A worker joins, with an index never used before in this queue."""
+        if slots.index in self.workers:
+            raise ValueError(f"worker {slots.index} is already in the queue")
+        self.workers[slots.index] = slots
+        self._schedulers[slots.index] = Scheduler(self.config)
+
+    def close_worker(self, worker: int) -> None:
+        """`worker` is leaving: it takes no new request, waiting one or program from now on
+        (its requests in flight still end here, with `release`)."""
+        self._closed.add(worker)
+
+    def open_workers(self) -> list[int]:
+        return sorted(i for i in self.workers if i not in self._closed)
+
+    def programs_on(self, worker: int) -> list[str]:
+        """Programs whose scheduler state lives on `worker` (waiting or not)."""
+        return sorted(pid for pid, home in self._home.items() if home == worker)
+
+    def remove_worker(self, worker: int) -> None:
+        """Forgets a closed worker that holds nothing: no request in flight or waiting, no
+        program, no reservation. Raises ValueError otherwise (its books would be lost)."""
+        w = self.workers[worker]
+        if worker not in self._closed:
+            raise ValueError(f"worker {worker} must be closed before it is removed")
+        if w.inflight or w.queued or w.reserved or self.programs_on(worker):
+            raise ValueError(f"worker {worker} still holds work: {w}")
+        del self.workers[worker], self._schedulers[worker]
+        self._closed.discard(worker)
+
+    def _check_open(self, worker: int) -> None:
+        if worker in self._closed:
+            raise ValueError(f"worker {worker} is leaving and takes no new work")
 
     def queue_length(self) -> int:
         return len(self._waiting)
@@ -100,6 +142,7 @@ class AdmissionQueue:
         home = self._home.get(program_id)
         if home == worker:
             return []
+        self._check_open(worker)
         if home is None:
             self._schedulers[worker].add(
                 program_id,
@@ -205,6 +248,7 @@ class AdmissionQueue:
     ) -> int | None:
         """A request for `worker`: its priority if it may go now, else None (it waits until a
         `release` or `dispatch` grants it)."""
+        self._check_open(worker)
         w = self.workers[worker]
         sid = program_id if program_id is not None else PLAIN_PREFIX + request_id
         sched = self._schedulers[worker]
@@ -276,6 +320,7 @@ class AdmissionQueue:
         entry = self._waiting.get(request_id)
         if entry is None or entry[0] == dst or not entry[1].startswith(PLAIN_PREFIX):
             return []
+        self._check_open(dst)
         src, sid = entry
         state = self._schedulers[src].detach(sid)
         if state is None:
