@@ -106,3 +106,12 @@ async def routed(
             yield client, router
     finally:
         await router.close()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `cond()` holds (observing state, polled; not a sleep that orders events)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.005)
