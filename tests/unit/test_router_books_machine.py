@@ -1,17 +1,25 @@
 """The admission queue's books under random events: a hypothesis state machine.
 
 Drives the pure `AdmissionQueue` (two or three workers) through submits (program and plain),
-releases, cancels, moves of programs and of plain requests, reservations, reports and the end
-of programs, against a model of which request holds a slot where and which waits. After every
-step the queue's counts equal the model's, every grant comes from a waiting request and is
-released on the worker that granted it, and no request waits on a worker with nothing in
-flight (nothing would ever dispatch it).
+releases, cancels, moves of programs and of plain requests, reservations, reports, the end
+of programs, and workers that join and leave (a leaving worker is closed, its programs and
+waiting plain requests move to an open worker as the router's drain moves them, and it is
+removed once its last request in flight is released), against a model of which request holds
+a slot where and which waits. After every step the queue's counts equal the model's, every
+grant comes from a waiting request and is released on the worker that granted it, no request
+waits on a worker with nothing in flight (nothing would ever dispatch it), a leaving worker
+holds no waiting request, program or reservation, and a drained one is gone.
+
+Examples: 2,000 by default (31 s on one CPU core, 2026-12-07); the environment variable
+`DYNASOR_MACHINE_EXAMPLES` sets another count (fewer for a quick run, more for a long hunt).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -20,6 +28,8 @@ from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, Slots
 
 PROGRAMS = ("p", "q", "r")
+MAX_WORKERS = 5  # joined over a run, the first ones included
+EXAMPLES = int(os.environ.get("DYNASOR_MACHINE_EXAMPLES", "2000"))
 
 
 class AdmissionBooks(RuleBasedStateMachine):
@@ -39,6 +49,9 @@ class AdmissionBooks(RuleBasedStateMachine):
         self.holding: dict[str, int] = {}  # rid -> worker whose slot it holds
         self.waiting: dict[str, str | None] = {}  # rid -> program (None: plain)
         self.ended: set[str] = set()
+        self.joined = workers  # indices handed out so far: the next worker gets this one
+        self.leaving: set[int] = set()  # closed, with requests still in flight
+        self.removed: set[int] = set()
 
     def _granted(self, grants: list[Grant]) -> None:
         for grant in grants:
@@ -46,8 +59,14 @@ class AdmissionBooks(RuleBasedStateMachine):
             del self.waiting[grant.request_id]
             self.holding[grant.request_id] = grant.worker
 
-    def _worker(self, data: st.DataObject) -> int:
-        return data.draw(st.sampled_from(sorted(self.queue.workers)))
+    def _worker(self, data: st.DataObject, but: int | None = None) -> int:
+        """An open worker (one that is not leaving), other than `but`."""
+        return data.draw(st.sampled_from([i for i in self.queue.open_workers() if i != but]))
+
+    def _release_on(self, worker: int) -> None:
+        self._granted(self.queue.release(worker, self.now))
+        if worker in self.leaving and self.queue.workers[worker].inflight == 0:
+            self._remove(worker)  # drained: as the router forgets it
 
     @rule(data=st.data(), program=st.sampled_from((None, *PROGRAMS)), tokens=st.integers(1, 64))
     def submit(self, data: st.DataObject, program: str | None, tokens: int) -> None:
@@ -68,7 +87,7 @@ class AdmissionBooks(RuleBasedStateMachine):
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         rid = data.draw(st.sampled_from(sorted(self.holding)))
-        self._granted(self.queue.release(self.holding.pop(rid), self.now))
+        self._release_on(self.holding.pop(rid))
 
     @precondition(lambda self: self.waiting)
     @rule(data=st.data())
@@ -106,6 +125,45 @@ class AdmissionBooks(RuleBasedStateMachine):
             self._granted(grants)
         self.ended.add(program)
 
+    @precondition(lambda self: self.joined < MAX_WORKERS)
+    @rule()
+    def join(self) -> None:
+        self.queue.add_worker(Slots(self.joined))
+        self.joined += 1
+
+    @precondition(lambda self: len(self.queue.open_workers()) > 1)
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        """A worker leaves as the router drains it: closed first, then its programs (with
+        their history, waiting requests and reservations) and its waiting plain requests move
+        to open workers; it is removed now if idle, else at its last release."""
+        worker = self._worker(data)
+        self.queue.close_worker(worker)
+        for program in self.queue.programs_on(worker):
+            dst = self._worker(data, but=worker)
+            self._granted(self.queue.ensure_program(dst, program, self.now, 0, "sc"))
+        for rid in self.queue.waiting_of(worker=worker):
+            self._granted(self.queue.move_plain(rid, self._worker(data, but=worker), self.now))
+        self.leaving.add(worker)
+        if self.queue.workers[worker].inflight == 0:
+            self._remove(worker)
+
+    def _remove(self, worker: int) -> None:
+        self.queue.remove_worker(worker)
+        self.leaving.discard(worker)
+        self.removed.add(worker)
+
+    @precondition(lambda self: self.leaving)
+    @rule(data=st.data(), program=st.sampled_from((None, *PROGRAMS)))
+    def submit_to_leaving(self, data: st.DataObject, program: str | None) -> None:
+        """A leaving worker takes no new request or program (the router never sends one)."""
+        worker = data.draw(st.sampled_from(sorted(self.leaving)))
+        with pytest.raises(ValueError, match="leaving"):
+            self.queue.submit(worker, f"r{next(self.ids)}", program, self.now)
+        if program is not None:
+            with pytest.raises(ValueError, match="leaving"):
+                self.queue.ensure_program(worker, program, self.now, 8, "sc")
+
     @rule(seconds=st.floats(0, 30))
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -124,7 +182,16 @@ class AdmissionBooks(RuleBasedStateMachine):
             if queue.config.policy is SchedulingPolicy.FCFS:  # no gangs: the bound holds
                 assert w.inflight <= queue.bound, w
         assert sorted(queue.waiting_of()) == sorted(self.waiting)
+        assert set(queue.workers) == set(range(self.joined)) - self.removed
+        assert set(queue.open_workers()) == set(queue.workers) - self.leaving
+        assert set(self.holding.values()) <= set(queue.workers)  # no slot on a removed one
+        for index in self.leaving:
+            w = queue.workers[index]
+            assert w.inflight > 0, w  # drained workers are removed at once
+            assert (w.queued, w.reserved, queue.programs_on(index)) == (0, 0, []), w
 
 
-AdmissionBooks.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+AdmissionBooks.TestCase.settings = settings(
+    max_examples=EXAMPLES, stateful_step_count=40, deadline=None
+)
 TestAdmissionBooks = AdmissionBooks.TestCase
