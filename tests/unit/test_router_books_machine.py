@@ -1,11 +1,11 @@
 """The admission queue's books under random events: a hypothesis state machine.
 
-Drives the pure `AdmissionQueue` (two or three workers) through submits (program and plain),
-releases, cancels, moves of programs and of plain requests, reservations, reports, the end
-of programs, and workers that join and leave (a leaving worker is closed, its programs and
-waiting plain requests move to an open worker as the router's drain moves them, and it is
-removed once its last request in flight is released), against a model of which request holds
-a slot where and which waits. After every step the queue's counts equal the model's, every
+Drives the pure `AdmissionQueue` (two or three workers, up to five joined) through submits
+(program and plain), releases, cancels, moves of programs and of plain requests, reservations,
+reports, the end of programs, and workers that join and leave (a leaving worker is closed, its
+programs and waiting plain requests move to an open worker as the router's drain moves them, and
+it is removed once its last request in flight is released), against a model of which request
+holds a slot where and which waits. After every step the queue's counts equal the model's, every
 grant comes from a waiting request and is released on the worker that granted it, no request
 waits on a worker with nothing in flight (nothing would ever dispatch it), a leaving worker
 holds no waiting request, program or reservation, and a drained one is gone.
