@@ -267,7 +267,8 @@ def _serve_until_stopped(cluster: Cluster, stop: threading.Event) -> int:
     "worker_urls",
     multiple=True,
     required=True,
-    help="Base URL of an SGLang worker (repeat for several).",
+    help="Base URL of an SGLang worker (repeat for several); more join and leave while the "
+    "router runs through POST and DELETE /workers.",
 )
 @click.option("--host", default=_ROUTER_DEFAULTS["host"], help="Address to bind.")
 @click.option("--port", type=int, default=_ROUTER_DEFAULTS["port"])
