@@ -12,7 +12,16 @@ from urllib.parse import quote
 
 import httpx
 from fake_worker import FakeWorker
-from router_harness import assert_idle, error_of, gen, register, run, setup, until
+from router_harness import (
+    assert_idle,
+    error_of,
+    finish_reason,
+    gen,
+    register,
+    run,
+    setup,
+    until,
+)
 
 
 def series(text: str, worker: int) -> bool:
@@ -206,5 +215,43 @@ def test_a_worker_whose_waiting_requests_nobody_can_take_stays() -> None:
             # The down worker holds nothing: it leaves at once.
             assert (await client.delete("/workers/1")).status_code == 200
             assert await listed(client) == [(0, False)]
+
+    run(scenario)
+
+
+STALL_POLICY = {"cap": 20, "initial": 2, "pace": 2, "detect_at": 2, "detect_every": 2}
+
+
+def test_an_idle_program_moves_off_a_leaving_worker_with_its_reserved_slots() -> None:
+    async def scenario() -> None:
+        async with setup(workers=2, max_inflight_per_worker=4) as (client, router, fakes):
+            body = {"program_id": "p", "policy": STALL_POLICY}
+            assert (await client.post("/programs", json=body)).status_code == 201
+            assert (await client.post("/programs/p/generate", json=gen(max_new=3))).is_success
+            report = {"used": 2, "answers": {"a": "1", "b": "2"}}
+            assert (await client.post("/programs/p/report", json=report)).json()["expand"] == 4
+            w0, w1 = router.pool.workers
+            assert (w0.slots.reserved, router.admission.queue.home("p")) == (4, 0)
+            resp = await client.delete("/workers/0")
+            assert resp.status_code == 200 and resp.json()["status"] == "removed"
+            assert (w1.slots.reserved, router.admission.queue.home("p")) == (4, 1)
+            assert router.pool.pinned("p") is w1
+            assert (await client.post("/programs/p/generate", json=gen(max_new=3))).is_success
+            assert [len(f.generate_bodies) for f in fakes] == [1, 1]
+
+    run(scenario)
+
+
+def test_abort_all_reaches_a_draining_worker() -> None:
+    async def scenario() -> None:
+        async with setup(workers=2) as (client, router, fakes):
+            running = asyncio.ensure_future(client.post("/generate", json=gen()))
+            await fakes[0].wait_running(1)
+            assert (await client.delete("/workers/0")).status_code == 202
+            resp = await client.post("/abort_request", json={"abort_all": True})
+            assert resp.json() == {"workers": 2, "ok": 2}
+            assert finish_reason(await running) == "abort"
+            await until(lambda: 0 not in router.pool.workers)
+            assert_idle(router)
 
     run(scenario)

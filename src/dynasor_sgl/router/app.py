@@ -62,7 +62,7 @@ def _add_status_routes(app: FastAPI, router: Router) -> None:
 
     @app.get("/health")
     async def health() -> Response:
-        up = router.pool.healthy()
+        up = router.pool.available()
         if not up:
             raise ApiError(503, "no healthy SGLang worker", "worker_unavailable")
         return JSONResponse({"status": "ok", "healthy_workers": len(up)})

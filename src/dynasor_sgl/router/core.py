@@ -134,7 +134,7 @@ class Router:
                 return await self._forward_on(worker, path, body, prog, branch, watched)
             except WorkerFailed as exc:
                 self._worker_down(exc.worker, exc)
-                if attempt == MAX_ATTEMPTS or not self.pool.healthy():
+                if attempt == MAX_ATTEMPTS or not self.pool.available():
                     raise unavailable(f"worker {exc.worker.index} failed: {exc}") from exc
                 logger.warning(
                     "retrying request of %s on another worker", prog.program_id if prog else "-"

@@ -144,11 +144,15 @@ class WorkerPool:
         logger.info("worker %d (%s) left the pool", worker.index, worker.url)
 
     def healthy(self) -> list[Worker]:
+        """The workers that are up, leaving ones included (an abort must reach them)."""
+        return [w for w in self.workers if w.healthy]
+
+    def available(self) -> list[Worker]:
         """The workers new requests may go to: up and not leaving."""
         return [w for w in self.workers if w.healthy and not w.draining]
 
     def least_loaded(self) -> Worker | None:
-        up = self.healthy()
+        up = self.available()
         # Ties go to the worker with fewer pinned programs, so programs spread out.
         return min(up, key=lambda w: (w.load, len(w.programs), w.index)) if up else None
 
@@ -192,7 +196,7 @@ class WorkerPool:
         if w.inflight < self.max_inflight or w.queued == 0:
             return False
         room = max(1, self.max_inflight // 2)
-        return any(o.load < room for o in self.healthy() if o is not w)
+        return any(o.load < room for o in self.available() if o is not w)
 
     def mark_down(self, worker: Worker, reason: str) -> None:
         if worker.healthy:
