@@ -43,7 +43,8 @@ def right(extracted: str | None, label: str | None) -> bool:
 def old_extractors(rev: str) -> Extractors:
     """`extract_answer` / `extract_probe_answer` of `answers.py` as it was at `rev`."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:src/dynasor_sgl/answers/equivalence.py"],
+        # the module's path at that revision, before answers/ became a package
+        ["git", "show", f"{rev}:src/dynasor_sgl/answers.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,

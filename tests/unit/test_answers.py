@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -154,24 +152,25 @@ def test_cluster_partitions_and_orders(values: list[str | None]) -> None:
         assert g == sorted(g)
 
 
-def test_cache_makes_repeat_checks_cheap() -> None:
+def test_cache_makes_repeat_checks_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     answers.clear_cache()
     pair = (r"\frac{3}{4}", "0.75")
     assert equivalent(*pair)
-    start = time.perf_counter()
+
+    def no_second_call(a: str, b: str) -> bool:
+        raise AssertionError("a cached pair went to math-verify again")
+
+    monkeypatch.setattr(answers, "math_verify_equal", no_second_call)
     for _ in range(100):
         assert equivalent(pair[1], pair[0])  # reversed order hits the same entry
     assert answers._equivalent_normalized.cache_info().hits >= 100
-    assert time.perf_counter() - start < 1.0
 
 
 def test_timed_worker_times_out_and_recovers() -> None:
     worker = TimedWorker(sum, timeout_s=0.5)
     try:
         assert worker.call(range(10)) == 45
-        start = time.perf_counter()
         assert worker.call(range(10**13)) is None  # hours of work; killed after 0.5 s
-        assert time.perf_counter() - start < 10
         assert worker.restarts == 1
         assert worker.call(range(5)) == 10  # a fresh child serves the next call
         assert worker.restarts == 1
@@ -190,3 +189,22 @@ def test_timed_worker_reports_errors_as_none() -> None:
         worker.close()
     with pytest.raises(ValueError):
         TimedWorker(divmod, timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # a description after the copula: the subject it describes is the answer
+        ("Paris is the capital of France.", "Paris"),
+        ("Mount Everest is the tallest mountain.", "Mount Everest"),
+        (" Paris is the capital of France. Paris is located in North America.", "Paris"),
+        # a value after the copula stays the answer
+        ("The capital of France is Paris.", "Paris"),
+        # a subject that names nothing (filler, lower case) leaves the predicate
+        ("It is the city of lights", "city of lights"),
+        # a colon ends a word answer, as a comma does
+        ("Sure, here is the answer:Paris:The capital of France is Paris.", "Paris"),
+    ],
+)
+def test_word_answers_read_the_named_thing_not_its_description(text: str, expected: str) -> None:
+    assert extract_answer(text) == expected

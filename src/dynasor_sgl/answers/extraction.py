@@ -51,6 +51,7 @@ _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n")
 _MATH_RE = re.compile(r"[\d=+^\\/*<>]|\b[a-z]\b")
 _IS_RE = re.compile(r"\b(?:is|are|was|were|equals|be)\s+", re.IGNORECASE)
 _WORD_RE = re.compile(r"[^\W\d_][\w'-]*")
+_ARTICLE_RE = re.compile(r"(?:the|a|an)\s", re.IGNORECASE)
 _YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}
 _FILLER = frozenset(
     [
@@ -199,9 +200,9 @@ def _value(text: str) -> str | None:
 
 
 def word_answer(phrase: str) -> str | None:
-    """A short word answer: up to the first comma, leading filler dropped, at most MAX_WORDS
-    words; None if nothing but filler is left."""
-    words = [w.strip("'") for w in _WORD_RE.findall(re.split(r"[,;]", phrase, maxsplit=1)[0])]
+    """A short word answer: up to the first comma, semicolon or colon, leading filler
+    dropped, at most MAX_WORDS words; None if nothing but filler is left."""
+    words = [w.strip("'") for w in _WORD_RE.findall(re.split(r"[,;:]", phrase, maxsplit=1)[0])]
     words = [w for w in words if w]
     while words and words[0].lower() in _FILLER:
         words.pop(0)
@@ -261,4 +262,18 @@ def extract_answer(text: str | None) -> str | None:
     if 0 < len(words) <= BARE_WORDS:  # a bare short answer ("Paris", "New York City")
         return word_answer(text)
     copula = _IS_RE.search(text)
-    return word_answer(_clause(text[copula.end() :])) if copula else None
+    return _copula_answer(text, copula) if copula else None
+
+
+def _copula_answer(text: str, copula: re.Match[str]) -> str | None:
+    """The answer of "X is Y": Y ("The capital of France is Paris"), unless Y is a
+    description (it starts with an article: "Paris is the capital of France") and X names
+    something in a few words of its own, which is then the answer."""
+    predicate = _clause(text[copula.end() :])
+    subject = _clause(text[: copula.start()].rsplit("\n", 1)[-1].rsplit(". ", 1)[-1])
+    described = _ARTICLE_RE.match(predicate) is not None
+    if described and subject and len(subject.split()) <= MAX_WORDS:
+        named = word_answer(subject)
+        if named is not None and named.split()[0][:1].isupper():
+            return named
+    return word_answer(predicate)
