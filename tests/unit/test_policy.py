@@ -81,7 +81,7 @@ def test_old_step_key_is_read_as_pace_with_a_warning(caplog: pytest.LogCaptureFi
 
 def test_old_report_keys_are_read_as_used(caplog: pytest.LogCaptureFixture) -> None:
     from dynasor_sgl.replay.labelled import LabelledRun
-    from dynasor_sgl.router.program_routes import ReportIn
+    from dynasor_sgl.router.program_api import ReportIn
 
     with caplog.at_level("WARNING"):
         assert ReportIn.model_validate({"step": 3}).used == 3

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.errors import ApiError, conflict, unavailable
 from dynasor_sgl.router.pool import Worker, WorkerPool
+from dynasor_sgl.router.waiting import Admission
 from dynasor_sgl.scheduling import SchedulerConfig
 
 
@@ -112,9 +112,9 @@ def test_freed_slot_goes_to_the_shortest_program_first() -> None:
     run(scenario)
 
 
-def test_fifo_policy_admits_in_arrival_order() -> None:
+def test_the_fifo_order_admits_in_arrival_order() -> None:
     async def scenario() -> None:
-        adm, (w,), clock = make(max_inflight=1, policy="fifo")
+        adm, (w,), clock = make(max_inflight=1, order="fifo")
         await adm.acquire(w, "blocker", None)
         log = Log(adm)
         for t, pid, knob in [(0.0, "long", 20), (1.0, "short", 2), (2.0, "mid", 5)]:

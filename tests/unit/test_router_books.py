@@ -28,7 +28,7 @@ from router_harness import (
 )
 
 from dynasor_sgl.policy.config import MAX_CAP
-from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
 
 
@@ -147,13 +147,13 @@ def test_a_cap_past_the_bound_is_a_400_naming_it_and_the_bound_itself_is_served(
     run(scenario)
 
 
-@pytest.mark.parametrize("policy", list(SchedulingPolicy))
+@pytest.mark.parametrize("policy", list(Order))
 def test_a_grant_whose_priority_math_overflows_still_counts_its_slot_once(
-    policy: SchedulingPolicy,
+    policy: Order,
 ) -> None:
     """hugecap.py: the slot was counted before the priority was computed; the priority raised
     and the slot was never returned. The priority is now total and computed first."""
-    queue = AdmissionQueue([Slots(0)], 2, SchedulerConfig(policy=policy))
+    queue = AdmissionQueue([Slots(0)], 2, SchedulerConfig(order=policy))
     queue.ensure_program(0, "big", 0.0, 10**310, "sc", deadline_at=100.0)
     priority = queue.submit(0, "r", "big", 0.0)
     assert priority is not None and 0 <= priority <= queue.config.max_priority

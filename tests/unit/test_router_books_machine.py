@@ -24,7 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, Slots
 
 PROGRAMS = ("p", "q", "r")
@@ -38,11 +38,11 @@ class AdmissionBooks(RuleBasedStateMachine):
     @initialize(
         workers=st.integers(2, 3),
         bound=st.integers(1, 3),
-        policy=st.sampled_from(list(SchedulingPolicy)),
+        policy=st.sampled_from(list(Order)),
     )
-    def start(self, workers: int, bound: int, policy: SchedulingPolicy) -> None:
+    def start(self, workers: int, bound: int, policy: Order) -> None:
         self.queue = AdmissionQueue(
-            [Slots(i) for i in range(workers)], bound, SchedulerConfig(policy=policy)
+            [Slots(i) for i in range(workers)], bound, SchedulerConfig(order=policy)
         )
         self.now = 0.0
         self.ids = itertools.count()
@@ -179,7 +179,7 @@ class AdmissionBooks(RuleBasedStateMachine):
             assert w.reserved >= 0, w
             # Nothing would ever dispatch a request waiting on a worker with nothing in flight.
             assert not (w.queued and w.inflight == 0), w
-            if queue.config.policy is SchedulingPolicy.FCFS:  # no gangs: the bound holds
+            if queue.config.order is Order.FCFS:  # no gangs: the bound holds
                 assert w.inflight <= queue.bound, w
         assert sorted(queue.waiting_of()) == sorted(self.waiting)
         assert set(queue.workers) == set(range(self.joined)) - self.removed

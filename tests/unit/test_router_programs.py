@@ -8,7 +8,7 @@ import pytest
 
 from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, Report, StopReason
 from dynasor_sgl.router.errors import ApiError
-from dynasor_sgl.router.programs import ProgramTable
+from dynasor_sgl.router.table import ProgramTable
 
 CONFIG = PolicyConfig(cap=8, initial=4, pace=4, detect_at=4, thresholds={"entropy": 0.7})
 

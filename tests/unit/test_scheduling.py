@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from dynasor_sgl.scheduling import (
     PRIOR_TOKENS_PER_UNIT,
     Dispatch,
+    Order,
     Scheduler,
     SchedulerConfig,
-    SchedulingPolicy,
 )
 
 
 def test_config_validation() -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"policy": "lifo"}, "lifo"),
+        ({"order": "lifo"}, "lifo"),
         ({"aging_rate": 0}, "aging_rate"),
         ({"starvation_bound_s": -1}, "starvation_bound_s"),
         ({"starvation_bound_s": math.inf}, "starvation_bound_s"),
@@ -31,8 +31,8 @@ def test_config_validation() -> None:
     for kwargs, name in cases:
         with pytest.raises(ValueError, match=name):
             SchedulerConfig(**kwargs)
-    cfg = SchedulerConfig(policy="fifo", aging_rate=10, starvation_bound_s=60)  # type: ignore[arg-type]
-    assert cfg.policy is SchedulingPolicy.FIFO and cfg.work_cap == 600
+    cfg = SchedulerConfig(order="fifo", aging_rate=10, starvation_bound_s=60)  # type: ignore[arg-type]
+    assert cfg.order is Order.FIFO and cfg.work_cap == 600
 
 
 def test_predicted_work_uses_the_algorithm_prior_then_its_own_average() -> None:
@@ -97,7 +97,7 @@ def test_aging_reaches_the_priority_sent() -> None:
 
 
 def test_fifo_ignores_predicted_work_and_fcfs_ignores_programs() -> None:
-    s = Scheduler(SchedulerConfig(policy=SchedulingPolicy.FIFO))
+    s = Scheduler(SchedulerConfig(order=Order.FIFO))
     s.add("long", 0, remaining_units=20)
     s.add("short", 1, remaining_units=1)
     s.enqueue("short", ["s"], now=1)
@@ -107,7 +107,7 @@ def test_fifo_ignores_predicted_work_and_fcfs_ignores_programs() -> None:
     d = s.next(2)
     assert d is not None and d.request_ids == ["l"]
 
-    f = Scheduler(SchedulerConfig(policy=SchedulingPolicy.FCFS))
+    f = Scheduler(SchedulerConfig(order=Order.FCFS))
     f.add("a", 0, 5)
     f.add("b", 0, 5)
     f.enqueue("a", ["a0"], now=0)
@@ -120,7 +120,7 @@ def test_fifo_ignores_predicted_work_and_fcfs_ignores_programs() -> None:
 
 
 def test_deadline_order_is_least_slack_first_and_late_programs_go_last() -> None:
-    s = Scheduler(SchedulerConfig(policy=SchedulingPolicy.DEADLINE, prior_token_rate=100))
+    s = Scheduler(SchedulerConfig(order=Order.DEADLINE, prior_token_rate=100))
     # predicted time = units × 256 tokens / 100 tokens/s
     s.add("relaxed", 0, remaining_units=1, deadline_at=100.0)  # slack ~97 s
     s.add("tight", 0, remaining_units=1, deadline_at=10.0)  # slack ~7 s
@@ -137,7 +137,7 @@ def test_deadline_order_is_least_slack_first_and_late_programs_go_last() -> None
 
 
 def test_deadline_pace_is_learned_from_reports() -> None:
-    s = Scheduler(SchedulerConfig(policy=SchedulingPolicy.DEADLINE))
+    s = Scheduler(SchedulerConfig(order=Order.DEADLINE))
     s.add("p", 10, remaining_units=20, deadline_at=100.0)
     s.on_report("p", tokens=500, units=5, remaining_units=15, now=20)  # 2 s a unit
     assert s.predicted_time("p") == 30 and s.predicted_time("p", units=5) == 10
@@ -183,12 +183,12 @@ events = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(list(SchedulingPolicy)), events)
+@given(st.sampled_from(list(Order)), events)
 def test_the_heap_dispatches_what_a_full_sort_would(
-    policy: SchedulingPolicy, script: list[tuple[str, int, int]]
+    policy: Order, script: list[tuple[str, int, int]]
 ) -> None:
     """The O(log P) heap agrees with sorting every ready program at each dispatch."""
-    s = Scheduler(SchedulerConfig(policy=policy, prior_token_rate=64))
+    s = Scheduler(SchedulerConfig(order=policy, prior_token_rate=64))
     now, seq = 0.0, 0
     for op, who, n in script:
         pid = f"p{who}"
@@ -213,7 +213,7 @@ def test_the_heap_dispatches_what_a_full_sort_would(
 
 
 def simulate(
-    policy: SchedulingPolicy,
+    policy: Order,
     bound_s: float,
     knob: int,
     t0: int,
@@ -224,7 +224,7 @@ def simulate(
     """One dispatch per tick; short programs (with tight deadlines under `deadline`) arrive
     every tick. Returns when the long program was dispatched and N = the others ready at
     t0 + bound."""
-    s = Scheduler(SchedulerConfig(policy=policy, aging_rate=aging, starvation_bound_s=bound_s))
+    s = Scheduler(SchedulerConfig(order=policy, aging_rate=aging, starvation_bound_s=bound_s))
     remaining: dict[str, int] = {}
     ready: set[str] = set()
     n_at_bound = -1
@@ -258,14 +258,14 @@ def simulate(
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.sampled_from([SchedulingPolicy.SJF, SchedulingPolicy.DEADLINE]),
+    st.sampled_from([Order.SJF, Order.DEADLINE]),
     st.floats(1, 40),
     st.integers(1, 400),
     st.integers(0, 5),
     st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=2), min_size=1, max_size=4),
 )
 def test_no_program_waits_past_the_stated_bound(
-    policy: SchedulingPolicy, bound_s: float, knob: int, t0: int, arrivals: list[list[int]]
+    policy: Order, bound_s: float, knob: int, t0: int, arrivals: list[list[int]]
 ) -> None:
     """The documented bound: dispatched by t0 + B + (N + 1)·d, with d = 1 tick."""
     dispatched, n = simulate(policy, bound_s, knob, t0, arrivals, horizon=400)
@@ -275,6 +275,6 @@ def test_no_program_waits_past_the_stated_bound(
 
 def test_without_aging_and_bound_the_long_program_starves_under_sjf() -> None:
     dispatched, _ = simulate(
-        SchedulingPolicy.SJF, 1e12, knob=40, t0=0, arrivals=[[1]], horizon=300, aging=1e-6
+        Order.SJF, 1e12, knob=40, t0=0, arrivals=[[1]], horizon=300, aging=1e-6
     )
     assert dispatched is None

@@ -9,7 +9,7 @@ import pytest
 
 from dynasor_sgl.sim.engine import Engine
 from dynasor_sgl.sim.profile import Profile, fit_split_step_model, fit_step_model
-from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request
+from dynasor_sgl.sim.queue import Finished, QueueOrder, Request
 
 PROFILE = Profile("test", base_s=1.0, per_request_s=0.5, per_prefill_token_s=0.01)
 
@@ -108,7 +108,7 @@ def test_abort_of_a_waiting_request() -> None:
 
 
 def test_priority_order_with_one_running_slot() -> None:
-    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueuePolicy.PRIORITY)
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueueOrder.PRIORITY)
     e.submit(req("first", 2, priority=0), 0.0)
     run_until(e, 0.0)
     e.submit(req("low", 2, priority=1), 0.1)
@@ -118,7 +118,7 @@ def test_priority_order_with_one_running_slot() -> None:
 
 
 def test_fcfs_ignores_priority() -> None:
-    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueuePolicy.FCFS)
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueueOrder.FCFS)
     e.submit(req("first", 2), 0.0)
     run_until(e, 0.0)
     e.submit(req("low", 2, priority=1), 0.1)
@@ -128,7 +128,7 @@ def test_fcfs_ignores_priority() -> None:
 
 
 def test_lpm_takes_the_longest_cached_prefix_first() -> None:
-    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueuePolicy.LPM)
+    e = Engine(Profile("one", 1.0, 0.5, 0.01, max_running=1), QueueOrder.LPM)
     e.submit(req("warm", 1, shared=50, own=0, pid="p"), 0.0)
     run_until(e, 0.0)
     e.submit(req("cold", 1, shared=50, own=0, pid="q"), 0.1)

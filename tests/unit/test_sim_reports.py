@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dynasor_sgl.policy.machine import Action, Decision, StopReason
-from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
 from dynasor_sgl.scheduling.reports import Progress, settle, slack_units
 
 
 def queue(bound: int = 4) -> AdmissionQueue:
-    q = AdmissionQueue([Slots(0)], bound, SchedulerConfig(policy=SchedulingPolicy.DEADLINE))
+    q = AdmissionQueue([Slots(0)], bound, SchedulerConfig(order=Order.DEADLINE))
     q.ensure_program(0, "p", 0.0, 10, "sc", deadline_at=30.0)
     return q
 

@@ -26,7 +26,7 @@ from dynasor_sgl.router.errors import ApiError, bad_request, internal_error, una
 from dynasor_sgl.router.fastpath import GenerateFastPath
 from dynasor_sgl.router.forward import Reply, WorkerFailed
 from dynasor_sgl.router.middleware import Guard
-from dynasor_sgl.router.program_routes import add_program_routes
+from dynasor_sgl.router.program_api import add_program_routes
 from dynasor_sgl.router.worker_routes import add_worker_routes
 
 logger = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from typing import Any
 
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.router.effort import check_effort
-from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling import Order, SchedulerConfig
 
-SCHEDULING = tuple(str(p) for p in SchedulingPolicy)
+SCHEDULING = tuple(str(p) for p in Order)
 # Chosen as the knee of the CPU worker's throughput, but measured through a router bound at
 # 12 (so it measured the bound); the worker alone reaches 90% of its best tokens/s at 48 and
 # 61% at 12 (bench/worker_speed.py, 2026-11-30). Kept: below the knee the backlog waits in the
@@ -24,7 +24,7 @@ class RouterConfig:
 
     worker_urls: base URLs of the SGLang workers it fronts (at least one).
     host, port: where it listens; 127.0.0.1 unless you mean to expose it.
-    scheduling: the order of waiting work (`dynasor_sgl.scheduling.SchedulingPolicy`):
+    scheduling: the order of waiting work (`dynasor_sgl.scheduling.Order`):
         "deadline" (least slack first, gang; the default), "sjf" (approximate
         shortest-job-first with aging, gang; the paper's), "fifo" (programs in arrival order,
         gang) or "fcfs" (requests in arrival order).
@@ -99,7 +99,7 @@ class RouterConfig:
     def scheduler(self) -> SchedulerConfig:
         """The scheduler settings this router runs with."""
         return SchedulerConfig(
-            policy=SchedulingPolicy(self.scheduling),
+            order=Order(self.scheduling),
             aging_rate=self.aging_rate,
             starvation_bound_s=self.starvation_bound_s,
         )

@@ -21,15 +21,15 @@ import aiohttp
 import orjson
 
 from dynasor_sgl.router import dialect, watch
-from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.enforce import Enforcer
 from dynasor_sgl.router.errors import ApiError, bad_request, unavailable
 from dynasor_sgl.router.forward import Forwarder, Reply, WorkerFailed
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
-from dynasor_sgl.router.programs import InFlight, Program, ProgramTable
 from dynasor_sgl.router.served_model import ServedModel
+from dynasor_sgl.router.table import InFlight, Program, ProgramTable
+from dynasor_sgl.router.waiting import Admission
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2

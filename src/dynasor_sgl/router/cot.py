@@ -30,8 +30,8 @@ from dynasor_sgl.router.core import Router
 from dynasor_sgl.router.effort import EarlyExit
 from dynasor_sgl.router.errors import ApiError, bad_gateway, bad_request
 from dynasor_sgl.router.forward import Reply
-from dynasor_sgl.router.programs import Program
 from dynasor_sgl.router.reasoning import THINK_CLOSE, THINK_OPEN
+from dynasor_sgl.router.table import Program
 
 T = TypeVar("T")
 # The same probe as `dynasor_sgl.lang.probe` (which imports SGLang's frontend, ten seconds the

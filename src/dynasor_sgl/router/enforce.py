@@ -18,13 +18,13 @@ from typing import Any
 import orjson
 
 from dynasor_sgl.policy.machine import Action, Decision, Report
-from dynasor_sgl.router.admission import Admission
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.errors import conflict, not_found, unavailable
 from dynasor_sgl.router.forward import Forwarder, Reply
 from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.pool import Worker, WorkerPool
-from dynasor_sgl.router.programs import RID_SEP, InFlight, Program, ProgramStatus, ProgramTable
+from dynasor_sgl.router.table import RID_SEP, InFlight, Program, ProgramStatus, ProgramTable
+from dynasor_sgl.router.waiting import Admission
 from dynasor_sgl.scheduling.admission import slots_per_unit
 from dynasor_sgl.scheduling.reports import Progress, settle, slack_units
 

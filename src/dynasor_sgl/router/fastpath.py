@@ -22,7 +22,7 @@ from dynasor_sgl.router.core import Router, parse_body
 from dynasor_sgl.router.errors import ApiError, bad_request, internal_error
 from dynasor_sgl.router.forward import Reply
 from dynasor_sgl.router.middleware import send_error
-from dynasor_sgl.router.programs import Program
+from dynasor_sgl.router.table import Program
 from dynasor_sgl.router.validation import (
     is_batch,
     is_parallel,

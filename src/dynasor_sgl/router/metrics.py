@@ -12,7 +12,7 @@ from prometheus_client import (
 )
 
 from dynasor_sgl.answers import equivalence as answers
-from dynasor_sgl.router.programs import Program
+from dynasor_sgl.router.table import Program
 
 disable_created_metrics()  # the *_created series only clutter a scrape
 

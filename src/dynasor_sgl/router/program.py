@@ -3,7 +3,7 @@
 Owns the record of one program (`Program`): its policy, status, the requests of it in flight
 (`InFlight`, by SGLang rid), its token accounting, certaindex trajectory and the one estimate
 of tokens its early exit saved. The table of all programs and the operations on them are in
-`dynasor_sgl.router.programs`. No I/O here.
+`dynasor_sgl.router.table`. No I/O here.
 """
 
 from __future__ import annotations

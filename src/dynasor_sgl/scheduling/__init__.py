@@ -6,7 +6,7 @@ origin). The router maps its output onto its admission queue and SGLang's per-re
 `priority`; the simulator drives the same class. No I/O, no clock, no knowledge of HTTP, SGLang
 or the policy. Knob units are what a program's policy counts (SC: samples, CoT: tokens, ...).
 
-Policies (`SchedulingPolicy`):
+Policies (`Order`):
 - fcfs: requests in the order they became ready, one at a time (no gang).
 - fifo: programs in arrival order; a program's ready requests go out together (a gang):
   Parrot's App-FIFO.
@@ -34,8 +34,8 @@ through the late queue's escape; fifo and fcfs never starve.
 
 from dynasor_sgl.scheduling.config import (
     PRIOR_TOKENS_PER_UNIT,
+    Order,
     SchedulerConfig,
-    SchedulingPolicy,
 )
 from dynasor_sgl.scheduling.scheduler import Scheduler
 from dynasor_sgl.scheduling.state import Dispatch, ProgramState
@@ -43,8 +43,8 @@ from dynasor_sgl.scheduling.state import Dispatch, ProgramState
 __all__ = [
     "PRIOR_TOKENS_PER_UNIT",
     "Dispatch",
+    "Order",
     "ProgramState",
     "Scheduler",
     "SchedulerConfig",
-    "SchedulingPolicy",
 ]

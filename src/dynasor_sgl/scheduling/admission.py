@@ -8,7 +8,7 @@ the worker's `Scheduler` puts first: all of that program's waiting requests toge
 one request under fcfs), each with the SGLang priority the scheduler gave it at dispatch.
 
 Synchronous and clock-injected (`now` is passed in): the router wraps it with futures
-(`dynasor_sgl.router.admission`), a simulator calls it directly. A request outside any program
+(`dynasor_sgl.router.waiting`), a simulator calls it directly. A request outside any program
 (plain) is a one-unit job of its own max_new_tokens. Slots can be reserved for expansion a
 policy granted, so concurrent reports do not all see the same free capacity.
 

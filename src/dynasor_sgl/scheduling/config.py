@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class SchedulingPolicy(StrEnum):
+class Order(StrEnum):
+    """The orders the scheduler keeps (the router's `--scheduling`)."""
+
     FCFS = "fcfs"
     FIFO = "fifo"
     SJF = "sjf"
@@ -34,7 +36,8 @@ PRIOR_TOKENS_PER_UNIT: dict[str, float] = {
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """policy: see `SchedulingPolicy`.
+    """order: the order waiting work goes in (`Order`; a scheduling order, not a program
+      policy).
     aging_rate: tokens of predicted work forgiven per second a program waits (> 0).
     starvation_bound_s: predicted work is clamped to aging_rate × this, so no ready program
       waits longer than this plus one dispatch per program ahead of it (> 0).
@@ -46,7 +49,7 @@ class SchedulerConfig:
       clamped to [0, max_priority] (higher = earlier); under fifo and fcfs every request gets
       max_priority / 2 (the dispatch order is the order the worker sees)."""
 
-    policy: SchedulingPolicy = SchedulingPolicy.SJF
+    order: Order = Order.SJF
     aging_rate: float = 64.0
     starvation_bound_s: float = 300.0
     prior_token_rate: float = 32.0
@@ -55,10 +58,10 @@ class SchedulerConfig:
     max_priority: int = 1000
 
     def __post_init__(self) -> None:
-        if self.policy not in tuple(SchedulingPolicy):
-            choices = ", ".join(SchedulingPolicy)
-            raise ValueError(f"policy must be one of {choices}, got {self.policy!r}")
-        object.__setattr__(self, "policy", SchedulingPolicy(self.policy))
+        if self.order not in tuple(Order):
+            choices = ", ".join(Order)
+            raise ValueError(f"order must be one of {choices}, got {self.order!r}")
+        object.__setattr__(self, "order", Order(self.order))
         for name in ("aging_rate", "starvation_bound_s", "prior_token_rate", "tokens_per_level"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):

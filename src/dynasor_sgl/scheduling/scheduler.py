@@ -14,7 +14,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from dynasor_sgl.scheduling.config import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling.config import Order, SchedulerConfig
 from dynasor_sgl.scheduling.cost import CostModel
 from dynasor_sgl.scheduling.state import Dispatch, ProgramState
 
@@ -28,7 +28,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self._programs: dict[str, ProgramState] = {}
         self._ready: list[tuple[float, float, int, int, str]] = []  # key, tie, seq, version, id
-        self._late: list[tuple[float, float, int, int, str]] = []  # deadline policy only
+        self._late: list[tuple[float, float, int, int, str]] = []  # deadline order only
         self._seq = itertools.count()
         self.cost = CostModel(self.config)
 
@@ -163,11 +163,11 @@ class Scheduler:
         """The time-invariant ordering key of a ready program (lower first)."""
         cfg = self.config
         since = prog.ready_since if prog.ready_since is not None else prog.arrival
-        if cfg.policy is SchedulingPolicy.FIFO:
+        if cfg.order is Order.FIFO:
             return float(prog.seq)
-        if cfg.policy is SchedulingPolicy.FCFS:
+        if cfg.order is Order.FCFS:
             return since
-        if cfg.policy is SchedulingPolicy.DEADLINE:
+        if cfg.order is Order.DEADLINE:
             return self._latest_start(prog, since)
         return self.predicted_work(prog.program_id) + cfg.aging_rate * since
 
@@ -206,7 +206,7 @@ class Scheduler:
             heapq.heappush(self._late, (sjf, since, prog.seq, prog.version, prog.program_id))
 
     def _pick(self, now: float) -> ProgramState | None:
-        if self.config.policy is not SchedulingPolicy.DEADLINE:
+        if self.config.order is not Order.DEADLINE:
             return self._peek(self._ready)
         self._move_late(now)
         late = self._peek(self._late)
@@ -221,7 +221,7 @@ class Scheduler:
         if prog is None:
             return None
         priority = self.priority(prog.program_id, now)
-        if self.config.policy is SchedulingPolicy.FCFS:
+        if self.config.order is Order.FCFS:
             batch = [prog.pending.popleft()[0]]
         else:
             batch = [rid for rid, _ in prog.pending]
@@ -243,9 +243,9 @@ class Scheduler:
         prog = self._get(program_id)
         cfg = self.config
         since = prog.ready_since if prog.ready_since is not None else now
-        if cfg.policy is SchedulingPolicy.SJF:
+        if cfg.order is Order.SJF:
             return self.predicted_work(program_id) - cfg.aging_rate * (now - since)
-        if cfg.policy is SchedulingPolicy.DEADLINE:
+        if cfg.order is Order.DEADLINE:
             return self._latest_start(prog, since) - now
         return self._key(prog)
 
@@ -253,13 +253,13 @@ class Scheduler:
         """SGLang `priority` for the program's requests now (higher = earlier), in
         [0, max_priority] for any state: it is computed on every grant, so it never raises."""
         cfg = self.config
-        if cfg.policy in (SchedulingPolicy.FIFO, SchedulingPolicy.FCFS):
+        if cfg.order in (Order.FIFO, Order.FCFS):
             return cfg.max_priority // 2
         try:
             score = self.score(program_id, now)
         except OverflowError:  # work past float range: the least urgent there is
             score = math.inf
-        if cfg.policy is SchedulingPolicy.DEADLINE:
+        if cfg.order is Order.DEADLINE:
             score *= cfg.prior_token_rate  # seconds of slack as tokens of work
         level = cfg.max_priority - score / cfg.tokens_per_level
         if math.isnan(level):
@@ -270,7 +270,7 @@ class Scheduler:
     def order(self, now: float) -> list[str]:
         """Ready programs in dispatch order (for inspection; O(P log P))."""
         ready = [p for p in self._programs.values() if p.pending]
-        if self.config.policy is SchedulingPolicy.DEADLINE:
+        if self.config.order is Order.DEADLINE:
 
             def key(p: ProgramState) -> tuple[float, ...]:
                 slack = self.score(p.program_id, now)

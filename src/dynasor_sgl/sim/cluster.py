@@ -23,13 +23,13 @@ from typing import Protocol
 
 from dynasor_sgl.policy.machine import Action, Decision, ProgramPolicy, Report
 from dynasor_sgl.router.pool import WorkerPool
-from dynasor_sgl.scheduling import SchedulerConfig, SchedulingPolicy
+from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, slots_per_unit
 from dynasor_sgl.scheduling.reports import Progress, settle, slack_units
 from dynasor_sgl.sim.engine import Engine
 from dynasor_sgl.sim.loop import EventLoop
 from dynasor_sgl.sim.profile import Profile
-from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request
+from dynasor_sgl.sim.queue import Finished, QueueOrder, Request
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,14 @@ class Served(Protocol):
 @dataclass(frozen=True)
 class Setup:
     """How one system serves. scheduling: the router's order (None: SGLang alone). bound: the
-    router's in-flight bound per worker. engine_policy: the workers' waiting-queue policy.
-    worker_priority: the router passes its priorities to the engines. deadline_stop: the
-    router stops programs that can no longer meet their deadline."""
+    router's in-flight bound per worker. engine_order: the workers' waiting-queue order
+    (SGLang's --schedule-policy). worker_priority: the router passes its priorities to the
+    engines. deadline_stop: the router stops programs that can no longer meet their
+    deadline."""
 
     scheduling: str | None
     bound: int = 12
-    engine_policy: QueuePolicy = QueuePolicy.FCFS
+    engine_order: QueueOrder = QueueOrder.FCFS
     worker_priority: bool = False
     deadline_stop: bool = False
 
@@ -85,7 +86,7 @@ class Cluster:
         if setup.scheduling is not None and profile.router_cpu_s:
             per_new = profile.per_new_request_s + profile.router_cpu_s
             profile = dataclasses.replace(profile, per_new_request_s=per_new)
-        self.engines = [Engine(profile, setup.engine_policy, speed) for _ in range(workers)]
+        self.engines = [Engine(profile, setup.engine_order, speed) for _ in range(workers)]
         self._done: dict[str, tuple[OnDone, float]] = {}  # rid -> (callback, sent at)
         self._waiting: dict[str, Request] = {}  # rid -> a request waiting for admission
         self._where: dict[str, int] = {}  # rid -> worker, while in an engine
@@ -99,7 +100,7 @@ class Cluster:
             self.pool = WorkerPool(tuple(f"sim://{i}" for i in range(workers)), setup.bound)
             for w in self.pool.workers:
                 w.healthy = True
-            sched = SchedulerConfig(policy=SchedulingPolicy(setup.scheduling))
+            sched = SchedulerConfig(order=Order(setup.scheduling))
             self.queue = AdmissionQueue([w.slots for w in self.pool.workers], setup.bound, sched)
 
     # -- requests -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ request; as in SGLang by default, a prefill step runs alone and the running requ
 it out (with `profile.mixed_chunk` one step does both, as --enable-mixed-chunk). It takes
 `profile.step_s(decoding, prefill tokens, admitted)`. A request whose prefill ends in a step
 emits its first token there (one with `new_tokens` 0, e.g. a fork's prefix prefill, ends there).
-Admission from the waiting queue (in the queue policy's order) stops at the first request that
+Admission from the waiting queue (in the queue's order) stops at the first request that
 does not fit: `max_running` requests at once, and KV: a request reserves its uncached prompt
 plus `max_new` tokens of the `kv_tokens` pool until it ends (SGLang's conservative check; the
 prefix cache itself is evictable and not charged; a program's prefix is dropped when it ends,
@@ -33,7 +33,7 @@ import logging
 from collections.abc import Sequence
 
 from dynasor_sgl.sim.profile import Profile
-from dynasor_sgl.sim.queue import Finished, QueuePolicy, Request, WaitingQueue
+from dynasor_sgl.sim.queue import Finished, QueueOrder, Request, WaitingQueue
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Engine:
     def __init__(
         self,
         profile: Profile,
-        policy: QueuePolicy = QueuePolicy.FCFS,
+        order: QueueOrder = QueueOrder.FCFS,
         speed: Sequence[tuple[float, float]] = (),
     ) -> None:
         """speed: (from, factor) on the virtual clock, sorted: from `from` on, every step takes
@@ -53,7 +53,7 @@ class Engine:
         self.profile = profile
         self._speed_from = [t for t, _ in speed]
         self._speed = [f for _, f in speed]
-        self.waiting = WaitingQueue(policy, self._cached_of)
+        self.waiting = WaitingQueue(order, self._cached_of)
         self.prefilling: dict[str, Request] = {}  # admitted, prefill not done
         self.running: dict[str, Request] = {}  # decoding
         self.cache: dict[str, int] = {}  # program id -> prompt tokens cached here

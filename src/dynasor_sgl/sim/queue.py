@@ -18,7 +18,7 @@ from enum import StrEnum
 LPM_MAX_QUEUE = 128  # SGLang sorts by prefix match only while the queue is this short
 
 
-class QueuePolicy(StrEnum):
+class QueueOrder(StrEnum):
     FCFS = "fcfs"
     LPM = "lpm"
     PRIORITY = "priority"
@@ -64,10 +64,10 @@ class Finished:
 
 
 class WaitingQueue:
-    """Requests waiting for admission, in the policy's order; O(1) removal by rid."""
+    """Requests waiting for admission, in the queue's order; O(1) removal by rid."""
 
-    def __init__(self, policy: QueuePolicy, cached: Callable[[Request], int]) -> None:
-        self.policy = policy
+    def __init__(self, order: QueueOrder, cached: Callable[[Request], int]) -> None:
+        self.order = order
         self._cached = cached  # prompt tokens of a request already in the prefix cache
         self._items: dict[str, Request] = {}  # insertion order = arrival order
         self._heap: list[tuple[int, int, str]] = []  # priority: (-priority, seq, rid)
@@ -80,7 +80,7 @@ class WaitingQueue:
 
     def push(self, req: Request) -> None:
         self._items[req.rid] = req
-        if self.policy is QueuePolicy.PRIORITY:
+        if self.order is QueueOrder.PRIORITY:
             heapq.heappush(self._heap, (-req.priority, req.seq, req.rid))
 
     def remove(self, rid: str) -> Request | None:
@@ -89,9 +89,9 @@ class WaitingQueue:
     def ordered(self) -> Iterator[Request]:
         """Waiting requests in admission order (take them with `remove` while iterating a
         priority queue: stale heap entries are skipped)."""
-        if self.policy is QueuePolicy.PRIORITY:
+        if self.order is QueueOrder.PRIORITY:
             yield from self._by_priority()
-        elif self.policy is QueuePolicy.LPM and len(self._items) <= LPM_MAX_QUEUE:
+        elif self.order is QueueOrder.LPM and len(self._items) <= LPM_MAX_QUEUE:
             yield from sorted(self._items.values(), key=lambda r: (-self._cached(r), r.seq))
         else:
             yield from list(self._items.values())

@@ -25,7 +25,7 @@ from dynasor_sgl.sim.cluster import Cluster, Setup
 from dynasor_sgl.sim.loop import EventLoop
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.program import SimProgram
-from dynasor_sgl.sim.queue import QueuePolicy
+from dynasor_sgl.sim.queue import QueueOrder
 from dynasor_sgl.sim.traces import Trace
 
 logger = logging.getLogger(__name__)
@@ -66,12 +66,12 @@ def setup_for(system: System, bound: int | None, router_deadline_stop: bool = Fa
     """How `system` serves in the simulator (its worker flavour gives the engine policy). Its
     router stops at deadlines when the system asks for it or `router_deadline_stop` says so."""
     if system.direct:
-        policy = QueuePolicy.LPM if system.worker == "lpm" else QueuePolicy.FCFS
-        return Setup(None, engine_policy=policy)
+        policy = QueueOrder.LPM if system.worker == "lpm" else QueueOrder.FCFS
+        return Setup(None, engine_order=policy)
     return Setup(
         system.scheduling,
         bound or MEASURED_KNEE,
-        QueuePolicy.PRIORITY,
+        QueueOrder.PRIORITY,
         worker_priority=True,
         deadline_stop=system.deadline_stop or router_deadline_stop,
     )
