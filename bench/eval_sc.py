@@ -26,16 +26,20 @@ from dynasor_sgl.eval.runner import EvalSpec
 from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.replay.calibration import calibrate
-from dynasor_sgl.replay.sampled import replay_cap, replay_oracle, replay_policy, sampled_run
+from dynasor_sgl.replay.sampled import (
+    is_full_budget,
+    replay_cap,
+    replay_oracle,
+    replay_policy,
+    sampled_run,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str, Any]:
     """2-fold calibration: thresholds from one half, accuracy and tokens on the other."""
-    base = {
-        r["question_id"]: r for r in records if r["policy"] == "baseline" and r["status"] == "ok"
-    }
+    base = {r["question_id"]: r for r in records if is_full_budget(r)}
     ids = sorted(base)
     folds = [ids[0::2], ids[1::2]]
     totals = dict.fromkeys(("n", "correct", "tokens", "base_correct", "base_tokens", "oracle"), 0)

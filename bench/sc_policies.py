@@ -44,7 +44,13 @@ from dynasor_sgl.eval.report import wilson
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.replay.holdout import held_out
-from dynasor_sgl.replay.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
+from dynasor_sgl.replay.sampled import (
+    Outcome,
+    SampledRun,
+    full_budget_runs,
+    replay_cap,
+    replay_policy,
+)
 from dynasor_sgl.replay.trimmed import replay_trimmed, replay_weighted_cap
 
 MARGINS = (0.0, 0.01, 0.02)
@@ -174,15 +180,7 @@ def points(table: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, An
 
 def load(path: Path) -> list[Question]:
     _, records = read_records(path)
-    base = [r for r in records if r["policy"] == "baseline" and r["status"] == "ok"]
-    return [
-        Question(str(r["question_id"]), str(r["gold"]), sampled_run(r["details"], total(r)))
-        for r in base
-    ]
-
-
-def total(record: dict[str, Any]) -> int:
-    return int(record["tokens"]["total"])
+    return [Question(r.question_id, str(r.gold), r.run) for r in full_budget_runs(records)]
 
 
 def main() -> None:

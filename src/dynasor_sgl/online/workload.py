@@ -111,6 +111,7 @@ def load_difficulty(path: str | Path) -> dict[str, int]:
     """Question id -> difficulty, from the full-budget ("baseline") records of an eval results
     file. A missing or unreadable file, or one without baseline records, is a ValueError."""
     from dynasor_sgl.eval.results import read_records
+    from dynasor_sgl.replay.sampled import is_baseline
 
     if not Path(path).is_file():
         raise ValueError(f"difficulty file {path} does not exist")
@@ -118,7 +119,7 @@ def load_difficulty(path: str | Path) -> dict[str, int]:
     found = {
         str(r["question_id"]): difficulty_of(_sample_correctness(r))
         for r in records
-        if r.get("policy") == "baseline" and r.get("status") == "ok"
+        if is_baseline(r)
     }
     if not found:
         raise ValueError(f"{path} has no finished baseline records to read difficulty from")

@@ -104,16 +104,16 @@ class RecordedRun:
         return self.run.answer_at(len(self.run.answers))
 
 
+def is_baseline(record: Mapping[str, Any]) -> bool:
+    """Whether an eval record is a finished full-budget ("baseline") run, of any program."""
+    return record.get("policy") == "baseline" and record.get("status") == "ok"
+
+
 def is_full_budget(record: Mapping[str, Any]) -> bool:
-    """The one filter for full-budget runs among eval records: a finished "baseline" record
-    that kept every sample's answer and tokens."""
+    """The one filter for replayable full-budget runs among eval records: a finished baseline
+    record that kept every sample's answer and tokens (self-consistency's)."""
     details = record.get("details") or {}
-    return (
-        record.get("policy") == "baseline"
-        and record.get("status") == "ok"
-        and "answers" in details
-        and "sample_tokens" in details
-    )
+    return is_baseline(record) and "answers" in details and "sample_tokens" in details
 
 
 def full_budget_runs(records: Iterable[Mapping[str, Any]]) -> list[RecordedRun]:

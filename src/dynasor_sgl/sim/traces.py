@@ -123,23 +123,19 @@ def load_eval_traces(path: str | Path) -> list[Trace]:
     """Self-consistency traces from the finished baseline records of an eval results file
     (records without per-sample answers and tokens are skipped). No usable record: ValueError."""
     from dynasor_sgl.eval.results import read_records
-    from dynasor_sgl.replay.sampled import sampled_run
+    from dynasor_sgl.replay.sampled import full_budget_runs
 
     if not Path(path).is_file():
         raise ValueError(f"trace file {path} does not exist")
     _, records = read_records(path)
     traces = []
-    for r in records:
-        details = r.get("details") or {}
-        if r.get("policy") != "baseline" or r.get("status") != "ok" or "answers" not in details:
-            continue
-        tokens = (r.get("tokens") or {}).get("total", 0)
-        run = sampled_run(details, int(tokens))
-        labels, gold = labels_of(run.answers, r.get("gold"))
+    for recorded in full_budget_runs(records):
+        run = recorded.run
+        labels, gold = labels_of(run.answers, recorded.gold)
         units = tuple(Unit(t, lb) for t, lb in zip(run.sample_tokens, labels, strict=True))
         prompt = max(1, run.shared_tokens)
-        qid = str(r["question_id"])
-        traces.append(Trace(qid, "sc", prompt, units, gold, f"eval:{Path(path).name}"))
+        source = f"eval:{Path(path).name}"
+        traces.append(Trace(recorded.question_id, "sc", prompt, units, gold, source))
     if not traces:
         raise ValueError(f"{path} has no finished self-consistency baseline records to replay")
     logger.info("%d traces from %s", len(traces), path)
