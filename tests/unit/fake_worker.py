@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 T = TypeVar("T")
+KEEP_ALIVE_S = 5.0  # SGLang's idle keep-alive (see `start`)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -94,7 +95,12 @@ class FakeWorker:
         app.router.add_post("/flush_cache", self._flush)
         app.router.add_post("/v1/completions", self._openai)
         app.router.add_post("/v1/chat/completions", self._openai)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        # SGLang serves with uvicorn's timeout_keep_alive=SGLANG_TIMEOUT_KEEP_ALIVE, 5 s by
+        # default (sglang/srt/entrypoints/http_server.py, sglang/srt/environ.py): a connection
+        # idle that long is closed by the worker, and a client reusing it must reconnect.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.1, keepalive_timeout=KEEP_ALIVE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
         await site.start()

@@ -1,5 +1,6 @@
-"""Bounded under load: 1,000 programs registered and driven at once against a fake worker,
-half of them by clients that vanish midway. Every program ends with a result or an explicit
+"""Bounded under load: 1,000 programs registered and driven at once against two fake workers
+(programs spill and move between them under the load), half of them by clients that vanish
+midway. Every program ends with a result or an explicit
 error, the router's queue, schedulers and reservations are empty afterwards, the program table
 holds nothing running, and memory stays bounded (RSS is printed for the record; the bound is
 checked loosely, as growth under 200 MB, since a test is not a benchmark)."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections import Counter
 
 import httpx
 import psutil
@@ -46,11 +48,12 @@ async def drive(client: httpx.AsyncClient, i: int, vanish: bool) -> str:
 def test_a_thousand_programs_half_abandoned_leave_nothing_behind() -> None:
     async def scenario() -> None:
         async with setup(
+            workers=2,
             token_delay=0.0005,
             max_programs=PROGRAMS,
             program_ttl_s=3600,
             max_inflight_per_worker=12,
-        ) as (client, router, (fake,)):
+        ) as (client, router, fakes):
             gc.collect()
             rss_before = psutil.Process().memory_info().rss
             outcomes = await asyncio.gather(
@@ -66,14 +69,17 @@ def test_a_thousand_programs_half_abandoned_leave_nothing_behind() -> None:
             assert exits <= {"threshold", "finished", "abandoned"}, exits
             assert router.admission.queue.programs() == 0
             assert all(w.slots.reserved == 0 for w in router.pool.workers)
-            assert fake.running == {}
+            assert all(fake.running == {} for fake in fakes)
+            served = [len(fake.generate_bodies) for fake in fakes]
+            assert all(served), served  # both workers took programs' requests
             assert_idle(router)
             gc.collect()
             rss_after = psutil.Process().memory_info().rss
             growth = (rss_after - rss_before) / 2**20
             print(
                 f"RSS {rss_before / 2**20:.0f} MB -> {rss_after / 2**20:.0f} MB "
-                f"(+{growth:.0f} MB) for {PROGRAMS} programs"
+                f"(+{growth:.0f} MB) for {PROGRAMS} programs; requests per worker {served}; "
+                f"exits {sorted(Counter(p['exit_reason'] for p in listed).items())}"
             )
             assert growth < 200
 
