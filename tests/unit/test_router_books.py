@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,20 +24,12 @@ from router_harness import (
     run,
     setup,
     sse_events,
+    until,
 )
 
 from dynasor_sgl.policy.config import MAX_CAP
 from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `cond()` holds (observing state, polled)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 def test_a_request_granted_on_the_worker_its_program_moved_to_runs_and_ends_there() -> None:

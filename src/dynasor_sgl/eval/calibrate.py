@@ -22,7 +22,19 @@ from dynasor_sgl.policy import risk
 from dynasor_sgl.replay import selfcal
 from dynasor_sgl.replay.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
 from dynasor_sgl.replay.holdout import HoldoutReport, calibrate_held_out
-from dynasor_sgl.replay.sampled import full_budget_runs
+from dynasor_sgl.replay.sampled import full_budget_runs, is_full_budget
+
+
+def _records_with_runs(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a results file that has full-budget SC runs to calibrate on; else a
+    ValueError saying how to get some."""
+    _, records = read_records(path)
+    if not any(is_full_budget(r) for r in records):
+        raise ValueError(
+            f"{path} has no full-budget self-consistency runs to calibrate on "
+            "(run `dynasor-sgl eval --program self-consistency` first)"
+        )
+    return records
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
@@ -50,13 +62,7 @@ def calibrate_results(
     `detect_every` are the read-every candidates searched (0 = read once). With `holdout`, the
     thresholds are chosen on the questions not held out and measured on the held-out fraction
     (`dynasor_sgl.replay.holdout`); without, on all of them (and no report)."""
-    _, records = read_records(path)
-    runs = labelled_runs(records)
-    if not runs:
-        raise ValueError(
-            f"{path} has no full-budget self-consistency runs to calibrate on "
-            "(run `dynasor-sgl eval --program self-consistency` first)"
-        )
+    runs = labelled_runs(_records_with_runs(path))
     report = None
     if holdout is None:
         result = calibrate(runs, margin=margin, detect_every=detect_every)
@@ -93,13 +99,7 @@ def calibrate_full_budget(
     full-budget SC runs: the rule fitted on all of them (the full budget when nothing is
     certified), and the procedure measured cross-fitted over `folds` (gold answers, where
     the file has them, only feed the report's accuracy)."""
-    _, records = read_records(path)
-    runs = full_budget_runs(records)
-    if not runs:
-        raise ValueError(
-            f"{path} has no full-budget self-consistency runs to calibrate on "
-            "(run `dynasor-sgl eval --program self-consistency` first)"
-        )
+    runs = full_budget_runs(_records_with_runs(path))
     cap = max(len(r.run.answers) for r in runs)
     families = selfcal.sc_families(cap, confidences=all(r.run.confidences for r in runs))
     fitted = selfcal.fit(runs, families, epsilon, delta)
