@@ -39,9 +39,10 @@ test: setup
 test-unit: setup
 	$(BIN)/pytest -m "not e2e" $(ARGS)
 
-# The pure layer: policy, scheduling, certaindex, answers, calibration; no sockets, seconds.
+# The pure layer: policy, scheduling, certaindex, answers, calibration; no sockets. The
+# admission state machine runs 200 examples here (2,000 in `make test`).
 test-fast: setup
-	$(BIN)/pytest -m "not e2e and not io" $(ARGS)
+	DYNASOR_MACHINE_EXAMPLES=200 $(BIN)/pytest -m "not e2e and not io" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests programs bench
