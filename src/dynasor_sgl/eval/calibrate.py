@@ -102,12 +102,13 @@ def calibrate_full_budget(
     runs = full_budget_runs(_records_with_runs(path))
     cap = max(len(r.run.answers) for r in runs)
     families = selfcal.sc_families(cap, confidences=all(r.run.confidences for r in runs))
-    fitted = selfcal.fit(runs, families, epsilon, delta)
+    scores = [selfcal.score(f, runs) for f in families]  # replayed once, for both uses
+    fitted = selfcal.fit(runs, families, epsilon, delta, scores)
     report = {
         "target": "full-budget",
         "fit": fitted.to_dict(),
         "min_programs": risk.min_programs(epsilon, delta / len(families)),
-        "cross_fit": selfcal.cross_fit(runs, families, epsilon, delta, folds),
+        "cross_fit": selfcal.cross_fit(runs, families, epsilon, delta, folds, scores),
     }
     if fitted.candidate is None:
         overrides: dict[str, Any] = {"cap": cap, "detect_at": cap}

@@ -216,13 +216,15 @@ def cross_fit(
     epsilon: float = risk.DEFAULT_EPSILON,
     delta: float = risk.DEFAULT_DELTA,
     folds: int = 2,
+    scored: Sequence[Scores] | None = None,
 ) -> dict[str, Any]:
     """The self-calibrated rule (and each family alone, certified at δ) measured on questions
     whose own samples never fitted it: for each fold, fitted on the others. Also the full
-    budget over the same questions, and each fold's fit."""
+    budget over the same questions, and each fold's fit. `scored`: the families' scores over
+    `runs`, if already computed (as `fit` takes them)."""
     if folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
-    scores = [score(f, runs) for f in families]
+    scores = list(scored) if scored is not None else [score(f, runs) for f in families]
     part = np.array([fold_of(r.question_id, folds) for r in runs])
     chosen = _Tally()
     alone = {f.name: _Tally() for f in families}
