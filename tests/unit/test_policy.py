@@ -327,3 +327,46 @@ def test_injected_clusters_decide_like_clustering_the_answers() -> None:
     split = ProgramPolicy(PolicyConfig.for_algorithm("sc"))
     d = split.decide(Report(used=5, answers=answers, clusters=[["a", "b"], ["c", "d"], ["e"]]))
     assert d.action is Action.CONTINUE and d.values["entropy"] < 0.7
+
+
+def test_a_decided_vote_stops_exactly_when_the_runner_up_cannot_catch_up() -> None:
+    config = PolicyConfig.for_algorithm("sc", thresholds={}, stop_when_decided=True)
+    # 15 drawn, 5 left: 11 vs 4 could still tie? 4 + 5 = 9 < 11: decided.
+    d = ProgramPolicy(config).decide(sc_report(15, ["7"] * 11 + ["8"] * 4))
+    assert d.action == Action.STOP and d.reason == StopReason.DECIDED
+    # 10 vs 5 with 5 left: the runner-up can still tie at 10, so it goes on.
+    d = ProgramPolicy(config).decide(sc_report(15, ["7"] * 10 + ["8"] * 5))
+    assert d.action == Action.CONTINUE and d.grant == 5
+    # Junk never leads: 15 different fragments and no answer, 5 left.
+    junk = [f"fragment {i}" for i in range(10)] + [None] * 5
+    assert ProgramPolicy(config).decide(sc_report(15, junk)).action == Action.CONTINUE
+    # Scattered junk does not hold back a leader the junk cannot overturn: 9 of 15, 5 left.
+    d = ProgramPolicy(config).decide(sc_report(15, ["Paris"] * 9 + junk[:6]))
+    assert d.reason == StopReason.DECIDED
+    off = PolicyConfig.for_algorithm("sc", thresholds={}, stop_when_decided=False)
+    assert ProgramPolicy(off).decide(sc_report(15, ["7"] * 15)).action == Action.CONTINUE
+    assert PolicyConfig.for_algorithm("sc").stop_when_decided  # on by default for SC
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cap=st.integers(2, 12),
+    votes=st.lists(st.sampled_from(["1", "2", "3", None]), min_size=24, max_size=24),
+    seen=st.integers(1, 11),
+)
+def test_a_decided_stop_never_changes_the_full_budget_answer(
+    cap: int, votes: list[str | None], seen: int
+) -> None:
+    from dynasor_sgl.search.votes import majority_vote
+
+    drawn = votes[: min(seen, cap - 1)]
+    config = PolicyConfig.for_algorithm("sc", thresholds={}, stop_when_decided=True, cap=cap)
+    d = ProgramPolicy(config).decide(sc_report(len(drawn), drawn))
+    if d.reason == StopReason.DECIDED:
+        now = majority_vote(drawn).answer
+        left = cap - len(drawn)
+        # Any rest, and the worst one: every sample left joins the strongest rival.
+        rivals = [a for a in ("1", "2", "3") if a != now]
+        worst = max(rivals, key=lambda a: (drawn.count(a), a))
+        for tail in (votes[len(drawn) : cap], [worst] * left):
+            assert majority_vote(drawn + tail).answer == now

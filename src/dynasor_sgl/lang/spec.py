@@ -15,6 +15,7 @@ from sglang.lang.ir import SglFunction
 EXIT_REASONS = (
     "threshold",
     "posterior",
+    "decided",
     "cap",
     "deadline",
     "completed",

@@ -51,6 +51,11 @@ class PolicyConfig:
     mc_samples / seed: Dirichlet Monte-Carlo draws and seed for the posterior (3+ answers).
     reward_mode: "mean" (MCTS) or "max" (REBASE, best-of-N) for the reward signal.
     probe_window: CoT window w (consecutive consistent probe answers).
+    stop_when_decided: stop (reason "decided") at any report where the leading answer can no
+      longer be overturned within the cap: its class is larger than the runner-up's plus every
+      knob unit left (cap − used), so the full budget's majority is already known. It needs no
+      threshold and cannot change the program's answer; it reads answers at every report,
+      detection point or not. On for self-consistency by default.
     trim: "none", "minority" (drop branches outside a clear leading answer) or
       "lowest_reward" (drop the lowest-reward fraction of branches).
     trim_fraction: minority: least share of the leader; lowest_reward: share dropped. In (0, 1].
@@ -81,6 +86,7 @@ class PolicyConfig:
     seed: int = 0
     reward_mode: RewardMode = "mean"
     probe_window: int = 3
+    stop_when_decided: bool = False
     trim: TrimMode = "none"
     trim_fraction: float = 0.5
     confidence_window: int = 0
@@ -204,6 +210,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # accuracy; batches of 5 keep samples in parallel (the paper's Table 4 latency warning).
         "detect_every": 5,
         "thresholds": {"entropy": 0.7},
+        # Zero-risk: stops only once the cap's majority is known (docs/results/sc-decided.md).
+        "stop_when_decided": True,
     },
     # MCTS (ASDiv): mean reward >= 0.4 at 3 iterations; online cap 15.
     "mcts": {

@@ -43,6 +43,7 @@ class Action(StrEnum):
 class StopReason(StrEnum):
     THRESHOLD = "threshold"  # all thresholded signals passed
     POSTERIOR = "posterior"  # the majority-posterior rule passed
+    DECIDED = "decided"  # the leading answer can no longer be overturned within the cap
     CAP = "cap"  # the knob reached its cap
     DEADLINE = "deadline"  # its next grant could not end by the program's deadline
 
@@ -107,6 +108,7 @@ class ProgramPolicy:
             self.config.rule == "posterior"
             or self.config.trim == "minority"
             or "entropy" in self.config.thresholds
+            or self.config.stop_when_decided
         )
 
     @property
@@ -135,6 +137,8 @@ class ProgramPolicy:
                     return self._stop_with(reason, values)
         if report.used >= cfg.cap:
             return self._stop_with(StopReason.CAP, values)
+        if cfg.stop_when_decided and decided(clusters, cfg.cap - report.used):
+            return self._stop_with(StopReason.DECIDED, values)
         # With no detection point left and nothing to trim, rounds decide nothing and only add
         # latency: grant the rest at once.
         rounds = self._next_detect != float("inf") or cfg.trim != "none"
@@ -209,3 +213,14 @@ class ProgramPolicy:
             drop = min(int(len(ranked) * cfg.trim_fraction), len(ranked) - 1)
             return tuple(sorted(ranked[:drop]))
         return ()
+
+
+def decided(clusters: Sequence[Sequence[str]], remaining: int) -> bool:
+    """Whether the leading class of answers stays the largest whatever the `remaining` knob
+    units return: |C1| > |C2| + remaining (|C2| = 0 with one class). Strict, so no tie can
+    arise at the cap. An empty answer is a class of its own (size 1), so junk never leads a
+    decided vote: with |C1| = 1 the rule needs remaining < 0. False with no answers."""
+    if not clusters:
+        return False
+    runner_up = len(clusters[1]) if len(clusters) > 1 else 0
+    return len(clusters[0]) > runner_up + remaining

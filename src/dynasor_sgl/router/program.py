@@ -25,7 +25,7 @@ PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Stops that count as early exit in the saving estimate (a client's abort or a reaped program
 # saved nothing by the policy's doing).
-POLICY_STOPS = frozenset({"threshold", "posterior", "deadline"})
+POLICY_STOPS = frozenset({"threshold", "posterior", "decided", "deadline"})
 
 
 class ProgramStatus(StrEnum):
