@@ -39,19 +39,19 @@ def run_of(answers: list[str | None]) -> SampledRun:
 def test_five_agreeing_answers_stop_at_five() -> None:
     run = run_of(["42"] * 5 + ["1", "2", "3", "4", "5"] * 3)
     out = replay_policy(run, SC)
-    assert out.steps == 5 and out.exit_reason == "threshold" and out.answer == "42"
+    assert out.used == 5 and out.exit_reason == "threshold" and out.answer == "42"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS[:5])  # 7 + 10 + 11 + 12 + 13 + 14
     assert out.tokens == 67
-    assert out.certaindex == [{"step": 5, "entropy": 1.0}]
+    assert out.certaindex == [{"used": 5, "entropy": 1.0}]
 
 
 def test_disagreeing_answers_run_to_the_cap() -> None:
     run = run_of(["1", "2", "3", "4", "5"] + ["9"] * 15)
     out = replay_policy(run, PolicyConfig.for_algorithm("sc", detect_every=0))  # the paper's
-    assert out.steps == 20 and out.exit_reason == "cap" and out.answer == "9"
+    assert out.used == 20 and out.exit_reason == "cap" and out.answer == "9"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS)
     # certaindex is read once, at 5, where all five answers differ
-    assert [p["step"] for p in out.certaindex] == [5]
+    assert [p["used"] for p in out.certaindex] == [5]
     assert out.certaindex[0]["entropy"] < 0.7
 
 
@@ -60,25 +60,25 @@ def test_a_later_read_can_stop_between_detection_and_cap() -> None:
     config = PolicyConfig.for_algorithm("sc", detect_every=5, thresholds={"entropy": 0.6})
     run = run_of(["1", "2", "3", "4", "5"] + ["5"] * 15)
     out = replay_policy(run, config)
-    assert [p["step"] for p in out.certaindex] == [5, 10, 15]
+    assert [p["used"] for p in out.certaindex] == [5, 10, 15]
     assert out.certaindex[-1]["entropy"] == pytest.approx(0.6493441)
-    assert out.exit_reason == "threshold" and out.steps == 15 and out.answer == "5"
+    assert out.exit_reason == "threshold" and out.used == 15 and out.answer == "5"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS[:15])
 
 
 def test_a_short_run_ends_at_its_length() -> None:
     out = replay_policy(run_of(["1", "2", "3", "4", "5", "6", "7"]), SC)
-    assert out.steps == 7 and out.exit_reason == "cap"
+    assert out.used == 7 and out.exit_reason == "cap"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS[:7])
 
 
 def test_replay_cap() -> None:
     run = run_of(["4", "5", "5", "4", "4", "4"])
     three = replay_cap(run, 3)
-    assert (three.answer, three.steps, three.tokens, three.exit_reason) == ("5", 3, 40, "cap")
+    assert (three.answer, three.used, three.tokens, three.exit_reason) == ("5", 3, 40, "cap")
     assert replay_cap(run, 1).answer == "4"
     over = replay_cap(run, 50)
-    assert over.steps == 6 and over.answer == "4" and over.tokens == SHARED + 75
+    assert over.used == 6 and over.answer == "4" and over.tokens == SHARED + 75
 
 
 def test_oracle_takes_the_earliest_k_after_which_the_majority_never_changes() -> None:
@@ -86,14 +86,14 @@ def test_oracle_takes_the_earliest_k_after_which_the_majority_never_changes() ->
     run = run_of(["7", "3", "7", "3", "3", "3"])
     assert [run.answer_at(k) for k in range(1, 7)] == ["7", "3", "7", "3", "3", "3"]
     out = replay_oracle(run)
-    assert out.steps == 4 and out.answer == "3" and out.exit_reason == "oracle"
+    assert out.used == 4 and out.answer == "3" and out.exit_reason == "oracle"
     assert out.tokens == SHARED + 10 + 11 + 12 + 13
 
 
 @pytest.mark.parametrize("answers", [["8"] * 5, [None] * 5, ["8", "8.0", "8", "8", "8"]])
 def test_oracle_of_a_settled_run_is_one(answers: list[str | None]) -> None:
     out = replay_oracle(run_of(answers))
-    assert out.steps == 1 and out.tokens == SHARED + 10
+    assert out.used == 1 and out.tokens == SHARED + 10
 
 
 def test_sampled_run_from_details() -> None:

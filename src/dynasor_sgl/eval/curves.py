@@ -16,6 +16,7 @@ import numpy as np
 
 from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.calibration import frontier as _frontier
 from dynasor_sgl.replay.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
 from dynasor_sgl.replay.trimmed import replay_trimmed, replay_weighted_cap
 
@@ -95,12 +96,8 @@ def _confidence_curves(
 
 
 def frontier(points: Sequence[Point]) -> list[Point]:
-    """The points no other point beats: by mean tokens, each more accurate than all cheaper."""
-    out: list[Point] = []
-    for p in sorted(points, key=lambda p: (p["mean_tokens"], -p["accuracy"])):
-        if not out or p["accuracy"] > out[-1]["accuracy"]:
-            out.append(p)
-    return out
+    """The points no other point beats (`replay.calibration.frontier` over mean tokens)."""
+    return _frontier(points, lambda p: p["accuracy"], lambda p: p["mean_tokens"])
 
 
 def gain_over_caps(points: Sequence[Point], caps: Sequence[Point]) -> list[Point]:
