@@ -136,7 +136,7 @@ def test_wilson_contains_the_estimate(n: int) -> None:
 
 def record(
     qid: str,
-    policy: str,
+    row: str,
     correct: bool,
     total: int,
     status: str = "ok",
@@ -147,7 +147,7 @@ def record(
     tokens = {"reasoning": total, "probe": 0, "reward": 0, "total": total}
     return {
         "question_id": qid,
-        "policy": policy,
+        "row": row,
         "status": status,
         "correct": correct,
         "tokens": tokens,
@@ -180,7 +180,7 @@ def hand_records() -> list[dict[str, Any]]:
 def test_summary_by_hand() -> None:
     summary = summarize(hand_records(), POLICIES, META)
     assert summary["questions"] == 4 and summary["errors"] == 1
-    pol = summary["policies"]
+    pol = summary["rows"]
     assert {p: pol[p]["n"] for p in POLICIES} == dict.fromkeys(POLICIES, 4)
     assert pol["baseline"]["accuracy"] == 0.75
     assert pol["dynasor"]["accuracy"] == 0.5
@@ -188,11 +188,13 @@ def test_summary_by_hand() -> None:
     assert pol["baseline"]["mean_tokens"] == 100.0  # q5's 10 tokens are left out
     assert pol["dynasor"]["mean_tokens"] == 50.0  # (40 + 60 + 50 + 50) / 4
     assert pol["oracle"]["mean_tokens"] == 30.0  # (20 + 20 + 30 + 50) / 4
-    assert pol["dynasor"]["mean_steps"] == 5.0
+    assert pol["dynasor"]["mean_used"] == 5.0
     assert pol["baseline"]["saved_vs_baseline"] == 0.0
     assert pol["dynasor"]["saved_vs_baseline"] == pytest.approx(0.5)
     assert pol["oracle"]["saved_vs_baseline"] == pytest.approx(0.7)
     assert summary["fraction_of_oracle_saving"] == pytest.approx(0.5 / 0.7)
+    assert pol["dynasor"]["fraction_of_oracle_saving"] == pytest.approx(0.5 / 0.7)
+    assert pol["oracle"]["differ_from_baseline"] == 0  # no record here names an answer
     assert pol["baseline"]["ci95"] == pytest.approx([0.3006418, 0.9544127], abs=1e-6)
     assert summary["dynasor_accuracy_within_baseline_ci"] is True
     assert pol["oracle"]["exit_reasons"] == {"cap": 4}
@@ -200,27 +202,39 @@ def test_summary_by_hand() -> None:
     assert "curves" not in summary  # only self-consistency has replayed curves
 
 
+def test_each_row_counts_the_answers_that_differ_from_the_baseline() -> None:
+    answers = {"q1": ("4", "4.0"), "q2": ("4", "5"), "q3": (None, None), "q4": ("7", None)}
+    rows = []
+    for q, (base, mine) in answers.items():
+        rows.append(record(q, "baseline", True, 10, answer=base))
+        rows.append(record(q, "dynasor", True, 10, answer=mine))
+    stats = summarize(rows, ("baseline", "dynasor"), META)["rows"]
+    assert stats["dynasor"]["differ_from_baseline"] == 2  # q2, and q4 that lost its answer
+    assert stats["baseline"]["differ_from_baseline"] == 0
+
+
 def test_summary_without_savings() -> None:
     rows = [record("q1", p, False, 0) for p in POLICIES]
     summary = summarize(rows, POLICIES, META)
-    assert summary["policies"]["dynasor"]["saved_vs_baseline"] is None
+    assert summary["rows"]["dynasor"]["saved_vs_baseline"] is None
     assert summary["fraction_of_oracle_saving"] is None
 
 
-def test_markdown_has_the_table_and_each_policy() -> None:
+def test_markdown_has_the_table_and_each_row() -> None:
     text = markdown(summarize(hand_records(), POLICIES, {**META, "modes": {"dynasor": "live"}}))
     lines = text.splitlines()
     assert lines[0] == "# cot-probe on hand (4 questions)"
     assert (
-        "| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
-        "| mean steps | saved vs baseline | no answer (runs; samples) "
-        "| exits |"
+        "| row | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
+        "| mean knob units | saved vs baseline | of the oracle's saving "
+        "| answers differing from the baseline | fixed cap at equal tokens "
+        "| no answer (runs; samples) | exits |"
     ) in lines
     rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
     assert set(rows) >= {"| baseline", "| dynasor", "| oracle"}
     assert rows["| dynasor"].startswith("| dynasor | live | 50.0% (")
-    assert "| 50.0 |" in rows["| dynasor"] and "| 50.0% |" in rows["| dynasor"]
-    assert "Fraction of the oracle's saving: 71.4%." in lines
+    assert "| 50.0 |" in rows["| dynasor"] and "| 50.0% | 71.4% |" in rows["| dynasor"]
+    assert "| 0/4 |" in rows["| dynasor"]  # no record here names an answer
     assert "Errors (retried on resume): 1." in text
 
 
@@ -233,7 +247,7 @@ def test_the_summary_counts_runs_and_samples_without_an_answer() -> None:
         },
         {**record("q2", "baseline", False, 10), "answer": None, "details": {"answers": [None]}},
     ]
-    stats = summarize(rows, ["baseline"], META)["policies"]["baseline"]
+    stats = summarize(rows, ["baseline"], META)["rows"]["baseline"]
     assert (stats["no_answer"], stats["samples"], stats["samples_without_answer"]) == (1, 5, 2)
     assert "| 1; 2/5 |" in markdown(summarize(rows, ["baseline"], META))
 
@@ -271,7 +285,7 @@ SC_META = {
     "algorithm": "sc",
     "modes": {"dynasor": "replay"},
     "policy": {"cap": 5},
-    "dynasor_thresholds": {"entropy": 0.7},
+    "fixed_thresholds": {"entropy": 0.7},
 }
 
 
@@ -314,8 +328,8 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
 def test_plots_of_zero_accuracy_with_a_zero_lower_bound(tmp_path: Path) -> None:
     rows = [record(q, p, False, 10) for q in ("a", "b") for p in POLICIES]
     summary = summarize(rows, POLICIES, META)
-    assert summary["policies"]["dynasor"]["ci95"][0] == 0.0
-    assert summary["policies"]["dynasor"]["accuracy"] == 0.0
+    assert summary["rows"]["dynasor"]["ci95"][0] == 0.0
+    assert summary["rows"]["dynasor"]["accuracy"] == 0.0
     plots.accuracy_vs_tokens(summary, tmp_path / "acc.png")
     plots.certaindex_histogram(summary, tmp_path / "hist.png")
     assert png_size(tmp_path / "acc.png") == (768, 528)
@@ -337,7 +351,7 @@ def test_calibrate_results_by_hand(tmp_path: Path) -> None:
     # lets the other run to 5 (50): 110 tokens, all correct; nothing cheaper keeps 100%.
     rows = [sc_baseline(f"easy{i}", "4", ["4"] * 5, 0) for i in range(3)]
     rows.append(sc_baseline("hard", "4", ["1", "4", "4", "4", "4"], 0))
-    rows.append(record("hard", "dynasor", True, 50))  # other policies are ignored
+    rows.append(record("hard", "paper", True, 50))  # other rows are ignored
     rows.append(sc_baseline("failed", "4", ["4"] * 5, 0) | {"status": "error"})
     policy, result, _ = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
     assert policy == {
@@ -372,7 +386,8 @@ def test_replay_is_decided_by_the_algorithm_not_the_programs_name() -> None:
     from dynasor_sgl.eval.runner import EvalSpec
 
     mine = EvalSpec("mymod:VOTE", "sc", policy={"cap": 5})
-    assert mine.replayed and mine.policies() == ("baseline", "dynasor", "oracle")
+    assert mine.replayed and mine.rows() == ("baseline", "paper", "oracle")
+    assert mine.reported_rows() == ("baseline", "dynasor", "paper", "oracle")
     assert mine.baseline_policy()["initial"] == 5  # every sample drawn at once
     cot = EvalSpec("cot-probe", "cot")
-    assert not cot.replayed and cot.policies() == ("baseline", "dynasor")
+    assert not cot.replayed and cot.rows() == cot.reported_rows() == ("baseline", "dynasor")

@@ -36,7 +36,6 @@ _launch = launch_embedded
 @click.option("--program", default="self-consistency", help="A shipped program's name.")
 @click.option(
     "--dataset",
-    required=True,
     help=f"A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK ({', '.join(sorted(TASKS))}).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="First N questions (synth: how many).")
@@ -62,10 +61,28 @@ _launch = launch_embedded
 @click.option("--question-field", default=Fields.question)
 @click.option("--answer-field", default=Fields.answer)
 @click.option("--id-field", default=Fields.id, help="Empty: use line numbers.")
+@click.option(
+    "--epsilon",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=EvalSpec.epsilon,
+    help="Self-calibrated row: tolerated rate of answers that differ from the full budget's.",
+)
+@click.option(
+    "--delta",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=EvalSpec.delta,
+    help="Self-calibrated row: chance that the calibration runs make the bound wrong.",
+)
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="Run nothing: write the reports of the finished --out file again from its records "
+    "and its own settings (the results file is left as it is).",
+)
 @program_options
 def eval_command(
     program: str,
-    dataset: str,
+    dataset: str | None,
     limit: int | None,
     seed: int,
     out: Path,
@@ -74,19 +91,38 @@ def eval_command(
     question_field: str,
     answer_field: str,
     id_field: str,
+    epsilon: float,
+    delta: float,
+    report_only: bool,
     opts: ProgramOptions,
 ) -> None:
-    """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
-    oracle; write one JSONL record per question and policy, a summary and plots."""
+    """Run PROGRAM over a dataset: the even-budget baseline and, for self-consistency, the
+    self-calibrated policy (dynasor: thresholds fitted label free on the other half of the
+    questions), the configured fixed thresholds (paper) and the oracle, replayed; for other
+    programs the configured policy live. One JSONL record per question and row, a summary and
+    plots."""
     from dynasor_sgl.eval.session import EvalRun, one_line
 
+    if report_only:
+        click.echo(one_line(_rewrite(out, epsilon, delta)))
+        return
+    if dataset is None:
+        raise click.ClickException("--dataset is required (unless --report-only)")
     spec = load_spec(program)
     policy, params = opts.policy(spec), opts.program_params()
     if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
         # Token confidences let the report replay confidence trimming over the same samples.
         params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
     evspec = EvalSpec(
-        spec.name, spec.algorithm, policy, params, concurrency, opts.timeout, opts.deadline
+        spec.name,
+        spec.algorithm,
+        policy,
+        params,
+        concurrency,
+        opts.timeout,
+        opts.deadline,
+        epsilon,
+        delta,
     )
     fields = Fields(question_field, answer_field, id_field or None)
     with ExitStack() as stack:
@@ -98,6 +134,17 @@ def eval_command(
             f"{summary['errors']} record(s) failed (see 'error' in {out}); re-run the same "
             "command to retry them"
         )
+
+
+def _rewrite(out: Path, epsilon: float, delta: float) -> dict[str, Any]:
+    from dynasor_sgl.eval.session import rewrite_reports
+
+    if not out.exists():
+        raise click.ClickException(f"--report-only: {out} does not exist")
+    try:
+        return rewrite_reports(out, lambda p: load_spec(p).algorithm, epsilon, delta)
+    except (ResultsError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"--report-only: {out}: {exc}") from exc
 
 
 def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:

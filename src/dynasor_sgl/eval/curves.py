@@ -100,13 +100,18 @@ def frontier(points: Sequence[Point]) -> list[Point]:
     return _frontier(points, lambda p: p["accuracy"], lambda p: p["mean_tokens"])
 
 
-def gain_over_caps(points: Sequence[Point], caps: Sequence[Point]) -> list[Point]:
-    """Each frontier point of `points` with its accuracy minus the fixed-cap curve's at the
-    same mean tokens (`gain`; the cap curve linearly interpolated, flat past its ends)."""
+def cap_accuracy_at(caps: Sequence[Point], mean_tokens: float) -> float:
+    """The fixed-cap curve's accuracy at `mean_tokens` (linear between caps, flat past ends)."""
     ordered = sorted(caps, key=lambda p: p["mean_tokens"])
     xs, ys = [p["mean_tokens"] for p in ordered], [p["accuracy"] for p in ordered]
+    return float(np.interp(mean_tokens, xs, ys))
+
+
+def gain_over_caps(points: Sequence[Point], caps: Sequence[Point]) -> list[Point]:
+    """Each frontier point of `points` with its accuracy minus the fixed-cap curve's at the
+    same mean tokens (`gain`, `cap_accuracy_at`)."""
     return [
-        {**p, "gain": p["accuracy"] - float(np.interp(p["mean_tokens"], xs, ys))}
+        {**p, "gain": p["accuracy"] - cap_accuracy_at(caps, p["mean_tokens"])}
         for p in frontier(points)
     ]
 

@@ -105,9 +105,21 @@ class RecordedRun:
         return self.run.answer_at(len(self.run.answers))
 
 
+def row_of(record: Mapping[str, Any]) -> str | None:
+    """An eval record's row: "baseline", "dynasor", "paper" or "oracle" (a label of the
+    evaluation, not a program policy). Files written before the rename call it "policy", and
+    their replayed "dynasor" record is the fixed-threshold replay, today's "paper" row."""
+    if "row" in record:
+        return None if record["row"] is None else str(record["row"])
+    label = record.get("policy")
+    if not isinstance(label, str):
+        return None
+    return "paper" if label == "dynasor" and record.get("mode") == "replay" else label
+
+
 def is_baseline(record: Mapping[str, Any]) -> bool:
     """Whether an eval record is a finished full-budget ("baseline") run, of any program."""
-    return record.get("policy") == "baseline" and record.get("status") == "ok"
+    return row_of(record) == "baseline" and record.get("status") == "ok"
 
 
 def is_full_budget(record: Mapping[str, Any]) -> bool:
