@@ -297,7 +297,7 @@ def test_self_consistency_curves_by_hand() -> None:
     assert [p["accuracy"] for p in by_cap] == [0.5, 0.5, 1.0, 1.0, 1.0]
     # a: 10 per sample; b: 10 shared + 10 per sample
     assert [p["mean_tokens"] for p in by_cap] == [15.0, 25.0, 35.0, 45.0, 55.0]
-    by_threshold = summary["curves"]["dynasor_by_threshold"]
+    by_threshold = summary["curves"]["paper_by_threshold"]
     assert by_threshold[0]["x"] == 0.3 and by_threshold[-1]["x"] == 1.0
     # with cap 5 every threshold reads at 5 and ends there, on the right majority
     assert all(p["mean_tokens"] == 55.0 and p["accuracy"] == 1.0 for p in by_threshold)

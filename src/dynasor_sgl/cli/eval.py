@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,30 @@ logger = logging.getLogger(__name__)
 # Imported from here by bench/ scripts (and, under its old private name, by older ones).
 __all__ = ["calibrate_command", "eval_command", "launch_embedded"]
 _launch = launch_embedded
+
+
+_LEVEL = click.FloatRange(0, 1, min_open=True, max_open=True)
+
+
+def bound_options(who: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--epsilon` and `--delta`, the label-free bound (defaults from `policy.risk`), their
+    help saying `who` uses them."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--delta",
+            type=_LEVEL,
+            default=risk.DEFAULT_DELTA,
+            help=f"{who}: chance that the calibration runs make the bound wrong.",
+        )(command)
+        return click.option(
+            "--epsilon",
+            type=_LEVEL,
+            default=risk.DEFAULT_EPSILON,
+            help=f"{who}: tolerated rate of answers that differ from the full budget's.",
+        )(command)
+
+    return wrap
 
 
 @click.command("eval", context_settings={"show_default": True})
@@ -61,18 +86,7 @@ _launch = launch_embedded
 @click.option("--question-field", default=Fields.question)
 @click.option("--answer-field", default=Fields.answer)
 @click.option("--id-field", default=Fields.id, help="Empty: use line numbers.")
-@click.option(
-    "--epsilon",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=EvalSpec.epsilon,
-    help="Self-calibrated row: tolerated rate of answers that differ from the full budget's.",
-)
-@click.option(
-    "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=EvalSpec.delta,
-    help="Self-calibrated row: chance that the calibration runs make the bound wrong.",
-)
+@bound_options("Self-calibrated row")
 @click.option(
     "--report-only",
     is_flag=True,
@@ -211,18 +225,7 @@ def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
     "disagreement at most --epsilon at confidence 1 - --delta (Learn-then-Test), measured "
     "cross-fitted over --folds.",
 )
-@click.option(
-    "--epsilon",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=risk.DEFAULT_EPSILON,
-    help="full-budget: tolerated rate of answers that differ from the full budget's.",
-)
-@click.option(
-    "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=risk.DEFAULT_DELTA,
-    help="full-budget: chance that the calibration set makes the bound wrong.",
-)
+@bound_options("full-budget")
 @click.option(
     "--folds", type=click.IntRange(2, 20), default=2, help="full-budget: cross-fitting folds."
 )

@@ -55,10 +55,10 @@ def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> d
 
     out = {
         "baseline_by_cap": sweep(range(1, cap + 1), lambda r, c: replay_cap(r, int(c))),
-        "dynasor_by_threshold": sweep(
+        "paper_by_threshold": sweep(
             THRESHOLDS, lambda r, t: replay_policy(r, config(thresholds={"entropy": t}))
         ),
-        "dynasor_every_sample_by_threshold": sweep(
+        "paper_every_sample_by_threshold": sweep(
             THRESHOLDS, lambda r, t: replay_policy(r, every(thresholds={"entropy": t}))
         ),
         "posterior_by_confidence": sweep(

@@ -24,8 +24,8 @@ def accuracy_vs_tokens(summary: Mapping[str, Any], path: str | Path) -> None:
     curves = summary.get("curves") or {}
     series = (
         ("baseline_by_cap", "baseline (numbers: cap)", "o-"),
-        ("dynasor_by_threshold", "Dynasor (numbers: threshold)", "s-"),
-        ("dynasor_every_sample_by_threshold", "Dynasor, read every sample (threshold)", "^--"),
+        ("paper_by_threshold", "paper's threshold rule (numbers: threshold)", "s-"),
+        ("paper_every_sample_by_threshold", "threshold rule, read every sample", "^--"),
         ("posterior_by_confidence", "majority posterior, every sample (confidence)", "v:"),
         ("weighted_by_cap", "confidence-weighted vote (cap)", "x-."),
         ("confidence_trim_by_percentile", "confidence trimming, DeepConf online (η)", "P--"),
