@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from dynasor_sgl.eval import plots
-from dynasor_sgl.eval.calibrate import calibrate_results
+from dynasor_sgl.eval.calibrate import calibrate_results, labelled_runs
 from dynasor_sgl.eval.report import markdown, summarize, wilson
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.holdout import Point, fixed_cap
 from dynasor_sgl.replay.sampled import (
     SampledRun,
     replay_cap,
@@ -361,6 +362,15 @@ def test_calibrate_results_by_hand(tmp_path: Path) -> None:
     assert result.tokens == 110 and result.full_tokens == 200
     assert result.saving == pytest.approx(0.45)
     PolicyConfig.for_algorithm("sc", **policy["sc"])  # a valid policy
+
+
+def test_labelled_runs_answer_as_the_program_votes_ties_included() -> None:
+    # "5" comes first, but the program's vote breaks a tie by the smaller answer: "4". The
+    # labelled run must score that answer, the one the eval's rows and the live program give.
+    rows = [sc_baseline("tie", "4", ["5", "4", "5", "4"], 0)]
+    (run,) = labelled_runs(rows)
+    assert [r.final_answer() for r in run.records] == ["5", "4", "5", "4"]
+    assert fixed_cap([run], 4) == Point(1.0, 40)
 
 
 def test_calibrate_keeps_the_full_budget_when_every_early_stop_loses(tmp_path: Path) -> None:

@@ -45,13 +45,20 @@ def _records_with_runs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
-    """The full-budget runs of `records` as per-sample reports, labelled with the gold answer."""
+    """The full-budget runs of `records` as per-sample reports, labelled with the gold answer;
+    each report's answer is the program's majority vote of the samples so far (`SampledRun.
+    answer_at`), so calibration scores the answer the eval and the live program give."""
     return [
         LabelledRun(
             r.question_id,
             r.gold,
             tuple(
-                ReportRecord(used=k, tokens=r.run.tokens_at(k), answers=r.run.answers[:k])
+                ReportRecord(
+                    used=k,
+                    tokens=r.run.tokens_at(k),
+                    answers=r.run.answers[:k],
+                    answer=r.run.answer_at(k),  # the program's vote, its tie rule included
+                )
                 for k in range(1, len(r.run.answers) + 1)
             ),
         )
