@@ -122,22 +122,7 @@ def eval_command(
         return
     if dataset is None:
         raise click.ClickException("--dataset is required (unless --report-only)")
-    spec = load_spec(program)
-    policy, params = opts.policy(spec), opts.program_params()
-    if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
-        # Token confidences let the report replay confidence trimming over the same samples.
-        params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
-    evspec = EvalSpec(
-        spec.name,
-        spec.algorithm,
-        policy,
-        params,
-        concurrency,
-        opts.timeout,
-        opts.deadline,
-        epsilon,
-        delta,
-    )
+    evspec = _eval_spec(program, concurrency, opts, epsilon=epsilon, delta=delta)
     fields = Fields(question_field, answer_field, id_field or None)
     with ExitStack() as stack:
         url = launch_embedded(stack) if launch_ else opts.router_url
@@ -148,6 +133,25 @@ def eval_command(
             f"{summary['errors']} record(s) failed (see 'error' in {out}); re-run the same "
             "command to retry them"
         )
+
+
+def _eval_spec(program: str, concurrency: int, opts: ProgramOptions, **bound: float) -> EvalSpec:
+    """The EvalSpec of a shipped (or user's) program with the command's options."""
+    spec = load_spec(program)
+    policy, params = opts.policy(spec), opts.program_params()
+    if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
+        # Token confidences let the report replay confidence trimming over the same samples.
+        params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
+    return EvalSpec(
+        spec.name,
+        spec.algorithm,
+        policy,
+        params,
+        concurrency,
+        opts.timeout,
+        opts.deadline,
+        **bound,
+    )
 
 
 def _rewrite(out: Path, epsilon: float, delta: float) -> dict[str, Any]:

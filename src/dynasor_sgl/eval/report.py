@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dynasor_sgl.answers import equivalence as _answers
@@ -94,15 +94,12 @@ def summarize(
 
     oracle = saved("oracle") if "oracle" in stats else None
     for p in rows:
-        stats[p]["saved_vs_baseline"] = saved(p)
         mine = saved(p)
+        stats[p]["saved_vs_baseline"] = mine
         stats[p]["fraction_of_oracle_saving"] = (
-            mine / oracle if mine is not None and oracle else None
+            None if mine is None or not oracle else mine / oracle
         )
-        stats[p]["differ_from_baseline"] = sum(
-            not same_answer(rs[p].get("answer"), rs["baseline"].get("answer"))
-            for rs in complete.values()
-        )
+        stats[p]["differ_from_baseline"] = _differ(complete.values(), p)
     summary: dict[str, Any] = {**meta, "questions": len(complete), "rows": stats}
     summary["errors"] = sum(r.get("status") == "error" for r in records)
     if "oracle" in stats and "dynasor" in stats:
@@ -123,6 +120,13 @@ def summarize(
             [rs[read] for rs in complete.values()]
         )
     return summary
+
+
+def _differ(complete: Iterable[Mapping[str, Mapping[str, Any]]], row: str) -> int:
+    """How many questions' `row` answer differs from their baseline (full-budget) answer."""
+    return sum(
+        not same_answer(rs[row].get("answer"), rs["baseline"].get("answer")) for rs in complete
+    )
 
 
 def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
