@@ -2,8 +2,9 @@
 
 Runs `dynasor-sgl eval` (through its library code) on the embedded model: the full-budget
 baseline live, the Dynasor policy and the oracle replayed over the same samples. Then a
-held-out check of calibration (2-fold: pick thresholds on half the questions, apply them to
-the other half), so the calibrated saving is not measured on the questions it was tuned on.
+held-out check of calibration (2-fold by a hash of the question id, as `calibrate --holdout
+0.5`: pick thresholds on half the questions, apply them to the other half, both ways round),
+so the calibrated saving is not measured on the questions it was tuned on.
 Writes bench/results/eval_sc.json (+ the eval's JSONL, Markdown and PNGs next to it) and prints
 one line.
     .venv/bin/python bench/eval_sc.py --launch [--limit 12 --cap 10]   # small (make bench)
@@ -19,69 +20,34 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.answers import equivalence as answers
-from dynasor_sgl.eval.calibrate import labelled_runs, policy_overrides
+from dynasor_sgl.eval.calibrate import calibrate_held_out, labelled_runs
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.eval.runner import EvalSpec
 from dynasor_sgl.eval.session import EvalRun, one_line, run_eval
-from dynasor_sgl.policy.config import PolicyConfig
-from dynasor_sgl.replay.calibration import calibrate
-from dynasor_sgl.replay.sampled import (
-    is_full_budget,
-    replay_cap,
-    replay_oracle,
-    replay_policy,
-    sampled_run,
-)
+from dynasor_sgl.replay.sampled import full_budget_runs, replay_oracle
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def heldout(records: list[dict[str, Any]], cap: int, margin: float) -> dict[str, Any]:
-    """2-fold calibration: thresholds from one half, accuracy and tokens on the other."""
-    base = {r["question_id"]: r for r in records if is_full_budget(r)}
-    ids = sorted(base)
-    folds = [ids[0::2], ids[1::2]]
-    totals = dict.fromkeys(("n", "correct", "tokens", "base_correct", "base_tokens", "oracle"), 0)
-    chosen = []
-    for tune, test in (folds, folds[::-1]):
-        result = calibrate(labelled_runs([base[q] for q in tune]), margin=margin)
-        chosen.append({"thresholds": result.thresholds, "detect_at": result.detect_at})
-        config = PolicyConfig.for_algorithm("sc", **policy_overrides(result, cap))
-        for q in test:
-            _count(totals, base[q], config, cap)
-    return _heldout_summary(totals, margin, chosen)
-
-
-def _count(totals: dict[str, int], record: dict[str, Any], config: PolicyConfig, cap: int) -> None:
-    """Add one held-out question: the policy's, the full budget's and the oracle's outcome."""
-    run = sampled_run(record["details"], int(record["tokens"]["total"]))
-    out, full = replay_policy(run, config), replay_cap(run, cap)
-    totals["n"] += 1
-    totals["correct"] += answers.equivalent(out.answer, record["gold"])
-    totals["tokens"] += out.tokens
-    totals["base_correct"] += answers.equivalent(full.answer, record["gold"])
-    totals["base_tokens"] += full.tokens
-    totals["oracle"] += replay_oracle(run).tokens
-
-
-def _heldout_summary(
-    totals: dict[str, int], margin: float, chosen: list[dict[str, Any]]
-) -> dict[str, Any]:
-    n = totals["n"] or 1
-    saved = 1 - totals["tokens"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
-    oracle = 1 - totals["oracle"] / totals["base_tokens"] if totals["base_tokens"] else 0.0
+def heldout(records: list[dict[str, Any]], margin: float) -> dict[str, Any]:
+    """2-fold calibration (`calibrate_held_out`, as `calibrate --holdout 0.5`): thresholds from
+    one half, accuracy and tokens on the other, both ways round; the oracle beside it."""
+    report = calibrate_held_out(labelled_runs(records), 0.5, margin=margin)
+    oracle = sum(replay_oracle(r.run).tokens for r in full_budget_runs(records))
+    full, n = report.full.tokens, report.n_held
+    saved = 1 - report.policy.tokens / full if full else 0.0
+    oracle_saved = 1 - oracle / full if full else 0.0
     return {
         "margin": margin,
-        "folds": chosen,
-        "questions": totals["n"],
-        "accuracy": totals["correct"] / n,
-        "baseline_accuracy": totals["base_correct"] / n,
-        "mean_tokens": totals["tokens"] / n,
-        "baseline_mean_tokens": totals["base_tokens"] / n,
+        "folds": list(report.folds),
+        "questions": n,
+        "accuracy": report.policy.accuracy,
+        "baseline_accuracy": report.full.accuracy,
+        "mean_tokens": report.policy.tokens / n,
+        "baseline_mean_tokens": full / n,
         "saved_vs_baseline": saved,
-        "oracle_saved": oracle,
-        "fraction_of_oracle_saving": saved / oracle if oracle else None,
+        "oracle_saved": oracle_saved,
+        "fraction_of_oracle_saving": saved / oracle_saved if oracle_saved else None,
     }
 
 
@@ -121,7 +87,7 @@ def main() -> None:
             run, lambda name, q, **kw: run_program(name, q, router=client, **kw), client.abort
         )
     _, records = read_records(args.out)
-    summary["heldout_calibration"] = heldout(records, args.cap, args.margin)
+    summary["heldout_calibration"] = heldout(records, args.margin)
     path = args.out.with_suffix(".json")
     path.write_text(json.dumps(summary, indent=2) + "\n")
     h = summary["heldout_calibration"]

@@ -2,12 +2,12 @@
 
 Reads an eval results file of self-consistency (its full-budget baseline runs, every sample's
 answer and tokens) and, 2-fold (questions split in halves by a hash of their id; thresholds
-chosen on one half, measured on the other, then the other way round), compares
-  - the paper's rule with a calibrated threshold: read once at 5 samples;
-  - sequential detection: read at 5, then every 1, 2 or 5 samples (searched);
-  - the full search: any first reading, any of those periods;
-at several accuracy margins, beside every fixed cap over all questions. Writes JSON next to
-the results file and prints a table. No SGLang: replay only.
+chosen on one half, measured on the other, then the other way round), compares - the paper's
+rule with a calibrated threshold: read once at 5 samples; - sequential detection: read at 5,
+then every 1, 2 or 5 samples (searched); - the full search: any first reading, any of those
+periods; at several accuracy margins (`dynasor_sgl.eval.calibrate.calibrate_held_out`, the held-
+out procedure `calibrate --holdout` runs), beside every fixed cap over all questions. Writes
+JSON next to the results file and prints a table. No SGLang: replay only.
 
     .venv/bin/python bench/sc_detection.py docs/results/sc-add1/add1.jsonl
 """
@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.eval.calibrate import labelled_runs
+from dynasor_sgl.eval.calibrate import calibrate_held_out, labelled_runs
 from dynasor_sgl.eval.results import read_records
-from dynasor_sgl.replay.calibration import calibrate
-from dynasor_sgl.replay.holdout import fixed_cap, measure, split
+from dynasor_sgl.replay.holdout import fixed_cap
 from dynasor_sgl.replay.labelled import LabelledRun
 
 RULES: dict[str, dict[str, Any]] = {
@@ -36,27 +35,18 @@ MARGINS = (0.0, 0.02, 0.05)
 
 def two_fold(runs: Sequence[LabelledRun], margin: float, options: dict[str, Any]) -> dict:
     """Pooled held-out accuracy and mean tokens of the rule calibrated on the other half."""
-    a, b = split(runs, 0.5)
-    correct = tokens = full_correct = full_tokens = n = 0.0
-    chosen = []
-    for tune, held in ((a, b), (b, a)):
-        result = calibrate(tune, margin=margin, **options)
-        report = measure(held, result, len(tune), 0.5)
-        correct += report.policy.accuracy * report.n_held
-        full_correct += report.full.accuracy * report.n_held
-        tokens += report.policy.tokens
-        full_tokens += report.full.tokens
-        n += report.n_held
-        chosen.append(
-            {"thresholds": result.thresholds, "at": result.detect_at, "every": result.detect_every}
-        )
+    report = calibrate_held_out(runs, 0.5, margin=margin, **options)
+    n = report.n_held
     return {
-        "accuracy": correct / n,
-        "mean_tokens": tokens / n,
-        "full_accuracy": full_correct / n,
-        "full_mean_tokens": full_tokens / n,
-        "saved": 1 - tokens / full_tokens,
-        "chosen": chosen,
+        "accuracy": report.policy.accuracy,
+        "mean_tokens": report.policy.tokens / n,
+        "full_accuracy": report.full.accuracy,
+        "full_mean_tokens": report.full.tokens / n,
+        "saved": 1 - report.policy.tokens / report.full.tokens,
+        "chosen": [
+            {"thresholds": f["thresholds"], "at": f["detect_at"], "every": f["detect_every"]}
+            for f in report.folds
+        ],
     }
 
 

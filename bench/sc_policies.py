@@ -11,12 +11,13 @@ samples, each family of policies at every setting in its grid:
   - confidence weighting (DeepConf's weighted vote) at every cap;
   - confidence trimming (DeepConf online: warm-up, group window, η), all samples drawn;
   - confidence trimming with the posterior stop.
-Held out, 2-fold: questions are split in halves by a hash of their id; in each family the
-setting with the fewest tokens whose accuracy on one half is within `margin` of that half's
-full-budget accuracy is chosen and measured on the other half, then the other way round
-(pooled). Also, over all questions, each family's frontier against the fixed-cap curve: the
-accuracy gained at equal tokens (fixed-cap accuracy linearly interpolated). Writes
-`<results>.policies.json` and prints a table. No SGLang: replay only.
+Held out, 2-fold (`dynasor_sgl.replay.holdout.choose_held_out`): questions are split in halves
+by a hash of their id; in each family the setting with the fewest tokens whose accuracy on one
+half is within `margin` of that half's full-budget accuracy is chosen (the full budget when none
+is) and measured on the other half, then the other way round (pooled). Also, over all questions,
+each family's frontier against the fixed-cap curve: the accuracy gained at equal tokens (fixed-
+cap accuracy linearly interpolated). Writes `<results>.policies.json` and prints a table. No
+SGLang: replay only.
 
     .venv/bin/python bench/sc_policies.py docs/results/sc-confidence/add1.jsonl
 """
@@ -43,7 +44,7 @@ from dynasor_sgl.eval.curves import gain_over_caps
 from dynasor_sgl.eval.report import wilson
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.policy.config import PolicyConfig
-from dynasor_sgl.replay.holdout import held_out
+from dynasor_sgl.replay.holdout import choose_held_out
 from dynasor_sgl.replay.sampled import (
     Outcome,
     SampledRun,
@@ -141,36 +142,16 @@ def score(policy: Policy, questions: Sequence[Question]) -> tuple[np.ndarray, np
     return np.array(correct, dtype=float), np.array([o.tokens for o in outs], dtype=float)
 
 
-def choose(table: dict[str, tuple[np.ndarray, np.ndarray]], idx: np.ndarray, floor: float) -> str:
-    """The setting with the fewest tokens on `idx` whose accuracy there is ≥ floor (the most
-    accurate when none is)."""
-    ok = [s for s, (c, _) in table.items() if c[idx].mean() >= floor - 1e-9]
-    if not ok:
-        return max(table, key=lambda s: (table[s][0][idx].mean(), -table[s][1][idx].mean()))
-    return min(ok, key=lambda s: (table[s][1][idx].mean(), -table[s][0][idx].mean()))
-
-
 def held_out_row(
     table: dict[str, tuple[np.ndarray, np.ndarray]],
     full: tuple[np.ndarray, np.ndarray],
-    folds: tuple[np.ndarray, np.ndarray],
+    ids: Sequence[str],
     margin: float,
 ) -> dict[str, Any]:
-    correct = tokens = 0
-    chosen = []
-    for tune, held in (folds, folds[::-1]):
-        setting = choose(table, tune, full[0][tune].mean() - margin)
-        chosen.append(setting)
-        correct += int(table[setting][0][held].sum())
-        tokens += int(table[setting][1][held].sum())
-    n = len(full[0])
-    return {
-        "accuracy": correct / n,
-        "ci95": wilson(correct, n),
-        "mean_tokens": tokens / n,
-        "saved": 1 - tokens / full[1].sum(),
-        "chosen": chosen,
-    }
+    """The family through the one held-out procedure (`holdout.choose_held_out`), with a
+    Wilson interval on its accuracy."""
+    row = choose_held_out(table, full, ids, margin)
+    return {**row, "ci95": wilson(row["correct"], len(ids))}
 
 
 def points(table: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
@@ -189,8 +170,7 @@ def main() -> None:
     args = ap.parse_args()
     questions = load(args.results)
     cap = min(len(q.run.answers) for q in questions)
-    held = np.array([held_out(q.id, 0.5) for q in questions])
-    folds = (np.flatnonzero(~held), np.flatnonzero(held))
+    ids = [q.id for q in questions]
     full = score(_cap(cap), questions)
     report: dict[str, Any] = {"questions": len(questions), "cap": cap, "families": {}}
     recorded = all(q.run.confidences is not None for q in questions)
@@ -201,7 +181,7 @@ def main() -> None:
         frontier = gain_over_caps(points(table), caps)
         gains = [p["gain"] for p in frontier]
         report["families"][family] = {
-            "held_out": {str(m): held_out_row(table, full, folds, m) for m in MARGINS},
+            "held_out": {str(m): held_out_row(table, full, ids, m) for m in MARGINS},
             "frontier": frontier,
             "min_gain": min(gains),
             "max_gain": max(gains),

@@ -198,10 +198,10 @@ def test_unknown_task_names_the_choices() -> None:
 # -- results file ------------------------------------------------------------------------------
 
 
-def rec(qid: str, policy: str, status: str = "ok", **extra: Any) -> dict[str, Any]:
+def rec(qid: str, row: str, status: str = "ok", **extra: Any) -> dict[str, Any]:
     return {
         "question_id": qid,
-        "policy": policy,
+        "row": row,
         "status": status,
         "tokens": {"total": 10},
         **extra,
@@ -213,7 +213,7 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
 
 
 def keys_in(path: Path) -> list[tuple[str, str]]:
-    return [(r["question_id"], r["policy"]) for r in lines_of(path) if "question_id" in r]
+    return [(r["question_id"], r["row"]) for r in lines_of(path) if "question_id" in r]
 
 
 def test_append_is_on_disk_at_once(tmp_path: Path) -> None:

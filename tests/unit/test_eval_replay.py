@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from dynasor_sgl.eval import plots
-from dynasor_sgl.eval.calibrate import calibrate_results
+from dynasor_sgl.eval.calibrate import calibrate_results, labelled_runs
 from dynasor_sgl.eval.report import markdown, summarize, wilson
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.holdout import Point, fixed_cap
 from dynasor_sgl.replay.sampled import (
     SampledRun,
     replay_cap,
@@ -39,19 +40,19 @@ def run_of(answers: list[str | None]) -> SampledRun:
 def test_five_agreeing_answers_stop_at_five() -> None:
     run = run_of(["42"] * 5 + ["1", "2", "3", "4", "5"] * 3)
     out = replay_policy(run, SC)
-    assert out.steps == 5 and out.exit_reason == "threshold" and out.answer == "42"
+    assert out.used == 5 and out.exit_reason == "threshold" and out.answer == "42"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS[:5])  # 7 + 10 + 11 + 12 + 13 + 14
     assert out.tokens == 67
-    assert out.certaindex == [{"step": 5, "entropy": 1.0}]
+    assert out.certaindex == [{"used": 5, "entropy": 1.0}]
 
 
 def test_disagreeing_answers_run_to_the_cap() -> None:
     run = run_of(["1", "2", "3", "4", "5"] + ["9"] * 15)
     out = replay_policy(run, PolicyConfig.for_algorithm("sc", detect_every=0))  # the paper's
-    assert out.steps == 20 and out.exit_reason == "cap" and out.answer == "9"
+    assert out.used == 20 and out.exit_reason == "cap" and out.answer == "9"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS)
     # certaindex is read once, at 5, where all five answers differ
-    assert [p["step"] for p in out.certaindex] == [5]
+    assert [p["used"] for p in out.certaindex] == [5]
     assert out.certaindex[0]["entropy"] < 0.7
 
 
@@ -60,25 +61,25 @@ def test_a_later_read_can_stop_between_detection_and_cap() -> None:
     config = PolicyConfig.for_algorithm("sc", detect_every=5, thresholds={"entropy": 0.6})
     run = run_of(["1", "2", "3", "4", "5"] + ["5"] * 15)
     out = replay_policy(run, config)
-    assert [p["step"] for p in out.certaindex] == [5, 10, 15]
+    assert [p["used"] for p in out.certaindex] == [5, 10, 15]
     assert out.certaindex[-1]["entropy"] == pytest.approx(0.6493441)
-    assert out.exit_reason == "threshold" and out.steps == 15 and out.answer == "5"
+    assert out.exit_reason == "threshold" and out.used == 15 and out.answer == "5"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS[:15])
 
 
 def test_a_short_run_ends_at_its_length() -> None:
     out = replay_policy(run_of(["1", "2", "3", "4", "5", "6", "7"]), SC)
-    assert out.steps == 7 and out.exit_reason == "cap"
+    assert out.used == 7 and out.exit_reason == "cap"
     assert out.tokens == SHARED + sum(SAMPLE_TOKENS[:7])
 
 
 def test_replay_cap() -> None:
     run = run_of(["4", "5", "5", "4", "4", "4"])
     three = replay_cap(run, 3)
-    assert (three.answer, three.steps, three.tokens, three.exit_reason) == ("5", 3, 40, "cap")
+    assert (three.answer, three.used, three.tokens, three.exit_reason) == ("5", 3, 40, "cap")
     assert replay_cap(run, 1).answer == "4"
     over = replay_cap(run, 50)
-    assert over.steps == 6 and over.answer == "4" and over.tokens == SHARED + 75
+    assert over.used == 6 and over.answer == "4" and over.tokens == SHARED + 75
 
 
 def test_oracle_takes_the_earliest_k_after_which_the_majority_never_changes() -> None:
@@ -86,14 +87,14 @@ def test_oracle_takes_the_earliest_k_after_which_the_majority_never_changes() ->
     run = run_of(["7", "3", "7", "3", "3", "3"])
     assert [run.answer_at(k) for k in range(1, 7)] == ["7", "3", "7", "3", "3", "3"]
     out = replay_oracle(run)
-    assert out.steps == 4 and out.answer == "3" and out.exit_reason == "oracle"
+    assert out.used == 4 and out.answer == "3" and out.exit_reason == "oracle"
     assert out.tokens == SHARED + 10 + 11 + 12 + 13
 
 
 @pytest.mark.parametrize("answers", [["8"] * 5, [None] * 5, ["8", "8.0", "8", "8", "8"]])
 def test_oracle_of_a_settled_run_is_one(answers: list[str | None]) -> None:
     out = replay_oracle(run_of(answers))
-    assert out.steps == 1 and out.tokens == SHARED + 10
+    assert out.used == 1 and out.tokens == SHARED + 10
 
 
 def test_sampled_run_from_details() -> None:
@@ -136,7 +137,7 @@ def test_wilson_contains_the_estimate(n: int) -> None:
 
 def record(
     qid: str,
-    policy: str,
+    row: str,
     correct: bool,
     total: int,
     status: str = "ok",
@@ -147,7 +148,7 @@ def record(
     tokens = {"reasoning": total, "probe": 0, "reward": 0, "total": total}
     return {
         "question_id": qid,
-        "policy": policy,
+        "row": row,
         "status": status,
         "correct": correct,
         "tokens": tokens,
@@ -180,7 +181,7 @@ def hand_records() -> list[dict[str, Any]]:
 def test_summary_by_hand() -> None:
     summary = summarize(hand_records(), POLICIES, META)
     assert summary["questions"] == 4 and summary["errors"] == 1
-    pol = summary["policies"]
+    pol = summary["rows"]
     assert {p: pol[p]["n"] for p in POLICIES} == dict.fromkeys(POLICIES, 4)
     assert pol["baseline"]["accuracy"] == 0.75
     assert pol["dynasor"]["accuracy"] == 0.5
@@ -188,11 +189,13 @@ def test_summary_by_hand() -> None:
     assert pol["baseline"]["mean_tokens"] == 100.0  # q5's 10 tokens are left out
     assert pol["dynasor"]["mean_tokens"] == 50.0  # (40 + 60 + 50 + 50) / 4
     assert pol["oracle"]["mean_tokens"] == 30.0  # (20 + 20 + 30 + 50) / 4
-    assert pol["dynasor"]["mean_steps"] == 5.0
+    assert pol["dynasor"]["mean_used"] == 5.0
     assert pol["baseline"]["saved_vs_baseline"] == 0.0
     assert pol["dynasor"]["saved_vs_baseline"] == pytest.approx(0.5)
     assert pol["oracle"]["saved_vs_baseline"] == pytest.approx(0.7)
     assert summary["fraction_of_oracle_saving"] == pytest.approx(0.5 / 0.7)
+    assert pol["dynasor"]["fraction_of_oracle_saving"] == pytest.approx(0.5 / 0.7)
+    assert pol["oracle"]["differ_from_baseline"] == 0  # no record here names an answer
     assert pol["baseline"]["ci95"] == pytest.approx([0.3006418, 0.9544127], abs=1e-6)
     assert summary["dynasor_accuracy_within_baseline_ci"] is True
     assert pol["oracle"]["exit_reasons"] == {"cap": 4}
@@ -200,27 +203,39 @@ def test_summary_by_hand() -> None:
     assert "curves" not in summary  # only self-consistency has replayed curves
 
 
+def test_each_row_counts_the_answers_that_differ_from_the_baseline() -> None:
+    answers = {"q1": ("4", "4.0"), "q2": ("4", "5"), "q3": (None, None), "q4": ("7", None)}
+    rows = []
+    for q, (base, mine) in answers.items():
+        rows.append(record(q, "baseline", True, 10, answer=base))
+        rows.append(record(q, "dynasor", True, 10, answer=mine))
+    stats = summarize(rows, ("baseline", "dynasor"), META)["rows"]
+    assert stats["dynasor"]["differ_from_baseline"] == 2  # q2, and q4 that lost its answer
+    assert stats["baseline"]["differ_from_baseline"] == 0
+
+
 def test_summary_without_savings() -> None:
     rows = [record("q1", p, False, 0) for p in POLICIES]
     summary = summarize(rows, POLICIES, META)
-    assert summary["policies"]["dynasor"]["saved_vs_baseline"] is None
+    assert summary["rows"]["dynasor"]["saved_vs_baseline"] is None
     assert summary["fraction_of_oracle_saving"] is None
 
 
-def test_markdown_has_the_table_and_each_policy() -> None:
+def test_markdown_has_the_table_and_each_row() -> None:
     text = markdown(summarize(hand_records(), POLICIES, {**META, "modes": {"dynasor": "live"}}))
     lines = text.splitlines()
     assert lines[0] == "# cot-probe on hand (4 questions)"
     assert (
-        "| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
-        "| mean steps | saved vs baseline | no answer (runs; samples) "
-        "| exits |"
+        "| row | mode | accuracy (95% CI) | mean tokens | probe + reward tokens "
+        "| mean knob units | saved vs baseline | of the oracle's saving "
+        "| answers differing from the baseline | fixed cap at equal tokens "
+        "| no answer (runs; samples) | exits |"
     ) in lines
     rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
     assert set(rows) >= {"| baseline", "| dynasor", "| oracle"}
     assert rows["| dynasor"].startswith("| dynasor | live | 50.0% (")
-    assert "| 50.0 |" in rows["| dynasor"] and "| 50.0% |" in rows["| dynasor"]
-    assert "Fraction of the oracle's saving: 71.4%." in lines
+    assert "| 50.0 |" in rows["| dynasor"] and "| 50.0% | 71.4% |" in rows["| dynasor"]
+    assert "| 0/4 |" in rows["| dynasor"]  # no record here names an answer
     assert "Errors (retried on resume): 1." in text
 
 
@@ -233,7 +248,7 @@ def test_the_summary_counts_runs_and_samples_without_an_answer() -> None:
         },
         {**record("q2", "baseline", False, 10), "answer": None, "details": {"answers": [None]}},
     ]
-    stats = summarize(rows, ["baseline"], META)["policies"]["baseline"]
+    stats = summarize(rows, ["baseline"], META)["rows"]["baseline"]
     assert (stats["no_answer"], stats["samples"], stats["samples_without_answer"]) == (1, 5, 2)
     assert "| 1; 2/5 |" in markdown(summarize(rows, ["baseline"], META))
 
@@ -271,7 +286,7 @@ SC_META = {
     "algorithm": "sc",
     "modes": {"dynasor": "replay"},
     "policy": {"cap": 5},
-    "dynasor_thresholds": {"entropy": 0.7},
+    "fixed_thresholds": {"entropy": 0.7},
 }
 
 
@@ -283,7 +298,7 @@ def test_self_consistency_curves_by_hand() -> None:
     assert [p["accuracy"] for p in by_cap] == [0.5, 0.5, 1.0, 1.0, 1.0]
     # a: 10 per sample; b: 10 shared + 10 per sample
     assert [p["mean_tokens"] for p in by_cap] == [15.0, 25.0, 35.0, 45.0, 55.0]
-    by_threshold = summary["curves"]["dynasor_by_threshold"]
+    by_threshold = summary["curves"]["paper_by_threshold"]
     assert by_threshold[0]["x"] == 0.3 and by_threshold[-1]["x"] == 1.0
     # with cap 5 every threshold reads at 5 and ends there, on the right majority
     assert all(p["mean_tokens"] == 55.0 and p["accuracy"] == 1.0 for p in by_threshold)
@@ -314,8 +329,8 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
 def test_plots_of_zero_accuracy_with_a_zero_lower_bound(tmp_path: Path) -> None:
     rows = [record(q, p, False, 10) for q in ("a", "b") for p in POLICIES]
     summary = summarize(rows, POLICIES, META)
-    assert summary["policies"]["dynasor"]["ci95"][0] == 0.0
-    assert summary["policies"]["dynasor"]["accuracy"] == 0.0
+    assert summary["rows"]["dynasor"]["ci95"][0] == 0.0
+    assert summary["rows"]["dynasor"]["accuracy"] == 0.0
     plots.accuracy_vs_tokens(summary, tmp_path / "acc.png")
     plots.certaindex_histogram(summary, tmp_path / "hist.png")
     assert png_size(tmp_path / "acc.png") == (768, 528)
@@ -337,7 +352,7 @@ def test_calibrate_results_by_hand(tmp_path: Path) -> None:
     # lets the other run to 5 (50): 110 tokens, all correct; nothing cheaper keeps 100%.
     rows = [sc_baseline(f"easy{i}", "4", ["4"] * 5, 0) for i in range(3)]
     rows.append(sc_baseline("hard", "4", ["1", "4", "4", "4", "4"], 0))
-    rows.append(record("hard", "dynasor", True, 50))  # other policies are ignored
+    rows.append(record("hard", "paper", True, 50))  # other rows are ignored
     rows.append(sc_baseline("failed", "4", ["4"] * 5, 0) | {"status": "error"})
     policy, result, _ = calibrate_results(write_results(tmp_path / "r.jsonl", rows), margin=0.0)
     assert policy == {
@@ -347,6 +362,15 @@ def test_calibrate_results_by_hand(tmp_path: Path) -> None:
     assert result.tokens == 110 and result.full_tokens == 200
     assert result.saving == pytest.approx(0.45)
     PolicyConfig.for_algorithm("sc", **policy["sc"])  # a valid policy
+
+
+def test_labelled_runs_answer_as_the_program_votes_ties_included() -> None:
+    # "5" comes first, but the program's vote breaks a tie by the smaller answer: "4". The
+    # labelled run must score that answer, the one the eval's rows and the live program give.
+    rows = [sc_baseline("tie", "4", ["5", "4", "5", "4"], 0)]
+    (run,) = labelled_runs(rows)
+    assert [r.final_answer() for r in run.records] == ["5", "4", "5", "4"]
+    assert fixed_cap([run], 4) == Point(1.0, 40)
 
 
 def test_calibrate_keeps_the_full_budget_when_every_early_stop_loses(tmp_path: Path) -> None:
@@ -372,7 +396,8 @@ def test_replay_is_decided_by_the_algorithm_not_the_programs_name() -> None:
     from dynasor_sgl.eval.runner import EvalSpec
 
     mine = EvalSpec("mymod:VOTE", "sc", policy={"cap": 5})
-    assert mine.replayed and mine.policies() == ("baseline", "dynasor", "oracle")
+    assert mine.replayed and mine.rows() == ("baseline", "paper", "oracle")
+    assert mine.reported_rows() == ("baseline", "dynasor", "paper", "oracle")
     assert mine.baseline_policy()["initial"] == 5  # every sample drawn at once
     cot = EvalSpec("cot-probe", "cot")
-    assert not cot.replayed and cot.policies() == ("baseline", "dynasor")
+    assert not cot.replayed and cot.rows() == cot.reported_rows() == ("baseline", "dynasor")

@@ -34,7 +34,7 @@ from dynasor_sgl.policy.config import load_policy_file
 
 pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
 
-SC_POLICIES = ("baseline", "dynasor", "oracle")
+SC_ROWS = ("baseline", "paper", "oracle")  # stored; "dynasor" is derived for the reports
 SETTINGS = {"program": "self-consistency", "dataset": "hand", "policy": {"cap": 5}}
 
 # -- the runner with a fake run_program --------------------------------------------------------
@@ -118,9 +118,9 @@ def evaluation(path: Path, fake: FakeRuns, concurrency: int = 2) -> Evaluation:
 
 def by_key(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     _, records = read_records(path)
-    keys = Counter((r["question_id"], r["policy"]) for r in records)
-    assert max(keys.values()) == 1, f"a (question, policy) twice: {keys}"
-    return {(r["question_id"], r["policy"]): r for r in records}
+    keys = Counter((r["question_id"], r["row"]) for r in records)
+    assert max(keys.values()) == 1, f"a (question, row) twice: {keys}"
+    return {(r["question_id"], r["row"]): r for r in records}
 
 
 def test_evaluation_records_a_failed_question_as_errors_and_retries_only_it(
@@ -139,17 +139,17 @@ def test_evaluation_records_a_failed_question_as_errors_and_retries_only_it(
         )
     }
     records = by_key(path)
-    assert set(records) == {(i.id, p) for i in ITEMS for p in SC_POLICIES}
+    assert set(records) == {(i.id, p) for i in ITEMS for p in SC_ROWS}
     assert len(reported) == len(records)
     for (qid, _), r in records.items():
         assert r["status"] == ("error" if qid == "q3" else "ok"), r
     assert records[("q3", "baseline")]["error"] == "worker died"
-    assert records[("q3", "dynasor")]["error"] == "worker died"
+    assert records[("q3", "paper")]["error"] == "worker died"
     # replayed from the canned samples: q2's first five are 3,4,4,4,4
     assert records[("q2", "baseline")]["answer"] == "3"  # the fake's own "answer"
-    assert records[("q2", "dynasor")]["answer"] == "4" and records[("q2", "dynasor")]["correct"]
+    assert records[("q2", "paper")]["answer"] == "4" and records[("q2", "paper")]["correct"]
     assert records[("q2", "oracle")]["steps"] == 3  # 3 | 3,4 (tie: 3) | 3,4,4 -> 4 from then on
-    assert records[("q4", "dynasor")]["correct"] is False
+    assert records[("q4", "paper")]["correct"] is False
     assert records[("q1", "oracle")]["tokens"]["total"] == 3 + 10
 
     again = ResultsFile(path, SETTINGS)
@@ -163,6 +163,28 @@ def test_evaluation_records_a_failed_question_as_errors_and_retries_only_it(
     final = by_key(path)
     assert len(final) == 12 and all(r["status"] == "ok" for r in final.values())
     assert final[("q1", "baseline")] == records[("q1", "baseline")]  # kept, not re-run
+
+
+def test_a_results_file_from_before_the_rows_were_named_resumes_as_it_is(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.jsonl"
+    evaluation(path, FakeRuns()).run(lambda _: None)
+    new = by_key(path)
+    # As such a file was written: the label under "policy", the fixed-threshold replay
+    # named "dynasor".
+    old = [
+        {**{k: v for k, v in r.items() if k != "row"}, "policy": "dynasor" if p == "paper" else p}
+        for (_, p), r in new.items()
+    ]
+    header = {"kind": "run", "settings": SETTINGS}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [header, *old]))
+    again = FakeRuns()
+    resumed = evaluation(path, again)
+    assert resumed.pending() == []
+    resumed.run(lambda _: None)
+    assert again.calls == [] and by_key(path) == new  # nothing run again, rewritten with "row"
+    assert all("policy" not in r for r in read_records(path)[1])
 
 
 def test_a_question_whose_run_raises_is_an_error_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -250,19 +272,23 @@ def test_cli_eval_end_to_end(first_run: tuple[Result, Path]) -> None:
     assert res.exit_code == 0, res.output
     records = by_key(out)
     questions = {i.id for i in load_dataset("synth:add1", limit=6)}
-    assert set(records) == {(q, p) for q in questions for p in SC_POLICIES}
+    assert set(records) == {(q, p) for q in questions for p in SC_ROWS}
     assert all(r["status"] == "ok" for r in records.values())
     for q in questions:  # 5 samples of 4 tokens each, the others replayed from them
         base = records[(q, "baseline")]
         assert base["mode"] == "live" and base["steps"] == 5
         assert base["tokens"]["total"] == base["router_tokens"]["total"] > 0
         assert base["details"]["answers"] == [None] * 5
-        assert records[(q, "dynasor")]["mode"] == records[(q, "oracle")]["mode"] == "replay"
+        assert records[(q, "paper")]["mode"] == records[(q, "oracle")]["mode"] == "replay"
         assert records[(q, "oracle")]["steps"] == 1  # all None: settled from the first sample
     paths = outputs(out)
     summary = json.loads(paths["summary"].read_text())
-    assert summary["questions"] == 6 and set(summary["policies"]) == set(SC_POLICIES)
-    assert "| policy | mode | accuracy (95% CI) |" in paths["markdown"].read_text()
+    assert summary["questions"] == 6 and set(summary["rows"]) == {"dynasor", *SC_ROWS}
+    # six questions certify nothing: the self-calibrated row runs to the full budget
+    assert summary["rows"]["dynasor"]["mean_tokens"] == summary["rows"]["baseline"]["mean_tokens"]
+    assert [f["certified"] for f in summary["bound"]["folds"]] == [False, False]
+    text = paths["markdown"].read_text()
+    assert "| row | mode | accuracy (95% CI) |" in text and "nothing certified" in text
     for name in ("plot", "histogram"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last = res.stdout.strip().splitlines()[-1]
@@ -310,7 +336,7 @@ def test_cli_eval_interrupted_then_resumed(
     lines = out.read_text().splitlines()
     rows = [json.loads(line) for line in lines]  # every line is whole JSON
     assert rows[0]["kind"] == "run"
-    partial = by_key(out)  # no (question, policy) twice
+    partial = by_key(out)  # no (question, row) twice
     done = {k: r for k, r in partial.items() if r["status"] == "ok"}
     # Interrupted after the first record (exit 130 above); how many more finished before the
     # signal landed depends on timing, so only the lower bound is checked.
@@ -326,7 +352,25 @@ def test_cli_eval_interrupted_then_resumed(
     resumed = json.loads(outputs(out)["summary"].read_text())
     reference = json.loads(outputs(first_run[1])["summary"].read_text())
     assert resumed["questions"] == reference["questions"] == 6
-    assert resumed["policies"] == reference["policies"]
+    assert resumed["rows"] == reference["rows"]
+
+
+def test_cli_eval_report_only_rewrites_the_reports_from_the_file(
+    first_run: tuple[Result, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run.jsonl"
+    out.write_bytes(first_run[1].read_bytes())
+    res = invoke(["eval", "--report-only", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1].startswith("6 questions: Dynasor")
+    assert out.read_bytes() == first_run[1].read_bytes()  # the file left as it is
+    rewritten = json.loads(outputs(out)["summary"].read_text())
+    reference = json.loads(outputs(first_run[1])["summary"].read_text())
+    assert rewritten["rows"] == reference["rows"] and rewritten["bound"] == reference["bound"]
+    missing = invoke(["eval", "--report-only", "--out", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    no_dataset = invoke(["eval", "--out", str(tmp_path / "new.jsonl")])
+    assert no_dataset.exit_code == 1 and "--dataset is required" in no_dataset.output
 
 
 def test_cli_eval_malformed_dataset_is_one_error_line(served: Served, tmp_path: Path) -> None:

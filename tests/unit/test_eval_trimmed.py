@@ -65,7 +65,7 @@ def test_replay_trimming_alone_by_hand() -> None:
     # cut samples cost 2 + the tokens they generated: 5, 4; the others 5, 5, 5; shared 10
     assert out.tokens == 10 + 5 + 5 + (2 + 3) + (2 + 2) + 5 == 34
     # kept: 7 (mean 4.0), 7 (3.667), 8 (5.0): 7 weighs 7.67 against 8's 5.0
-    assert out.answer == "7" and out.steps == 5 and out.exit_reason == "cap"
+    assert out.answer == "7" and out.used == 5 and out.exit_reason == "cap"
 
 
 def test_weighting_can_overturn_the_majority() -> None:
@@ -88,9 +88,9 @@ def test_trimming_with_a_stop_reads_only_the_kept_answers() -> None:
         **TRIM,
     )
     out = replay_trimmed(recorded_run(), config)
-    assert (out.steps, out.exit_reason, out.answer) == (3, "threshold", "7")
+    assert (out.used, out.exit_reason, out.answer) == (3, "threshold", "7")
     assert out.tokens == 10 + 5 + 5 + 5
-    assert out.certaindex == [{"step": 3, "entropy": 1.0}]
+    assert out.certaindex == [{"used": 3, "entropy": 1.0}]
 
 
 def test_a_run_without_confidences_cannot_be_trimmed() -> None:

@@ -77,7 +77,7 @@ def test_replayed_programs_stop_where_the_recorded_policy_would_have(tmp_path: P
             if system == "sglang":
                 cfg = PolicyConfig.for_algorithm("sc", cap=10, thresholds={})
             want = replay_policy(run, cfg)
-            assert (rec["steps"], rec["exit_reason"]) == (want.steps, want.exit_reason), rec
+            assert (rec["steps"], rec["exit_reason"]) == (want.used, want.exit_reason), rec
             assert rec["status"] == "ok" and rec["latency_s"] > 0
 
 

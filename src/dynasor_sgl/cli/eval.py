@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,34 @@ __all__ = ["calibrate_command", "eval_command", "launch_embedded"]
 _launch = launch_embedded
 
 
+_LEVEL = click.FloatRange(0, 1, min_open=True, max_open=True)
+
+
+def bound_options(who: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--epsilon` and `--delta`, the label-free bound (defaults from `policy.risk`), their
+    help saying `who` uses them."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--delta",
+            type=_LEVEL,
+            default=risk.DEFAULT_DELTA,
+            help=f"{who}: chance that the calibration runs make the bound wrong.",
+        )(command)
+        return click.option(
+            "--epsilon",
+            type=_LEVEL,
+            default=risk.DEFAULT_EPSILON,
+            help=f"{who}: tolerated rate of answers that differ from the full budget's.",
+        )(command)
+
+    return wrap
+
+
 @click.command("eval", context_settings={"show_default": True})
 @click.option("--program", default="self-consistency", help="A shipped program's name.")
 @click.option(
     "--dataset",
-    required=True,
     help=f"A JSONL file, hf:NAME[:CONFIG[:SPLIT]], or synth:TASK ({', '.join(sorted(TASKS))}).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="First N questions (synth: how many).")
@@ -62,10 +86,17 @@ _launch = launch_embedded
 @click.option("--question-field", default=Fields.question)
 @click.option("--answer-field", default=Fields.answer)
 @click.option("--id-field", default=Fields.id, help="Empty: use line numbers.")
+@bound_options("Self-calibrated row")
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="Run nothing: write the reports of the finished --out file again from its records "
+    "and its own settings (the results file is left as it is).",
+)
 @program_options
 def eval_command(
     program: str,
-    dataset: str,
+    dataset: str | None,
     limit: int | None,
     seed: int,
     out: Path,
@@ -74,20 +105,24 @@ def eval_command(
     question_field: str,
     answer_field: str,
     id_field: str,
+    epsilon: float,
+    delta: float,
+    report_only: bool,
     opts: ProgramOptions,
 ) -> None:
-    """Run PROGRAM over a dataset with the Dynasor policy, the even-budget baseline and the
-    oracle; write one JSONL record per question and policy, a summary and plots."""
+    """Run PROGRAM over a dataset: the even-budget baseline and, for self-consistency, the
+    self-calibrated policy (dynasor: thresholds fitted label free on the other half of the
+    questions), the configured fixed thresholds (paper) and the oracle, replayed; for other
+    programs the configured policy live. One JSONL record per question and row, a summary and
+    plots."""
     from dynasor_sgl.eval.session import EvalRun, one_line
 
-    spec = load_spec(program)
-    policy, params = opts.policy(spec), opts.program_params()
-    if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
-        # Token confidences let the report replay confidence trimming over the same samples.
-        params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
-    evspec = EvalSpec(
-        spec.name, spec.algorithm, policy, params, concurrency, opts.timeout, opts.deadline
-    )
+    if report_only:
+        click.echo(one_line(_rewrite(out, epsilon, delta)))
+        return
+    if dataset is None:
+        raise click.ClickException("--dataset is required (unless --report-only)")
+    evspec = _eval_spec(program, concurrency, opts, epsilon=epsilon, delta=delta)
     fields = Fields(question_field, answer_field, id_field or None)
     with ExitStack() as stack:
         url = launch_embedded(stack) if launch_ else opts.router_url
@@ -98,6 +133,36 @@ def eval_command(
             f"{summary['errors']} record(s) failed (see 'error' in {out}); re-run the same "
             "command to retry them"
         )
+
+
+def _eval_spec(program: str, concurrency: int, opts: ProgramOptions, **bound: float) -> EvalSpec:
+    """The EvalSpec of a shipped (or user's) program with the command's options."""
+    spec = load_spec(program)
+    policy, params = opts.policy(spec), opts.program_params()
+    if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
+        # Token confidences let the report replay confidence trimming over the same samples.
+        params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
+    return EvalSpec(
+        spec.name,
+        spec.algorithm,
+        policy,
+        params,
+        concurrency,
+        opts.timeout,
+        opts.deadline,
+        **bound,
+    )
+
+
+def _rewrite(out: Path, epsilon: float, delta: float) -> dict[str, Any]:
+    from dynasor_sgl.eval.session import rewrite_reports
+
+    if not out.exists():
+        raise click.ClickException(f"--report-only: {out} does not exist")
+    try:
+        return rewrite_reports(out, lambda p: load_spec(p).algorithm, epsilon, delta)
+    except (ResultsError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"--report-only: {out}: {exc}") from exc
 
 
 def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
@@ -164,18 +229,7 @@ def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
     "disagreement at most --epsilon at confidence 1 - --delta (Learn-then-Test), measured "
     "cross-fitted over --folds.",
 )
-@click.option(
-    "--epsilon",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=risk.DEFAULT_EPSILON,
-    help="full-budget: tolerated rate of answers that differ from the full budget's.",
-)
-@click.option(
-    "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=risk.DEFAULT_DELTA,
-    help="full-budget: chance that the calibration set makes the bound wrong.",
-)
+@bound_options("full-budget")
 @click.option(
     "--folds", type=click.IntRange(2, 20), default=2, help="full-budget: cross-fitting folds."
 )

@@ -6,22 +6,29 @@ full budget, scored against the gold answers. `full-budget` (label-free,
 answer is at most ε with confidence 1 − δ, fitted on all runs and measured cross-fitted.
 
 Reads the full-budget self-consistency runs ("baseline" records, which keep every sample's
-answer and tokens), turns each into per-sample reports for
-`dynasor_sgl.replay.calibration`, and picks
-the cheapest (threshold, detection step, read-every) within the accuracy margin. The policy
+answer and tokens), turns each into per-sample reports for `dynasor_sgl.replay.calibration`,
+and picks the cheapest (threshold, detection point, read-every) within the accuracy margin;
+`--holdout` measures that choice held out (`dynasor_sgl.replay.holdout`). The policy
 file maps "sc" to the overrides that make the live program stop where calibration replayed it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.eval.results import read_records
 from dynasor_sgl.policy import risk
-from dynasor_sgl.replay import selfcal
-from dynasor_sgl.replay.calibration import CalibrationResult, LabelledRun, ReportRecord, calibrate
-from dynasor_sgl.replay.holdout import HoldoutReport, calibrate_held_out
+from dynasor_sgl.replay import holdout, selfcal
+from dynasor_sgl.replay.calibration import (
+    CalibrationResult,
+    LabelledRun,
+    ReportRecord,
+    calibrate,
+    replay,
+)
+from dynasor_sgl.replay.holdout import HoldoutReport
 from dynasor_sgl.replay.sampled import full_budget_runs, is_full_budget
 
 
@@ -38,13 +45,20 @@ def _records_with_runs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
-    """The full-budget runs of `records` as per-sample reports, labelled with the gold answer."""
+    """The full-budget runs of `records` as per-sample reports, labelled with the gold answer;
+    each report's answer is the program's majority vote of the samples so far (`SampledRun.
+    answer_at`), so calibration scores the answer the eval and the live program give."""
     return [
         LabelledRun(
             r.question_id,
             r.gold,
             tuple(
-                ReportRecord(used=k, tokens=r.run.tokens_at(k), answers=r.run.answers[:k])
+                ReportRecord(
+                    used=k,
+                    tokens=r.run.tokens_at(k),
+                    answers=r.run.answers[:k],
+                    answer=r.run.answer_at(k),  # the program's vote, its tie rule included
+                )
                 for k in range(1, len(r.run.answers) + 1)
             ),
         )
@@ -59,16 +73,49 @@ def calibrate_results(
     holdout: float | None = None,
 ) -> tuple[dict[str, Any], CalibrationResult, HoldoutReport | None]:
     """(policy file content, calibration result, held-out report) for a results file;
-    `detect_every` are the read-every candidates searched (0 = read once). With `holdout`, the
-    thresholds are chosen on the questions not held out and measured on the held-out fraction
-    (`dynasor_sgl.replay.holdout`); without, on all of them (and no report)."""
+    `detect_every` are the read-every candidates searched (0 = read once). The thresholds are
+    chosen on every question; with `holdout`, the procedure is also measured held out
+    (`calibrate_held_out`), and without, there is no report."""
     runs = labelled_runs(_records_with_runs(path))
+    result = calibrate(runs, margin=margin, detect_every=detect_every)
     report = None
-    if holdout is None:
-        result = calibrate(runs, margin=margin, detect_every=detect_every)
-    else:
-        result, report = calibrate_held_out(runs, holdout, margin=margin, detect_every=detect_every)
+    if holdout is not None:
+        report = calibrate_held_out(runs, holdout, margin=margin, detect_every=detect_every)
     return {"sc": policy_overrides(result, max(len(r.records) for r in runs))}, result, report
+
+
+def calibrate_held_out(
+    runs: Sequence[LabelledRun], fraction: float = 0.5, **options: Any
+) -> HoldoutReport:
+    """`calibrate` (with `options`) through the one held-out procedure (`holdout.two_fold`,
+    the part held out first is `fraction`): thresholds chosen on one part, replayed on the
+    other, both ways round, beside the full budget and the fixed caps over the same runs."""
+    window = int(options.get("probe_window", 3))
+    ids = [r.program_id for r in runs]
+    folds: list[dict[str, Any]] = []
+
+    def fit(tune: list[int]) -> CalibrationResult:
+        result = calibrate([runs[i] for i in tune], **options)
+        folds.append(
+            {
+                "n_tuned": len(tune),
+                "thresholds": result.thresholds,
+                "detect_at": result.detect_at,
+                "detect_every": result.detect_every,
+            }
+        )
+        return result
+
+    def measure(result: CalibrationResult, held: list[int]) -> tuple[int, float]:
+        part = [runs[i] for i in held]
+        if result.thresholds is None or result.detect_at is None:
+            point = holdout.fixed_cap(part, max(r.records[-1].used for r in part))
+            return round(point.accuracy * len(part)), point.tokens
+        out = replay(part, result.thresholds, result.detect_at, result.detect_every, window)
+        return round(out.accuracy * len(part)), float(out.tokens)
+
+    pooled = holdout.two_fold(ids, fit, measure, fraction)
+    return holdout.report(runs, pooled, fraction, folds)
 
 
 def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:

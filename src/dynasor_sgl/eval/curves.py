@@ -16,6 +16,7 @@ import numpy as np
 
 from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.calibration import frontier as _frontier
 from dynasor_sgl.replay.sampled import Outcome, SampledRun, replay_cap, replay_policy, sampled_run
 from dynasor_sgl.replay.trimmed import replay_trimmed, replay_weighted_cap
 
@@ -54,10 +55,10 @@ def curves(baselines: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> d
 
     out = {
         "baseline_by_cap": sweep(range(1, cap + 1), lambda r, c: replay_cap(r, int(c))),
-        "dynasor_by_threshold": sweep(
+        "paper_by_threshold": sweep(
             THRESHOLDS, lambda r, t: replay_policy(r, config(thresholds={"entropy": t}))
         ),
-        "dynasor_every_sample_by_threshold": sweep(
+        "paper_every_sample_by_threshold": sweep(
             THRESHOLDS, lambda r, t: replay_policy(r, every(thresholds={"entropy": t}))
         ),
         "posterior_by_confidence": sweep(
@@ -95,21 +96,22 @@ def _confidence_curves(
 
 
 def frontier(points: Sequence[Point]) -> list[Point]:
-    """The points no other point beats: by mean tokens, each more accurate than all cheaper."""
-    out: list[Point] = []
-    for p in sorted(points, key=lambda p: (p["mean_tokens"], -p["accuracy"])):
-        if not out or p["accuracy"] > out[-1]["accuracy"]:
-            out.append(p)
-    return out
+    """The points no other point beats (`replay.calibration.frontier` over mean tokens)."""
+    return _frontier(points, lambda p: p["accuracy"], lambda p: p["mean_tokens"])
+
+
+def cap_accuracy_at(caps: Sequence[Point], mean_tokens: float) -> float:
+    """The fixed-cap curve's accuracy at `mean_tokens` (linear between caps, flat past ends)."""
+    ordered = sorted(caps, key=lambda p: p["mean_tokens"])
+    xs, ys = [p["mean_tokens"] for p in ordered], [p["accuracy"] for p in ordered]
+    return float(np.interp(mean_tokens, xs, ys))
 
 
 def gain_over_caps(points: Sequence[Point], caps: Sequence[Point]) -> list[Point]:
     """Each frontier point of `points` with its accuracy minus the fixed-cap curve's at the
-    same mean tokens (`gain`; the cap curve linearly interpolated, flat past its ends)."""
-    ordered = sorted(caps, key=lambda p: p["mean_tokens"])
-    xs, ys = [p["mean_tokens"] for p in ordered], [p["accuracy"] for p in ordered]
+    same mean tokens (`gain`, `cap_accuracy_at`)."""
     return [
-        {**p, "gain": p["accuracy"] - float(np.interp(p["mean_tokens"], xs, ys))}
+        {**p, "gain": p["accuracy"] - cap_accuracy_at(caps, p["mean_tokens"])}
         for p in frontier(points)
     ]
 

@@ -3,8 +3,8 @@
 `accuracy_vs_tokens`: the paper's Fig. 7 view: accuracy against mean tokens per question for
 the even-budget baseline at several caps, the Dynasor policy at several thresholds, the
 posterior rule and, where recorded, confidence weighting and trimming (`eval.curves`), with
-the evaluated policies marked. `certaindex_histogram`: the certaindex read at the
-detection step, for programs whose answer was right vs wrong.
+the evaluated rows marked. `certaindex_histogram`: the certaindex read at the
+first reading (the configured policy's), for programs whose answer was right vs wrong.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def accuracy_vs_tokens(summary: Mapping[str, Any], path: str | Path) -> None:
     curves = summary.get("curves") or {}
     series = (
         ("baseline_by_cap", "baseline (numbers: cap)", "o-"),
-        ("dynasor_by_threshold", "Dynasor (numbers: threshold)", "s-"),
-        ("dynasor_every_sample_by_threshold", "Dynasor, read every sample (threshold)", "^--"),
+        ("paper_by_threshold", "paper's threshold rule (numbers: threshold)", "s-"),
+        ("paper_every_sample_by_threshold", "threshold rule, read every sample", "^--"),
         ("posterior_by_confidence", "majority posterior, every sample (confidence)", "v:"),
         ("weighted_by_cap", "confidence-weighted vote (cap)", "x-."),
         ("confidence_trim_by_percentile", "confidence trimming, DeepConf online (η)", "P--"),
@@ -40,7 +40,7 @@ def accuracy_vs_tokens(summary: Mapping[str, Any], path: str | Path) -> None:
             ax.annotate(
                 f"{p['x']:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
             )
-    for name, s in summary["policies"].items():
+    for name, s in summary["rows"].items():
         ax.errorbar(
             s["mean_tokens"],
             100 * s["accuracy"],
@@ -70,10 +70,10 @@ def certaindex_histogram(summary: Mapping[str, Any], path: str | Path) -> None:
     for key, color in (("correct", "tab:green"), ("wrong", "tab:red")):
         data = values.get(key) or []
         ax.hist(data, bins=bins, alpha=0.6, color=color, label=f"{key} ({len(data)})")
-    threshold = (summary.get("dynasor_thresholds") or {}).get("entropy")
+    threshold = (summary.get("fixed_thresholds") or {}).get("entropy")
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:g}")
-    ax.set_xlabel("certaindex at the detection step")
+    ax.set_xlabel("certaindex at the first reading")
     ax.set_ylabel("questions")
     ax.set_title("Certaindex at detection: final answer correct vs wrong", fontsize=10)
     ax.legend(fontsize=8)

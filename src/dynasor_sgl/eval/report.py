@@ -2,23 +2,30 @@
 
 Accuracy intervals are Wilson score intervals (well behaved at 0% and 100%). Savings are
 relative to the even-budget baseline on the same questions: saved = 1 − mean tokens / baseline
-mean tokens, and the fraction of the oracle's saving = saved / oracle's saved. Only questions
-with an ok record for every policy are compared, so all policies see the same questions. For
-self-consistency the curves (baseline at each cap, Dynasor at each threshold) are replayed from
-the baseline's samples. Pure: no I/O (see `dynasor_sgl.eval.plots` for the figures).
+mean tokens, and the fraction of the oracle's saving = saved / oracle's saved. Each row also
+counts the answers that differ from the baseline's (the full budget's: what the bound of the
+self-calibrated row is about). Only questions with an ok record for every row are compared, so
+all rows see the same questions. For self-consistency the curves (baseline at each cap, the
+threshold rule at each threshold, ...) are replayed from the baseline's samples, and each
+replayed row is set beside the fixed-cap curve at its own mean tokens. Pure: no I/O (see
+`dynasor_sgl.eval.plots` for the figures).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dynasor_sgl.answers import equivalence as _answers
-from dynasor_sgl.eval.curves import curves, versus_caps
+from dynasor_sgl.eval.curves import cap_accuracy_at, curves, versus_caps
+from dynasor_sgl.replay.engine import same_answer
+from dynasor_sgl.replay.sampled import row_of
 
 Z95 = 1.959963984540054
+# A trajectory point's knob units: "used"; results files written before the rename say "step".
+UNITS_KEYS = ("used", "step")
 
 
 def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -32,14 +39,14 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def _complete(
-    records: Sequence[Mapping[str, Any]], policies: Sequence[str]
+    records: Sequence[Mapping[str, Any]], rows: Sequence[str]
 ) -> dict[str, dict[str, Mapping[str, Any]]]:
-    """question id -> policy -> ok record, for questions that have all policies ok."""
+    """question id -> row -> ok record, for questions that have every row ok."""
     by_q: dict[str, dict[str, Mapping[str, Any]]] = {}
     for r in records:
         if r.get("status") == "ok":
-            by_q.setdefault(str(r["question_id"]), {})[str(r["policy"])] = r
-    return {q: rs for q, rs in by_q.items() if all(p in rs for p in policies)}
+            by_q.setdefault(str(r["question_id"]), {})[str(row_of(r))] = r
+    return {q: rs for q, rs in by_q.items() if all(p in rs for p in rows)}
 
 
 def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -57,7 +64,7 @@ def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "ci95": [low, high],
         "mean_tokens": sum(tokens) / n if n else 0.0,
         "mean_tokens_by_kind": kinds,
-        "mean_steps": sum(int(r.get("steps") or 0) for r in rows) / n if n else 0.0,
+        "mean_used": sum(int(r.get("steps") or 0) for r in rows) / n if n else 0.0,
         "exit_reasons": dict(Counter(str(r.get("exit_reason")) for r in rows)),
         **_unanswered(rows),
     }
@@ -75,33 +82,51 @@ def _unanswered(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def summarize(
-    records: Sequence[Mapping[str, Any]], policies: Sequence[str], meta: Mapping[str, Any]
+    records: Sequence[Mapping[str, Any]], rows: Sequence[str], meta: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The summary JSON: per-policy stats, savings vs baseline, errors, and SC curves."""
-    complete = _complete(records, policies)
-    stats = {p: _stats([rs[p] for rs in complete.values()]) for p in policies}
+    """The summary JSON: per-row stats, savings vs baseline, errors, and SC curves."""
+    complete = _complete(records, rows)
+    stats = {p: _stats([rs[p] for rs in complete.values()]) for p in rows}
     base = stats["baseline"]["mean_tokens"]
 
-    def saved(policy: str) -> float | None:
-        return 1 - stats[policy]["mean_tokens"] / base if base else None
+    def saved(row: str) -> float | None:
+        return 1 - stats[row]["mean_tokens"] / base if base else None
 
-    for p in policies:
-        stats[p]["saved_vs_baseline"] = saved(p)
-    summary: dict[str, Any] = {**meta, "questions": len(complete), "policies": stats}
+    oracle = saved("oracle") if "oracle" in stats else None
+    for p in rows:
+        mine = saved(p)
+        stats[p]["saved_vs_baseline"] = mine
+        stats[p]["fraction_of_oracle_saving"] = (
+            None if mine is None or not oracle else mine / oracle
+        )
+        stats[p]["differ_from_baseline"] = _differ(complete.values(), p)
+    summary: dict[str, Any] = {**meta, "questions": len(complete), "rows": stats}
     summary["errors"] = sum(r.get("status") == "error" for r in records)
     if "oracle" in stats and "dynasor" in stats:
-        ds, os_ = saved("dynasor"), saved("oracle")
-        summary["fraction_of_oracle_saving"] = ds / os_ if ds is not None and os_ else None
+        summary["fraction_of_oracle_saving"] = stats["dynasor"]["fraction_of_oracle_saving"]
     if "dynasor" in stats:
         lo, hi = stats["baseline"]["ci95"]
         summary["dynasor_accuracy_within_baseline_ci"] = lo <= stats["dynasor"]["accuracy"] <= hi
     if meta.get("modes", {}).get("dynasor") == "replay" and complete:
         summary["curves"] = curves([rs["baseline"] for rs in complete.values()], meta)
         summary["versus_fixed_caps"] = versus_caps(summary["curves"])
+        for p in rows:
+            if p != "baseline":
+                stats[p]["fixed_cap_accuracy"] = cap_accuracy_at(
+                    summary["curves"]["baseline_by_cap"], stats[p]["mean_tokens"]
+                )
+        read = "paper" if "paper" in rows else "dynasor"
         summary["certaindex_at_detection"] = detection_values(
-            [rs["dynasor"] for rs in complete.values()]
+            [rs[read] for rs in complete.values()]
         )
     return summary
+
+
+def _differ(complete: Iterable[Mapping[str, Mapping[str, Any]]], row: str) -> int:
+    """How many questions' `row` answer differs from their baseline (full-budget) answer."""
+    return sum(
+        not same_answer(rs[row].get("answer"), rs["baseline"].get("answer")) for rs in complete
+    )
 
 
 def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
@@ -109,7 +134,8 @@ def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]
     out: dict[str, list[float]] = {"correct": [], "wrong": []}
     for r in rows:
         trajectory = r.get("certaindex") or []
-        values = [v for k, v in trajectory[0].items() if k != "step"] if trajectory else []
+        first = trajectory[0] if trajectory else {}
+        values = [v for k, v in first.items() if k not in UNITS_KEYS]
         if values:
             out["correct" if r.get("correct") else "wrong"].append(float(values[0]))
     return out
@@ -117,6 +143,14 @@ def detection_values(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+ROW_NOTES = {
+    "baseline": "full budget",
+    "dynasor": "self-calibrated, held out",
+    "paper": "fixed thresholds",
+    "oracle": "stops where the answer settles",
+}
 
 
 def markdown(summary: Mapping[str, Any]) -> str:
@@ -128,27 +162,27 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f"Answer checker: {summary.get('checker')}. Router: {summary.get('router')}. "
         f"Errors (retried on resume): {summary['errors']}.",
         "",
-        "| policy | mode | accuracy (95% CI) | mean tokens | probe + reward tokens | mean steps "
-        "| saved vs baseline | no answer (runs; samples) | exits |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | mode | accuracy (95% CI) | mean tokens | probe + reward tokens | mean knob units "
+        "| saved vs baseline | of the oracle's saving | answers differing from the baseline "
+        "| fixed cap at equal tokens | no answer (runs; samples) | exits |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     modes = summary.get("modes", {})
-    for name, s in summary["policies"].items():
+    for name, s in summary["rows"].items():
         lo, hi = s["ci95"]
         kinds = s["mean_tokens_by_kind"]
         exits = ", ".join(f"{k} {v}" for k, v in sorted(s["exit_reasons"].items()))
+        cap = s.get("fixed_cap_accuracy")
+        note = f" ({ROW_NOTES[name]})" if modes.get("dynasor") == "replay" else ""
         lines.append(
-            f"| {name} | {modes.get(name, '')} | {100 * s['accuracy']:.1f}% "
+            f"| {name}{note} | {modes.get(name, '')} | {100 * s['accuracy']:.1f}% "
             f"({100 * lo:.1f}–{100 * hi:.1f}) | {s['mean_tokens']:.1f} "
-            f"| {kinds['probe'] + kinds['reward']:.1f} | {s['mean_steps']:.2f} "
-            f"| {_pct(s['saved_vs_baseline'])} | {s['no_answer']}; "
-            f"{s['samples_without_answer']}/{s['samples']} | {exits} |"
+            f"| {kinds['probe'] + kinds['reward']:.1f} | {s['mean_used']:.2f} "
+            f"| {_pct(s['saved_vs_baseline'])} | {_pct(s['fraction_of_oracle_saving'])} "
+            f"| {s['differ_from_baseline']}/{s['n']} | {'' if cap is None else _pct(cap)} "
+            f"| {s['no_answer']}; {s['samples_without_answer']}/{s['samples']} | {exits} |"
         )
-    if "fraction_of_oracle_saving" in summary:
-        lines += [
-            "",
-            f"Fraction of the oracle's saving: {_pct(summary['fraction_of_oracle_saving'])}.",
-        ]
+    lines += bound_lines(summary.get("bound"))
     if modes.get("dynasor") == "live":
         lines.append(
             "Both policies ran live on the same workers, Dynasor first: prefill the worker's "
@@ -159,6 +193,30 @@ def markdown(summary: Mapping[str, Any]) -> str:
         inside = summary["dynasor_accuracy_within_baseline_ci"]
         lines.append(f"Dynasor accuracy within the baseline's 95% CI: {'yes' if inside else 'no'}.")
     return "\n".join(lines + _versus_caps_lines(summary.get("versus_fixed_caps") or {})) + "\n"
+
+
+def bound_lines(bound: Mapping[str, Any] | None) -> list[str]:
+    """What the self-calibrated row rests on: ε, δ, each fold's fit, disagreements observed."""
+    if not bound:
+        return []
+    folds = "; ".join(
+        f"fold {k + 1} fitted on the other's {f['programs']} runs: "
+        + (
+            f"certified {f['family']}, {f['candidate']}"
+            if f["certified"]
+            else f"nothing certified (they certify at best ε {f['certifiable_epsilon']:.3f}), "
+            "full budget"
+        )
+        for k, f in enumerate(bound["folds"])
+    )
+    return [
+        "",
+        f"dynasor: thresholds fitted label free on the other fold's full-budget runs, "
+        f"disagreement with the full budget at most ε {bound['epsilon']:g} with confidence "
+        f"1 − δ {bound['delta']:g} ({folds or 'too few questions for two folds: full budget'}). "
+        f"Observed: {bound['disagreements']}/{bound['n']} answers differ from the full budget.",
+        "",
+    ]
 
 
 def _versus_caps_lines(versus: Mapping[str, Mapping[str, float]]) -> list[str]:

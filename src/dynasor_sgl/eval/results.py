@@ -1,12 +1,16 @@
-"""The results file of an evaluation: one JSON line per (question, policy), never lost.
+"""The results file of an evaluation: one JSON line per (question, row), never lost.
+
+A row is what the evaluation compares ("baseline", "paper", "oracle", ...), named by the
+record's "row" key; files written before it was named so call it "policy" and are read the same
+(`replay.sampled.row_of`), and a resumed file is rewritten with the new key.
 
 Each record is appended with a single write and flushed (and fsynced) as soon as it exists, so
 Ctrl-C or a crash leaves every finished record on disk. Opening an existing file resumes it:
   - a torn last line (a crash mid-write) is dropped,
   - records with status "error" (e.g. a worker failure) are dropped so they are retried,
-  - everything else is kept and its (question id, policy) is reported as done,
+  - everything else is kept and its (question id, row) is reported as done,
 by rewriting the file atomically (temp file + rename) before anything is appended. So the file
-holds each (question, policy) at most once. A run header line (kind "run") records the
+holds each (question, row) at most once. A run header line (kind "run") records the
 settings; resuming with different settings is refused rather than mixed.
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.plain import write_jsonl
+from dynasor_sgl.replay.sampled import row_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +35,19 @@ class ResultsError(ValueError):
 
 
 def key(record: Mapping[str, Any]) -> tuple[str, str]:
-    return str(record["question_id"]), str(record["policy"])
+    return str(record["question_id"]), str(record["row"])
+
+
+def _current(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A record with its row under "row" (read from an older file's "policy"); None if it
+    names no row."""
+    if "question_id" not in row:
+        return None
+    label = row_of(row)
+    if label is None:
+        return None
+    out = {k: v for k, v in row.items() if k != "policy"} if "row" not in row else row
+    return {**out, "row": label}
 
 
 def read_records(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -52,8 +69,8 @@ def read_records(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str
             continue
         if row.get("kind") == "run":
             header = row
-        elif "question_id" in row and "policy" in row:
-            records.append(row)
+        elif (record := _current(row)) is not None:
+            records.append(record)
     return header, records
 
 
@@ -78,8 +95,8 @@ class ResultsFile:
     def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
         write_jsonl(self.path, rows)
 
-    def has(self, question_id: str, policy: str) -> bool:
-        return (question_id, policy) in self.done
+    def has(self, question_id: str, row: str) -> bool:
+        return (question_id, row) in self.done
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Append records (all of one question, say) in one write; skips ones already done."""

@@ -1,11 +1,14 @@
-"""Running a program over a dataset against the router, one results record per policy.
+"""Running a program over a dataset against the router, one results record per row.
 
-For self-consistency the full-budget run is live ("baseline": every sample up to the cap) and
-the Dynasor policy and the oracle are replayed over its samples (exact: samples are
-exchangeable). Other programs are not exchangeable, so "dynasor" and "baseline" both run live
-and there is no oracle. Questions run concurrently (bounded); each question's records are
-appended together as soon as its runs end. Ctrl-C aborts the programs in flight at the router
-and leaves every finished record on disk.
+A row is one of the things the evaluation compares (not a program policy). For self-consistency
+the full-budget run is live ("baseline": every sample up to the cap) and the configured policy
+("paper": the paper's fixed thresholds, or the run's `--policy`) and the oracle are replayed
+over its samples (exact: samples are exchangeable); the "dynasor" row, the self-calibrated
+policy, needs the other questions' runs and is derived when the reports are written
+(`eval.selfcalibrated`), never stored. Other programs are not exchangeable, so "dynasor" (the
+configured policy) and "baseline" both run live and there is no oracle. Questions run
+concurrently (bounded); each question's records are appended together as soon as its runs end.
+Ctrl-C aborts the programs in flight at the router and leaves every finished record on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.eval.results import ResultsFile
+from dynasor_sgl.policy import risk
 from dynasor_sgl.policy.config import PolicyConfig, current_keys
 from dynasor_sgl.replay.sampled import Outcome, replay_oracle, replay_policy, sampled_run
 
@@ -36,9 +40,11 @@ INCOMPLETE = ("aborted", "timeout")
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """What to evaluate: the program, Dynasor policy overrides (`policy`), the program's
-    parameters, the concurrency (questions in flight), and each program's timeout and
-    deadline (seconds; the deadline is told to the router)."""
+    """What to evaluate: the program, the configured policy's overrides (`policy`), the
+    program's parameters, the concurrency (questions in flight), each program's timeout and
+    deadline (seconds; the deadline is told to the router), and the bound the self-calibrated
+    row is fitted to (disagreement with the full budget at most `epsilon` with confidence
+    1 - `delta`)."""
 
     program: str
     algorithm: str
@@ -47,33 +53,44 @@ class EvalSpec:
     concurrency: int = 4
     timeout_s: float | None = None
     deadline_s: float | None = None
+    epsilon: float = risk.DEFAULT_EPSILON
+    delta: float = risk.DEFAULT_DELTA
+
+    def __post_init__(self) -> None:
+        risk.check_levels(self.epsilon, self.delta)
 
     @property
     def replayed(self) -> bool:
-        """Whether Dynasor and the oracle are replayed over the baseline's samples (decided by
-        the algorithm, not the program's name, so a user's own SC program is replayed too)."""
+        """Whether the policies and the oracle are replayed over the baseline's samples (decided
+        by the algorithm, not the program's name, so a user's own SC program is replayed too)."""
         return self.algorithm == REPLAYED_ALGORITHM
 
-    def dynasor_config(self) -> PolicyConfig:
+    def policy_config(self) -> PolicyConfig:
+        """The configured policy: the "paper" row's (replayed) or the "dynasor" row's (live)."""
         return PolicyConfig.for_algorithm(self.algorithm, **self.policy)
 
     def baseline_policy(self) -> dict[str, Any]:
         """Every program runs to its cap: certaindex is read only at the cap."""
-        cap = self.dynasor_config().cap
+        cap = self.policy_config().cap
         live = {"cap": cap, "detect_at": cap, "detect_every": 0}
         if self.replayed:  # draw every sample at once
             live.update(initial=cap, pace=cap)
         return {**current_keys(self.policy), **live}
 
-    def policies(self) -> tuple[str, ...]:
-        extra = ("dynasor", "oracle") if self.replayed else ("dynasor",)
+    def rows(self) -> tuple[str, ...]:
+        """The rows each question's records hold in the results file."""
+        extra = ("paper", "oracle") if self.replayed else ("dynasor",)
         return ("baseline", *extra)
 
+    def reported_rows(self) -> tuple[str, ...]:
+        """The rows of the reports: those stored and, replayed, the self-calibrated one."""
+        return ("baseline", "dynasor", "paper", "oracle") if self.replayed else self.rows()
 
-def _record(item: Item, policy: str, mode: str, **fields: Any) -> dict[str, Any]:
+
+def _record(item: Item, row: str, mode: str, **fields: Any) -> dict[str, Any]:
     return {
         "question_id": item.id,
-        "policy": policy,
+        "row": row,
         "mode": mode,
         "gold": item.answer,
         "checker": CHECKER,
@@ -81,13 +98,13 @@ def _record(item: Item, policy: str, mode: str, **fields: Any) -> dict[str, Any]
     }
 
 
-def _from_result(item: Item, policy: str, result: Any) -> dict[str, Any]:
+def _from_result(item: Item, row: str, result: Any) -> dict[str, Any]:
     # An aborted or timed-out program did not finish: an error to retry, not a wrong answer.
     ok = result.status == "ok" and result.exit_reason not in INCOMPLETE
     correct = _answers.equivalent(result.answer, item.answer) if ok else None
     return _record(
         item,
-        policy,
+        row,
         "live",
         status="ok" if ok else "error",
         answer=result.answer,
@@ -105,16 +122,16 @@ def _from_result(item: Item, policy: str, result: Any) -> dict[str, Any]:
     )
 
 
-def _from_outcome(item: Item, policy: str, out: Outcome, cap: int) -> dict[str, Any]:
+def _from_outcome(item: Item, row: str, out: Outcome, cap: int) -> dict[str, Any]:
     return _record(
         item,
-        policy,
+        row,
         "replay",
         status="ok",
         answer=out.answer,
         correct=_answers.equivalent(out.answer, item.answer),
         tokens={"reasoning": out.tokens, "probe": 0, "reward": 0, "total": out.tokens},
-        steps=out.steps,
+        steps=out.used,
         cap=cap,
         exit_reason=out.exit_reason,
         certaindex=out.certaindex,
@@ -143,12 +160,10 @@ class Evaluation:
 
     def pending(self) -> list[Item]:
         return [
-            i
-            for i in self.items
-            if not all(self.results.has(i.id, p) for p in self.spec.policies())
+            i for i in self.items if not all(self.results.has(i.id, r) for r in self.spec.rows())
         ]
 
-    def _live(self, item: Item, policy: str, overrides: Mapping[str, Any]) -> Any:
+    def _live(self, item: Item, overrides: Mapping[str, Any]) -> Any:
         pid = f"eval-{uuid.uuid4().hex[:12]}"
         with self._lock:
             self._active.add(pid)
@@ -166,19 +181,17 @@ class Evaluation:
             with self._lock:
                 self._active.discard(pid)
 
-    def _live_record(self, item: Item, policy: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    def _live_record(self, item: Item, row: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The record of one live run; a run that raised (router unreachable, ...) is an error
         record for this question, retried on resume, and the evaluation goes on."""
         try:
-            return _from_result(item, policy, self._live(item, policy, overrides))
+            return _from_result(item, row, self._live(item, overrides))
         except Exception as exc:  # any failure of one question must not end the whole run
-            logger.warning("question %s (%s) failed: %s", item.id, policy, exc)
-            return _record(
-                item, policy, "live", status="error", error=f"{type(exc).__name__}: {exc}"
-            )
+            logger.warning("question %s (%s) failed: %s", item.id, row, exc)
+            return _record(item, row, "live", status="error", error=f"{type(exc).__name__}: {exc}")
 
     def evaluate(self, item: Item) -> list[dict[str, Any]]:
-        """Run the question's missing policies; returns the records appended.
+        """Run the question's missing rows; returns the records appended.
 
         Live runs of one question share the worker's prefix cache, and cached prefill is not
         counted. So the Dynasor run goes first: whatever the cache gives, it gives to the
@@ -191,27 +204,27 @@ class Evaluation:
         live = [("baseline", spec.baseline_policy())]
         if not spec.replayed:
             live.insert(0, ("dynasor", dict(spec.policy)))
-        for policy, overrides in live:
-            if (item.id, policy) in self.results.done:
-                records.append(self.results.done[(item.id, policy)])
+        for row, overrides in live:
+            if (item.id, row) in self.results.done:
+                records.append(self.results.done[(item.id, row)])
             elif not self.stopping.is_set():
-                records.append(self._live_record(item, policy, overrides))
+                records.append(self._live_record(item, row, overrides))
         if spec.replayed and records:
             records += self._replayed(item, records[0])
-        fresh = [r for r in records if not self.results.has(r["question_id"], r["policy"])]
+        fresh = [r for r in records if not self.results.has(r["question_id"], r["row"])]
         self.results.append(fresh)
         return fresh
 
     def _replayed(self, item: Item, base: dict[str, Any]) -> list[dict[str, Any]]:
         if base["status"] != "ok":  # nothing to replay: mark both so they are retried too
             return [
-                _record(item, p, "replay", status="error", error=base.get("error"))
-                for p in ("dynasor", "oracle")
+                _record(item, r, "replay", status="error", error=base.get("error"))
+                for r in ("paper", "oracle")
             ]
         run = sampled_run(base["details"], int(base["tokens"]["total"]))
         cap = int(base["cap"])
         return [
-            _from_outcome(item, "dynasor", replay_policy(run, self.spec.dynasor_config()), cap),
+            _from_outcome(item, "paper", replay_policy(run, self.spec.policy_config()), cap),
             _from_outcome(item, "oracle", replay_oracle(run), cap),
         ]
 

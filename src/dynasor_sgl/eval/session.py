@@ -2,7 +2,9 @@
 
 Writes next to the results file (`<out>.jsonl`): `<out>.summary.json`, `<out>.summary.md`,
 `<out>.accuracy_vs_tokens.png` and `<out>.certaindex.png`. The progress bar shows questions
-done, accuracy and mean tokens so far (Dynasor policy), and the ETA.
+done, accuracy and mean tokens so far (the configured policy's row), and the ETA. For
+self-consistency the self-calibrated "dynasor" row is derived here, from every question's
+full-budget run on disk (`eval.selfcalibrated`), when the reports are written.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from tqdm import tqdm
 from dynasor_sgl.eval import plots
 from dynasor_sgl.eval.datasets import Fields, load_dataset
 from dynasor_sgl.eval.report import markdown, summarize
-from dynasor_sgl.eval.results import ResultsFile, read_records
+from dynasor_sgl.eval.results import ResultsError, ResultsFile, read_records
 from dynasor_sgl.eval.runner import CHECKER, EvalSpec, Evaluation
+from dynasor_sgl.eval.selfcalibrated import ROW, self_calibrated
 
 logger = logging.getLogger(__name__)
+
+REWRITTEN = "none (reports rewritten from the results file, `eval --report-only`)"
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,11 @@ class EvalRun:
 
 
 class _Progress:
-    """tqdm with accuracy and tokens of the Dynasor policy so far."""
+    """tqdm with accuracy and tokens of one row (`shown`) so far."""
 
-    def __init__(self, total: int, initial: int) -> None:
+    def __init__(self, total: int, initial: int, shown: str) -> None:
         self.bar = tqdm(total=total, initial=initial, unit="q", dynamic_ncols=True)
+        self.shown = shown
         self.correct = self.n = self.tokens = self.errors = 0
         self._lock = threading.Lock()
 
@@ -75,7 +81,7 @@ class _Progress:
             for r in records:
                 if r.get("status") == "error":
                     self.errors += 1
-                elif r.get("policy") == "dynasor":
+                elif r.get("row") == self.shown:
                     self.n += 1
                     self.correct += bool(r.get("correct"))
                     self.tokens += int(r["tokens"]["total"])
@@ -102,7 +108,8 @@ def run_eval(
         logger.info("resuming %s: %d error records will be retried", run.out, results.dropped)
     evaluation = Evaluation(run.spec, items, results, run_program, abort)
     pending = evaluation.pending()
-    progress = _Progress(len(items), len(items) - len(pending))
+    # The configured policy's row: "paper" replayed, "dynasor" live.
+    progress = _Progress(len(items), len(items) - len(pending), run.spec.rows()[1])
     try:
         evaluation.run(progress.update)
     finally:
@@ -113,7 +120,7 @@ def run_eval(
 
 def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]:
     spec = run.spec
-    meta = {
+    meta: dict[str, Any] = {
         "program": spec.program,
         "algorithm": spec.algorithm,
         "dataset": run.dataset,
@@ -121,15 +128,20 @@ def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]
         "router": run.router,
         "results": str(run.out),
         "policy": dict(spec.policy),
-        "dynasor_thresholds": dict(spec.dynasor_config().thresholds),
+        "fixed_thresholds": dict(spec.policy_config().thresholds),
         "params": dict(spec.params),
         "modes": {
             "baseline": "live",
             "dynasor": "replay" if spec.replayed else "live",
+            "paper": "replay",
             "oracle": "replay",
         },
     }
-    summary = summarize(records, spec.policies(), meta)
+    if spec.replayed:
+        derived, bound = self_calibrated(records, spec.epsilon, spec.delta)
+        records = [r for r in records if r.get("row") != ROW] + derived
+        meta["bound"] = bound
+    summary = summarize(records, spec.reported_rows(), meta)
     paths = run.outputs()
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
     paths["markdown"].write_text(markdown(summary))
@@ -140,10 +152,43 @@ def write_reports(run: EvalRun, records: list[dict[str, Any]]) -> dict[str, Any]
     return summary
 
 
+def rewrite_reports(
+    out: Path,
+    algorithm_of: Callable[[str], str],
+    epsilon: float = EvalSpec.epsilon,
+    delta: float = EvalSpec.delta,
+) -> dict[str, Any]:
+    """The reports of a finished results file written again from its records alone (no router,
+    nothing run, the file left as it is), with the settings of its run header;
+    `algorithm_of(program)` names the program's algorithm."""
+    header, records = read_records(out)
+    if header is None or not isinstance(header.get("settings"), dict):
+        raise ResultsError(f"{out} has no run header to rewrite its reports from")
+    settings = header["settings"]
+    program = str(settings["program"])
+    spec = EvalSpec(
+        program,
+        algorithm_of(program),
+        dict(settings.get("policy") or {}),
+        dict(settings.get("params") or {}),
+        epsilon=epsilon,
+        delta=delta,
+    )
+    run = EvalRun(
+        spec,
+        str(settings["dataset"]),
+        out,
+        REWRITTEN,
+        settings.get("limit"),
+        settings.get("seed", 0),
+    )
+    return write_reports(run, records)
+
+
 def one_line(summary: Mapping[str, Any]) -> str:
     """The closing line: accuracy and tokens of Dynasor vs baseline, saving, oracle fraction."""
-    pol = summary["policies"]
-    base, dyn = pol["baseline"], pol.get("dynasor", pol["baseline"])
+    rows = summary["rows"]
+    base, dyn = rows["baseline"], rows.get("dynasor", rows["baseline"])
     frac = summary.get("fraction_of_oracle_saving")
     saved = dyn.get("saved_vs_baseline")
     return (

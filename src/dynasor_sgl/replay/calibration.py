@@ -6,9 +6,9 @@ Each candidate (thresholds × detection point × how often certaindex is read af
 replayed through the real `ProgramPolicy` by `dynasor_sgl.replay.engine` (the engine eval uses too),
 so calibration and serving stop at the same points.
 The chosen candidate keeps accuracy within `margin` of the full-budget accuracy and uses the
-fewest tokens; the accuracy-vs-tokens frontier of all candidates is reported with it. Also
-reports the oracle (stop at the earliest report after which the final answer never changes).
-No I/O, no clock.
+fewest tokens (`holdout.cheapest_within`, the one rule); the accuracy-vs-tokens frontier of all
+candidates is reported with it. Also reports the oracle (stop at the earliest report after which
+the final answer never changes). No I/O, no clock.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.policy import certaindex as ci
 from dynasor_sgl.policy.machine import PolicyConfig, Report
 from dynasor_sgl.replay.engine import oracle_index, replay_run
+from dynasor_sgl.replay.holdout import TOLERANCE, cheapest_within
 from dynasor_sgl.replay.labelled import LabelledRun, ReportRecord
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+P = TypeVar("P")
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 
 
@@ -180,31 +182,34 @@ def _candidates(
 
 
 def _cheapest(candidates: Sequence[_Candidate], min_accuracy: float) -> _Candidate | None:
-    """The cheapest candidate with accuracy ≥ `min_accuracy` (ties as in `calibrate`)."""
-    ok = [c for c in candidates if c.result.accuracy >= min_accuracy - 1e-12]
+    """`holdout.cheapest_within` over the candidates; equal tokens and accuracy go to reading
+    once or more rarely (larger batches keep samples in parallel), later detection and higher
+    thresholds."""
 
-    def key(c: _Candidate) -> tuple[Any, ...]:
+    def prefer(c: _Candidate) -> tuple[Any, ...]:
         cautious = tuple(-t for t in c.thresholds.values())
-        return (
-            c.result.tokens,
-            -c.result.accuracy,
-            c.detect_every == 0,
-            -c.detect_every,
-            -c.detect_at,
-            cautious,
-        )
+        return (c.detect_every == 0, -c.detect_every, -c.detect_at, cautious)
 
-    return min(ok, key=key) if ok else None
+    best = cheapest_within(
+        [c.result.accuracy for c in candidates],
+        [c.result.tokens for c in candidates],
+        min_accuracy,
+        [prefer(c) for c in candidates],
+    )
+    return None if best is None else candidates[best]
 
 
-def frontier(candidates: Sequence[_Candidate]) -> tuple[dict[str, Any], ...]:
-    """The accuracy-vs-tokens frontier: each candidate no other beats on both counts, by
-    tokens (the curve `calibrate` reports)."""
-    best: list[_Candidate] = []
-    for c in sorted(candidates, key=lambda c: (c.result.tokens, -c.result.accuracy)):
-        if not best or c.result.accuracy > best[-1].result.accuracy + 1e-12:
-            best.append(c)
-    return tuple(c.point() for c in best)
+def frontier(
+    points: Sequence[P], accuracy: Callable[[P], float], tokens: Callable[[P], float]
+) -> list[P]:
+    """The accuracy-vs-tokens frontier: the points no other beats on both counts, by tokens,
+    each more accurate than every cheaper one (the curve `calibrate` reports and the eval's
+    curves are compared on)."""
+    best: list[P] = []
+    for p in sorted(points, key=lambda p: (tokens(p), -accuracy(p))):
+        if not best or accuracy(p) > accuracy(best[-1]) + TOLERANCE:
+            best.append(p)
+    return best
 
 
 def calibrate(
@@ -239,7 +244,9 @@ def calibrate(
     oracle_tokens = sum(p.tokens[oracle_index(p.answers)] for p in preps)
     candidates = _candidates(preps, grid, ats, everys)
     best = _cheapest(candidates, full_acc - margin)
-    return _result(best, full_acc, full_tokens, oracle_tokens, len(runs), frontier(candidates))
+    curve = frontier(candidates, lambda c: c.result.accuracy, lambda c: c.result.tokens)
+    points = tuple(c.point() for c in curve)
+    return _result(best, full_acc, full_tokens, oracle_tokens, len(runs), points)
 
 
 def _result(

@@ -23,7 +23,9 @@ from dynasor_sgl.policy.machine import Action, PolicyConfig, ProgramPolicy, Repo
 @dataclass(frozen=True)
 class Replayed:
     """Where a replay ended: the point's index and knob units, why (a stop reason, or "cap"
-    when the run ended first), and the certaindex read on the way ([{"step", signal: value}])."""
+    when the run ended first), and the certaindex read on the way ([{"used": knob units at
+    the reading, signal: value}]; older results files call those units "step", and
+    `eval.report` reads both)."""
 
     index: int
     used: int
@@ -39,20 +41,21 @@ def replay_run(
     if not used:
         raise ValueError("a replayed run needs at least one point")
     policy = ProgramPolicy(config)
-    i = _first_at(used, config.initial)
+    i = first_at(used, config.initial)
     trajectory: list[dict[str, Any]] = []
     while True:
         decision = policy.decide(report_at(i))
         if decision.values:
-            trajectory.append({"step": used[i], **decision.values})
+            trajectory.append({"used": used[i], **decision.values})
         if decision.action is Action.STOP or i == len(used) - 1:
             reason = str(decision.reason) if decision.reason else "cap"
             return Replayed(i, used[i], reason, trajectory)
-        i = _first_at(used, used[i] + decision.grant)
+        i = first_at(used, used[i] + decision.grant)
 
 
-def _first_at(used: Sequence[int], units: int) -> int:
-    """The first point with at least `units` used; the last point if none has."""
+def first_at(used: Sequence[int], units: int) -> int:
+    """The first point with at least `units` used; the last point if none has (where a fixed
+    cap of `units` stops: `replay.holdout.fixed_cap`, `replay.sampled.replay_cap`)."""
     return min(bisect.bisect_left(used, units), len(used) - 1)
 
 

@@ -1,75 +1,181 @@
-"""A held-out check of calibration: thresholds chosen on one part of the runs, measured on the rest.
+"""The one held-out procedure: settings chosen on one part of the questions, measured on the
+other, both ways round, and the one rule that chooses ("the cheapest within the margin").
 
-The runs are split by a hash of their id (`program_id`, the question id for an eval), so the
-split is the same on every machine and run and does not depend on the order of the file. The
-chosen policy is replayed over the held-out runs and set beside what the same runs give at the
-full budget and at each fixed cap (the even-budget baseline with fewer units), which is the
-honest comparison: tokens saved at accuracy measured on questions the thresholds never saw.
-Pure: no I/O.
+The fold of a question comes from a hash of its id (`unit`), so the split is the same on every
+machine and run and does not depend on the order of a file; `held_out`, `fold_of` (label-free
+cross-fitting, `replay.selfcal`) and `two_folds` all read that one number. `two_fold` runs any
+fit-then-measure pair over the two parts and pools: every question is measured exactly once, by
+a setting chosen without it. `cheapest_within` is the choice every caller makes (`calibrate`,
+`calibrate --holdout`, the bench scripts): the fewest tokens among the settings whose accuracy
+reaches the floor, or none (run to the full budget). `fixed_cap` is the even-budget baseline
+the chosen policy is set beside. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
 
 from dynasor_sgl.answers import equivalence as _answers
-from dynasor_sgl.replay.calibration import CalibrationResult, calibrate, replay
+from dynasor_sgl.replay.engine import first_at
 from dynasor_sgl.replay.labelled import LabelledRun
 
-
-def held_out(program_id: str, fraction: float) -> bool:
-    """Whether a run is in the held-out part: the first 8 bytes of the SHA-256 of its id, read
-    as a number in [0, 1), fall below `fraction`."""
-    digest = hashlib.sha256(program_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+T = TypeVar("T")
+TOLERANCE = 1e-9  # accuracies closer than this to the floor reach it
+FULL_BUDGET = "full budget"  # the setting `choose_held_out` reports when none reaches the floor
 
 
-def split(
-    runs: Sequence[LabelledRun], fraction: float
-) -> tuple[list[LabelledRun], list[LabelledRun]]:
-    """(runs to calibrate on, held-out runs); `fraction` in (0, 1), both parts non-empty."""
+def unit(question_id: str) -> float:
+    """A question's place in [0, 1): the first 8 bytes of the SHA-256 of its id over 2**64."""
+    digest = hashlib.sha256(question_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def held_out(question_id: str, fraction: float) -> bool:
+    """Whether a question is in the held-out part: its `unit` falls below `fraction`."""
+    return unit(question_id) < fraction
+
+
+def fold_of(question_id: str, folds: int) -> int:
+    """A question's fold among `folds`: floor(unit * folds), so fold 0 of 2 is `held_out` at 0.5."""
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    return min(int(unit(question_id) * folds), folds - 1)
+
+
+def two_folds(ids: Sequence[str], fraction: float = 0.5) -> tuple[list[int], list[int]]:
+    """(indices not held out, indices held out) of `ids`; `fraction` in (0, 1), both non-empty."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction!r}")
-    tune = [r for r in runs if not held_out(r.program_id, fraction)]
-    held = [r for r in runs if held_out(r.program_id, fraction)]
-    if not tune or not held:
+    held = [i for i, q in enumerate(ids) if held_out(q, fraction)]
+    rest = [i for i, q in enumerate(ids) if not held_out(q, fraction)]
+    if not held or not rest:
         raise ValueError(
-            f"holdout fraction {fraction} splits {len(runs)} runs into {len(tune)} to calibrate "
-            f"on and {len(held)} held out; both need at least one"
+            f"holdout fraction {fraction} splits {len(ids)} questions into {len(rest)} and "
+            f"{len(held)}; both parts need at least one"
         )
-    return tune, held
+    return rest, held
 
 
 @dataclass(frozen=True)
 class Point:
-    """Accuracy in [0, 1] and total tokens of one policy over the held-out runs."""
+    """Accuracy in [0, 1] and total tokens over some questions."""
 
     accuracy: float
-    tokens: int
+    tokens: float
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Both folds of `two_fold`: accuracy and total tokens over all the questions, each measured
+    by the setting chosen on the other part (`chosen`, one per fold, in fold order)."""
+
+    n: int
+    point: Point
+    chosen: tuple[Any, ...] = field(default_factory=tuple)
+
+
+def two_fold(
+    ids: Sequence[str],
+    fit: Callable[[list[int]], T],
+    measure: Callable[[T, list[int]], tuple[int, float]],
+    fraction: float = 0.5,
+) -> Pooled:
+    """The held-out procedure: `fit(tune indices)` chooses a setting, `measure(setting, held
+    indices)` gives (correct answers, tokens) on the others; both ways round, pooled."""
+    rest, held = two_folds(ids, fraction)
+    correct, tokens, chosen = 0, 0.0, []
+    for tune, test in ((rest, held), (held, rest)):
+        setting = fit(tune)
+        right, spent = measure(setting, test)
+        correct, tokens = correct + right, tokens + spent
+        chosen.append(setting)
+    return Pooled(len(ids), Point(correct / len(ids), tokens), tuple(chosen))
+
+
+def cheapest_within(
+    accuracy: Sequence[float],
+    tokens: Sequence[float],
+    floor: float,
+    order: Sequence[Any] | None = None,
+) -> int | None:
+    """The rule: the index of the candidate with the fewest tokens among those whose accuracy is
+    at least `floor`; ties go to the higher accuracy, then the smaller `order` key (default: the
+    earlier candidate). None when no candidate reaches the floor: run to the full budget."""
+    keys = order if order is not None else range(len(accuracy))
+    ok = [i for i, a in enumerate(accuracy) if a >= floor - TOLERANCE]
+    if not ok:
+        return None
+    return min(ok, key=lambda i: (tokens[i], -accuracy[i], keys[i]))
+
+
+Table = Mapping[str, tuple[np.ndarray, np.ndarray]]  # setting -> per question (correct, tokens)
+
+
+def choose_held_out(
+    table: Table,
+    full: tuple[np.ndarray, np.ndarray],
+    ids: Sequence[str],
+    margin: float,
+) -> dict[str, Any]:
+    """Replayed settings (`table`, per question 0/1 correct and tokens) through the held-out
+    procedure: on each part, `cheapest_within` the margin of that part's full-budget accuracy
+    (`full`), measured on the other part; the full budget where none reaches the floor."""
+    names = list(table)
+
+    def fit(tune: list[int]) -> str:
+        acc = [float(table[s][0][tune].mean()) for s in names]
+        spent = [float(table[s][1][tune].sum()) for s in names]
+        best = cheapest_within(acc, spent, float(full[0][tune].mean()) - margin)
+        return FULL_BUDGET if best is None else names[best]
+
+    def measure(setting: str, held: list[int]) -> tuple[int, float]:
+        correct, spent = full if setting == FULL_BUDGET else table[setting]
+        return int(correct[held].sum()), float(spent[held].sum())
+
+    pooled = two_fold(ids, fit, measure)
+    return {
+        "accuracy": pooled.point.accuracy,
+        "correct": round(pooled.point.accuracy * pooled.n),
+        "mean_tokens": pooled.point.tokens / pooled.n,
+        "saved": 1 - pooled.point.tokens / float(full[1].sum()),
+        "chosen": list(pooled.chosen),
+    }
+
+
+def fixed_cap(runs: Sequence[LabelledRun], cap: int) -> Point:
+    """Each run stopped at its first report with at least `cap` units (its last if none): the
+    even-budget baseline, as `replay.sampled.replay_cap` stops a sampled run."""
+    correct, tokens = 0, 0
+    for run in runs:
+        record = run.records[first_at([r.used for r in run.records], cap)]
+        correct += _answers.equivalent(record.final_answer(), run.correct)
+        tokens += record.tokens
+    return Point(correct / len(runs), tokens)
 
 
 @dataclass(frozen=True)
 class HoldoutReport:
-    """What the policy calibrated on `n_tuned` runs does on `n_held` others.
+    """What a calibration does on questions it never saw, both ways round (`two_fold`).
 
-    policy: the chosen policy (the full budget when calibration chose none). full: every run at
-    its cap. caps: knob value -> each run stopped at that fixed cap (or its end), one entry per
-    knob value the held-out runs reported at. matched_cap: the most accurate fixed cap that
-    uses no more tokens than the policy (None if every cap uses more).
+    fraction: the part held out first. n_held: every question (each measured once). policy:
+    the chosen policies, pooled. full: every run at its cap. caps: knob value -> every run at
+    that fixed cap. matched_cap: the most accurate fixed cap that uses no more tokens than the
+    policy (None if every cap uses more). folds: what each fold chose, on how many runs.
     """
 
     fraction: float
-    n_tuned: int
     n_held: int
     policy: Point
     full: Point
     caps: dict[int, Point]
     matched_cap: int | None
+    folds: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -77,46 +183,17 @@ class HoldoutReport:
         return data
 
 
-def fixed_cap(runs: Sequence[LabelledRun], cap: int) -> Point:
-    """Each run stopped at its first report with at least `cap` units (its last if none)."""
-    correct, tokens = 0, 0
-    for run in runs:
-        used = [r.used for r in run.records]
-        record = run.records[min(bisect.bisect_left(used, cap), len(used) - 1)]
-        correct += _answers.equivalent(record.final_answer(), run.correct)
-        tokens += record.tokens
-    return Point(correct / len(runs), tokens)
-
-
-def measure(
-    held: Sequence[LabelledRun],
-    result: CalibrationResult,
-    n_tuned: int,
-    fraction: float,
-    probe_window: int = 3,
+def report(
+    runs: Sequence[LabelledRun], pooled: Pooled, fraction: float, folds: Sequence[dict[str, Any]]
 ) -> HoldoutReport:
-    """The held-out report of a calibration `result` chosen on `n_tuned` other runs."""
-    full = fixed_cap(held, max(r.records[-1].used for r in held))
-    policy = full
-    if result.thresholds is not None and result.detect_at is not None:
-        replayed = replay(
-            held, result.thresholds, result.detect_at, result.detect_every, probe_window
-        )
-        policy = Point(replayed.accuracy, replayed.tokens)
-    caps = {k: fixed_cap(held, k) for k in sorted({r.used for run in held for r in run.records})}
+    """The held-out report of `pooled` (from `two_fold` over `runs`) beside the full budget
+    and every fixed cap over the same runs."""
+    full = fixed_cap(runs, max(r.records[-1].used for r in runs))
+    caps = {k: fixed_cap(runs, k) for k in sorted({r.used for run in runs for r in run.records})}
+    policy = pooled.point
     within = [k for k, p in caps.items() if p.tokens <= policy.tokens]
     matched = max(within, key=lambda k: (caps[k].accuracy, k)) if within else None
-    return HoldoutReport(fraction, n_tuned, len(held), policy, full, caps, matched)
-
-
-def calibrate_held_out(
-    runs: Sequence[LabelledRun], fraction: float, **options: Any
-) -> tuple[CalibrationResult, HoldoutReport]:
-    """Calibrate on the runs not held out (`options` go to `calibrate`), measure on the rest."""
-    tune, held = split(runs, fraction)
-    result = calibrate(tune, **options)
-    window = int(options.get("probe_window", 3))
-    return result, measure(held, result, len(tune), fraction, window)
+    return HoldoutReport(fraction, len(runs), policy, full, caps, matched, tuple(folds))
 
 
 def one_line(report: HoldoutReport) -> str:
@@ -126,8 +203,8 @@ def one_line(report: HoldoutReport) -> str:
         return f"{100 * p.accuracy:.1f}% / {p.tokens / report.n_held:.0f} tokens"
 
     line = (
-        f"held out {report.n_held} runs (thresholds from {report.n_tuned}): policy "
-        f"{show(report.policy)}, full budget {show(report.full)}"
+        f"held out, 2-fold over {report.n_held} runs (each part's thresholds from the other): "
+        f"policy {show(report.policy)}, full budget {show(report.full)}"
     )
     if report.matched_cap is not None:
         cap = report.matched_cap

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynasor_sgl.policy.machine import PolicyConfig, Report
-from dynasor_sgl.replay.engine import oracle_index, replay_run
+from dynasor_sgl.replay.engine import first_at, oracle_index, replay_run
 from dynasor_sgl.search.votes import majority_vote
 
 
@@ -44,11 +44,11 @@ class SampledRun:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a policy would have returned: answer, samples used, tokens, exit reason, and the
-    certaindex read on the way."""
+    """What a policy would have returned: answer, samples drawn (`used`, knob units), tokens,
+    exit reason, and the certaindex read on the way."""
 
     answer: str | None
-    steps: int
+    used: int
     tokens: int
     exit_reason: str
     certaindex: list[dict[str, Any]] = field(default_factory=list)
@@ -69,8 +69,9 @@ def replay_policy(run: SampledRun, config: PolicyConfig) -> Outcome:
 
 
 def replay_cap(run: SampledRun, cap: int) -> Outcome:
-    """The even-budget baseline at `cap` samples: majority of the first `cap`."""
-    k = min(cap, len(run.answers))
+    """The even-budget baseline at `cap` samples: majority of the first `cap` (the fixed cap of
+    `replay.holdout.fixed_cap`, stopped by the same `first_at`)."""
+    k = first_at(range(1, len(run.answers) + 1), cap) + 1
     return Outcome(run.answer_at(k), k, run.tokens_at(k), "cap")
 
 
@@ -104,9 +105,21 @@ class RecordedRun:
         return self.run.answer_at(len(self.run.answers))
 
 
+def row_of(record: Mapping[str, Any]) -> str | None:
+    """An eval record's row: "baseline", "dynasor", "paper" or "oracle" (a label of the
+    evaluation, not a program policy). Files written before the rename call it "policy", and
+    their replayed "dynasor" record is the fixed-threshold replay, today's "paper" row."""
+    if "row" in record:
+        return None if record["row"] is None else str(record["row"])
+    label = record.get("policy")
+    if not isinstance(label, str):
+        return None
+    return "paper" if label == "dynasor" and record.get("mode") == "replay" else label
+
+
 def is_baseline(record: Mapping[str, Any]) -> bool:
     """Whether an eval record is a finished full-budget ("baseline") run, of any program."""
-    return record.get("policy") == "baseline" and record.get("status") == "ok"
+    return row_of(record) == "baseline" and record.get("status") == "ok"
 
 
 def is_full_budget(record: Mapping[str, Any]) -> bool:

@@ -16,7 +16,6 @@ Pure: no I/O.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.policy import risk
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay import holdout
 from dynasor_sgl.replay.engine import same_answer
 from dynasor_sgl.replay.sampled import Outcome, RecordedRun, replay_policy
 from dynasor_sgl.replay.trimmed import replay_trimmed
@@ -191,9 +191,9 @@ def fit(
 
 
 def fold_of(question_id: str, folds: int) -> int:
-    """A question's fold: the SHA-256 of its id modulo `folds` (the same on every machine)."""
-    digest = hashlib.sha256(question_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % folds
+    """A question's fold: `replay.holdout.fold_of`, the one assignment every held-out check
+    uses (the same on every machine)."""
+    return holdout.fold_of(question_id, folds)
 
 
 @dataclass(frozen=True)
