@@ -12,6 +12,7 @@ import statistics
 
 import pytest
 
+from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.scheduling.limiter import InflightLimiter, LimiterConfig, LimitMode
 
 TOKENS = 100  # tokens each request generates
@@ -120,3 +121,14 @@ def test_bad_settings_name_the_value(overrides: dict[str, object], name: str) ->
 def test_an_unknown_device_is_an_error() -> None:
     with pytest.raises(ValueError, match="tpu"):
         LimiterConfig.for_device("tpu")  # type: ignore[arg-type]
+
+
+def test_the_router_config_builds_the_limiter() -> None:
+    urls = ("http://w",)
+    fixed = RouterConfig(worker_urls=urls, inflight_limit="fixed", max_inflight_per_worker=7)
+    assert fixed.limiter() == LimiterConfig.fixed(7)
+    adaptive = RouterConfig(worker_urls=urls, inflight_limit="adaptive", max_inflight_per_worker=2)
+    assert (adaptive.limiter().initial, adaptive.limiter().min_limit) == (2, 2)  # widened
+    assert adaptive.limiter().max_limit == LimiterConfig.max_limit
+    with pytest.raises(ValueError, match="inflight_limit"):
+        RouterConfig(worker_urls=urls, inflight_limit="always")

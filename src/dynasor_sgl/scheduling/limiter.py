@@ -87,7 +87,8 @@ class LimiterConfig:
             raise ValueError(f"min_limit must be an integer >= 1, got {self.min_limit!r}")
         if not isinstance(self.max_limit, int) or self.max_limit < self.min_limit:
             raise ValueError(f"max_limit must be an integer >= min_limit, got {self.max_limit!r}")
-        if not isinstance(self.initial, int) or not self.min_limit <= self.initial <= self.max_limit:
+        within = self.min_limit <= self.initial <= self.max_limit
+        if not isinstance(self.initial, int) or not within:
             raise ValueError(
                 f"initial must be an integer in [{self.min_limit}, {self.max_limit}], "
                 f"got {self.initial!r}"
