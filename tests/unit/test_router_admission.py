@@ -375,6 +375,7 @@ def test_a_limit_that_shrinks_below_the_requests_in_flight_drops_and_leaks_nothi
     assert q.limit(0) == 4
     assert all(q.submit(0, f"r{i}", None, 0.0) is not None for i in range(4))
     assert [q.submit(0, f"w{i}", None, 0.0) for i in range(4)] == [None] * 4
+    q.limiter_of(0).on_complete(0.0, 1.0, 0, 4, 4)  # the first completion starts its clock
     grants = q.release(0, 1.0, 1.0, 100)
     assert q.limit(0) == 6  # probing up: three waiters go
     assert [g.request_id for g in grants] == ["w0", "w1", "w2"]

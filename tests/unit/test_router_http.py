@@ -218,12 +218,12 @@ def test_completions_reach_the_limiter_and_the_programs_attained_service() -> No
             queue = router.admission.queue
             await client.post("/generate", json=gen(max_new=2))
             await client.post("/generate", json=gen(max_new=3, stream=True))
-            assert queue._limiters[0]._window.samples == 2
-            assert queue._limiters[0]._window.tokens == 5
+            window = queue.limiter_of(0)._window  # the first completion started its clock
+            assert (window.start is not None, window.samples, window.tokens) == (True, 1, 3)
             await register(client, "p")
             await client.post("/programs/p/generate", json=gen(max_new=4))
             assert queue.scheduler(0)._programs["p"].served == 4
-            assert queue._limiters[0]._window.samples == 3
+            assert (window.samples, window.tokens) == (2, 7)
 
     run(scenario)
 

@@ -113,6 +113,10 @@ class AdmissionQueue:
         """The in-flight limit of `worker` now."""
         return self.workers[worker].limit
 
+    def limiter_of(self, worker: int) -> InflightLimiter:
+        """The limiter that keeps `worker`'s limit (for inspection)."""
+        return self._limiters[worker]
+
     def close_worker(self, worker: int) -> None:
         """`worker` is leaving: it takes no new request, waiting one or program from now on
         (its requests in flight still end here, with `release`)."""

@@ -10,8 +10,11 @@ The rule (`InflightLimiter`): a throughput hill-climb over windows of completion
 concurrency-limits `GradientLimit`/`Gradient2Limit`, Envoy's adaptive concurrency gradient
 controller), with per-request latency replaced by delivered tokens/s because an LLM request's
 latency scales with its output length (reference: risk-control-limiters-plas.md §2.7).
-Each window lasts at least `window_s` and `min_samples` completions; its throughput is the
-completion tokens it delivered over its length.
+Each window lasts at least `window_s` and `min_samples` completions (the clock starts at the
+first completion); its throughput is the completion tokens it delivered over its length.
+Latency is read per generated token, for the record (`last_window`), not as the signal: a
+request's latency scales with its length, and past the knee it grows without more tokens/s,
+which is what the throughput rule detects.
 - App-limited guard (Netflix: no change while inflight < L/2): a window in which fewer than
   `busy_share` of the completions found the worker at its limit or a request waiting says
   nothing about more concurrency; the limit holds and the comparison starts over.
@@ -136,10 +139,11 @@ DEVICE_DEFAULTS: dict[str, LimiterConfig] = {
 
 @dataclass
 class _Window:
-    start: float
+    start: float | None  # None: it starts at the next completion
     tokens: int = 0
     samples: int = 0
     busy: int = 0
+    seconds_per_token: float = 0.0  # summed over the window's completions
 
 
 @dataclass
@@ -147,8 +151,10 @@ class InflightLimiter:
     """One worker's limit. Not thread-safe; the caller serializes."""
 
     config: LimiterConfig
-    now: float = 0.0
     limit: int = field(init=False)
+    # The last window's tokens/s and mean seconds per generated token (the rule reads the
+    # first; the second, for logs, shows latency growing without throughput past the knee).
+    last_window: tuple[float, float] | None = field(init=False, default=None)
     _window: _Window = field(init=False)
     _base: tuple[int, float] | None = field(init=False, default=None)  # (limit, tokens/s)
     _direction: int = field(init=False, default=1)
@@ -156,7 +162,7 @@ class InflightLimiter:
 
     def __post_init__(self) -> None:
         self.limit = self.config.initial
-        self._window = _Window(self.now)
+        self._window = _Window(None)
 
     def on_complete(
         self, now: float, latency_s: float, tokens: int, inflight: int, queued: int
@@ -166,12 +172,17 @@ class InflightLimiter:
         if self.config.mode is LimitMode.FIXED:
             return self.limit
         w = self._window
+        if w.start is None:  # the first completion only starts the clock
+            w.start = now
+            return self.limit
         w.tokens += max(0, tokens)
         w.samples += 1
         w.busy += int(inflight >= self.limit or queued > 0)
+        w.seconds_per_token += max(0.0, latency_s) / max(1, tokens)
         elapsed = now - w.start
         if elapsed >= self.config.window_s and w.samples >= self.config.min_samples:
-            self._decide(w.tokens / elapsed, w.busy >= self.config.busy_share * w.samples)
+            self.last_window = (w.tokens / elapsed, w.seconds_per_token / w.samples)
+            self._decide(self.last_window[0], w.busy >= self.config.busy_share * w.samples)
             self._window = _Window(now)
         return self.limit
 
@@ -196,7 +207,12 @@ class InflightLimiter:
             self._step(1 if step > 0 else -1)
             return
         logger.debug(
-            "limit %d -> %d: tokens/s %.1f vs %.1f", self.limit, base[0], throughput, base[1]
+            "limit %d -> %d: tokens/s %.1f vs %.1f, %s s a token",
+            self.limit,
+            base[0],
+            throughput,
+            base[1],
+            self.last_window and round(self.last_window[1], 4),
         )
         self.limit, self._base = base[0], None
         self._direction = -1 if step > 0 else 1
