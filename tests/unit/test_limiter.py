@@ -70,7 +70,7 @@ def test_a_knee_that_drops_midway_is_followed_down() -> None:
 
 def test_the_gpu_default_climbs_towards_a_gpu_knee() -> None:
     limiter = InflightLimiter(LimiterConfig.for_device("gpu"))
-    assert limiter.limit == 64
+    assert limiter.limit == 128
     limits, _ = drive(limiter, 284, 20_000, base_s=0.013)
     assert 0.75 * 284 <= settled(limits) <= 1.3 * 284
 
@@ -96,8 +96,8 @@ def test_fixed_never_moves() -> None:
     limiter = InflightLimiter(LimiterConfig.fixed(12))
     limits, _ = drive(limiter, 48, 1000)
     assert set(limits) == {12}
-    assert LimiterConfig.for_device("gpu", "fixed").initial == 64
-    assert LimiterConfig.for_device("gpu", LimitMode.FIXED).max_limit == 64
+    assert LimiterConfig.for_device("gpu", "fixed").initial == 128
+    assert LimiterConfig.for_device("gpu", LimitMode.FIXED).max_limit == 128
 
 
 @pytest.mark.parametrize(

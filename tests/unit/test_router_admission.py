@@ -368,25 +368,25 @@ def adaptive(initial: int) -> LimiterConfig:
 
 
 def test_a_limit_that_shrinks_below_the_requests_in_flight_drops_and_leaks_nothing() -> None:
-    """Completions move the limit 4 -> 6 (a probe up), back to 4 (it bought nothing), then
-    down to 2 while 4 requests hold slots: nothing new goes until fewer than 2 are left, and
-    then the last waiting request is granted, its slot counted once."""
+    """Completions move the limit 4 -> 8 (slow start's doubling), back to 4 (it bought
+    nothing), then down to 2 while 6 requests hold slots: nothing new goes until fewer than 2
+    are left, and then the last waiting request is granted, its slot counted once."""
     q = AdmissionQueue([Slots(0)], 4, SchedulerConfig(order=Order.FCFS), adaptive(4))
     assert q.limit(0) == 4
     assert all(q.submit(0, f"r{i}", None, 0.0) is not None for i in range(4))
-    assert [q.submit(0, f"w{i}", None, 0.0) for i in range(4)] == [None] * 4
-    q.limiter_of(0).on_complete(0.0, 1.0, 0, 4, 4)  # the first completion starts its clock
+    assert [q.submit(0, f"w{i}", None, 0.0) for i in range(6)] == [None] * 6
+    q.limiter_of(0).on_complete(0.0, 1.0, 0, 4, 6)  # the first completion starts its clock
     grants = q.release(0, 1.0, 1.0, 100)
-    assert q.limit(0) == 6  # probing up: three waiters go
-    assert [g.request_id for g in grants] == ["w0", "w1", "w2"]
+    assert q.limit(0) == 8  # probing up: five waiters go
+    assert [g.request_id for g in grants] == ["w0", "w1", "w2", "w3", "w4"]
     assert q.release(0, 2.0, 1.0, 100) == []
     assert q.limit(0) == 4  # 100 tokens/s as before: the probe did not pay, back to 4
     assert q.release(0, 3.0, 1.0, 100) == []  # steady at 4: it probes down at once
     assert q.limit(0) == 2
-    assert (q.workers[0].inflight, q.workers[0].queued) == (4, 1)
-    assert q.release(0, 3.5) == [] and q.release(0, 4.0) == []  # failures: no window
+    assert (q.workers[0].inflight, q.workers[0].queued) == (6, 1)
+    assert all(q.release(0, 3.5) == [] for _ in range(4))  # failures: no window
     assert (q.limit(0), q.workers[0].inflight) == (2, 2)
-    assert [g.request_id for g in q.release(0, 4.5)] == ["w3"]
+    assert [g.request_id for g in q.release(0, 4.5)] == ["w5"]
     assert (q.workers[0].inflight, q.workers[0].queued, q.queue_length()) == (2, 0, 0)
 
 

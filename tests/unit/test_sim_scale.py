@@ -81,7 +81,7 @@ def test_variants_name_a_system_and_its_limit() -> None:
         parse_variant("dynasor@sometimes")
     gpu = Profile("gpu-x", 0.01, 0.0004, 0.0, max_running=200)
     limiter = limiter_for(gpu, LimitMode.ADAPTIVE)
-    assert limiter is not None and (limiter.initial, limiter.max_limit) == (64, 200)
+    assert limiter is not None and (limiter.initial, limiter.max_limit) == (128, 200)
     assert limiter_for(gpu, LimitMode.FIXED) is None
 
 

@@ -60,7 +60,7 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
             help="Requests in flight per worker before the router queues them: the fixed "
-            "limit, or where the adaptive one starts (12 suits the CPU worker; try 64 with "
+            "limit, or where the adaptive one starts (12 suits the CPU worker; try 128 with "
             "--inflight-limit-max 1024 on a GPU).",
         ),
         click.option(

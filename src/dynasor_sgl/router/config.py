@@ -39,7 +39,7 @@ class RouterConfig:
         router's admission queue, where the scheduling order holds: the fixed limit, or where
         the adaptive one starts. The default (12) is the CPU worker's (below its throughput
         knee, 48; 12 makes 61% of its best tokens/s); a GPU worker saturates much later
-        (start it at 64 with `inflight_limit_max` 1024: `LimiterConfig.for_device("gpu")`).
+        (start it at 128 with `inflight_limit_max` 1024: `LimiterConfig.for_device("gpu")`).
     inflight_limit_min, inflight_limit_max: the adaptive limit stays within these (widened
         to include max_inflight_per_worker).
     aging_rate: tokens of predicted work forgiven per second a program waits (sjf).
