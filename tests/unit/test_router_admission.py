@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+from router_harness import restless_limiter
 
 from dynasor_sgl.router.errors import ApiError, conflict, unavailable
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.router.waiting import Admission
 from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
-from dynasor_sgl.scheduling.limiter import LimiterConfig
 
 
 class Clock:
@@ -353,25 +353,11 @@ def test_reports_teach_sjf_the_programs_own_tokens_per_unit() -> None:
     asyncio.run(scenario())
 
 
-def adaptive(initial: int) -> LimiterConfig:
-    """A limiter whose every completion is a window (the limit moves at each one)."""
-    return LimiterConfig(
-        initial=initial,
-        min_limit=1,
-        max_limit=8,
-        window_s=1e-9,
-        min_samples=1,
-        step_fraction=0.5,
-        hold_windows=0,
-        busy_share=0.0,
-    )
-
-
 def test_a_limit_that_shrinks_below_the_requests_in_flight_drops_and_leaks_nothing() -> None:
     """Completions move the limit 4 -> 8 (slow start's doubling), back to 4 (it bought
     nothing), then down to 2 while 6 requests hold slots: nothing new goes until fewer than 2
     are left, and then the last waiting request is granted, its slot counted once."""
-    q = AdmissionQueue([Slots(0)], 4, SchedulerConfig(order=Order.FCFS), adaptive(4))
+    q = AdmissionQueue([Slots(0)], 4, SchedulerConfig(order=Order.FCFS), restless_limiter(4, 8))
     assert q.limit(0) == 4
     assert all(q.submit(0, f"r{i}", None, 0.0) is not None for i in range(4))
     assert [q.submit(0, f"w{i}", None, 0.0) for i in range(6)] == [None] * 6

@@ -27,10 +27,10 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from router_harness import restless_limiter
 
 from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, Slots
-from dynasor_sgl.scheduling.limiter import LimiterConfig
 
 PROGRAMS = ("p", "q", "r")
 MAX_WORKERS = 5  # joined over a run, the first ones included
@@ -47,18 +47,8 @@ class AdmissionBooks(RuleBasedStateMachine):
         adaptive=st.booleans(),
     )
     def start(self, workers: int, bound: int, policy: Order, adaptive: bool) -> None:
-        limiter = None
-        if adaptive:  # every completion is a window: the limit moves at every release
-            limiter = LimiterConfig(
-                initial=bound,
-                min_limit=1,
-                max_limit=5,
-                window_s=1e-9,
-                min_samples=1,
-                step_fraction=0.5,
-                hold_windows=0,
-                busy_share=0.0,
-            )
+        # Every completion is a window: the limit moves at every release.
+        limiter = restless_limiter(bound, 5) if adaptive else None
         self.queue = AdmissionQueue(
             [Slots(i) for i in range(workers)], bound, SchedulerConfig(order=policy), limiter
         )
