@@ -8,11 +8,15 @@ steady state. The figure of merit is the online benchmark's (highest rate with >
 programs on time at the SLO scale, interpolated), with its ratio to sglang. Then one timed
 run of --timed-programs programs on the largest worker count, under cProfile and without it,
 says how fast the simulator is and where its time goes.
-Profile: the A100 Llama-3.1-8B one by default (bench/profiles/). Writes
-bench/results/sim_scale.json and sim_scale.png and prints a one-line summary. All traces are
+Profile: the A100 Llama-3.1-8B one by default (bench/profiles/). Systems are the online
+table's plus `autellix` (PLAS, gang, to cap), each optionally `@adaptive` (the routers keep each
+worker's in-flight limit with the adaptive limiter) or `@fixed` (at --bound, default the
+profile's knee). Writes bench/results/sim_scale.json, sim_scale.png and sim_scale.md (the table
+of highest rates on time and ratios to sglang) and prints a one-line summary. All traces are
 synthetic (labelled so in the output).
 
-    .venv/bin/python bench/sim_scale.py [--workers 1,4,16,64] [--programs-per-worker 40]
+    .venv/bin/python bench/sim_scale.py [--workers 1,4,16,64] [--programs-per-worker 40] \
+        [--systems sglang,dynasor,dynasor@adaptive,autellix] [--bound 12] [--skip-timing]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import cProfile
 import io
 import json
 import pstats
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,14 @@ import matplotlib.pyplot as plt
 from dynasor_sgl.online.systems import SYSTEMS
 from dynasor_sgl.sim.profile import load_profile
 from dynasor_sgl.sim.run import simulate
-from dynasor_sgl.sim.scale import LOAD, programs_for, router_bound, scale_row, scale_spec
+from dynasor_sgl.sim.scale import (
+    LOAD,
+    programs_for,
+    router_bound,
+    scale_row,
+    scale_spec,
+    scale_table,
+)
 from dynasor_sgl.sim.synthetic import WORKLOADS, synthetic_traces
 
 HERE = Path(__file__).parent
@@ -50,7 +62,7 @@ def scale_rows(args: argparse.Namespace) -> dict[str, Any]:
             n = programs_for(workers, args.programs_per_worker, args.least_programs)
             traces = synthetic_traces(mix, n, seed=0)
             systems = args.systems.split(",")
-            row = scale_row(profile, traces, workers, systems, args.slo_scale)
+            row = scale_row(profile, traces, workers, systems, args.slo_scale, args.bound)
             out[mix][str(workers)] = row
             print(
                 f"{mix} x{workers}: "
@@ -100,7 +112,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax, mix in zip(axes, mixes, strict=False):
         for workers, row in results[mix].items():
             for system, e in row["systems"].items():
-                if system not in ("sglang", "dynasor"):
+                if system.partition("@")[0] not in ("sglang", "dynasor", "autellix"):
                     continue
                 cap = row["capacity_per_worker"] * int(workers)
                 xs = [p["rate"] / cap for p in e["points"]]
@@ -108,7 +120,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 ax.plot(
                     xs,
                     ys,
-                    "o-" if system == "dynasor" else "x--",
+                    "x--" if system == "sglang" else "o-",
                     ms=3,
                     label=f"{system} x{workers}",
                 )
@@ -120,11 +132,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax = axes[-1]
     for mix in mixes:
         ws = sorted(results[mix], key=int)
-        ratios = [results[mix][w]["systems"].get("dynasor", {}).get("ratio_to_sglang") for w in ws]
-        ax.plot([int(w) for w in ws], [r or 0 for r in ratios], "o-", label=mix)
+        systems = dict.fromkeys(s for w in ws for s in results[mix][w]["systems"])
+        for system in (s for s in systems if s.partition("@")[0] != "sglang"):
+            ratios = [results[mix][w]["systems"].get(system, {}).get("ratio_to_sglang") for w in ws]
+            ax.plot([int(w) for w in ws], [r or 0 for r in ratios], "o-", label=f"{mix} {system}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("workers")
-    ax.set_ylabel("dynasor max rate / sglang")
+    ax.set_ylabel("max rate / sglang")
     ax.set_title("advantage vs workers", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -137,7 +151,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--profile", type=Path, default=HERE / "profiles" / "gpu-a100-llama3-8b.json")
     ap.add_argument("--workers", default="1,4,16,64")
     ap.add_argument("--mixes", default=",".join([*WORKLOADS, "mix"]))
-    ap.add_argument("--systems", default="sglang,parrot,dynasor")
+    ap.add_argument(
+        "--systems",
+        default="sglang,parrot,dynasor,autellix,parrot@adaptive,dynasor@adaptive,autellix@adaptive",
+    )
+    ap.add_argument("--bound", type=int, default=None, help="fixed bound (default: the knee)")
+    ap.add_argument("--skip-timing", action="store_true", help="no timed run of the simulator")
     ap.add_argument("--programs-per-worker", type=int, default=25)
     ap.add_argument("--least-programs", type=int, default=300)
     ap.add_argument("--timed-programs", type=int, default=10000)
@@ -151,14 +170,18 @@ def main() -> None:
     t0 = time.perf_counter()
     results = scale_rows(args)
     biggest = max(int(w) for w in args.workers.split(","))
-    timing = timed(args, biggest)
-    timing["wall_s_without_profiler"] = plain_timing(args, biggest)
+    timing: dict[str, Any] = {"programs": 0, "wall_s_without_profiler": None, "requests": 0}
+    if not args.skip_timing:
+        timing = timed(args, biggest)
+        timing["wall_s_without_profiler"] = plain_timing(args, biggest)
+    profile = load_profile(args.profile)
     doc = {
         "bench": "sim_scale",
         "synthetic": True,
         "workloads": {k: w.describe() for k, w in WORKLOADS.items()},
         "profile": load_profile(args.profile).to_dict(),
-        "router_bound": router_bound(load_profile(args.profile)),
+        "router_bound": args.bound or router_bound(profile),
+        "systems": args.systems.split(","),
         "slo_scale": args.slo_scale,
         "programs_per_run": f"max({args.least_programs}, {args.programs_per_worker} x workers)",
         "load_fractions_of_capacity": LOAD,
@@ -169,6 +192,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     plot(results, args.out.with_suffix(".png"))
+    command = "python bench/sim_scale.py " + " ".join(sys.argv[1:])
+    args.out.with_suffix(".md").write_text(
+        f"Simulated ({profile.name}, synthetic traces, SLO scale {args.slo_scale}): the "
+        f"highest rate with >= 90% of programs on time (programs/s) and its ratio to sglang; "
+        f"fixed bound {doc['router_bound']}.\n\n    {command}\n\n" + scale_table(results)
+    )
     ratios = {
         mix: {w: row["systems"].get("dynasor", {}).get("ratio_to_sglang") for w, row in by.items()}
         for mix, by in results.items()

@@ -19,6 +19,7 @@ from fake_worker import FakeWorker
 from dynasor_sgl.router.app import create_app
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.core import Router
+from dynasor_sgl.scheduling.limiter import LimiterConfig
 
 # Detect at 4 samples; four equal answers are certain, 3 against 1 is not (entropy 0.59).
 POLICY = {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4}
@@ -115,3 +116,18 @@ async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     while not cond():
         assert loop.time() < end, "condition not reached"
         await asyncio.sleep(0.005)
+
+
+def restless_limiter(initial: int, max_limit: int) -> LimiterConfig:
+    """An adaptive limiter whose every completion is a window (after the first, which starts
+    its clock): the limit moves at each one, from `initial` within 1..`max_limit`."""
+    return LimiterConfig(
+        initial=initial,
+        min_limit=1,
+        max_limit=max_limit,
+        window_s=1e-9,
+        min_samples=1,
+        step_fraction=0.5,
+        hold_windows=0,
+        busy_share=0.0,
+    )

@@ -99,6 +99,9 @@ def test_router_command_carries_the_scheduler_settings() -> None:
         starvation_bound_s=30.0,
         program_ttl_s=60.0,
         max_inflight_per_worker=4,
+        inflight_limit="fixed",
+        inflight_limit_min=2,
+        inflight_limit_max=99,
     )
     joined = " ".join(router_command(cfg, 2, ["http://127.0.0.1:1"]))
     for part in (
@@ -108,11 +111,18 @@ def test_router_command_carries_the_scheduler_settings() -> None:
         "--starvation-bound-s 30.0",
         "--program-ttl-s 60.0",
         "--max-inflight-per-worker 4",
+        "--inflight-limit fixed",
+        "--inflight-limit-min 2",
+        "--inflight-limit-max 99",
         "--worker-priority",
     ):
         assert part in joined
     with pytest.raises(ValueError, match="starvation_bound_s"):
         LaunchConfig(starvation_bound_s=0)
+    with pytest.raises(ValueError, match="inflight_limit"):
+        LaunchConfig(inflight_limit="sometimes")
+    with pytest.raises(ValueError, match="inflight_limit_max"):
+        LaunchConfig(inflight_limit_min=8, inflight_limit_max=4)
 
 
 def test_without_router_workers_skip_priority_scheduling() -> None:

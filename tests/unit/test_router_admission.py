@@ -1,4 +1,5 @@
-"""Router admission with hand-made events: bound, SJF/FIFO order, gang, aging, moves, failures."""
+"""Router admission with hand-made events: bound, SJF/FIFO order, gang, aging, moves, failures,
+a limit that moves, and attained service (plas) credited at completion."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+from router_harness import restless_limiter
 
 from dynasor_sgl.router.errors import ApiError, conflict, unavailable
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.router.waiting import Admission
-from dynasor_sgl.scheduling import SchedulerConfig
+from dynasor_sgl.scheduling import Order, SchedulerConfig
+from dynasor_sgl.scheduling.admission import AdmissionQueue, Slots
 
 
 class Clock:
@@ -348,3 +351,47 @@ def test_reports_teach_sjf_the_programs_own_tokens_per_unit() -> None:
         await router.close()
 
     asyncio.run(scenario())
+
+
+def test_a_limit_that_shrinks_below_the_requests_in_flight_drops_and_leaks_nothing() -> None:
+    """Completions move the limit 4 -> 8 (slow start's doubling), back to 4 (it bought
+    nothing), then down to 2 while 6 requests hold slots: nothing new goes until fewer than 2
+    are left, and then the last waiting request is granted, its slot counted once."""
+    q = AdmissionQueue([Slots(0)], 4, SchedulerConfig(order=Order.FCFS), restless_limiter(4, 8))
+    assert q.limit(0) == 4
+    assert all(q.submit(0, f"r{i}", None, 0.0) is not None for i in range(4))
+    assert [q.submit(0, f"w{i}", None, 0.0) for i in range(6)] == [None] * 6
+    q.limiter_of(0).on_complete(0.0, 1.0, 0, 4, 6)  # the first completion starts its clock
+    grants = q.release(0, 1.0, 1.0, 100)
+    assert q.limit(0) == 8  # probing up: five waiters go
+    assert [g.request_id for g in grants] == ["w0", "w1", "w2", "w3", "w4"]
+    assert q.release(0, 2.0, 1.0, 100) == []
+    assert q.limit(0) == 4  # 100 tokens/s as before: the probe did not pay, back to 4
+    assert q.release(0, 3.0, 1.0, 100) == []  # steady at 4: it probes down at once
+    assert q.limit(0) == 2
+    assert (q.workers[0].inflight, q.workers[0].queued) == (6, 1)
+    assert all(q.release(0, 3.5) == [] for _ in range(4))  # failures: no window
+    assert (q.limit(0), q.workers[0].inflight) == (2, 2)
+    assert [g.request_id for g in q.release(0, 4.5)] == ["w5"]
+    assert (q.workers[0].inflight, q.workers[0].queued, q.queue_length()) == (2, 0, 0)
+
+
+def test_a_fixed_limit_ignores_completions() -> None:
+    q = AdmissionQueue([Slots(0)], 3, SchedulerConfig())
+    for t in range(1, 50):
+        q.submit(0, f"r{t}", None, float(t))
+        q.release(0, float(t), 0.5, 10 * t)
+    assert q.limit(0) == 3 and q.limiter.mode == "fixed"
+
+
+def test_completions_credit_their_program_and_plas_orders_by_it() -> None:
+    """Admission feeds what completed requests generated to the program's attained service:
+    under plas the program served least gets the freed slot."""
+    q = AdmissionQueue([Slots(0)], 1, SchedulerConfig(order=Order.PLAS))
+    for pid in ("a", "b"):
+        q.ensure_program(0, pid, 0.0, 8, "sc")
+    assert q.submit(0, "a1", "a", 0.0) is not None
+    assert q.submit(0, "a2", "a", 0.0) is None and q.submit(0, "b1", "b", 0.0) is None
+    grants = q.release(0, 1.0, 1.0, 256, program_id="a")  # a has been served 256 tokens
+    assert [g.request_id for g in grants] == ["b1"]
+    assert q.scheduler(0).score("a", 1.0) > q.scheduler(0).score("b", 1.0)

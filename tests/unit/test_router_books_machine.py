@@ -8,7 +8,11 @@ it is removed once its last request in flight is released), against a model of w
 holds a slot where and which waits. After every step the queue's counts equal the model's, every
 grant comes from a waiting request and is released on the worker that granted it, no request
 waits on a worker with nothing in flight (nothing would ever dispatch it), a leaving worker
-holds no waiting request, program or reservation, and a drained one is gone.
+holds no waiting request, program or reservation, and a drained one is gone. Half the runs
+keep each worker's limit adaptive, fed every release as a completion with a random latency
+and token count on windows of one sample, so limits rise and shrink (below the requests in
+flight too) all through the run: above its limit a worker's in-flight count never grows, and
+no slot is dropped or leaked.
 
 Examples: 2,000 by default (31 s on one CPU core, 2026-12-07); the environment variable
 `DYNASOR_MACHINE_EXAMPLES` sets another count (fewer for a quick run, more for a long hunt).
@@ -23,6 +27,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from router_harness import restless_limiter
 
 from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, Slots
@@ -39,11 +44,15 @@ class AdmissionBooks(RuleBasedStateMachine):
         workers=st.integers(2, 3),
         bound=st.integers(1, 3),
         policy=st.sampled_from(list(Order)),
+        adaptive=st.booleans(),
     )
-    def start(self, workers: int, bound: int, policy: Order) -> None:
+    def start(self, workers: int, bound: int, policy: Order, adaptive: bool) -> None:
+        # Every completion is a window: the limit moves at every release.
+        limiter = restless_limiter(bound, 5) if adaptive else None
         self.queue = AdmissionQueue(
-            [Slots(i) for i in range(workers)], bound, SchedulerConfig(order=policy)
+            [Slots(i) for i in range(workers)], bound, SchedulerConfig(order=policy), limiter
         )
+        self.last_inflight: dict[int, int] = {}  # per worker, after the previous step
         self.now = 0.0
         self.ids = itertools.count()
         self.holding: dict[str, int] = {}  # rid -> worker whose slot it holds
@@ -63,8 +72,9 @@ class AdmissionBooks(RuleBasedStateMachine):
         """An open worker (one that is not leaving), other than `but`."""
         return data.draw(st.sampled_from([i for i in self.queue.open_workers() if i != but]))
 
-    def _release_on(self, worker: int) -> None:
-        self._granted(self.queue.release(worker, self.now))
+    def _release_on(self, worker: int, latency: float | None = None, tokens: int = 0) -> None:
+        self.now += 0.001  # a window needs time to pass
+        self._granted(self.queue.release(worker, self.now, latency, tokens))
         if worker in self.leaving and self.queue.workers[worker].inflight == 0:
             self._remove(worker)  # drained: as the router forgets it
 
@@ -84,10 +94,15 @@ class AdmissionBooks(RuleBasedStateMachine):
             self.holding[rid] = worker
 
     @precondition(lambda self: self.holding)
-    @rule(data=st.data())
-    def release(self, data: st.DataObject) -> None:
+    @rule(
+        data=st.data(),
+        latency=st.none() | st.floats(0, 60),
+        tokens=st.integers(0, 2000),
+    )
+    def release(self, data: st.DataObject, latency: float | None, tokens: int) -> None:
+        """A request ends: a completion (with its latency and tokens) or a failure (None)."""
         rid = data.draw(st.sampled_from(sorted(self.holding)))
-        self._release_on(self.holding.pop(rid))
+        self._release_on(self.holding.pop(rid), latency, tokens)
 
     @precondition(lambda self: self.waiting)
     @rule(data=st.data())
@@ -179,8 +194,13 @@ class AdmissionBooks(RuleBasedStateMachine):
             assert w.reserved >= 0, w
             # Nothing would ever dispatch a request waiting on a worker with nothing in flight.
             assert not (w.queued and w.inflight == 0), w
-            if queue.config.order is Order.FCFS:  # no gangs: the bound holds
-                assert w.inflight <= queue.bound, w
+            assert queue.limiter.min_limit <= w.limit <= queue.limiter.max_limit, w
+            # At or above its limit (it may have shrunk) a worker takes nothing new until
+            # enough have ended; below it, a gang may take it past.
+            last = self.last_inflight.get(index, 0)
+            assert w.inflight <= last or last <= w.limit, (w, last)
+            if queue.config.order is Order.FCFS:  # no gangs: the limit holds
+                assert w.inflight <= max(w.limit, last), (w, last)
         assert sorted(queue.waiting_of()) == sorted(self.waiting)
         assert set(queue.workers) == set(range(self.joined)) - self.removed
         assert set(queue.open_workers()) == set(queue.workers) - self.leaving
@@ -189,6 +209,7 @@ class AdmissionBooks(RuleBasedStateMachine):
             w = queue.workers[index]
             assert w.inflight > 0, w  # drained workers are removed at once
             assert (w.queued, w.reserved, queue.programs_on(index)) == (0, 0, []), w
+        self.last_inflight = {i: w.inflight for i, w in queue.workers.items()}
 
 
 AdmissionBooks.TestCase.settings = settings(

@@ -203,7 +203,27 @@ def test_metrics_after_activity() -> None:
             assert 'dynasor_requests_total{endpoint="generate",status="stream"} 1.0' in text
             assert 'dynasor_worker_healthy{worker="0"} 1.0' in text
             assert 'dynasor_worker_inflight{worker="0"} 0.0' in text
+            assert 'dynasor_inflight_limit{worker="0"} 12.0' in text
             assert "dynasor_queue_length 0.0" in text
+
+    run(scenario)
+
+
+def test_completions_reach_the_limiter_and_the_programs_attained_service() -> None:
+    """Each request that ends with a reply (plain or streamed) is a completion for its
+    worker's limiter; a program's is credited, in tokens, to its attained service (plas)."""
+
+    async def scenario() -> None:
+        async with setup(scheduling="plas", inflight_limit="adaptive") as (client, router, _):
+            queue = router.admission.queue
+            await client.post("/generate", json=gen(max_new=2))
+            await client.post("/generate", json=gen(max_new=3, stream=True))
+            window = queue.limiter_of(0)._window  # the first completion started its clock
+            assert (window.start is not None, window.samples, window.tokens) == (True, 1, 3)
+            await register(client, "p")
+            await client.post("/programs/p/generate", json=gen(max_new=4))
+            assert queue.scheduler(0)._programs["p"].served == 4
+            assert (window.samples, window.tokens) == (2, 7)
 
     run(scenario)
 

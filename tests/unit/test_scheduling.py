@@ -1,5 +1,6 @@
 """Program scheduling on a virtual clock: SJF with per-algorithm priors, gang, FIFO, FCFS,
-least-slack deadlines, aging that reaches the priority sent, moves, and the starvation bound."""
+least-slack deadlines, PLAS (least attained service), aging that reaches the priority sent,
+moves, and the starvation bound."""
 
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def test_abort_and_finish() -> None:
 
 events = st.lists(
     st.tuples(
-        st.sampled_from(["add", "enqueue", "report", "next", "finish"]),
+        st.sampled_from(["add", "enqueue", "report", "serve", "next", "finish"]),
         st.integers(0, 5),
         st.integers(0, 30),
     ),
@@ -202,6 +203,8 @@ def test_the_heap_dispatches_what_a_full_sort_would(
             seq += 1
         elif op == "report":
             s.on_report(pid, tokens=n * 7, units=1 + n % 3, now=now)
+        elif op == "serve":
+            s.on_served(pid, n * 11, now)
         elif op == "finish":
             s.on_finish(pid)
         elif op == "next":
@@ -220,10 +223,12 @@ def simulate(
     arrivals: list[list[int]],
     horizon: int,
     aging: float = 256,
+    served: int = 0,
 ) -> tuple[int | None, int]:
     """One dispatch per tick; short programs (with tight deadlines under `deadline`) arrive
     every tick. Returns when the long program was dispatched and N = the others ready at
-    t0 + bound."""
+    t0 + bound. `served`: tokens the long program has been served already (plas); each
+    dispatch of a short one serves it 10."""
     s = Scheduler(SchedulerConfig(order=policy, aging_rate=aging, starvation_bound_s=bound_s))
     remaining: dict[str, int] = {}
     ready: set[str] = set()
@@ -235,6 +240,7 @@ def simulate(
             remaining[pid] = units
         if t == t0:
             s.add("long", t, knob)
+            s.on_served("long", served, t)
             remaining["long"] = knob
         for pid in remaining:
             if pid not in ready:
@@ -250,6 +256,7 @@ def simulate(
         ready.discard(pid)
         remaining[pid] -= 1
         s.on_report(pid, tokens=10, units=1, now=t)
+        s.on_served(pid, 10, t)
         if remaining[pid] == 0:
             del remaining[pid]
             s.on_finish(pid)
@@ -258,7 +265,7 @@ def simulate(
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.sampled_from([Order.SJF, Order.DEADLINE]),
+    st.sampled_from([Order.SJF, Order.DEADLINE, Order.PLAS]),
     st.floats(1, 40),
     st.integers(1, 400),
     st.integers(0, 5),
@@ -267,8 +274,10 @@ def simulate(
 def test_no_program_waits_past_the_stated_bound(
     policy: Order, bound_s: float, knob: int, t0: int, arrivals: list[list[int]]
 ) -> None:
-    """The documented bound: dispatched by t0 + B + (N + 1)·d, with d = 1 tick."""
-    dispatched, n = simulate(policy, bound_s, knob, t0, arrivals, horizon=400)
+    """The documented bound: dispatched by t0 + B + (N + 1)·d, with d = 1 tick (under plas
+    the long program has been served far more than any other)."""
+    served = 10**9 if policy is Order.PLAS else 0
+    dispatched, n = simulate(policy, bound_s, knob, t0, arrivals, horizon=400, served=served)
     assert dispatched is not None
     assert dispatched <= t0 + bound_s + n + 1
 
@@ -278,3 +287,44 @@ def test_without_aging_and_bound_the_long_program_starves_under_sjf() -> None:
         Order.SJF, 1e12, knob=40, t0=0, arrivals=[[1]], horizon=300, aging=1e-6
     )
     assert dispatched is None
+
+
+def test_without_aging_and_bound_the_most_served_program_starves_under_plas() -> None:
+    dispatched, _ = simulate(
+        Order.PLAS, 1e12, knob=40, t0=0, arrivals=[[1]], horizon=300, aging=1e-6, served=10**6
+    )
+    assert dispatched is None
+
+
+def test_plas_serves_the_least_served_program_first_as_a_gang() -> None:
+    s = Scheduler(SchedulerConfig(order=Order.PLAS))
+    for pid, served in (("a", 500), ("b", 100), ("c", 0)):
+        s.add(pid, now=0, remaining_units=4)
+        s.on_served(pid, served, now=0)
+        s.enqueue(pid, [f"{pid}1", f"{pid}2"], now=1)
+    assert s.order(1) == ["c", "b", "a"]
+    priorities = [s.priority(pid, 1) for pid in ("c", "b", "a")]
+    assert priorities == sorted(priorities, reverse=True) and priorities[0] > priorities[2]
+    assert s.next(1) == Dispatch("c", ["c1", "c2"], priorities[0])  # the whole gang
+    s.on_served("b", 1000, now=2)  # b's requests completed meanwhile: now served most
+    assert [d.program_id for d in (s.next(2), s.next(2))] == ["a", "b"]  # type: ignore[union-attr]
+
+
+def test_plas_needs_no_prediction() -> None:
+    """What a program has left (sjf's key) does not move it under plas; what it got does."""
+    s = Scheduler(SchedulerConfig(order=Order.PLAS))
+    s.add("huge", now=0, remaining_units=10**6)
+    s.add("tiny", now=0, remaining_units=1)
+    s.on_served("tiny", 300, now=0)
+    s.on_report("huge", tokens=10, units=1, remaining_units=10**6, now=0)
+    for pid in ("tiny", "huge"):
+        s.enqueue(pid, [pid], now=0)
+    assert s.order(0) == ["huge", "tiny"]
+    sjf = Scheduler(SchedulerConfig(order=Order.SJF))
+    for pid, units in (("huge", 10**6), ("tiny", 1)):
+        sjf.add(pid, now=0, remaining_units=units)
+        sjf.enqueue(pid, [pid], now=0)
+    assert sjf.order(0) == ["tiny", "huge"]
+    s.on_served("gone", 5)  # a completion racing with the end of its program is ignored
+    with pytest.raises(ValueError, match="tokens"):
+        s.on_served("tiny", -1)

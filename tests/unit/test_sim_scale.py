@@ -1,13 +1,25 @@
 """The scale study's method (`sim.scale`) on hand-computed cases: a worker's capacity, the
-routers' bound at the step model's knee, programs per run, and one small row whose figures
-hold together."""
+routers' bound at the step model's knee, programs per run, one small row whose figures hold
+together, and systems with the routers' adaptive limit (the router's own limiter)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from dynasor_sgl.scheduling.limiter import InflightLimiter, LimitMode
 from dynasor_sgl.sim.profile import Profile
-from dynasor_sgl.sim.scale import LOAD, capacity, programs_for, router_bound, scale_row
+from dynasor_sgl.sim.scale import (
+    LOAD,
+    capacity,
+    limiter_for,
+    parse_variant,
+    programs_for,
+    router_bound,
+    scale_row,
+    scale_table,
+)
 from dynasor_sgl.sim.synthetic import synthetic_traces
 from dynasor_sgl.sim.traces import Trace, Unit
 
@@ -56,3 +68,50 @@ def test_a_row_measures_every_system_at_the_load_fractions() -> None:
         assert [p["attainment"] for p in entry["points"]] == [1.0] * len(LOAD)
         assert entry["max_rate"] == round(LOAD[-1] * per_worker, 4)
         assert (entry["method"], entry["ratio_to_sglang"]) == ("highest measured", 1.0)
+
+
+def test_variants_name_a_system_and_its_limit() -> None:
+    system, mode = parse_variant("dynasor@adaptive")
+    assert (system.scheduling, mode) == ("sjf", LimitMode.ADAPTIVE)
+    assert parse_variant("autellix")[0].scheduling == "plas"
+    assert parse_variant("autellix")[1] is LimitMode.FIXED
+    with pytest.raises(ValueError, match="nosuch"):
+        parse_variant("nosuch")
+    with pytest.raises(ValueError, match="sometimes"):
+        parse_variant("dynasor@sometimes")
+    gpu = Profile("gpu-x", 0.01, 0.0004, 0.0, max_running=200)
+    limiter = limiter_for(gpu, LimitMode.ADAPTIVE)
+    assert limiter is not None and (limiter.initial, limiter.max_limit) == (128, 200)
+    assert limiter_for(gpu, LimitMode.FIXED) is None
+
+
+def test_the_simulated_router_runs_the_routers_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator feeds the very `InflightLimiter` the router does, and its limit moves:
+    on a worker whose knee is far above the CPU default, overloaded, it climbs."""
+    seen: list[int] = []
+    original = InflightLimiter.on_complete
+
+    def spy(self: InflightLimiter, *args: Any) -> int:
+        seen.append(original(self, *args))
+        return seen[-1]
+
+    monkeypatch.setattr(InflightLimiter, "on_complete", spy)
+    profile = Profile("cpu-p", base_s=0.05, per_request_s=0.0005, per_prefill_token_s=0.00001)
+    traces = synthetic_traces("sc-math", 60, seed=0)
+    row = scale_row(profile, traces, 1, ["dynasor@adaptive", "autellix@adaptive"], 2.0, bound=12)
+    assert set(row["systems"]) == {"dynasor@adaptive", "autellix@adaptive"}
+    assert seen and seen[0] == 12 and max(seen) > 12
+
+
+def test_the_table_has_a_cell_per_system_and_worker_count() -> None:
+    row = {
+        "systems": {
+            "sglang": {"max_rate": 2.0, "ratio_to_sglang": 1.0},
+            "dynasor@adaptive": {"max_rate": 5.0, "ratio_to_sglang": 2.5},
+        }
+    }
+    none = {"systems": {"sglang": {"max_rate": None, "ratio_to_sglang": None}}}
+    text = scale_table({"mix": {"4": row, "1": none}})
+    assert "| system | 1 workers | 4 workers |" in text
+    assert "| dynasor@adaptive | – | 5 (2.50x) |" in text
+    assert "| sglang | – | 2 (1.00x) |" in text

@@ -28,7 +28,7 @@ from dynasor_sgl.launch.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch.worker import WorkerProcess
 from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.protocol import API_KEY_ENV
-from dynasor_sgl.router.config import SCHEDULING, RouterConfig
+from dynasor_sgl.router.config import INFLIGHT_LIMITS, SCHEDULING, RouterConfig
 from dynasor_sgl.router.effort import EFFORTS
 
 logger = logging.getLogger(__name__)
@@ -44,16 +44,36 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(SCHEDULING),
             default=_ROUTER_DEFAULTS["scheduling"],
             help="Order of waiting work: sjf (shortest-job-first with aging, gang), "
-            "deadline (least slack first, gang), fifo (programs in arrival "
-            "order, gang) or fcfs (requests in arrival order).",
+            "deadline (least slack first, gang), plas (program-level least attained "
+            "service, gang: Autellix's), fifo (programs in arrival order, gang) or fcfs "
+            "(requests in arrival order).",
+        ),
+        click.option(
+            "--inflight-limit",
+            type=click.Choice(INFLIGHT_LIMITS),
+            default=_ROUTER_DEFAULTS["inflight_limit"],
+            help="Each worker's in-flight limit: adaptive (moves towards the worker's "
+            "throughput knee as it serves) or fixed (stays at --max-inflight-per-worker).",
         ),
         click.option(
             "--max-inflight-per-worker",
             type=click.IntRange(min=1),
             default=_ROUTER_DEFAULTS["max_inflight_per_worker"],
-            help="Requests in flight per worker before the router queues them "
-            "(default 12: below the CPU worker's throughput knee, so a backlog waits in the "
-            "router, where the scheduling order holds).",
+            help="Requests in flight per worker before the router queues them: the fixed "
+            "limit, or where the adaptive one starts (12 suits the CPU worker; try 128 with "
+            "--inflight-limit-max 1024 on a GPU).",
+        ),
+        click.option(
+            "--inflight-limit-min",
+            type=click.IntRange(min=1),
+            default=_ROUTER_DEFAULTS["inflight_limit_min"],
+            help="The adaptive limit's floor.",
+        ),
+        click.option(
+            "--inflight-limit-max",
+            type=click.IntRange(min=1),
+            default=_ROUTER_DEFAULTS["inflight_limit_max"],
+            help="The adaptive limit's ceiling.",
         ),
         click.option(
             "--aging-rate",

@@ -40,8 +40,9 @@ class LaunchConfig:
         the CPU worker on the first regex/json_schema request; llguidance works on CPU.
     router: start the Dynasor router on `port` in front of the workers (default). Without it
         the first worker takes `port` and users talk to SGLang directly.
-    scheduling, max_inflight_per_worker, aging_rate, starvation_bound_s, deadline_stop,
-        program_ttl_s: the router's settings (see `dynasor_sgl.router.config.RouterConfig`).
+    scheduling, inflight_limit, max_inflight_per_worker, inflight_limit_min,
+        inflight_limit_max, aging_rate, starvation_bound_s, deadline_stop, program_ttl_s: the
+        router's settings (see `dynasor_sgl.router.config.RouterConfig`).
     default_effort: the router's early exit for OpenAI chats that ask for none (None: off).
     api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
     policy_file: a JSON policy file (algorithm -> PolicyConfig overrides) the router applies
@@ -64,7 +65,10 @@ class LaunchConfig:
     grammar_backend: str = "llguidance"
     router: bool = True
     scheduling: str = RouterConfig.scheduling
+    inflight_limit: str = RouterConfig.inflight_limit
     max_inflight_per_worker: int = RouterConfig.max_inflight_per_worker
+    inflight_limit_min: int = RouterConfig.inflight_limit_min
+    inflight_limit_max: int = RouterConfig.inflight_limit_max
     aging_rate: float = RouterConfig.aging_rate
     starvation_bound_s: float = RouterConfig.starvation_bound_s
     deadline_stop: bool = RouterConfig.deadline_stop
@@ -97,6 +101,13 @@ class LaunchConfig:
         if self.max_inflight_per_worker < 1:
             raise ValueError(
                 f"max_inflight_per_worker must be >= 1, got {self.max_inflight_per_worker}"
+            )
+        if self.router:  # the router's own check, so a bad limit fails before any worker starts
+            RouterConfig(
+                worker_urls=("http://127.0.0.1:1",),
+                inflight_limit=self.inflight_limit,
+                inflight_limit_min=self.inflight_limit_min,
+                inflight_limit_max=self.inflight_limit_max,
             )
         for name in ("aging_rate", "starvation_bound_s", "program_ttl_s"):
             if not getattr(self, name) > 0:

@@ -9,8 +9,10 @@ from typing import Any
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.router.effort import check_effort
 from dynasor_sgl.scheduling import Order, SchedulerConfig
+from dynasor_sgl.scheduling.limiter import LimiterConfig, LimitMode
 
 SCHEDULING = tuple(str(p) for p in Order)
+INFLIGHT_LIMITS = tuple(str(m) for m in LimitMode)
 # Chosen as the knee of the CPU worker's throughput, but measured through a router bound at
 # 12 (so it measured the bound); the worker alone reaches 90% of its best tokens/s at 48 and
 # 61% at 12 (bench/worker_speed.py, 2026-11-30). Kept: below the knee the backlog waits in the
@@ -26,12 +28,20 @@ class RouterConfig:
     host, port: where it listens; 127.0.0.1 unless you mean to expose it.
     scheduling: the order of waiting work (`dynasor_sgl.scheduling.Order`):
         "deadline" (least slack first, gang; the default), "sjf" (approximate
-        shortest-job-first with aging, gang; the paper's), "fifo" (programs in arrival order,
-        gang) or "fcfs" (requests in arrival order).
+        shortest-job-first with aging, gang; the paper's), "plas" (program-level least
+        attained service, gang: Autellix's), "fifo" (programs in arrival order, gang) or
+        "fcfs" (requests in arrival order).
+    inflight_limit: how each worker's in-flight limit is kept
+        (`dynasor_sgl.scheduling.limiter`): "adaptive" (it moves towards the worker's
+        throughput knee as completions show what more concurrency buys) or "fixed" (it stays
+        at max_inflight_per_worker).
     max_inflight_per_worker: requests in flight per worker before new ones wait in the
-        router's admission queue, where the scheduling order holds. The default (12) is below
-        the CPU worker's throughput knee (48; 12 makes 61% of its best tokens/s), so a backlog
-        waits in the router; a GPU worker saturates much later.
+        router's admission queue, where the scheduling order holds: the fixed limit, or where
+        the adaptive one starts. The default (12) is the CPU worker's (below its throughput
+        knee, 48; 12 makes 61% of its best tokens/s); a GPU worker saturates much later
+        (start it at 128 with `inflight_limit_max` 1024: `LimiterConfig.for_device("gpu")`).
+    inflight_limit_min, inflight_limit_max: the adaptive limit stays within these (widened
+        to include max_inflight_per_worker).
     aging_rate: tokens of predicted work forgiven per second a program waits (sjf).
     starvation_bound_s: no ready program waits longer than this (plus one dispatch per
         program ahead of it): predicted work is clamped to aging_rate × this.
@@ -60,7 +70,10 @@ class RouterConfig:
     # the deadline stop. Programs without a deadline are due after the starvation bound, so
     # among them the order is by readiness; `sjf` (the paper's order) is one option away.
     scheduling: str = "deadline"
+    inflight_limit: str = "fixed"
     max_inflight_per_worker: int = MEASURED_KNEE
+    inflight_limit_min: int = LimiterConfig.min_limit
+    inflight_limit_max: int = LimiterConfig.max_limit
     aging_rate: float = SchedulerConfig.aging_rate
     starvation_bound_s: float = SchedulerConfig.starvation_bound_s
     deadline_stop: bool = True
@@ -84,9 +97,23 @@ class RouterConfig:
             raise ValueError(f"scheduling must be one of {SCHEDULING}, got {self.scheduling!r}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be between 1 and 65535, got {self.port}")
-        for name in ("max_inflight_per_worker", "max_body_bytes", "max_programs"):
+        for name in (
+            "max_inflight_per_worker",
+            "inflight_limit_min",
+            "max_body_bytes",
+            "max_programs",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inflight_limit not in INFLIGHT_LIMITS:
+            raise ValueError(
+                f"inflight_limit must be one of {INFLIGHT_LIMITS}, got {self.inflight_limit!r}"
+            )
+        if self.inflight_limit_max < self.inflight_limit_min:
+            raise ValueError(
+                f"inflight_limit_max must be >= inflight_limit_min ({self.inflight_limit_min}), "
+                f"got {self.inflight_limit_max}"
+            )
         for algorithm, overrides in self.policy_defaults.items():
             PolicyConfig.for_algorithm(algorithm, **overrides)  # raises ValueError if bad
         if self.default_effort is not None:
@@ -95,6 +122,17 @@ class RouterConfig:
         for name in ("health_interval_s", "request_timeout_s", "program_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def limiter(self) -> LimiterConfig:
+        """How each worker's in-flight limit is kept."""
+        start = self.max_inflight_per_worker
+        if self.inflight_limit == LimitMode.FIXED:
+            return LimiterConfig.fixed(start)
+        return LimiterConfig(
+            initial=start,
+            min_limit=min(self.inflight_limit_min, start),
+            max_limit=max(self.inflight_limit_max, start),
+        )
 
     def scheduler(self) -> SchedulerConfig:
         """The scheduler settings this router runs with."""

@@ -40,10 +40,11 @@ class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
         self.pool = WorkerPool(config.worker_urls, config.max_inflight_per_worker)
-        self.admission = Admission(self.pool, config.scheduler())
+        self.admission = Admission(self.pool, config.scheduler(), limiter=config.limiter())
         self.programs = ProgramTable(config.max_programs)
         self.forwarder = Forwarder(config.request_timeout_s)
         self.metrics = Metrics()
+        self.metrics.watch_limits(lambda: {w.index: w.slots.limit for w in self.pool.workers})
         self.enforcer = Enforcer(
             config, self.pool, self.admission, self.programs, self.forwarder, self.metrics
         )
@@ -159,6 +160,7 @@ class Router:
         # The slot may be granted on another worker (the program moved while this waited):
         # the request then goes to, and is released on, the worker whose slot it holds.
         worker, priority = await self.admission.acquire(worker, uuid.uuid4().hex, pid, max_new)
+        granted_at = self.admission.clock()  # what the worker's limiter measures from
         entry: InFlight | None = None
         finished = False
         try:
@@ -175,7 +177,9 @@ class Router:
                 resp = await self.forwarder.open_stream(worker, path, payload)
                 if resp.status == 200:
                     finished = True  # from here on the stream's generator finishes it
-                    done = functools.partial(self._finish_request, worker, path, prog, body, entry)
+                    done = functools.partial(
+                        self._finish_request, worker, path, prog, body, entry, granted_at=granted_at
+                    )
                     chunks = self._relay(worker, path, resp, body.get("rid"), done, rename)
                     if watched is None or prog is None or entry is None:
                         return chunks
@@ -184,7 +188,8 @@ class Router:
                     return events if watched.client_stream else await watched.collect(events)
                 reply = await self.forwarder.read_reply(worker, resp)  # an error, as it is
             finished = True
-            self._finish_request(worker, path, prog, body, entry, _reply_tokens(path, reply))
+            tokens = _reply_tokens(path, reply)
+            self._finish_request(worker, path, prog, body, entry, tokens, granted_at)
             return reply
         except asyncio.CancelledError:  # the client went away: stop the work in the worker
             if not finished:  # else the stream's generator does
@@ -234,8 +239,18 @@ class Router:
         body: dict[str, Any],
         entry: InFlight | None,
         tokens: dict[str, Any] | None,
+        granted_at: float | None = None,
     ) -> None:
-        self.admission.release(worker)
+        """The request ended: its slot is released (a completion, one with token counts,
+        teaches the worker's limiter and credits its program's service), its tokens counted
+        and its program's books settled."""
+        completed = int((tokens or {}).get("completion_tokens") or 0)
+        self.admission.release(
+            worker,
+            granted_at if tokens is not None else None,
+            completed,
+            prog.program_id if prog is not None else None,
+        )
         for kind in ("prompt_tokens", "completion_tokens", "cached_tokens"):
             count = int((tokens or {}).get(kind) or 0)
             if count:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,6 +12,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from dynasor_sgl.answers import equivalence as answers
 from dynasor_sgl.router.table import Program
@@ -106,6 +110,11 @@ class Metrics:
             registry=r,
         )
 
+    def watch_limits(self, limits: Callable[[], Mapping[int, int]]) -> None:
+        """`dynasor_inflight_limit{worker=...}`: each worker's in-flight limit, read from
+        `limits` (worker index -> limit) at every scrape (an adaptive limit moves between)."""
+        self.registry.register(_LimitCollector(limits))
+
     def program_ended(self, prog: Program) -> None:
         self.programs_ended.labels(prog.exit_reason or "unknown").inc()
         if prog.trajectory:
@@ -115,3 +124,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LimitCollector(Collector):
+    """The per-worker in-flight limits, read when scraped."""
+
+    def __init__(self, limits: Callable[[], Mapping[int, int]]) -> None:
+        self._limits = limits
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "dynasor_inflight_limit",
+            "Requests a worker may have in flight before new ones wait in the router",
+            labels=["worker"],
+        )
+        for worker, limit in sorted(self._limits().items()):
+            family.add_metric([str(worker)], limit)
+        yield family

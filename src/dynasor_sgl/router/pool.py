@@ -192,11 +192,15 @@ class WorkerPool:
             self.workers[idx].programs.discard(program_id)
 
     def _overloaded(self, w: Worker) -> bool:
-        """Full and with a queue while another healthy worker has room to spare."""
-        if w.inflight < self.max_inflight or w.queued == 0:
+        """Full and with a queue while another healthy worker has room to spare (half its
+        limit free)."""
+        if w.inflight < self._limit(w) or w.queued == 0:
             return False
-        room = max(1, self.max_inflight // 2)
-        return any(o.load < room for o in self.available() if o is not w)
+        return any(o.load < max(1, self._limit(o) // 2) for o in self.available() if o is not w)
+
+    def _limit(self, w: Worker) -> int:
+        """The worker's in-flight limit as admission keeps it (else the pool's own)."""
+        return w.slots.limit or self.max_inflight
 
     def mark_down(self, worker: Worker, reason: str) -> None:
         if worker.healthy:

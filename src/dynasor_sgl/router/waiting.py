@@ -16,6 +16,7 @@ from dynasor_sgl.router.errors import ApiError, unavailable
 from dynasor_sgl.router.pool import Worker, WorkerPool
 from dynasor_sgl.scheduling import SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant
+from dynasor_sgl.scheduling.limiter import LimiterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,15 @@ class Admission:
         pool: WorkerPool,
         config: SchedulerConfig,
         clock: Callable[[], float] = time.monotonic,
+        limiter: LimiterConfig | None = None,
     ) -> None:
+        """limiter: how each worker's in-flight limit is kept (None: fixed at the pool's
+        max_inflight)."""
         self.pool = pool
         self.config = config
         self.clock = clock
-        self.queue = AdmissionQueue([w.slots for w in pool.workers], pool.max_inflight, config)
+        workers = [w.slots for w in pool.workers]
+        self.queue = AdmissionQueue(workers, pool.max_inflight, config, limiter)
         self._futures: dict[str, asyncio.Future[Grant]] = {}
 
     def queue_length(self) -> int:
@@ -100,8 +105,19 @@ class Admission:
         finally:
             self._futures.pop(request_id, None)
 
-    def release(self, worker: Worker) -> None:
-        self._resume(self.queue.release(worker.index, self.clock()))
+    def release(
+        self,
+        worker: Worker,
+        granted_at: float | None = None,
+        tokens: int = 0,
+        program_id: str | None = None,
+    ) -> None:
+        """A request on `worker` ended. With `granted_at` (the clock when its slot was granted)
+        it completed with `tokens` generated: the worker's limiter and the program's attained
+        service learn from it."""
+        now = self.clock()
+        latency = None if granted_at is None else max(0.0, now - granted_at)
+        self._resume(self.queue.release(worker.index, now, latency, tokens, program_id))
         self._forget_if_drained(worker)
 
     def _resume(self, grants: Iterable[Grant]) -> None:

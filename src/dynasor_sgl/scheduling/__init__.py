@@ -14,6 +14,10 @@ Policies (`Order`):
   (lower first) = min(remaining units × tokens per unit, work_cap) − aging_rate × waited,
   where tokens per unit is the program's own average so far, before its first report the
   running average of its algorithm (seeded from `PRIOR_TOKENS_PER_UNIT`).
+- plas: program-level least attained service (Autellix, arXiv 2502.13965 §4.2.1), gang, no
+  prediction. Score (lower first) = min(tokens its completed requests generated, work_cap) −
+  aging_rate × waited: a program that has been served least goes first; the clamp and aging
+  give it the same starvation bound as sjf (Autellix promotes long-waiting programs instead).
 - deadline: least slack first among programs that can still make their deadline, gang. Slack =
   deadline − now − predicted time, predicted time = remaining units × the program's own seconds
   per unit so far (before its first report: predicted work / `prior_token_rate`). A program
@@ -21,10 +25,12 @@ Policies (`Order`):
   longer make it go after those that can, by SJF score, except one that has waited longer than
   `starvation_bound_s`, which goes first.
 
-Every key above is time-invariant (aging shifts every SJF score by the same −aging_rate × now),
-so ready programs sit in a heap: add, enqueue, next and on_report are O(log P).
+Every key above is time-invariant (aging shifts every SJF or PLAS score by the same
+−aging_rate × now), so ready programs sit in a heap: add, enqueue, next and on_report are
+O(log P).
 
-Starvation bound. Let B = starvation_bound_s, a = aging_rate, work_cap = a·B. Under sjf a
+Starvation bound. Let B = starvation_bound_s, a = aging_rate, work_cap = a·B. Under sjf (and
+plas, whose attained service is clamped the same way) a
 program P ready from t0 has score ≤ a·B − a·(now − t0); a program Q that becomes ready after
 t0 + B has score ≥ −a·(now − t_Q) > a·B − a·(now − t0) ≥ P's. So if the caller dispatches at
 least every d seconds while anything is ready, P is dispatched by t0 + B + (N + 1)·d, N = the

@@ -1,16 +1,21 @@
 """Admission: how many requests each worker runs, who waits, and who goes when a slot frees.
 
-Each worker takes at most `bound` requests at once (at or below the knee of its throughput:
-past the knee more concurrent requests only share the same tokens/s), so the backlog waits
-here, where the scheduler can order it, instead of inside the engine's batch. Below the bound
-a request goes straight through; above it, it waits, and each freed slot goes to the program
-the worker's `Scheduler` puts first: all of that program's waiting requests together (a gang;
-one request under fcfs), each with the SGLang priority the scheduler gave it at dispatch.
+Each worker takes at most its limit of requests at once (at or below the knee of its
+throughput: past the knee more concurrent requests only share the same tokens/s), so the
+backlog waits here, where the scheduler can order it, instead of inside the engine's batch.
+Below the limit a request goes straight through; above it, it waits, and each freed slot goes
+to the program the worker's `Scheduler` puts first: all of that program's waiting requests
+together (a gang; one request under fcfs), each with the SGLang priority the scheduler gave it
+at dispatch.
 
 Synchronous and clock-injected (`now` is passed in): the router wraps it with futures
 (`dynasor_sgl.router.waiting`), a simulator calls it directly. A request outside any program
 (plain) is a one-unit job of its own max_new_tokens. Slots can be reserved for expansion a
 policy granted, so concurrent reports do not all see the same free capacity.
+
+A worker's limit is its `InflightLimiter`'s (`dynasor_sgl.scheduling.limiter`): fixed at
+`bound`, or adaptive, fed the completions `release` is told about. A limit that shrinks below
+the requests in flight takes nothing away: no new request goes until enough have ended.
 
 Workers join (`add_worker`) and leave while it runs: `close_worker` stops new work going to
 one, the caller moves its programs (`ensure_program` elsewhere) and plain waiters
@@ -21,9 +26,10 @@ holds nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dynasor_sgl.scheduling.config import SchedulerConfig
+from dynasor_sgl.scheduling.limiter import InflightLimiter, LimiterConfig
 from dynasor_sgl.scheduling.scheduler import Scheduler
 from dynasor_sgl.scheduling.state import Dispatch
 
@@ -43,12 +49,14 @@ def slots_per_unit(algorithm: str) -> int:
 
 @dataclass
 class Slots:
-    """One worker's occupancy: requests running, waiting, and reserved for granted expansion."""
+    """One worker's occupancy: requests running, waiting, and reserved for granted expansion,
+    and its current in-flight limit (0 until a queue takes the worker)."""
 
     index: int
     inflight: int = 0
     queued: int = 0
     reserved: int = 0
+    limit: int = field(default=0, compare=False)  # not occupancy: a setting admission keeps
 
 
 @dataclass(frozen=True)
@@ -63,15 +71,28 @@ class Grant:
 
 
 class AdmissionQueue:
-    """Per-worker in-flight bounds and wait queues. Not thread-safe; the caller serializes."""
+    """Per-worker in-flight limits and wait queues. Not thread-safe; the caller serializes.
 
-    def __init__(self, workers: list[Slots], bound: int, config: SchedulerConfig) -> None:
+    bound: every worker's fixed limit, unless `limiter` sets how each worker's limit is kept
+    (`LimiterConfig`; an adaptive one starts at its `initial`)."""
+
+    def __init__(
+        self,
+        workers: list[Slots],
+        bound: int,
+        config: SchedulerConfig,
+        limiter: LimiterConfig | None = None,
+    ) -> None:
         if bound < 1:
             raise ValueError(f"bound must be >= 1, got {bound!r}")
         self.bound = bound
+        self.limiter = limiter or LimiterConfig.fixed(bound)
         self.config = config
-        self.workers = {w.index: w for w in workers}
-        self._schedulers = {w.index: Scheduler(config) for w in workers}
+        self.workers: dict[int, Slots] = {}
+        self._schedulers: dict[int, Scheduler] = {}
+        self._limiters: dict[int, InflightLimiter] = {}
+        for w in workers:
+            self.add_worker(w)
         self._waiting: dict[str, tuple[int, str]] = {}  # request id -> (worker, scheduler id)
         self._home: dict[str, int] = {}  # program id -> worker whose scheduler holds it
         self._reserved: dict[str, int] = {}  # program id -> slots reserved for it
@@ -85,6 +106,16 @@ class AdmissionQueue:
             raise ValueError(f"worker {slots.index} is already in the queue")
         self.workers[slots.index] = slots
         self._schedulers[slots.index] = Scheduler(self.config)
+        self._limiters[slots.index] = InflightLimiter(self.limiter)
+        slots.limit = self._limiters[slots.index].limit
+
+    def limit(self, worker: int) -> int:
+        """The in-flight limit of `worker` now."""
+        return self.workers[worker].limit
+
+    def limiter_of(self, worker: int) -> InflightLimiter:
+        """The limiter that keeps `worker`'s limit (for inspection)."""
+        return self._limiters[worker]
 
     def close_worker(self, worker: int) -> None:
         """`worker` is leaving: it takes no new request, waiting one or program from now on
@@ -106,7 +137,7 @@ class AdmissionQueue:
             raise ValueError(f"worker {worker} must be closed before it is removed")
         if w.inflight or w.queued or w.reserved or self.programs_on(worker):
             raise ValueError(f"worker {worker} still holds work: {w}")
-        del self.workers[worker], self._schedulers[worker]
+        del self.workers[worker], self._schedulers[worker], self._limiters[worker]
         self._closed.discard(worker)
 
     def _check_open(self, worker: int) -> None:
@@ -214,7 +245,7 @@ class AdmissionQueue:
 
     def _free(self, w: Slots, program_id: str | None) -> int:
         own = self._reserved.get(program_id, 0) if program_id else 0
-        return self.bound - w.inflight - (w.reserved - own)
+        return w.limit - w.inflight - (w.reserved - own)
 
     def _may_go(self, w: Slots, program_id: str | None) -> bool:
         """Whether a new request may take a slot on `w` now, past the queue's order.
@@ -224,7 +255,7 @@ class AdmissionQueue:
         worker with nothing in flight takes any request: no release is coming to dispatch a
         waiting one, so a reservation that covers every free slot would stall it for good.
         Otherwise a request goes only past an empty queue into a slot nobody reserved."""
-        if w.inflight >= self.bound:
+        if w.inflight >= w.limit:
             return False
         own = self._reserved.get(program_id, 0) if program_id is not None else 0
         if own and self._home.get(program_id or "") == w.index:
@@ -269,16 +300,33 @@ class AdmissionQueue:
         logger.debug("request %s of %s queued on worker %d", request_id, sid, worker)
         return None
 
-    def release(self, worker: int, now: float) -> list[Grant]:
-        """A request on `worker` ended; returns the waiting requests that may go now."""
-        self.workers[worker].inflight -= 1
+    def release(
+        self,
+        worker: int,
+        now: float,
+        latency_s: float | None = None,
+        tokens: int = 0,
+        program_id: str | None = None,
+    ) -> list[Grant]:
+        """A request on `worker` ended; returns the waiting requests that may go now. With
+        `latency_s` (seconds since its slot was granted) it completed, having generated
+        `tokens`: the worker's limiter learns from it, and its program (`program_id`) is
+        credited the service (`Scheduler.on_served`)."""
+        w = self.workers[worker]
+        if latency_s is not None:
+            limiter = self._limiters[worker]
+            w.limit = limiter.on_complete(now, latency_s, tokens, w.inflight, w.queued)
+            home = self._home.get(program_id or "")
+            if home is not None and tokens > 0:
+                self._schedulers[home].on_served(program_id or "", tokens, now)
+        w.inflight -= 1
         return self.dispatch(worker, now)
 
     def dispatch(self, worker: int, now: float) -> list[Grant]:
         w = self.workers[worker]
         sched = self._schedulers[worker]
         grants: list[Grant] = []
-        while w.inflight < self.bound and w.queued:
+        while w.inflight < w.limit and w.queued:
             nxt: Dispatch | None = sched.next(now)
             if nxt is None:
                 break
@@ -346,7 +394,7 @@ class AdmissionQueue:
         w = self.workers[worker]
         if self._waiting:
             return 0
-        return max(0, self.bound - w.inflight - w.reserved)
+        return max(0, w.limit - w.inflight - w.reserved)
 
     def reserve(self, program_id: str, slots: int, now: float) -> list[Grant]:
         """Holds `slots` on the program's worker for expansion granted to it (replacing what it

@@ -17,6 +17,7 @@ class Order(StrEnum):
     FIFO = "fifo"
     SJF = "sjf"
     DEADLINE = "deadline"
+    PLAS = "plas"
 
 
 # Tokens one knob unit costs before any program of the algorithm has reported: an SC or
@@ -38,8 +39,10 @@ PRIOR_TOKENS_PER_UNIT: dict[str, float] = {
 class SchedulerConfig:
     """order: the order waiting work goes in (`Order`; a scheduling order, not a program
       policy).
-    aging_rate: tokens of predicted work forgiven per second a program waits (> 0).
-    starvation_bound_s: predicted work is clamped to aging_rate × this, so no ready program
+    aging_rate: tokens of predicted work (plas: of attained service) forgiven per second a
+      program waits (> 0).
+    starvation_bound_s: predicted work (plas: attained service) is clamped to aging_rate ×
+      this, so no ready program
       waits longer than this plus one dispatch per program ahead of it (> 0).
     prior_token_rate: tokens/s a program is assumed to progress at before its first report;
       only the deadline order reads it (> 0).

@@ -105,6 +105,18 @@ class Scheduler:
         if prog.pending:
             self._push(prog)  # its key changed; the old heap entry is now stale
 
+    def on_served(self, program_id: str, tokens: int, now: float | None = None) -> None:
+        """A request of the program completed with `tokens` generated: its attained service
+        grows (what plas orders by). Unknown program ids are ignored."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens!r}")
+        prog = self._programs.get(program_id)
+        if prog is None:
+            return
+        prog.served += tokens
+        if prog.pending and self.config.order is Order.PLAS:
+            self._push(prog)  # its key changed; the old heap entry is now stale
+
     def on_finish(self, program_id: str) -> None:
         """Forgets a program (unknown ids are ignored: finish may race with abort)."""
         self._programs.pop(program_id, None)
@@ -169,7 +181,13 @@ class Scheduler:
             return since
         if cfg.order is Order.DEADLINE:
             return self._latest_start(prog, since)
+        if cfg.order is Order.PLAS:
+            return self._attained(prog) + cfg.aging_rate * since
         return self.predicted_work(prog.program_id) + cfg.aging_rate * since
+
+    def _attained(self, prog: ProgramState) -> float:
+        """The program's attained service, clamped to `work_cap` (the starvation bound)."""
+        return min(float(prog.served), self.config.work_cap)
 
     def _latest_start(self, prog: ProgramState, since: float) -> float:
         if prog.deadline_at is None:
@@ -238,13 +256,16 @@ class Scheduler:
         return Dispatch(prog.program_id, batch, priority)
 
     def score(self, program_id: str, now: float) -> float:
-        """Lower goes first. sjf: predicted work − aging; deadline: slack in seconds; fifo:
-        the arrival rank; fcfs: when the oldest ready request became ready."""
+        """Lower goes first. sjf: predicted work − aging; plas: attained service − aging;
+        deadline: slack in seconds; fifo: the arrival rank; fcfs: when the oldest ready request
+        became ready."""
         prog = self._get(program_id)
         cfg = self.config
         since = prog.ready_since if prog.ready_since is not None else now
         if cfg.order is Order.SJF:
             return self.predicted_work(program_id) - cfg.aging_rate * (now - since)
+        if cfg.order is Order.PLAS:
+            return self._attained(prog) - cfg.aging_rate * (now - since)
         if cfg.order is Order.DEADLINE:
             return self._latest_start(prog, since) - now
         return self._key(prog)

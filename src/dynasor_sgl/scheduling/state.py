@@ -19,6 +19,7 @@ class ProgramState:
     units: int = 0
     tokens: int = 0
     seconds_per_unit: float | None = None  # observed: time since arrival / units, at reports
+    served: int = 0  # tokens its completed requests generated: its attained service (plas)
     pending: deque[tuple[str, float]] = field(default_factory=deque)  # (request id, ready at)
     seq: int = 0
     version: int = 0

@@ -25,6 +25,7 @@ from dynasor_sgl.policy.machine import Action, Decision, ProgramPolicy, Report
 from dynasor_sgl.router.pool import WorkerPool
 from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.admission import AdmissionQueue, Grant, slots_per_unit
+from dynasor_sgl.scheduling.limiter import LimiterConfig
 from dynasor_sgl.scheduling.reports import Progress, settle, slack_units
 from dynasor_sgl.sim.engine import Engine
 from dynasor_sgl.sim.loop import EventLoop
@@ -56,7 +57,9 @@ class Served(Protocol):
 @dataclass(frozen=True)
 class Setup:
     """How one system serves. scheduling: the router's order (None: SGLang alone). bound: the
-    router's in-flight bound per worker. engine_order: the workers' waiting-queue order
+    router's in-flight bound per worker (where an adaptive limit starts). limiter: how each
+    worker's limit is kept (None: fixed at bound); the router's own `InflightLimiter`, fed
+    every request that leaves an engine. engine_order: the workers' waiting-queue order
     (SGLang's --schedule-policy). worker_priority: the router passes its priorities to the
     engines. deadline_stop: the router stops programs that can no longer meet their
     deadline."""
@@ -66,6 +69,7 @@ class Setup:
     engine_order: QueueOrder = QueueOrder.FCFS
     worker_priority: bool = False
     deadline_stop: bool = False
+    limiter: LimiterConfig | None = None
 
 
 class Cluster:
@@ -90,6 +94,7 @@ class Cluster:
         self._done: dict[str, tuple[OnDone, float]] = {}  # rid -> (callback, sent at)
         self._waiting: dict[str, Request] = {}  # rid -> a request waiting for admission
         self._where: dict[str, int] = {}  # rid -> worker, while in an engine
+        self._granted: dict[str, float] = {}  # rid -> when it went to its engine
         self._pins: dict[str, int] = {}  # direct: program -> engine
         self.waits: dict[str, float] = {}  # rid -> seconds outside the engine
         router = profile.router_overhead_s if setup.scheduling is not None else 0.0
@@ -101,7 +106,8 @@ class Cluster:
             for w in self.pool.workers:
                 w.healthy = True
             sched = SchedulerConfig(order=Order(setup.scheduling))
-            self.queue = AdmissionQueue([w.slots for w in self.pool.workers], setup.bound, sched)
+            slots = [w.slots for w in self.pool.workers]
+            self.queue = AdmissionQueue(slots, setup.bound, sched, setup.limiter)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -150,6 +156,7 @@ class Cluster:
         _, sent = self._done[req.rid]
         self.waits[req.rid] = self.loop.now - sent
         self._where[req.rid] = worker
+        self._granted[req.rid] = self.loop.now
         engine = self.engines[worker]
         engine.submit(req, self.loop.now)
         self._schedule(worker)
@@ -168,10 +175,16 @@ class Cluster:
         self._schedule(worker)
 
     def _finish(self, f: Finished, worker: int) -> None:
-        self._where.pop(f.request.rid, None)
-        on_done, _ = self._done.pop(f.request.rid)
+        """A request left its engine: as in the router, a completion (not an abort) teaches
+        the worker's limiter and credits its program's attained service."""
+        req, now = f.request, self.loop.now
+        self._where.pop(req.rid, None)
+        granted = self._granted.pop(req.rid, now)
+        on_done, _ = self._done.pop(req.rid)
         if self.queue is not None:
-            self._grant(self.queue.release(worker, self.loop.now))
+            latency = None if f.aborted else now - granted
+            grants = self.queue.release(worker, now, latency, req.generated, req.program_id)
+            self._grant(grants)
         on_done(f)
 
     # -- programs -------------------------------------------------------------------------

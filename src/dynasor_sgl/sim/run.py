@@ -21,6 +21,7 @@ from dynasor_sgl.online.systems import System, policy_for
 from dynasor_sgl.online.workload import arrival_offsets, deadline_s
 from dynasor_sgl.policy.machine import PolicyConfig
 from dynasor_sgl.router.config import MEASURED_KNEE
+from dynasor_sgl.scheduling.limiter import LimiterConfig
 from dynasor_sgl.sim.cluster import Cluster, Setup
 from dynasor_sgl.sim.loop import EventLoop
 from dynasor_sgl.sim.profile import Profile
@@ -47,6 +48,7 @@ class RunSpec:
     bench/results/online-warm) ran with the router's default, on (`sim.validate` reads which).
     speed: the engines' speed schedule over the run, (from s, factor) (`sim.engine.Engine`);
     empty: the profile's speed throughout.
+    limiter: how the routers keep each worker's in-flight limit (None: fixed at the bound).
     """
 
     profile: Profile
@@ -60,11 +62,18 @@ class RunSpec:
     difficulty: Mapping[str, int] | None = None
     router_deadline_stop: bool = False
     speed: tuple[tuple[float, float], ...] = ()
+    limiter: LimiterConfig | None = None
 
 
-def setup_for(system: System, bound: int | None, router_deadline_stop: bool = False) -> Setup:
+def setup_for(
+    system: System,
+    bound: int | None,
+    router_deadline_stop: bool = False,
+    limiter: LimiterConfig | None = None,
+) -> Setup:
     """How `system` serves in the simulator (its worker flavour gives the engine policy). Its
-    router stops at deadlines when the system asks for it or `router_deadline_stop` says so."""
+    router stops at deadlines when the system asks for it or `router_deadline_stop` says so,
+    and keeps each worker's limit as `limiter` says (None: fixed at `bound`)."""
     if system.direct:
         policy = QueueOrder.LPM if system.worker == "lpm" else QueueOrder.FCFS
         return Setup(None, engine_order=policy)
@@ -74,6 +83,7 @@ def setup_for(system: System, bound: int | None, router_deadline_stop: bool = Fa
         QueueOrder.PRIORITY,
         worker_priority=True,
         deadline_stop=system.deadline_stop or router_deadline_stop,
+        limiter=limiter,
     )
 
 
@@ -99,7 +109,7 @@ def simulate(
     """The records of `n` programs (trace i mod len) arriving at `rate` on `system`."""
     loop = EventLoop()
     bound = spec.bound or spec.profile.router_bound
-    setup = setup_for(system, bound, spec.router_deadline_stop)
+    setup = setup_for(system, bound, spec.router_deadline_stop, spec.limiter)
     cluster = Cluster(loop, spec.profile, spec.workers, setup, spec.speed)
     configs: dict[tuple[str, int], PolicyConfig] = {}
     runs = []

@@ -2,6 +2,12 @@
 model's knee, and each system's attainment-vs-rate curve and highest rate on time over a
 number of workers.
 
+A system is named as in the online benchmark's table, plus `autellix` (Autellix's PLAS order,
+gang, no early exit) where that table has none, optionally with the routers' in-flight limit:
+`dynasor@adaptive` keeps each worker's limit with the router's adaptive limiter (started at the
+device's default, `LimiterConfig.for_device`), `dynasor@fixed` (the same as `dynasor`) at the
+fixed bound.
+
 Rates are fractions (`LOAD`) of the workers' capacity at cap: one worker's decode tokens/s
 at a batch of `CAPACITY_BATCH` over a program's tokens at cap (`capacity`). The figure of
 merit is the online benchmark's (`online.metrics.max_rate`: the highest rate with >= 90% of
@@ -18,7 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dynasor_sgl.online import metrics as m
-from dynasor_sgl.online.systems import RUN_TO_CAP, SYSTEMS
+from dynasor_sgl.online.systems import RUN_TO_CAP, SYSTEMS, System
+from dynasor_sgl.scheduling.limiter import LimiterConfig, LimitMode
 from dynasor_sgl.sim.profile import Profile
 from dynasor_sgl.sim.run import RunSpec, base_deadlines, simulate
 from dynasor_sgl.sim.sweep import KNEE_FRACTION
@@ -26,6 +33,34 @@ from dynasor_sgl.sim.traces import Trace
 
 LOAD = (0.25, 0.5, 1.0, 1.5, 2.5)
 CAPACITY_BATCH = 128
+AUTELLIX = System(
+    "autellix",
+    "program-level least attained service (Autellix's PLAS) with gang, to cap",
+    "plas",
+    policy=RUN_TO_CAP,
+)
+SIM_SYSTEMS: dict[str, System] = {AUTELLIX.name: AUTELLIX, **SYSTEMS}  # the table's own wins
+
+
+def parse_variant(name: str) -> tuple[System, LimitMode]:
+    """`system` or `system@adaptive|fixed`: the system and how its routers keep the limit
+    (fixed unless said). Unknown names: ValueError."""
+    base, _, limit = name.partition("@")
+    if base not in SIM_SYSTEMS:
+        raise ValueError(f"unknown system {base!r}; choose from {', '.join(SIM_SYSTEMS)}")
+    if limit and limit not in tuple(LimitMode):
+        raise ValueError(f"unknown in-flight limit {limit!r}; choose from {', '.join(LimitMode)}")
+    return SIM_SYSTEMS[base], LimitMode(limit or LimitMode.FIXED)
+
+
+def limiter_for(profile: Profile, mode: LimitMode) -> LimiterConfig | None:
+    """The routers' limiter on `profile`'s device under `mode` (None: fixed at the bound): the
+    device's defaults, its ceiling no higher than the engine's max running requests."""
+    if mode is LimitMode.FIXED:
+        return None
+    config = LimiterConfig.for_device("gpu" if profile.name.startswith("gpu") else "cpu")
+    ceiling = max(config.initial, min(config.max_limit, profile.max_running))
+    return dataclasses.replace(config, max_limit=ceiling)
 
 
 def capacity(profile: Profile, traces: Sequence[Trace]) -> float:
@@ -53,12 +88,15 @@ def router_bound(profile: Profile, fraction: float = KNEE_FRACTION) -> int:
     return max(1, min(profile.max_running, math.ceil(b)))
 
 
-def scale_spec(profile: Profile, workers: int, traces: list[Trace], slo: float) -> RunSpec:
-    """`workers` engines of `profile` behind routers bound at its knee, with base deadlines
-    measured on `traces` run to cap (seed 0, 1024 tokens a generation, no policy overrides)."""
+def scale_spec(
+    profile: Profile, workers: int, traces: list[Trace], slo: float, bound: int | None = None
+) -> RunSpec:
+    """`workers` engines of `profile` behind routers bound at `bound` (None: its knee), with
+    base deadlines measured on `traces` run to cap (seed 0, 1024 tokens a generation, no policy
+    overrides)."""
     # The systems as the table defines them: no deadline stop unless a system asks for one
     # (the router's default would stop every router system's programs at their deadlines).
-    bound = router_bound(profile)
+    bound = bound or router_bound(profile)
     spec = RunSpec(profile, workers, 0, slo, 1024, {}, {}, bound=bound, router_deadline_stop=False)
     at_cap = dataclasses.replace(SYSTEMS["dynasor"], policy=RUN_TO_CAP)
     return dataclasses.replace(spec, bases=base_deadlines(traces, at_cap, spec))
@@ -67,11 +105,13 @@ def scale_spec(profile: Profile, workers: int, traces: list[Trace], slo: float) 
 def curve(
     traces: list[Trace], spec: RunSpec, system: str, rates: Sequence[float], n: int
 ) -> list[dict[str, Any]]:
-    """`system` at each rate of `rates` on `n` programs: attainment, p50 and mean latency,
-    mean tokens and accuracy."""
+    """`system` (`parse_variant`) at each rate of `rates` on `n` programs: attainment, p50 and
+    mean latency, mean tokens and accuracy."""
+    chosen, mode = parse_variant(system)
+    spec = dataclasses.replace(spec, limiter=limiter_for(spec.profile, mode))
     points = []
     for rate in rates:
-        recs = simulate(traces, n, SYSTEMS[system], rate, spec, f"{system}-{rate:g}")
+        recs = simulate(traces, n, chosen, rate, spec, f"{system}-{rate:g}")
         lat = m.latencies(recs)
         points.append(
             {
@@ -87,13 +127,19 @@ def curve(
 
 
 def scale_row(
-    profile: Profile, traces: list[Trace], workers: int, systems: Sequence[str], slo: float
+    profile: Profile,
+    traces: list[Trace],
+    workers: int,
+    systems: Sequence[str],
+    slo: float,
+    bound: int | None = None,
 ) -> dict[str, Any]:
     """Each system on `workers` workers at the LOAD fractions of their capacity, on all of
     `traces`: its curve, highest rate on time (and how it was found) and its ratio to
-    sglang's (None where sglang is not among `systems` or reaches no rate)."""
+    sglang's (None where sglang is not among `systems` or reaches no rate). `bound`: the
+    routers' fixed bound (None: the profile's knee)."""
     n = len(traces)
-    spec = scale_spec(profile, workers, traces, slo)
+    spec = scale_spec(profile, workers, traces, slo, bound)
     per_worker = capacity(profile, traces)
     rates = [round(f * per_worker * workers, 4) for f in LOAD]
     row: dict[str, Any] = {
@@ -110,3 +156,27 @@ def scale_row(
     for entry in row["systems"].values():
         entry["ratio_to_sglang"] = m.ratio(entry["max_rate"], base)
     return row
+
+
+def scale_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: per mix, one line per system, a column per worker count with its highest
+    rate on time (programs/s) and its ratio to sglang's in parentheses."""
+    lines: list[str] = []
+    for mix, by_workers in results.items():
+        counts = sorted(by_workers, key=int)
+        systems = list(dict.fromkeys(s for w in counts for s in by_workers[w]["systems"]))
+        lines += [f"**{mix}**", ""]
+        lines.append("| system | " + " | ".join(f"{w} workers" for w in counts) + " |")
+        lines.append("|---|" + "---|" * len(counts))
+        for system in systems:
+            cells = []
+            for w in counts:
+                entry = by_workers[w]["systems"].get(system)
+                if entry is None or entry["max_rate"] is None:
+                    cells.append("–")
+                    continue
+                ratio = entry["ratio_to_sglang"]
+                cells.append(f"{entry['max_rate']:.3g}" + (f" ({ratio:.2f}x)" if ratio else ""))
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
