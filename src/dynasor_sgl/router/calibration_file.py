@@ -7,14 +7,11 @@ the CLI can say so in one line before anything starts) and writing it atomically
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.plain import read_json_object
+from dynasor_sgl.plain import read_json_object, write_jsonl
 from dynasor_sgl.replay.selfcal_book import CalibrationBook
 from dynasor_sgl.replay.selfcal_key import BookSettings
 
@@ -32,16 +29,6 @@ def load_book(path: str | None, settings: BookSettings) -> CalibrationBook:
 
 
 def write_atomically(path: str, data: Mapping[str, Any]) -> None:
-    """Replace the file at `path` with `data` as JSON: a synced temporary file, renamed over it."""
-    folder = Path(path).resolve().parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=Path(path).name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace the file at `path` with `data` as JSON, atomically (`plain.write_jsonl`'s
+    synced temporary file renamed over it: one line, which is a JSON document)."""
+    write_jsonl(Path(path), [data])
