@@ -16,6 +16,7 @@ from fake_worker import FakeWorker
 from router_harness import BRANCH, error_of, gen, routed, run
 
 from dynasor_sgl.cli.main import main
+from dynasor_sgl.router import calibration
 
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 
@@ -36,7 +37,7 @@ async def explore_one(client: httpx.AsyncClient, pid: str) -> dict[str, Any]:
     rounds as the SC program does, every answer "7"; returns its last decision."""
     info = await register(client, pid)
     assert info["calibration"] == {"key": KEY, "explored": True, "rule": "explore"}
-    assert info["config"]["detect_at"] == CAP
+    assert info["config"]["thresholds"] == {}  # never certain: it runs to its cap
     used, decision = 0, {}
     while used < CAP:
         grant = min(decision.get("grant") or info["config"]["initial"], CAP - used)
@@ -137,7 +138,7 @@ def test_a_program_with_its_own_rule_or_another_algorithm_is_left_alone() -> Non
 
 @pytest.mark.parametrize(
     "body, where",
-    [({"task": "t" * 257}, "task"), ({"task": 3}, "task"), ({"task": ["a"]}, "task")],
+    [({"task": "t" * 257}, "task"), ({"task": ""}, "task"), ({"task": 3}, "task")],
 )
 def test_a_bad_task_tag_is_a_json_400(body: dict[str, Any], where: str) -> None:
     async def scenario() -> None:
@@ -177,3 +178,26 @@ def test_an_unreadable_calibration_file_is_a_one_line_error(tmp_path: Path) -> N
     for command in (["router", "--worker-url", "http://127.0.0.1:1"], ["launch"]):
         res = CliRunner().invoke(main, [*command, "--calibration", str(bad)])
         assert res.exit_code == 2 and "cannot read calibration file" in res.output, res.output
+
+
+def test_a_replay_that_fails_never_fails_the_programs_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("replay broke")
+
+    monkeypatch.setattr(calibration, "explore_run", broken)
+
+    async def scenario() -> None:
+        fake = FakeWorker(0.0)
+        await fake.start()
+        try:
+            async with routed(fake, explore=1.0) as (client, _):
+                last = await explore_one(client, "x")
+                assert (last["action"], last["reason"]) == ("stop", "cap")
+                (key,) = (await client.get("/calibration")).json()["keys"]
+                assert (key["explored"], key["runs"]) == (1, 0)
+        finally:
+            await fake.stop()
+
+    run(scenario)

@@ -11,7 +11,7 @@ import pytest
 
 from dynasor_sgl.policy import risk
 from dynasor_sgl.policy.config import PolicyConfig
-from dynasor_sgl.policy.machine import Action, ProgramPolicy, Report
+from dynasor_sgl.policy.machine import Action, ProgramPolicy, Report, StopReason
 from dynasor_sgl.replay.sampled import RecordedRun, SampledRun
 from dynasor_sgl.replay.selfcal_book import CalibrationBook
 from dynasor_sgl.replay.selfcal_key import BookSettings, Key, explore_run
@@ -117,7 +117,7 @@ def test_an_explored_program_never_stops_before_its_cap() -> None:
         assert decision.action is not Action.STOP
         used += decision.grant
     last = policy.decide(Report(used=CAP, answers={f"s{i}": "7" for i in range(CAP)}))
-    assert last.action is Action.STOP
+    assert (last.action, last.reason) == (Action.STOP, StopReason.CAP)
 
 
 def test_only_self_consistency_without_a_clients_own_rule_calibrates() -> None:

@@ -112,8 +112,9 @@ def eligible(algorithm: str, client_policy: Mapping[str, Any]) -> bool:
 
 
 def to_cap(config: PolicyConfig) -> PolicyConfig:
-    """`config` that never stops before its cap: certaindex read only there."""
-    return dataclasses.replace(config, detect_at=config.cap, detect_every=0)
+    """`config` that never stops before its cap (no signal thresholded: never certain), its
+    reports where `config` would make them; it ends as "cap"."""
+    return dataclasses.replace(config, thresholds={}, rule="threshold")
 
 
 def explore_run(

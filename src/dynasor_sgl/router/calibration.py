@@ -72,7 +72,9 @@ class Calibration:
 
     async def observe(self, prog: Program, report: Report, decision: Decision) -> None:
         """Records an explored program's run once it stops at its cap (its last report holds
-        every sample's answer), replayed off the event loop; then saves the book."""
+        every sample's answer), replayed off the event loop, then saves the book; the report
+        is answered after that (the program is at its cap: nothing waits on the answer but
+        its finish)."""
         done = prog.calibration
         if (
             done is None
@@ -88,9 +90,14 @@ class Calibration:
         state = self.book.state(done.key)
         if state is None:
             return
-        explored = await asyncio.to_thread(explore_run, run, done.in_force, state.families)
-        self.book.record(done.key, explored)
-        await self.save()
+        try:
+            explored = await asyncio.to_thread(explore_run, run, done.in_force, state.families)
+            self.book.record(done.key, explored)
+            await self.save()
+        except Exception:  # learning must never fail the program's report; logged
+            logger.exception(
+                "calibration %s: program %s not recorded", done.key.name, run.question_id
+            )
 
     async def save(self) -> None:
         if self.path is None:

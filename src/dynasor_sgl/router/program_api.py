@@ -50,6 +50,7 @@ class ProgramIn(_Strict):
     deadline_s: float | None = Field(None, gt=0, le=1e7)
     task: str | None = Field(
         None,
+        min_length=1,
         max_length=_MAX_ID,
         description="a tag of your own (e.g. a dataset's name): self-calibration keeps one "
         "stop rule per algorithm, served model, task and cap",
