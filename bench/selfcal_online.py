@@ -32,6 +32,7 @@ from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.launch.worker import free_ports
 
 
 def run_one(url: str, question: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=0.02)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--port", type=int, default=38900)
+    ap.add_argument("--port", type=int, default=38900, help="the first port tried")
     ap.add_argument("--out", type=Path, default=Path("bench/results/selfcal-online.json"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -94,7 +95,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="selfcal-"))
     cal = folder / "calibration.json"
     cfg = LaunchConfig(
-        port=args.port,
+        port=free_ports("127.0.0.1", args.port, 1)[0],
         log_level="warning",
         log_dir=str(folder),
         explore=args.explore,
@@ -113,7 +114,7 @@ def main() -> None:
                 rows.append(row)
                 print(i, row["calibration"], row["steps"], row["tokens"], flush=True)
         book = httpx.get(f"{cluster.url}/calibration", timeout=60).json()
-    saved = json.loads(cal.read_text())
+    saved = json.loads(cal.read_text()) if cal.exists() else {"keys": []}
     runs = {r["id"]: r["in_force_loss"] for k in saved["keys"] for r in k["runs"]}
     out = {
         "settings": vars(args) | {"out": str(args.out)},
