@@ -13,7 +13,7 @@ from dynasor_sgl.policy import risk
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.policy.machine import Action, ProgramPolicy, Report, StopReason
 from dynasor_sgl.replay.sampled import RecordedRun, SampledRun
-from dynasor_sgl.replay.selfcal_book import CalibrationBook
+from dynasor_sgl.replay.selfcal_book import CalibrationBook, serve_recorded
 from dynasor_sgl.replay.selfcal_key import BookSettings, Key, explore_run
 from dynasor_sgl.router.calibration_file import load_book, write_atomically
 
@@ -185,3 +185,17 @@ def test_a_small_cap_calibrates_too(cap: int) -> None:
     feed(book, 10, ["7"] * cap, key)
     view = book.view()["keys"][0]
     assert view["runs"] == 10 and view["state"] == "fitted"
+
+
+def test_recorded_runs_served_in_order_learn_then_save() -> None:
+    book = CalibrationBook(LOOSE)
+    settled = [recorded(i, ["7"] * CAP) for i in range(12)]
+    learning = serve_recorded(book, KEY, BASE, settled[:10])
+    assert [s.rule for s in learning] == ["explore"] * 10
+    assert {s.tokens for s in learning} == {100 + 10 * CAP}  # the whole run
+    applied = CalibrationBook.from_json(book.to_json(), BookSettings(0.0, 0.3, 0.1))
+    served = serve_recorded(applied, KEY, BASE, settled[10:])
+    # fitted: entropy read from 3 samples, which agree: 100 shared + 3 x 10 tokens
+    assert [(s.rule, s.tokens, s.answer, s.disagrees) for s in served] == [
+        ("fitted", 130, "7", False)
+    ] * 2

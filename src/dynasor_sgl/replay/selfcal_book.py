@@ -8,10 +8,14 @@ method are in `dynasor_sgl.replay.selfcal_key`. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.engine import same_answer
+from dynasor_sgl.replay.sampled import RecordedRun
+from dynasor_sgl.replay.selfcal import Candidate
 from dynasor_sgl.replay.selfcal_key import (
     CALIBRATED,
     Assignment,
@@ -20,6 +24,7 @@ from dynasor_sgl.replay.selfcal_key import (
     Key,
     KeyState,
     eligible,
+    explore_run,
 )
 
 
@@ -81,3 +86,40 @@ class CalibrationBook:
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed calibration state: {exc!r}") from exc
         return book
+
+
+@dataclass(frozen=True)
+class Served:
+    """One program served through a book from its recorded full-budget run: the rule it got,
+    its tokens, its answer and whether that differs from its full budget's."""
+
+    program_id: str
+    rule: str
+    tokens: int
+    answer: str | None
+    disagrees: bool
+
+
+def serve_recorded(
+    book: CalibrationBook, key: Key, base: PolicyConfig, runs: Sequence[RecordedRun]
+) -> list[Served]:
+    """Serves `runs` in order through `book` (what a router does, each explored run recorded
+    before the next program registers): an explored program draws its whole run, any other
+    stops where its rule stops on its recorded samples."""
+    out = []
+    for run in runs:
+        assigned = book.assign(key, base, {})
+        if assigned is None:
+            raise ValueError(f"{key.name} does not self-calibrate")
+        full = run.full_answer()
+        if assigned.explored:
+            state = book.state(key)
+            assert state is not None  # assign made it
+            book.record(key, explore_run(run, assigned.in_force, state.families))
+            answer, tokens = full, run.run.tokens_at(len(run.run.answers))
+        else:
+            outcome = Candidate(assigned.rule, assigned.config).outcome(run)
+            answer, tokens = outcome.answer, outcome.tokens
+        disagrees = not same_answer(answer, full)
+        out.append(Served(run.question_id, assigned.rule, tokens, answer, disagrees))
+    return out
