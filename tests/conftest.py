@@ -33,6 +33,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         log_dir=str(tmp_path_factory.mktemp("worker-logs")),
         step_trace=str(tmp_path_factory.mktemp("steps") / "steps.jsonl"),
         startup_timeout=600,
+        # No self-calibration exploration: tests that expect an early exit must not draw an
+        # explored program (tests/e2e/test_router_selfcal.py starts routers of its own).
+        explore=0.0,
     )
     with run_cluster(cfg, progress=logging.getLogger("e2e").info) as running:
         yield running

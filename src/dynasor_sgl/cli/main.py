@@ -28,6 +28,7 @@ from dynasor_sgl.launch.config import DEVICES, LOG_LEVELS, LaunchConfig
 from dynasor_sgl.launch.worker import WorkerProcess
 from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.protocol import API_KEY_ENV
+from dynasor_sgl.router.calibration_file import load_book
 from dynasor_sgl.router.config import INFLIGHT_LIMITS, SCHEDULING, RouterConfig
 from dynasor_sgl.router.effort import EFFORTS
 
@@ -120,6 +121,33 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="JSON policy file (algorithm -> overrides, e.g. from "
             "`dynasor-sgl calibrate`) applied to every program.",
+        ),
+        click.option(
+            "--explore",
+            type=float,
+            default=_ROUTER_DEFAULTS["explore"],
+            help="Share of self-consistency programs run to their cap to learn the stop rule "
+            "from (self-calibration; 0 = off).",
+        ),
+        click.option(
+            "--calibration",
+            "calibration_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Keep what self-calibration learned in this JSON file (loaded at start if it "
+            "exists, rewritten on every change).",
+        ),
+        click.option(
+            "--calibration-epsilon",
+            type=float,
+            default=_ROUTER_DEFAULTS["calibration_epsilon"],
+            help="Self-calibration's bound: answers that differ from the full budget's, at most.",
+        ),
+        click.option(
+            "--calibration-delta",
+            type=float,
+            default=_ROUTER_DEFAULTS["calibration_delta"],
+            help="The chance that the calibration draw makes the bound wrong.",
         ),
     ]
     for option in reversed(options):
@@ -308,6 +336,7 @@ def router(log_level: str, worker_urls: tuple[str, ...], **options: Any) -> None
         policy_file = options.pop("policy_file")
         defaults = load_policy_file(policy_file) if policy_file else {}
         cfg = RouterConfig(worker_urls=worker_urls, policy_defaults=defaults, **options)
+        load_book(cfg.calibration_file, cfg.calibration_settings())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     serve(cfg, log_level)

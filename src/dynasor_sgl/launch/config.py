@@ -11,6 +11,7 @@ from typing import Any
 
 from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.protocol import DEFAULT_PORT
+from dynasor_sgl.router.calibration_file import load_book
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 from dynasor_sgl.router.effort import check_effort
 
@@ -47,6 +48,8 @@ class LaunchConfig:
     api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
     policy_file: a JSON policy file (algorithm -> PolicyConfig overrides) the router applies
         to every program, e.g. from `dynasor-sgl calibrate`.
+    explore, calibration_file, calibration_epsilon, calibration_delta: the router's
+        self-calibration (see `RouterConfig`).
     startup_timeout: seconds to wait for each worker to become healthy.
     log_dir: where worker logs go; None picks a fresh folder under the user cache.
     step_trace: a file every worker's scheduler appends a line to for each step it runs
@@ -76,6 +79,10 @@ class LaunchConfig:
     default_effort: str | None = RouterConfig.default_effort
     api_key: str | None = None
     policy_file: str | None = None
+    explore: float = RouterConfig.explore
+    calibration_file: str | None = None
+    calibration_epsilon: float = RouterConfig.calibration_epsilon
+    calibration_delta: float = RouterConfig.calibration_delta
     startup_timeout: float = 600.0
     log_dir: str | None = None
     step_trace: str | None = None
@@ -98,6 +105,7 @@ class LaunchConfig:
             load_policy_file(self.policy_file)  # a bad file fails here, not in the router
         if self.scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be one of {SCHEDULING}, got {self.scheduling!r}")
+        self._check_calibration()
         if self.max_inflight_per_worker < 1:
             raise ValueError(
                 f"max_inflight_per_worker must be >= 1, got {self.max_inflight_per_worker}"
@@ -122,6 +130,18 @@ class LaunchConfig:
             flag = arg.split("=", 1)[0]
             if flag in _RESERVED_SGLANG_FLAGS:
                 raise ValueError(f"{flag} is set by dynasor-sgl; use its own option instead")
+
+    def _check_calibration(self) -> None:
+        """The router's self-calibration settings, and its file when it exists (a bad one
+        fails here, not in the router)."""
+        router = RouterConfig(
+            worker_urls=("http://127.0.0.1",),
+            explore=self.explore,
+            calibration_file=self.calibration_file,
+            calibration_epsilon=self.calibration_epsilon,
+            calibration_delta=self.calibration_delta,
+        )
+        load_book(self.calibration_file, router.calibration_settings())
 
     @property
     def schedule_policy(self) -> str | None:

@@ -152,6 +152,12 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
         "--log-level",
         cfg.log_level,
         "--worker-priority" if cfg.worker_priority else "--no-worker-priority",
+        "--explore",
+        str(cfg.explore),
+        "--calibration-epsilon",
+        str(cfg.calibration_epsilon),
+        "--calibration-delta",
+        str(cfg.calibration_delta),
     ]
     for url in worker_urls:
         cmd += ["--worker-url", url]
@@ -159,6 +165,8 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
         cmd += ["--policy", cfg.policy_file]
     if cfg.default_effort:
         cmd += ["--default-effort", cfg.default_effort]
+    if cfg.calibration_file:
+        cmd += ["--calibration", cfg.calibration_file]
     return cmd
 
 

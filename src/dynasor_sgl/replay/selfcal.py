@@ -64,8 +64,10 @@ def _sc(cap: int, **overrides: Any) -> PolicyConfig:
 def sc_families(cap: int, confidences: bool = False) -> list[Family]:
     """The SC families fitted by default: entropy read once at 5 (the paper's rule), entropy
     and the majority posterior read after every sample from 3, and, for runs that recorded
-    token confidences, confidence trimming (its stop at the cap)."""
-    every = {"initial": 3, "pace": 1, "detect_at": 3, "detect_every": 1}
+    token confidences, confidence trimming (its stop at the cap). A cap below 5 (or 3) reads
+    from the cap."""
+    first = min(3, cap)  # a cap below 3 reads from its cap
+    every = {"initial": first, "pace": 1, "detect_at": first, "detect_every": 1}
     families = [
         Family(
             "entropy, once at 5",

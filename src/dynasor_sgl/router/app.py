@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from dynasor_sgl.router.calibration import Calibration, add_calibration_routes
 from dynasor_sgl.router.config import RouterConfig
 from dynasor_sgl.router.core import Router, parse_body
 from dynasor_sgl.router.errors import ApiError, bad_request, internal_error, unavailable
@@ -39,25 +40,29 @@ def _reply(reply: Reply) -> Response:
 
 def create_app(config: RouterConfig) -> Any:
     router = Router(config)
+    calibration = Calibration(config, router)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await router.start()
         yield
         await router.close()
+        await calibration.save()
 
     app = FastAPI(title="dynasor-sgl router", lifespan=lifespan)
     app.state.router = router
+    app.state.calibration = calibration
     _add_error_handlers(app)
 
-    _add_status_routes(app, router)
+    _add_status_routes(app, router, calibration)
     _add_abort_routes(app, router)
     add_worker_routes(app, router)
-    add_program_routes(app, router)
+    add_program_routes(app, router, calibration)
+    add_calibration_routes(app, calibration)
     return Guard(GenerateFastPath(app, router), config.max_body_bytes, config.api_key)
 
 
-def _add_status_routes(app: FastAPI, router: Router) -> None:
+def _add_status_routes(app: FastAPI, router: Router, calibration: Calibration) -> None:
     """Health, SGLang's read-only info routes (also under a program's path), /metrics."""
 
     @app.get("/health")
@@ -94,6 +99,7 @@ def _add_status_routes(app: FastAPI, router: Router) -> None:
         for w in router.pool.workers:
             m.worker_inflight.labels(str(w.index)).set(w.inflight)
             m.worker_healthy.labels(str(w.index)).set(int(w.healthy))
+        calibration.export(m)
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynasor_sgl.policy import risk
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.replay.selfcal_key import BookSettings
 from dynasor_sgl.router.effort import check_effort
 from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.limiter import LimiterConfig, LimitMode
@@ -61,6 +64,12 @@ class RouterConfig:
         `reasoning_effort` name of `dynasor_sgl.router.effort.EFFORTS`); None: off.
     policy_defaults: algorithm -> PolicyConfig overrides applied to every program of that
         algorithm before its own (e.g. calibrated thresholds from `dynasor-sgl calibrate`).
+    explore: the share of self-calibrating programs (self-consistency without a stop rule of
+        the client's) run to their cap to learn the stop rule from, in [0, 1]; 0 = off.
+    calibration_file: where the learned calibration is kept across restarts (loaded at start
+        when it exists, rewritten atomically on every change); None: in memory only.
+    calibration_epsilon, calibration_delta: the bound self-calibration fits to: the rate of
+        answers that differ from the full budget's at most ε, with confidence 1 − δ.
     """
 
     worker_urls: tuple[str, ...] = field(default_factory=tuple)
@@ -86,6 +95,10 @@ class RouterConfig:
     max_programs: int = 10_000
     default_effort: str | None = None
     policy_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    explore: float = BookSettings.explore
+    calibration_file: str | None = None
+    calibration_epsilon: float = risk.DEFAULT_EPSILON
+    calibration_delta: float = risk.DEFAULT_DELTA
 
     def __post_init__(self) -> None:
         if not self.worker_urls:
@@ -119,6 +132,14 @@ class RouterConfig:
         if self.default_effort is not None:
             check_effort(self.default_effort)
         self.scheduler()  # raises ValueError naming a bad scheduling setting
+        if not 0.0 <= self.explore <= 1.0 or math.isnan(self.explore):
+            raise ValueError(f"explore must be in [0, 1], got {self.explore!r}")
+        for name in ("calibration_epsilon", "calibration_delta"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0 or math.isnan(value):
+                raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        if self.calibration_file is not None and not self.calibration_file:
+            raise ValueError("calibration_file must not be empty")
         for name in ("health_interval_s", "request_timeout_s", "program_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -141,3 +162,7 @@ class RouterConfig:
             aging_rate=self.aging_rate,
             starvation_bound_s=self.starvation_bound_s,
         )
+
+    def calibration_settings(self) -> BookSettings:
+        """The settings of this router's self-calibration book."""
+        return BookSettings(self.explore, self.calibration_epsilon, self.calibration_delta)

@@ -110,10 +110,31 @@ class Metrics:
             registry=r,
         )
 
+        self._calibration_gauges(r)
+
     def watch_limits(self, limits: Callable[[], Mapping[int, int]]) -> None:
         """`dynasor_inflight_limit{worker=...}`: each worker's in-flight limit, read from
         `limits` (worker index -> limit) at every scrape (an adaptive limit moves between)."""
         self.registry.register(_LimitCollector(limits))
+
+    def _calibration_gauges(self, r: CollectorRegistry) -> None:
+        """Self-calibration, one series per calibration key (`GET /calibration` has the rest)."""
+
+        def gauge(name: str, text: str) -> Gauge:
+            return Gauge(f"dynasor_calibration_{name}", text, ["key"], registry=r)
+
+        self.calibration_explored = gauge("explored", "Programs run to their cap to calibrate")
+        self.calibration_runs = gauge("runs", "Explored runs kept to fit the stop rule on")
+        self.calibration_threshold = gauge(
+            "threshold", "The fitted stop rule's threshold (entropy, or the posterior's level)"
+        )
+        self.calibration_min_programs = gauge(
+            "min_programs", "Explored runs the bound needs before a rule is fitted"
+        )
+        self.calibration_disagreement = gauge(
+            "disagreement",
+            "Share of explored runs whose rule in force disagreed with their full budget",
+        )
 
     def program_ended(self, prog: Program) -> None:
         self.programs_ended.labels(prog.exit_reason or "unknown").inc()

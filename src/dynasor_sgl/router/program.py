@@ -20,6 +20,7 @@ from typing import Any
 from dynasor_sgl.policy.machine import PolicyConfig, ProgramPolicy
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.protocol import RID_SEP
+from dynasor_sgl.replay.selfcal_key import Assignment
 
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -69,6 +70,9 @@ class Program:
     trimmer: ConfidenceTrimmer | None = None  # set when its policy trims by confidence
     finished_at: float | None = None
     answer: str | None = None
+    branch_tokens: dict[str, int] = field(default_factory=dict)  # completion tokens by branch
+    calibration: Assignment | None = None  # its self-calibration (None: it does not take part)
+    calibration_recorded: bool = False  # its explored run went into the book
     last_active: float = 0.0  # the last request start or end, or report (table clock)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one report at a time
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
@@ -142,4 +146,5 @@ class Program:
             "deadline_s": self.deadline_s,
             "age_s": round(self.age_s, 3),
             "answer": self.answer,
+            "calibration": None if self.calibration is None else self.calibration.summary(),
         }

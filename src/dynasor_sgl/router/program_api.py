@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynasor_sgl.policy.config import DEFAULTS, current_keys
 from dynasor_sgl.policy.machine import Decision, PolicyConfig, Report
+from dynasor_sgl.router.calibration import Calibration
 from dynasor_sgl.router.core import Router
 from dynasor_sgl.router.errors import bad_request
 
@@ -47,6 +48,13 @@ class ProgramIn(_Strict):
         default_factory=dict, description="PolicyConfig overrides, e.g. cap, thresholds"
     )
     deadline_s: float | None = Field(None, gt=0, le=1e7)
+    task: str | None = Field(
+        None,
+        min_length=1,
+        max_length=_MAX_ID,
+        description="a tag of your own (e.g. a dataset's name): self-calibration keeps one "
+        "stop rule per algorithm, served model, task and cap",
+    )
 
 
 class ReportIn(_Strict):
@@ -76,13 +84,18 @@ class FinishIn(_Strict):
     answer: _Answer | None = None
 
 
-def add_program_routes(app: FastAPI, router: Router) -> None:
+def add_program_routes(app: FastAPI, router: Router, calibration: Calibration) -> None:
     table = router.programs
 
     @app.post("/programs", status_code=201)
     async def register(spec: ProgramIn) -> JSONResponse:
+        """The policy: the algorithm's defaults, the router's, the client's; a program that
+        self-calibrates gets the rule its key has learned, or explores to its cap."""
         config = _config(spec, router.config.policy_defaults.get(spec.algorithm, {}))
-        prog = table.register(config, spec.program_id, spec.deadline_s)
+        assigned = await calibration.assign(config, current_keys(spec.policy), spec.task)
+        if assigned is not None:
+            config = assigned.config
+        prog = table.register(config, spec.program_id, spec.deadline_s, assigned)
         router.metrics.programs_registered.inc()
         return JSONResponse({**prog.summary(), "config": config.to_dict()}, 201)
 
@@ -114,10 +127,12 @@ def add_program_routes(app: FastAPI, router: Router) -> None:
     @app.post("/programs/{program_id}/report")
     async def report(program_id: str, body: ReportIn) -> JSONResponse:
         prog = table.get(program_id)
+        report = _report(body)
         try:
-            decision, aborted = await router.report(prog, _report(body), body.slack is None)
+            decision, aborted = await router.report(prog, report, body.slack is None)
         except ValueError as exc:  # a value the policy's math rejects (e.g. reward > 1)
             raise bad_request(f"invalid report: {exc}") from exc
+        await calibration.observe(prog, report, decision)
         return JSONResponse(_decision_json(program_id, decision, aborted, str(prog.status)))
 
     @app.post("/programs/{program_id}/finish")

@@ -17,6 +17,7 @@ from typing import Any
 from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.protocol import RID_SEP
+from dynasor_sgl.replay.selfcal_key import Assignment
 from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
 from dynasor_sgl.router.program import (
     BRANCH_RE,
@@ -62,7 +63,11 @@ class ProgramTable:
         return list(self._programs.values())
 
     def register(
-        self, config: PolicyConfig, program_id: str | None = None, deadline_s: float | None = None
+        self,
+        config: PolicyConfig,
+        program_id: str | None = None,
+        deadline_s: float | None = None,
+        calibration: Assignment | None = None,
     ) -> Program:
         pid = program_id or uuid.uuid4().hex[:16]
         if not PROGRAM_ID_RE.fullmatch(pid):
@@ -75,6 +80,7 @@ class ProgramTable:
             pid, ProgramPolicy(config), now, deadline_s, last_active=now, clock=self.clock
         )
         prog.grant = prog.policy.initial_grant
+        prog.calibration = calibration
         if config.confidence_window > 0:
             prog.trimmer = ConfidenceTrimmer(
                 config.confidence_window, config.confidence_percentile, config.warmup
@@ -159,7 +165,9 @@ class ProgramTable:
         if not meta:
             return
         prog.prompt_tokens += int(meta.get("prompt_tokens") or 0)
-        prog.completion_tokens += int(meta.get("completion_tokens") or 0)
+        completion = int(meta.get("completion_tokens") or 0)
+        prog.completion_tokens += completion
+        prog.branch_tokens[entry.branch] = prog.branch_tokens.get(entry.branch, 0) + completion
         prog.cached_tokens += int(meta.get("cached_tokens") or 0)
         reason = meta.get("finish_reason")
         if isinstance(reason, dict) and reason.get("type") == "abort":
