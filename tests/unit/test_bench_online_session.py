@@ -102,3 +102,44 @@ def test_other_settings_in_the_same_folder_are_refused(worker: FakeWorker, tmp_p
     other = CliRunner().invoke(main, [*args[:-1], "6"])
     assert other.exit_code == 1
     assert "other settings" in other.output
+
+
+def test_repeats_run_interleaved_and_a_later_repeat_adds_only_its_runs(
+    worker: FakeWorker, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    args = [*bench(out, worker.url), "--base-deadline", "5", "--repeat", "2"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    runs = [(r["repeat"], r["rate"], r["system"]) for r in rows(out) if r["kind"] == "run"]
+    assert runs == [
+        (0, 4.0, "sglang"),
+        (0, 4.0, "dynasor"),
+        (0, 8.0, "dynasor"),
+        (0, 8.0, "sglang"),
+        (1, 4.0, "dynasor"),
+        (1, 4.0, "sglang"),
+        (1, 8.0, "sglang"),
+        (1, 8.0, "dynasor"),
+    ]
+    programs = [r for r in rows(out) if r["kind"] == "program"]
+    assert len(programs) == 8 * 3
+    assert {r["program"] for r in programs} == {"self-consistency"}
+    assert "(median of 2 repeats)" in first.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["repeats"] == [0, 1]
+    merit = summary["max_rate_at_target"]["dynasor"]
+    assert len(merit["rate_per_repeat"]) == len(merit["ratio_per_repeat"]) == 2
+    assert summary["runs"]["dynasor"]["4.0"]["repeats"] == 2
+
+    requests = len(worker.generate_bodies)
+    third = CliRunner().invoke(main, [*args[:-1], "3"])
+    assert third.exit_code == 0, third.output
+    runs = [(r["repeat"], r["rate"], r["system"]) for r in rows(out) if r["kind"] == "run"]
+    assert runs[8:] == [
+        (2, 4.0, "sglang"),
+        (2, 4.0, "dynasor"),
+        (2, 8.0, "dynasor"),
+        (2, 8.0, "sglang"),
+    ]
+    assert len(worker.generate_bodies) > requests

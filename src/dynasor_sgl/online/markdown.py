@@ -62,15 +62,15 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f"{100 * s['target_attainment']:.0f}% of programs on time at SLO scale "
         f"{s['slo_scale']:g}.{how}",
         "",
-        "| system | max rate (programs/s) | × sglang | per repeat (rate; × sglang) | "
+        "| system | max rate (programs/s) | × sglang | per repeat: rate (× sglang) | "
         "accuracy at that rate (95% CI) | how |",
         "|---|---|---|---|---|---|",
     ]
     for system, e in s["max_rate_at_target"].items():
         at = e.get("accuracy_at_merit") or {}
         where = f" at {at['rate']:g}/s" if at.get("rate") is not None else ""
-        per = "; ".join(
-            f"{_fmt(r)}; {_fmt(x)}"
+        per = ", ".join(
+            f"{_fmt(r)} ({_fmt(x)}×)"
             for r, x in zip(
                 e.get("rate_per_repeat") or [], e.get("ratio_per_repeat") or [], strict=True
             )
