@@ -5,6 +5,7 @@ re-run that resumes: finished runs are skipped, a run without its end line is re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from fake_worker import FakeWorker
 from lang_harness import fake_worker_thread
 
 from dynasor_sgl.cli.main import main
+from dynasor_sgl.online.mixes import MIXES
 from dynasor_sgl.online.plots import FIGURES
 
 pytestmark = [pytest.mark.io, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
@@ -143,3 +145,34 @@ def test_repeats_run_interleaved_and_a_later_repeat_adds_only_its_runs(
         (2, 8.0, "sglang"),
     ]
     assert len(worker.generate_bodies) > requests
+
+
+def test_the_mixed_workload_runs_each_program_with_its_own_base_deadline(
+    worker: FakeWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake worker has no logprob texts for MCTS's judge: the mix's MCTS part becomes a
+    # second self-consistency part of another cap (the mechanism is the same for any part).
+    sc, _, cot = MIXES["mixed"]
+    parts = (sc, dataclasses.replace(sc, label="sc-cap-3", cap=3), cot)
+    monkeypatch.setitem(MIXES, "mixed", parts)
+    out = tmp_path / "mixed"
+    args = ["bench", "online", "--out", str(out), "--worker-url", worker.url]
+    args += ["--workload", "mixed", "--systems", "sglang", "--programs", "3", "--rates", "8"]
+    args += ["--slo-scale", "50"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    base = next(r for r in rows(out) if r["kind"] == "base")
+    labels = ["self-consistency", "sc-cap-3", "cot-probe"]
+    assert list(base["bases"]) == labels
+    programs = sorted((r for r in rows(out) if r["kind"] == "program"), key=lambda r: r["index"])
+    assert [r["program"] for r in programs] == labels
+    assert all(r["status"] == "ok" for r in programs), programs
+    assert [r["base_deadline_s"] for r in programs] == [
+        base["bases"][r["program"]] for r in programs
+    ]
+    assert [r["cap"] for r in programs] == [10, 3, 192]
+    summary = json.loads((out / "summary.json").read_text())
+    by_program = summary["runs"]["sglang"]["8.0"]["accuracy_by_program"]
+    assert set(by_program) == set(labels)
+    assert all(v["total"] == 1 for v in by_program.values())
+    assert "## Accuracy per program" in (out / "summary.md").read_text()

@@ -156,12 +156,15 @@ def _notes(s: Mapping[str, Any]) -> list[str]:
 
 
 def one_line(summary: Mapping[str, Any]) -> str:
-    """The closing line: each system's max rate at the target (the median over repeats), with
-    its ratio to sglang."""
+    """The closing line: each system's max rate at the target (the median over repeats, with
+    its range), its ratio to sglang and its accuracy at that rate."""
     parts = []
     for system, e in summary["max_rate_at_target"].items():
         ratio = f" ({e['ratio_to_sglang']:g}× sglang)" if e["ratio_to_sglang"] else ""
-        rate = "none" if e["rate"] is None else f"{e['rate']:g}/s"
+        rate = "none" if e["rate"] is None else f"{e['rate']:g}/s{_range(e.get('rate_spread'))}"
+        at = e.get("accuracy_at_merit") or {}
+        if at.get("rate") is not None:
+            ratio += f", accuracy {_correct(at)} at {at['rate']:g}/s"
         parts.append(f"{system} {rate}{ratio}")
     target = f"{100 * summary['target_attainment']:.0f}%"
     repeats = len(summary.get("repeats") or [0])
