@@ -21,6 +21,7 @@ from dynasor_sgl.online.mixes import MIXES, SINGLE, Part, parts_of, slot
 from dynasor_sgl.online.runs import load_parts
 from dynasor_sgl.online.session import plan
 from dynasor_sgl.online.systems import (
+    ALL_SYSTEMS,
     RUN_TO_CAP,
     SYSTEMS,
     default_systems,
@@ -132,12 +133,12 @@ def test_a_bad_program_spec_is_a_one_line_error(tmp_path: Path, spec: str, messa
 
 
 def test_autellix_and_dynasor_fixed_are_described_as_the_issue_asks() -> None:
-    autellix, fixed = SYSTEMS["autellix"], SYSTEMS["dynasor-fixed"]
+    autellix, fixed = ALL_SYSTEMS["autellix"], ALL_SYSTEMS["dynasor-fixed"]
     assert autellix.scheduling == "plas" and autellix.worker == "priority"
     assert policy_for(autellix, {"cap": 4}) == {"cap": 4, **RUN_TO_CAP}  # no early exit
     assert not autellix.deadline_stop
     assert (fixed.scheduling, fixed.inflight_limit) == ("sjf", "fixed")
-    assert policy_for(fixed, {"cap": 4}) == policy_for(SYSTEMS["dynasor"], {"cap": 4})
+    assert policy_for(fixed, {"cap": 4}) == policy_for(ALL_SYSTEMS["dynasor"], {"cap": 4})
     cmd = " ".join(router_command(autellix, "http://w:1", 1, priority=True, max_inflight=None))
     assert "--scheduling plas" in cmd and "--inflight-limit" not in cmd
     cmd = " ".join(router_command(fixed, "http://w:1", 1, priority=True, max_inflight=None))
@@ -162,10 +163,11 @@ def test_before_the_router_has_them_they_are_skipped_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     router_without_them(monkeypatch)
-    assert "no --scheduling plas" in (unsupported(SYSTEMS["autellix"]) or "")
-    assert "no --inflight-limit" in (unsupported(SYSTEMS["dynasor-fixed"]) or "")
-    assert unsupported(SYSTEMS["dynasor"]) is None
+    assert "no --scheduling plas" in (unsupported(ALL_SYSTEMS["autellix"]) or "")
+    assert "no --inflight-limit" in (unsupported(ALL_SYSTEMS["dynasor-fixed"]) or "")
+    assert unsupported(ALL_SYSTEMS["dynasor"]) is None
     assert "autellix" not in default_systems() and "dynasor" in default_systems()
+
     notes: list[str] = []
     cfg = BenchConfig(out=tmp_path, systems=("sglang", "autellix", "dynasor", "dynasor-fixed"))
     groups = [(f, [s.name for s in g]) for f, g in plan(cfg, notes)]
@@ -179,8 +181,8 @@ def test_before_the_router_has_them_they_are_skipped_with_the_reason(
 def test_once_the_router_has_them_they_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(systems_module, "SCHEDULING", (*SCHEDULING, "plas"))
     monkeypatch.setattr(systems_module, "RouterConfig", NewRouterConfig)
-    assert unsupported(SYSTEMS["autellix"]) is None
-    assert unsupported(SYSTEMS["dynasor-fixed"]) is None
+    assert unsupported(ALL_SYSTEMS["autellix"]) is None
+    assert unsupported(ALL_SYSTEMS["dynasor-fixed"]) is None
     assert {"autellix", "dynasor-fixed"} <= set(default_systems())
     notes: list[str] = []
     cfg = BenchConfig(out=tmp_path, systems=("autellix", "dynasor", "dynasor-fixed"))
@@ -188,3 +190,9 @@ def test_once_the_router_has_them_they_run(tmp_path: Path, monkeypatch: pytest.M
         ["autellix", "dynasor", "dynasor-fixed"]
     ]
     assert notes == []
+
+
+def test_the_simulators_table_holds_only_what_this_router_can_run() -> None:
+    assert set(SYSTEMS) == set(default_systems()) <= set(ALL_SYSTEMS)
+    assert all(unsupported(system) is None for system in SYSTEMS.values())
+    assert {"autellix", "dynasor-fixed"} <= set(ALL_SYSTEMS)

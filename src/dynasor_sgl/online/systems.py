@@ -56,7 +56,8 @@ class System:
         return self.scheduling is None
 
 
-SYSTEMS: dict[str, System] = {
+# Every system the bench knows; `SYSTEMS` (below) is those this checkout's router can run.
+ALL_SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
         System(
@@ -107,13 +108,13 @@ SYSTEMS: dict[str, System] = {
 def parse_systems(text: str) -> tuple[System, ...]:
     """Systems named in a comma-separated list, in the table's order; unknown: ValueError."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SYSTEMS]
+    unknown = [n for n in names if n not in ALL_SYSTEMS]
     if unknown or not names:
         raise ValueError(
             f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(SYSTEMS)}"
+            f"choose from {', '.join(ALL_SYSTEMS)}"
         )
-    return tuple(s for s in SYSTEMS.values() if s.name in names)
+    return tuple(s for s in ALL_SYSTEMS.values() if s.name in names)
 
 
 def unsupported(system: System) -> str | None:
@@ -135,10 +136,13 @@ def unsupported(system: System) -> str | None:
 
 def default_systems() -> tuple[str, ...]:
     """Every system this checkout's router can run, in the table's order."""
-    return tuple(name for name, system in SYSTEMS.items() if unsupported(system) is None)
+    return tuple(name for name, system in ALL_SYSTEMS.items() if unsupported(system) is None)
 
 
-DEFAULT_SYSTEMS = default_systems()
+# What this checkout's router can run: the bench's default systems and the simulator's table
+# (a system whose router order does not exist yet is no system to simulate either).
+SYSTEMS: dict[str, System] = {name: ALL_SYSTEMS[name] for name in default_systems()}
+DEFAULT_SYSTEMS = tuple(SYSTEMS)
 
 
 def policy_for(system: System, user_policy: Mapping[str, Any]) -> dict[str, Any]:
