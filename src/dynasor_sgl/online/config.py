@@ -22,7 +22,14 @@ from dynasor_sgl.online.mixes import SINGLE, WORKLOADS, Part
 from dynasor_sgl.online.systems import ALL_SYSTEMS, DEFAULT_SYSTEMS
 from dynasor_sgl.policy.config import current_keys
 
-QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.2, 0.4), "calibration_programs": 2}
+# The smoke run: 4 programs at 2 rates, cap 8 (certaindex still reads at 5 samples and can stop
+# 3 short of the cap), 2 programs for the base deadline.
+QUICK: Mapping[str, Any] = {
+    "programs": 4,
+    "rates": (0.2, 0.4),
+    "cap": 8,
+    "calibration_programs": 2,
+}
 
 
 @dataclass(frozen=True)
