@@ -1,5 +1,7 @@
 """`dynasor-sgl bench online --quick` against the session's real SGLang worker: SGLang alone,
-Parrot-style FIFO and Dynasor on one Poisson trace; results complete, summary per system."""
+Parrot-style FIFO and Dynasor on one Poisson trace, twice, interleaved; results complete,
+summary per system with its figure per repeat. Small knobs (cap 4, 16-token samples) keep it
+a test, not a benchmark."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from dynasor_sgl.online.plots import FIGURES
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:Error in stream_executor")]
 
 SYSTEMS = ("sglang", "parrot", "dynasor")
-PROGRAMS = 4
+PROGRAMS = 3
+REPEATS = 2
 
 
 def test_quick_bench_on_the_real_worker(worker_url: str, tmp_path: Path) -> None:
@@ -32,6 +35,14 @@ def test_quick_bench_on_the_real_worker(worker_url: str, tmp_path: Path) -> None
         ",".join(SYSTEMS),
         "--programs",
         str(PROGRAMS),
+        "--repeat",
+        str(REPEATS),
+        "--cap",
+        "4",
+        "--max-tokens",
+        "16",
+        "--rates",
+        "0.5,1",
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -40,7 +51,7 @@ def test_quick_bench_on_the_real_worker(worker_url: str, tmp_path: Path) -> None
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     programs = [r for r in rows if r["kind"] == "program"]
     rates = (0.5, 1.0)
-    assert len(programs) == len(SYSTEMS) * len(rates) * PROGRAMS
+    assert len(programs) == len(SYSTEMS) * len(rates) * PROGRAMS * REPEATS
     for r in programs:
         assert r["status"] == "ok", r
         assert r["latency_s"] > 0 and r["tokens"] > 0
@@ -51,13 +62,19 @@ def test_quick_bench_on_the_real_worker(worker_url: str, tmp_path: Path) -> None
     assert all(r["steps"] == 4 for r in baseline)  # run to the cap
     assert all(r["router_tokens"] for r in programs if r["system"] != "sglang")
     assert all(r["wait_s"] is not None for r in programs)  # the real worker reports latency
-    assert {(r["system"], r["rate"]) for r in rows if r["kind"] == "run"} == {
-        (s, rate) for s in SYSTEMS for rate in rates
-    }
+    runs = [(r["repeat"], r["rate"], r["system"]) for r in rows if r["kind"] == "run"]
+    assert sorted(runs) == sorted(
+        (k, rate, s) for k in range(REPEATS) for s in SYSTEMS for rate in rates
+    )
+    assert [s for _, _, s in runs[:6]] == [*SYSTEMS, *reversed(SYSTEMS)]  # interleaved
+    assert {r["program"] for r in programs} == {"self-consistency"}
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["base_deadline_s"] > 0
     assert set(summary["systems"]) == set(SYSTEMS)
     assert set(summary["max_rate_at_target"]) == set(SYSTEMS)
+    for merit in summary["max_rate_at_target"].values():
+        assert len(merit["rate_per_repeat"]) == REPEATS
+    assert summary["runs"]["dynasor"]["0.5"]["accuracy_pooled"]["total"] == PROGRAMS * REPEATS
     assert all((out / f"{name}.png").exists() for name in FIGURES)
     assert all(f"| {s} |" in (out / "summary.md").read_text() for s in SYSTEMS)

@@ -300,7 +300,7 @@ def test_results_file_resumes_and_refuses_other_settings(tmp_path: Path) -> None
     with path.open("a") as f:
         f.write('{"kind": "prog')  # a torn last line
     again = BenchResults(path, {"a": 1})
-    assert again.done() == {("x", 0.5)}
+    assert again.done() == {("x", 0.5, 0)}
     assert again.base is not None and again.base["base_deadline_s"] == 2.5
     assert [r["rate"] for r in again.programs()] == [0.5]
     lines = path.read_text().splitlines()
@@ -395,7 +395,7 @@ def test_plan_groups_systems_by_worker_flavour(tmp_path: Path) -> None:
 
 def test_config_validates_and_quick_overrides(tmp_path: Path) -> None:
     quick = BenchConfig.quick(out=tmp_path, cap=3)
-    assert (quick.programs, quick.cap, quick.rates) == (6, 3, (0.5, 1.0))
+    assert (quick.programs, quick.cap, quick.rates) == (4, 3, (0.2, 0.4))
     assert "rates" not in quick.settings() and "systems" not in quick.settings()
     for bad in (
         {"rates": ()},

@@ -25,7 +25,8 @@ from dynasor_sgl.cli.common import (
 )
 from dynasor_sgl.eval.datasets import TASKS
 from dynasor_sgl.online.config import QUICK, BenchConfig
-from dynasor_sgl.online.systems import SYSTEMS
+from dynasor_sgl.online.mixes import MIXES, SINGLE, WORKLOADS
+from dynasor_sgl.online.systems import ALL_SYSTEMS, DEFAULT_SYSTEMS
 
 logger = logging.getLogger(__name__)
 _D = BenchConfig.defaults()
@@ -65,8 +66,22 @@ def bench_command() -> None:
     required=True,
     help="Output folder (resumed if it holds a run of the same settings).",
 )
-@click.option("--quick", is_flag=True, help="A few programs, 2 rates, small knobs: minutes.")
-@click.option("--program", help=f"A shipped program. {_default('program')}")
+@click.option("--quick", is_flag=True, help="A few programs at 2 rates: minutes.")
+@click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    help=f"{SINGLE}: --program on --dataset; "
+    + "; ".join(
+        f"{name}: " + ", ".join(f"{p.program} (cap {p.cap})" for p in parts)
+        for name, parts in MIXES.items()
+    )
+    + f" on synth:add1. {_default('workload')}",
+)
+@click.option(
+    "--program",
+    help="A registered program (self-consistency, cot-probe, mcts, ...) or module:SPEC "
+    f"for your own ProgramSpec. {_default('program')}",
+)
 @click.option(
     "--dataset",
     help="JSONL file, hf:NAME[:CONFIG[:SPLIT]] or synth:TASK "
@@ -75,8 +90,18 @@ def bench_command() -> None:
 @click.option(
     "--programs", type=click.IntRange(min=1), help=f"Programs per run. {_default('programs')}"
 )
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    help="Run every system this many times, interleaved (ABC CBA ...) on the same arrivals; "
+    f"figures are medians with their range. {_default('repeat')}",
+)
 @click.option("--rates", help=f"Arrival rates, programs/s, comma-separated. {_default('rates')}")
-@click.option("--systems", help=f"Comma-separated subset of: {', '.join(SYSTEMS)}. [default: all]")
+@click.option(
+    "--systems",
+    help=f"Comma-separated subset of: {', '.join(ALL_SYSTEMS)}. "
+    f"[default: {', '.join(DEFAULT_SYSTEMS)}]",
+)
 @click.option(
     "--slo-scale",
     type=click.FloatRange(min=0, min_open=True),
@@ -174,21 +199,33 @@ def _simulate(cfg: BenchConfig, profile: Path, workers: int, traces: str) -> Non
 
 def _config(quick: bool, options: dict[str, Any]) -> BenchConfig:
     """The BenchConfig of the options given (the rest from its defaults, or the quick ones)."""
-    from dynasor_sgl.programs import get_program
+    from dynasor_sgl.lang.registry import load_program
 
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None and v != ()}
+    mixed = given.get("workload", SINGLE) != SINGLE
+    own = [
+        k
+        for k in ("program", "dataset", "cap", "max_tokens", "threshold", "policy_file", "params")
+        if k in given
+    ]
+    if mixed and own:
+        flags = ", ".join("--" + k.replace("_", "-") for k in own)
+        raise click.UsageError(
+            f"--workload {given['workload']} sets its own programs; drop {flags}"
+        )
     threshold, policy_file = given.pop("threshold", None), given.pop("policy_file", None)
     params = given.pop("params", ())
     if "rates" in given:
         given["rates"] = _floats(given["rates"], "--rates")
     if "systems" in given:
         given["systems"] = tuple(s.strip() for s in given["systems"].split(",") if s.strip())
-    try:
-        spec = get_program(given.get("program", _D["program"]))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--program") from exc
-    policy = policy_overrides(spec, policy_file, None, threshold, None)
-    given.update(params=parse_set(params), policy=policy)
+    if not mixed:
+        try:
+            spec = load_program(given.get("program", _D["program"]))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--program") from exc
+        policy = policy_overrides(spec, policy_file, None, threshold, None)
+        given.update(params=parse_set(params), policy=policy)
     try:
         return BenchConfig.quick(**given) if quick else BenchConfig(**given)
     except ValueError as exc:

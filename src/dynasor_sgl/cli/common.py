@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
 import logging
 import sys
@@ -45,24 +44,12 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
 
 def load_spec(name: str) -> Any:
     """A shipped program by name, or a user's `module:ATTRIBUTE` ProgramSpec."""
-    from dynasor_sgl.lang import ProgramSpec
-    from dynasor_sgl.programs import get_program
+    from dynasor_sgl.lang.registry import load_program
 
-    if ":" not in name:
-        try:
-            return get_program(name)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="PROGRAM") from exc
-    module, _, attr = name.partition(":")
     try:
-        spec = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {name}: {exc}", param_hint="PROGRAM") from exc
-    if not isinstance(spec, ProgramSpec):
-        raise click.BadParameter(
-            f"{name} is not a dynasor_sgl.lang.ProgramSpec", param_hint="PROGRAM"
-        )
-    return spec
+        return load_program(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PROGRAM") from exc
 
 
 def policy_overrides(

@@ -1,10 +1,13 @@
 """`BenchConfig`: what one `dynasor-sgl bench online` run measures, with every default here.
 
-The full defaults are sized for the embedded SmolLM2-135M on a 2-core CPU, where one worker
-serves about 0.55 self-consistency programs/s at cap 10 with 16-token samples (measured: 24
-programs arriving at 1/s took 43 s): 30 programs per run at 0.25, 0.5 and 1.0 programs/s
-(under, near and over that capacity), every system; about 35 minutes there. `quick()` is a
-smoke run of about 4 minutes. On a GPU deployment pass your own rates, dataset and knobs.
+The default workload is one where Certaindex has something to act on: self-consistency on
+`synth:add1` with 48-token samples (the length the recorded add1 runs reason in; one sample
+is right 37% of the time, the vote of 20 77%: docs/results/sc.md), cap 10, the shipped
+policy. The rates are sized for the embedded SmolLM2-135M on a 2-core CPU, where one worker
+serves roughly 0.2 such programs/s: 30 programs per run at 0.1, 0.2 and 0.4 programs/s (under,
+near and over that capacity). `quick()` is the smoke run. Each figure is noisy on a machine
+whose speed drifts, so `repeat` runs every system that many times, interleaved (see
+`online.repeats`). On a GPU deployment pass your own rates, dataset and knobs.
 """
 
 from __future__ import annotations
@@ -15,10 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
+from dynasor_sgl.online.mixes import SINGLE, WORKLOADS, Part
+from dynasor_sgl.online.systems import ALL_SYSTEMS, DEFAULT_SYSTEMS
 from dynasor_sgl.policy.config import current_keys
 
-QUICK: Mapping[str, Any] = {"programs": 6, "rates": (0.5, 1.0), "cap": 4, "calibration_programs": 2}
+# The smoke run: 4 programs at 2 rates, cap 8 (certaindex still reads at 5 samples and can stop
+# 3 short of the cap), 2 programs for the base deadline.
+QUICK: Mapping[str, Any] = {
+    "programs": 4,
+    "rates": (0.2, 0.4),
+    "cap": 8,
+    "calibration_programs": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -26,10 +37,14 @@ class BenchConfig:
     """One online benchmark.
 
     out: the output folder (results.jsonl, summary.json, summary.md, PNGs, logs/).
-    program / dataset / seed: the shipped program and its questions (`load_dataset` spec;
-        built-in tasks are generated with `seed`, which also seeds the arrivals).
-    programs: programs per run (one run = one system at one rate).
-    rates: arrival rates in programs/s. systems: names from `online.systems.SYSTEMS`.
+    workload: "single" (the program below) or a named mix of `online.mixes.MIXES` (its
+        parts fix their own program, dataset, cap and parameters).
+    program / dataset / seed: the program (a registered name or `module:ATTRIBUTE`) and its
+        questions (`load_dataset` spec; built-in tasks are generated with `seed`, which also
+        seeds the arrivals).
+    programs: programs per run (one run = one system at one rate in one repeat).
+    repeat: how many times every (system, rate) runs, interleaved across systems.
+    rates: arrival rates in programs/s. systems: names from `online.systems.ALL_SYSTEMS`.
     slo_scale: the SLO scale of the figure of merit (and of the deadline told to the router).
     fixed_rate: the rate of the attainment-vs-SLO-scale view (None: the middle rate).
     cap / max_tokens: the program's knob cap and tokens per generation (if it has that
@@ -43,16 +58,18 @@ class BenchConfig:
     """
 
     out: Path
+    workload: str = SINGLE
     program: str = "self-consistency"
-    dataset: str = "synth:facts"
+    dataset: str = "synth:add1"
     seed: int = 0
     programs: int = 30
-    rates: tuple[float, ...] = (0.25, 0.5, 1.0)
+    repeat: int = 1
+    rates: tuple[float, ...] = (0.1, 0.2, 0.4)
     systems: tuple[str, ...] = DEFAULT_SYSTEMS
     slo_scale: float = 2.0
     fixed_rate: float | None = None
     cap: int = 10
-    max_tokens: int = 16
+    max_tokens: int = 48
     params: Mapping[str, Any] = field(default_factory=dict)
     policy: Mapping[str, Any] = field(default_factory=dict)
     difficulty: str | None = None
@@ -63,7 +80,7 @@ class BenchConfig:
     model_path: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("programs", "cap", "max_tokens", "calibration_programs"):
+        for name in ("programs", "repeat", "cap", "max_tokens", "calibration_programs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.rates or any(r <= 0 for r in self.rates):
@@ -74,10 +91,14 @@ class BenchConfig:
             raise ValueError(f"base_deadline must be > 0, got {self.base_deadline}")
         if self.max_inflight is not None and self.max_inflight < 1:
             raise ValueError(f"max_inflight must be >= 1, got {self.max_inflight}")
-        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if self.workload not in WORKLOADS:
+            raise ValueError(
+                f"unknown workload {self.workload!r}; choose from {', '.join(WORKLOADS)}"
+            )
+        unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
         if unknown or not self.systems:
             raise ValueError(
-                f"unknown system(s) {unknown or '(none)'}; choose from {', '.join(SYSTEMS)}"
+                f"unknown system(s) {unknown or '(none)'}; choose from {', '.join(ALL_SYSTEMS)}"
             )
         if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
             raise ValueError(
@@ -101,6 +122,10 @@ class BenchConfig:
         """The PolicyConfig overrides every system starts from (its own go on top)."""
         return {"cap": self.cap, **current_keys(self.policy)}
 
+    def single_part(self, params: Mapping[str, Any]) -> Part:
+        """The one part of the "single" workload, with the program's parameters `params`."""
+        return Part(self.program, self.program, self.dataset, self.cap, params, self.user_policy())
+
     def settings(self) -> dict[str, Any]:
         """What must match for a results folder to be resumed (not the rates or systems:
         adding one later runs just the new runs)."""
@@ -119,4 +144,6 @@ class BenchConfig:
             "model_path",
         )
         data = {k: getattr(self, k) for k in keys}
+        if self.workload != SINGLE:  # kept out otherwise: older folders stay resumable
+            data["workload"] = self.workload
         return {**data, "params": dict(self.params), "policy": dict(self.policy)}

@@ -3,11 +3,14 @@
 attainment vs rate at the chosen SLO scale (paper Fig. 8a), attainment vs SLO scale at a fixed
 rate (8b), accuracy against attainment (8c: one point per rate; higher and further right is
 better), P50/P90 latency per system and rate, tokens per program, and the CDF of finish-time
-fairness (latency per token) at the fixed rate. Reads the summary and the program records.
+fairness (latency per token) at the fixed rate. With repeats, each point is the median over
+repeats and the attainment and latency curves carry the range (min-max) as error bars. Reads
+the summary and the program records.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,22 @@ def _series(summary: Mapping[str, Any], system: str, key: str) -> tuple[list[flo
     return [float(r) for r in rates], [runs[r][key] for r in rates]
 
 
+def _errors(
+    summary: Mapping[str, Any], system: str, key: str, scale: float = 1.0
+) -> list[list[float]] | None:
+    """Error bars (below, above the median) from each run's range over repeats; None when no
+    run has a range (one repeat)."""
+    runs = summary["runs"][system]
+    lo, hi = [], []
+    for rate in sorted(runs, key=float):
+        median = runs[rate].get(key)
+        pair = (runs[rate].get("spread") or {}).get(key) or [None, None]
+        known = median is not None and None not in pair
+        lo.append(scale * (median - pair[0]) if known else 0.0)
+        hi.append(scale * (pair[1] - median) if known else 0.0)
+    return [lo, hi] if any(lo) or any(hi) else None
+
+
 def _save(fig: Any, ax: Axes, title: str, path: Path) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -51,8 +70,11 @@ def attainment_vs_rate(summary: Mapping[str, Any], path: Path) -> None:
         system: list(zip(*_series(summary, system, "attainment"), strict=True))
         for system in summary["systems"]
     }
+    bars = {s: _errors(summary, s, "attainment", 100.0) for s in summary["systems"]}
     title = f"SLO attainment at SLO scale {summary['slo_scale']:g}"
-    _attainment(summary, curves, "arrival rate (programs/s)", title, path)
+    if len(summary.get("repeats") or [0]) > 1:
+        title += f" (median of {len(summary['repeats'])} repeats, range)"
+    _attainment(summary, curves, "arrival rate (programs/s)", title, path, bars)
 
 
 def attainment_vs_slo(summary: Mapping[str, Any], path: Path) -> None:
@@ -67,13 +89,20 @@ def _attainment(
     xlabel: str,
     title: str,
     path: Path,
+    bars: Mapping[str, list[list[float]] | None] | None = None,
 ) -> None:
-    """Programs on time (%) against `xlabel`, one curve a system ((x, attainment) points), the
-    target attainment dashed."""
+    """Programs on time (%) against `xlabel`, one curve a system ((x, attainment) points, with
+    error bars from `bars` where given), the target attainment dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for system, points in curves.items():
-        ax.plot(
-            [p[0] for p in points], [100 * (p[1] or 0) for p in points], "o-", ms=4, label=system
+        ax.errorbar(
+            [p[0] for p in points],
+            [100 * (p[1] or 0) for p in points],
+            yerr=(bars or {}).get(system),
+            fmt="o-",
+            ms=4,
+            capsize=3,
+            label=system,
         )
     ax.axhline(100 * summary["target_attainment"], color="black", ls="--", lw=1)
     ax.set_xlabel(xlabel)
@@ -99,8 +128,17 @@ def latency(summary: Mapping[str, Any], path: Path) -> None:
         xs, p50 = _series(summary, system, "p50_s")
         _, p90 = _series(summary, system, "p90_s")
         color = f"C{i % 10}"
-        ax.plot(xs, p50, "o-", ms=4, color=color, label=f"{system} P50")
-        ax.plot(xs, p90, "s--", ms=4, color=color, label=f"{system} P90")
+        for ys, key, fmt in ((p50, "p50_s", "o-"), (p90, "p90_s", "s--")):
+            ax.errorbar(
+                xs,
+                [math.nan if y is None else y for y in ys],
+                yerr=_errors(summary, system, key),
+                fmt=fmt,
+                ms=4,
+                capsize=3,
+                color=color,
+                label=f"{system} {key[:3].upper()}",
+            )
     ax.set_xlabel("arrival rate (programs/s)")
     ax.set_ylabel("latency from arrival (s)")
     _save(fig, ax, "Program latency", path)

@@ -2,7 +2,8 @@
 
 Lines by `kind`: "header" (the settings; resuming with other settings is refused), "base"
 (the measured base deadline, reused on resume so deadlines never shift), "program" (one per
-system, rate and program) and "run" (written after a run's last program: the run is done).
+system, rate, repeat and program) and "run" (written after a run's last program: the run is
+done). A run is (system, rate, repeat); a row without `repeat` is repeat 0.
 The unit of resume is a run: opening the file keeps the runs that have a "run" line and no
 failed program, drops every other program line (a half-finished or failed run is redone), and
 rewrites the file atomically before anything is appended, so no record is ever duplicated.
@@ -23,7 +24,7 @@ from dynasor_sgl.plain import write_jsonl
 
 logger = logging.getLogger(__name__)
 
-RunKey = tuple[str, float]
+RunKey = tuple[str, float, int]
 Row = dict[str, Any]
 
 
@@ -32,7 +33,7 @@ class ResultsError(ValueError):
 
 
 def run_key(row: Mapping[str, Any]) -> RunKey:
-    return str(row["system"]), float(row["rate"])
+    return str(row["system"]), float(row["rate"]), int(row.get("repeat", 0))
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -62,7 +63,7 @@ def resume(lines: Iterable[Mapping[str, Any]]) -> tuple[Row | None, list[Row], i
     header = next((r for r in rows if r.get("kind") == "header"), None)
     done = {run_key(r) for r in rows if r.get("kind") == "run" and not r.get("errors")}
     kept: list[Row] = [r for r in rows if r.get("kind") == "base"][-1:]
-    seen: set[tuple[str, float, int]] = set()
+    seen: set[tuple[str, float, int, int]] = set()
     dropped = 0
     for r in rows:
         if r.get("kind") != "program":
@@ -114,10 +115,16 @@ class BenchResults:
     def base(self) -> dict[str, Any] | None:
         return next((r for r in self.rows if r.get("kind") == "base"), None)
 
-    def set_base(self, base_s: float, latencies: list[float], source: str) -> None:
-        self._append(
-            {"kind": "base", "base_deadline_s": base_s, "latencies": latencies, "source": source}
-        )
+    def set_base(
+        self,
+        base_s: float,
+        latencies: list[float],
+        source: str,
+        bases: Mapping[str, float] | None = None,
+    ) -> None:
+        """The base deadline; bases: one per part of a mixed workload (by its label)."""
+        row = {"kind": "base", "base_deadline_s": base_s, "latencies": latencies, "source": source}
+        self._append({**row, "bases": dict(bases)} if bases else row)
 
     def done(self) -> set[RunKey]:
         with self._lock:
@@ -134,6 +141,7 @@ class BenchResults:
         errors: int,
         wall_s: float,
         started: float | None = None,
+        repeat: int = 0,
     ) -> None:
         """A run is done. started: when it began on the machine's monotonic clock, the clock
         of the workers' step traces (which steps were this run's)."""
@@ -141,6 +149,7 @@ class BenchResults:
             "kind": "run",
             "system": system,
             "rate": rate,
+            "repeat": repeat,
             "programs": programs,
             "errors": errors,
             "wall_s": round(wall_s, 3),

@@ -5,7 +5,9 @@ A system is SGLang alone (programs run to their cap straight against a worker; `
 top of the user's. Each also names the worker flavour it needs: stock SGLang, SGLang with
 `--schedule-policy lpm`, or SGLang with `--enable-priority-scheduling` (the router maps its
 order onto per-request priority). Whether the router in this checkout supports a system's mode
-is read from `RouterConfig` itself, so the table stays honest while the router grows. Pure.
+(a `--scheduling` order, `--deadline-stop`, `--inflight-limit`) is read from `RouterConfig`
+itself, so the table stays honest while the router grows: a system it cannot run is left out
+of the defaults and skipped, with the reason, when named. Pure.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Literal
 from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 
 Flavour = Literal["plain", "lpm", "priority"]
+InflightLimit = Literal["adaptive", "fixed"]
 # Extra `sglang.launch_server` arguments of each worker flavour, started in this order (the
 # base deadline is measured on the first worker started).
 WORKER_FLAVOURS: dict[Flavour, tuple[str, ...]] = {
@@ -37,6 +40,7 @@ class System:
     no router, programs go straight to the worker. deadline_stop: pass `--deadline-stop`
     (stop programs that can no longer meet their deadline). policy: PolicyConfig overrides
     applied over the user's (e.g. `RUN_TO_CAP`). worker: the worker flavour it needs.
+    inflight_limit: the router's `--inflight-limit` (None: the router's own default).
     """
 
     name: str
@@ -45,13 +49,15 @@ class System:
     deadline_stop: bool = False
     policy: Mapping[str, Any] = field(default_factory=dict)
     worker: Flavour = "priority"
+    inflight_limit: InflightLimit | None = None
 
     @property
     def direct(self) -> bool:
         return self.scheduling is None
 
 
-SYSTEMS: dict[str, System] = {
+# Every system the bench knows; `SYSTEMS` (below) is those this checkout's router can run.
+ALL_SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
         System(
@@ -74,7 +80,19 @@ SYSTEMS: dict[str, System] = {
             "fifo",
             policy=RUN_TO_CAP,
         ),
+        System(
+            "autellix",
+            "program-level least attained service with gang (Autellix's PLAS), to cap",
+            "plas",
+            policy=RUN_TO_CAP,
+        ),
         System("dynasor", "approximate SJF with aging and gang, Certaindex early exit", "sjf"),
+        System(
+            "dynasor-fixed",
+            "dynasor with the fixed in-flight bound instead of the adaptive one",
+            "sjf",
+            inflight_limit="fixed",
+        ),
         System("certaindex", "per-request first-come-first-served, Certaindex early exit", "fcfs"),
         System("certaindex-gang", "program-order FIFO with gang, Certaindex early exit", "fifo"),
         System(
@@ -85,19 +103,18 @@ SYSTEMS: dict[str, System] = {
         ),
     )
 }
-DEFAULT_SYSTEMS = tuple(SYSTEMS)
 
 
 def parse_systems(text: str) -> tuple[System, ...]:
     """Systems named in a comma-separated list, in the table's order; unknown: ValueError."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SYSTEMS]
+    unknown = [n for n in names if n not in ALL_SYSTEMS]
     if unknown or not names:
         raise ValueError(
             f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(SYSTEMS)}"
+            f"choose from {', '.join(ALL_SYSTEMS)}"
         )
-    return tuple(s for s in SYSTEMS.values() if s.name in names)
+    return tuple(s for s in ALL_SYSTEMS.values() if s.name in names)
 
 
 def unsupported(system: System) -> str | None:
@@ -106,13 +123,26 @@ def unsupported(system: System) -> str | None:
         return None
     if system.scheduling not in SCHEDULING:
         return (
-            f"the router has no --scheduling {system.scheduling} (it has {', '.join(SCHEDULING)})"
+            f"the router has no --scheduling {system.scheduling} yet "
+            f"(it has {', '.join(SCHEDULING)})"
         )
-    if system.deadline_stop and "deadline_stop" not in {
-        f.name for f in dataclasses.fields(RouterConfig)
-    }:
+    fields = {f.name for f in dataclasses.fields(RouterConfig)}
+    if system.deadline_stop and "deadline_stop" not in fields:
         return "the router has no --deadline-stop"
+    if system.inflight_limit is not None and "inflight_limit" not in fields:
+        return "the router has no --inflight-limit yet (its in-flight bound is fixed)"
     return None
+
+
+def default_systems() -> tuple[str, ...]:
+    """Every system this checkout's router can run, in the table's order."""
+    return tuple(name for name, system in ALL_SYSTEMS.items() if unsupported(system) is None)
+
+
+# What this checkout's router can run: the bench's default systems and the simulator's table
+# (a system whose router order does not exist yet is no system to simulate either).
+SYSTEMS: dict[str, System] = {name: ALL_SYSTEMS[name] for name in default_systems()}
+DEFAULT_SYSTEMS = tuple(SYSTEMS)
 
 
 def policy_for(system: System, user_policy: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,6 +174,8 @@ def router_command(
         options.append("--worker-priority")
     if max_inflight is not None:
         options += ["--max-inflight-per-worker", str(max_inflight)]
+    if system.inflight_limit is not None:
+        options += ["--inflight-limit", system.inflight_limit]
     return router_argv(worker_url, port, options, log_level)
 
 

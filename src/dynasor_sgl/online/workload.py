@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dynasor_sgl.eval.datasets import Item
+from dynasor_sgl.online.mixes import slot
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +30,13 @@ DEFAULT_DIFFICULTY = 1
 @dataclass(frozen=True)
 class Arrival:
     """One program of a run: its position in the trace, its question, when it arrives
-    (seconds after the run starts) and its difficulty factor."""
+    (seconds after the run starts), its difficulty factor and its workload part (index)."""
 
     index: int
     item: Item
     offset_s: float
     difficulty: int = DEFAULT_DIFFICULTY
+    part: int = 0
 
 
 def arrival_offsets(n: int, rate: float, seed: int) -> list[float]:
@@ -81,19 +83,29 @@ def workload(
 ) -> list[Arrival]:
     """The trace of one run: program i asks items[i % len(items)], arriving per
     `arrival_offsets(n, rate, seed)`; difficulty by question id (default 1)."""
-    if not items:
-        raise ValueError("the workload needs at least one question")
+    return mixed_workload([items], n, rate, seed, difficulty)
+
+
+def mixed_workload(
+    parts: Sequence[Sequence[Item]],
+    n: int,
+    rate: float,
+    seed: int,
+    difficulty: Mapping[str, int] | None = None,
+) -> list[Arrival]:
+    """The trace of one run over a workload's parts (`mixes.slot`: program i is part i mod P,
+    asking that part's questions in turn), arriving per `arrival_offsets(n, rate, seed)`."""
+    if not parts or not all(parts):
+        raise ValueError("the workload needs at least one question in every part")
     known = difficulty or {}
     offsets = arrival_offsets(n, rate, seed)
-    return [
-        Arrival(
-            i,
-            items[i % len(items)],
-            offsets[i],
-            known.get(items[i % len(items)].id, DEFAULT_DIFFICULTY),
-        )
-        for i in range(n)
-    ]
+    counts = tuple(len(items) for items in parts)
+    arrivals = []
+    for i in range(n):
+        part, k = slot(i, counts)
+        item = parts[part][k]
+        arrivals.append(Arrival(i, item, offsets[i], known.get(item.id, DEFAULT_DIFFICULTY), part))
+    return arrivals
 
 
 def _sample_correctness(record: Mapping[str, Any]) -> list[bool]:
