@@ -132,17 +132,17 @@ def test_a_bad_program_spec_is_a_one_line_error(tmp_path: Path, spec: str, messa
 # -- systems the router may not have yet -----------------------------------------------------
 
 
-def test_autellix_and_dynasor_fixed_are_described_as_the_issue_asks() -> None:
-    autellix, fixed = ALL_SYSTEMS["autellix"], ALL_SYSTEMS["dynasor-fixed"]
+def test_autellix_and_dynasor_adaptive_are_described_as_the_issue_asks() -> None:
+    autellix, fixed = ALL_SYSTEMS["autellix"], ALL_SYSTEMS["dynasor-adaptive"]
     assert autellix.scheduling == "plas" and autellix.worker == "priority"
     assert policy_for(autellix, {"cap": 4}) == {"cap": 4, **RUN_TO_CAP}  # no early exit
     assert not autellix.deadline_stop
-    assert (fixed.scheduling, fixed.inflight_limit) == ("sjf", "fixed")
+    assert (fixed.scheduling, fixed.inflight_limit) == ("sjf", "adaptive")
     assert policy_for(fixed, {"cap": 4}) == policy_for(ALL_SYSTEMS["dynasor"], {"cap": 4})
     cmd = " ".join(router_command(autellix, "http://w:1", 1, priority=True, max_inflight=None))
     assert "--scheduling plas" in cmd and "--inflight-limit" not in cmd
     cmd = " ".join(router_command(fixed, "http://w:1", 1, priority=True, max_inflight=None))
-    assert "--scheduling sjf" in cmd and "--inflight-limit fixed" in cmd
+    assert "--scheduling sjf" in cmd and "--inflight-limit adaptive" in cmd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,17 +164,17 @@ def test_before_the_router_has_them_they_are_skipped_with_the_reason(
 ) -> None:
     router_without_them(monkeypatch)
     assert "no --scheduling plas" in (unsupported(ALL_SYSTEMS["autellix"]) or "")
-    assert "no --inflight-limit" in (unsupported(ALL_SYSTEMS["dynasor-fixed"]) or "")
+    assert "no --inflight-limit" in (unsupported(ALL_SYSTEMS["dynasor-adaptive"]) or "")
     assert unsupported(ALL_SYSTEMS["dynasor"]) is None
     assert "autellix" not in default_systems() and "dynasor" in default_systems()
 
     notes: list[str] = []
-    cfg = BenchConfig(out=tmp_path, systems=("sglang", "autellix", "dynasor", "dynasor-fixed"))
+    cfg = BenchConfig(out=tmp_path, systems=("sglang", "autellix", "dynasor", "dynasor-adaptive"))
     groups = [(f, [s.name for s in g]) for f, g in plan(cfg, notes)]
     assert groups == [("priority", ["dynasor"]), ("plain", ["sglang"])]
     assert any(n.startswith("autellix skipped: the router has no --scheduling plas") for n in notes)
     assert any(
-        n.startswith("dynasor-fixed skipped: the router has no --inflight-limit") for n in notes
+        n.startswith("dynasor-adaptive skipped: the router has no --inflight-limit") for n in notes
     )
 
 
@@ -182,12 +182,12 @@ def test_once_the_router_has_them_they_run(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(systems_module, "SCHEDULING", (*SCHEDULING, "plas"))
     monkeypatch.setattr(systems_module, "RouterConfig", NewRouterConfig)
     assert unsupported(ALL_SYSTEMS["autellix"]) is None
-    assert unsupported(ALL_SYSTEMS["dynasor-fixed"]) is None
-    assert {"autellix", "dynasor-fixed"} <= set(default_systems())
+    assert unsupported(ALL_SYSTEMS["dynasor-adaptive"]) is None
+    assert {"autellix", "dynasor-adaptive"} <= set(default_systems())
     notes: list[str] = []
-    cfg = BenchConfig(out=tmp_path, systems=("autellix", "dynasor", "dynasor-fixed"))
+    cfg = BenchConfig(out=tmp_path, systems=("autellix", "dynasor", "dynasor-adaptive"))
     assert [[s.name for s in g] for _, g in plan(cfg, notes)] == [
-        ["autellix", "dynasor", "dynasor-fixed"]
+        ["autellix", "dynasor", "dynasor-adaptive"]
     ]
     assert notes == []
 
@@ -195,4 +195,4 @@ def test_once_the_router_has_them_they_run(tmp_path: Path, monkeypatch: pytest.M
 def test_the_simulators_table_holds_only_what_this_router_can_run() -> None:
     assert set(SYSTEMS) == set(default_systems()) <= set(ALL_SYSTEMS)
     assert all(unsupported(system) is None for system in SYSTEMS.values())
-    assert {"autellix", "dynasor-fixed"} <= set(ALL_SYSTEMS)
+    assert {"autellix", "dynasor-adaptive"} <= set(ALL_SYSTEMS)

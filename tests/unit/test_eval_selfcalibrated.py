@@ -108,7 +108,9 @@ def test_unlabelled_runs_get_a_row_without_correctness() -> None:
 def test_the_paper_row_is_the_old_dynasor_row_on_a_recorded_file() -> None:
     header, records = read_records(RECORDED)
     assert header is not None
-    config = PolicyConfig.for_algorithm("sc", **header["settings"]["policy"])
+    # the file was recorded before the decided-vote stop was on by default
+    policy = {"stop_when_decided": False, **header["settings"]["policy"]}
+    config = PolicyConfig.for_algorithm("sc", **policy)
     base = {r["question_id"]: r for r in records if r["row"] == "baseline"}
     paper = [r for r in records if r["row"] == "paper"]  # stored as "dynasor" then
     assert len(paper) == len(base) == 100

@@ -58,11 +58,13 @@ def test_hand_computed_runs_choose_the_loosest_threshold_that_never_disagreed() 
     feed(book, 10, SPLIT)
     view = book.view()["keys"][0]
     assert view["state"] == "fitted"
-    # every-sample entropy and the posterior stop at 3 with the wrong answer: nothing certified
+    # every-sample entropy, and the posterior below 0.95, stop at 3 with the wrong answer; the
+    # posterior at 0.95 and above goes on until the vote is decided at 9 (six "7" against three
+    # "3", one sample left): one sample cheaper than entropy read once at 5, which runs to cap
     assert (view["family"], view["candidate"], view["threshold"]) == (
-        "entropy, once at 5",
-        "entropy 0.6",
-        0.6,
+        "posterior, every sample",
+        "posterior 0.95",
+        0.95,
     )
     assert view["certifiable_epsilon"] == pytest.approx(1 - (0.1 / 3) ** (1 / 10))
     assert view["disagreement"] == 0.0  # the defaults (0.7 at 5, then every 5) never stopped
@@ -70,7 +72,8 @@ def test_hand_computed_runs_choose_the_loosest_threshold_that_never_disagreed() 
         KEY, BASE, {"cap": CAP}
     )
     assert assigned is not None and (assigned.rule, assigned.explored) == ("fitted", False)
-    assert assigned.config.thresholds == {"entropy": 0.6} and assigned.config.detect_every == 0
+    config = assigned.config
+    assert (config.rule, config.confidence, config.detect_every) == ("posterior", 0.95, 1)
 
 
 def test_settled_runs_choose_the_cheapest_family_and_a_bad_default_is_seen() -> None:

@@ -155,6 +155,9 @@ def test_a_record_trace_replays_the_real_program() -> None:
     capped = record_trace(real_record(10, "cap", 134, correct=False), cap=10, max_new=16)
     assert [u.label for u in capped.units] == list(range(10)) and capped.gold is None
     assert sum(u.tokens for u in capped.units) == 134
+    for reason in ("posterior", "decided"):  # the policy's other stops agree as a threshold does
+        other = record_trace(real_record(5, reason, 47), cap=10, max_new=16)
+        assert [u.label for u in other.units[:5]] == [0] * 5
 
 
 def test_replayed_records_stop_where_the_real_programs_did() -> None:

@@ -29,7 +29,8 @@ WORKER_FLAVOURS: dict[Flavour, tuple[str, ...]] = {
     "plain": (),
     "lpm": ("--schedule-policy", "lpm"),
 }
-RUN_TO_CAP: Mapping[str, Any] = {"thresholds": {}}  # no certaindex stop: every program hits cap
+# No certaindex stop and no decided-vote stop: every program hits its cap.
+RUN_TO_CAP: Mapping[str, Any] = {"thresholds": {}, "stop_when_decided": False}
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,10 @@ ALL_SYSTEMS: dict[str, System] = {
         ),
         System("dynasor", "approximate SJF with aging and gang, Certaindex early exit", "sjf"),
         System(
-            "dynasor-fixed",
-            "dynasor with the fixed in-flight bound instead of the adaptive one",
+            "dynasor-adaptive",
+            "dynasor with the adaptive in-flight limit instead of the router's fixed bound",
             "sjf",
-            inflight_limit="fixed",
+            inflight_limit="adaptive",
         ),
         System("certaindex", "per-request first-come-first-served, Certaindex early exit", "fcfs"),
         System("certaindex-gang", "program-order FIFO with gang, Certaindex early exit", "fifo"),

@@ -113,8 +113,8 @@ def eligible(algorithm: str, client_policy: Mapping[str, Any]) -> bool:
 
 def to_cap(config: PolicyConfig) -> PolicyConfig:
     """`config` that never stops before its cap (no signal thresholded: never certain), its
-    reports where `config` would make them; it ends as "cap"."""
-    return dataclasses.replace(config, thresholds={}, rule="threshold")
+    reports where `config` would make them, no decided-vote stop; it ends as "cap"."""
+    return dataclasses.replace(config, thresholds={}, rule="threshold", stop_when_decided=False)
 
 
 def explore_run(

@@ -2,8 +2,8 @@
 model's knee, and each system's attainment-vs-rate curve and highest rate on time over a
 number of workers.
 
-A system is named as in the online benchmark's table, plus `autellix` (Autellix's PLAS order,
-gang, no early exit) where that table has none, optionally with the routers' in-flight limit:
+A system is named as in the online benchmark's table (`autellix` included: Autellix's PLAS
+order, gang, no early exit), optionally with the routers' in-flight limit:
 `dynasor@adaptive` keeps each worker's limit with the router's adaptive limiter (started at the
 device's default, `LimiterConfig.for_device`), `dynasor@fixed` (the same as `dynasor`) at the
 fixed bound.
@@ -33,24 +33,18 @@ from dynasor_sgl.sim.traces import Trace
 
 LOAD = (0.25, 0.5, 1.0, 1.5, 2.5)
 CAPACITY_BATCH = 128
-AUTELLIX = System(
-    "autellix",
-    "program-level least attained service (Autellix's PLAS) with gang, to cap",
-    "plas",
-    policy=RUN_TO_CAP,
-)
-SIM_SYSTEMS: dict[str, System] = {AUTELLIX.name: AUTELLIX, **SYSTEMS}  # the table's own wins
 
 
 def parse_variant(name: str) -> tuple[System, LimitMode]:
     """`system` or `system@adaptive|fixed`: the system and how its routers keep the limit
-    (fixed unless said). Unknown names: ValueError."""
+    (as said, else as the system says, else fixed). Unknown names: ValueError."""
     base, _, limit = name.partition("@")
-    if base not in SIM_SYSTEMS:
-        raise ValueError(f"unknown system {base!r}; choose from {', '.join(SIM_SYSTEMS)}")
+    if base not in SYSTEMS:
+        raise ValueError(f"unknown system {base!r}; choose from {', '.join(SYSTEMS)}")
     if limit and limit not in tuple(LimitMode):
         raise ValueError(f"unknown in-flight limit {limit!r}; choose from {', '.join(LimitMode)}")
-    return SIM_SYSTEMS[base], LimitMode(limit or LimitMode.FIXED)
+    system = SYSTEMS[base]
+    return system, LimitMode(limit or system.inflight_limit or LimitMode.FIXED)
 
 
 def limiter_for(profile: Profile, mode: LimitMode) -> LimiterConfig | None:

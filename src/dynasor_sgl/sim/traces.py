@@ -168,14 +168,18 @@ def split_tokens(total: int, units: int, max_new: int) -> list[int]:
     return out
 
 
+# The policy's own stops (the router's deadline stop is not one: the simulator decides it).
+_CERTAINDEX_STOPS = frozenset({"threshold", "posterior", "decided"})
+
+
 def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     """The trace of one real self-consistency program record of `dynasor-sgl bench online`:
     its own steps and generated tokens (`split_tokens`), its prompt (prompt tokens per
     request) and how much of it was cached when it started (the prompt less what its first
     request prefilled: its prefill less one recomputed token per later request), and answer
-    labels that make the policy decide as it did: a certaindex stop at
-    its `steps` (all agree), else no agreement (every unit its own answer) so only the cap or
-    the router ends it. A program the router stopped at its deadline is not pinned there:
+    labels that make the policy decide as it did: a certaindex stop (threshold, posterior
+    or a decided vote) at its `steps` (all agree), else no agreement (every unit its own
+    answer) so only the cap or the router ends it. A program the router stopped at its deadline is not pinned there:
     the record is what it would have done without the stop up to `steps`, and units past
     them get its mean tokens, so the simulated router's own deadline stop decides where it
     ends. The program's answer is label 0; gold is 0 when it was right."""
@@ -184,7 +188,7 @@ def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     own = split_tokens(int(detail.get("generated", 0)), steps, max_new)
     mean = round(sum(own) / steps) if own else max_new
     tokens = own + [mean] * (cap - steps)
-    agreed = rec.get("exit_reason") == "threshold"
+    agreed = rec.get("exit_reason") in _CERTAINDEX_STOPS
     labels = [0 if agreed and i < steps else i for i in range(cap)]
     requests = max(1, int(detail.get("requests", 1)))
     prefill = int(detail.get("prefill", 0))
