@@ -173,16 +173,16 @@ _CERTAINDEX_STOPS = frozenset({"threshold", "posterior", "decided"})
 
 
 def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
-    """The trace of one real self-consistency program record of `dynasor-sgl bench online`:
-    its own steps and generated tokens (`split_tokens`), its prompt (prompt tokens per
-    request) and how much of it was cached when it started (the prompt less what its first
-    request prefilled: its prefill less one recomputed token per later request), and answer
-    labels that make the policy decide as it did: a certaindex stop (threshold, posterior
-    or a decided vote) at its `steps` (all agree), else no agreement (every unit its own
-    answer) so only the cap or the router ends it. A program the router stopped at its deadline is not pinned there:
-    the record is what it would have done without the stop up to `steps`, and units past
-    them get its mean tokens, so the simulated router's own deadline stop decides where it
-    ends. The program's answer is label 0; gold is 0 when it was right."""
+    """The trace of one real self-consistency program record of `dynasor-sgl bench online`: its own
+    steps and generated tokens (`split_tokens`), its prompt (prompt tokens per request) and how
+    much of it was cached when it started (the prompt less what its first request prefilled: its
+    prefill less one recomputed token per later request), and answer labels that make the policy
+    decide as it did: a certaindex stop (threshold, posterior or a decided vote) at its `steps`
+    (all agree), else no agreement (every unit its own answer) so only the cap or the router
+    ends it. A program the router stopped at its deadline is not pinned there: the record is
+    what it would have done without the stop up to `steps`, and units past them get its mean
+    tokens, so the simulated router's own deadline stop decides where it ends. The program's
+    answer is label 0; gold is 0 when it was right."""
     detail = rec.get("tokens_detail") or {}
     steps = max(1, min(cap, int(rec.get("steps") or cap)))
     own = split_tokens(int(detail.get("generated", 0)), steps, max_new)
