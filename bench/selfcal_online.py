@@ -33,6 +33,7 @@ from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
 from dynasor_sgl.launch.worker import free_ports
+from dynasor_sgl.router.config import RouterConfig
 
 
 def run_one(url: str, question: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -98,10 +99,12 @@ def main() -> None:
         port=free_ports("127.0.0.1", args.port, 1)[0],
         log_level="warning",
         log_dir=str(folder),
-        explore=args.explore,
-        calibration_file=str(cal),
-        calibration_epsilon=args.epsilon,
-        calibration_delta=args.delta,
+        router_config=RouterConfig(
+            explore=args.explore,
+            calibration_file=str(cal),
+            calibration_epsilon=args.epsilon,
+            calibration_delta=args.delta,
+        ),
     )
     started = time.monotonic()
     with run_cluster(cfg, progress=print) as cluster:

@@ -13,6 +13,7 @@ import pytest
 from dynasor_sgl.launch.cluster import Cluster, run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
 from dynasor_sgl.launch.worker import free_ports
+from dynasor_sgl.router.config import RouterConfig
 
 # A port range of its own, away from the CLI default (30000) a developer may be running.
 E2E_PORT_BASE = 38100
@@ -35,7 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         startup_timeout=600,
         # No self-calibration exploration: tests that expect an early exit must not draw an
         # explored program (tests/e2e/test_router_selfcal.py starts routers of its own).
-        explore=0.0,
+        router_config=RouterConfig(explore=0.0),
     )
     with run_cluster(cfg, progress=logging.getLogger("e2e").info) as running:
         yield running

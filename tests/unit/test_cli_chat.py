@@ -73,12 +73,14 @@ def test_a_client_hanging_up_on_a_real_socket_frees_the_worker() -> None:
 def test_launch_passes_the_default_effort_to_its_router() -> None:
     from dynasor_sgl.launch.config import LaunchConfig
     from dynasor_sgl.launch.worker import router_command
+    from dynasor_sgl.router.config import RouterConfig
 
-    cmd = router_command(LaunchConfig(default_effort="low"), 30001, ["http://127.0.0.1:30002"])
+    low = LaunchConfig(router_config=RouterConfig(default_effort="low"))
+    cmd = router_command(low, 30001, ["http://127.0.0.1:30002"])
     assert cmd[cmd.index("--default-effort") + 1] == "low"
     assert "--default-effort" not in router_command(LaunchConfig(), 30001, ["http://w"])
     with pytest.raises(ValueError, match="reasoning_effort"):
-        LaunchConfig(default_effort="extreme")
+        RouterConfig(default_effort="extreme")
 
 
 def test_chat_as_a_real_subprocess_reads_the_conversation_from_stdin() -> None:

@@ -16,6 +16,12 @@ from dynasor_sgl.launch.worker import (
     worker_command,
     worker_env,
 )
+from dynasor_sgl.router.config import RouterConfig
+
+
+def launch_with(**router: object) -> LaunchConfig:
+    """A launch whose router has these settings."""
+    return LaunchConfig(router_config=RouterConfig(**router))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -92,7 +98,7 @@ def test_lpm_workers_run_without_priority_and_the_router_sends_none(args: tuple[
 
 
 def test_router_command_carries_the_scheduler_settings() -> None:
-    cfg = LaunchConfig(
+    cfg = launch_with(
         scheduling="deadline",
         deadline_stop=True,
         aging_rate=8.0,
@@ -118,11 +124,13 @@ def test_router_command_carries_the_scheduler_settings() -> None:
     ):
         assert part in joined
     with pytest.raises(ValueError, match="starvation_bound_s"):
-        LaunchConfig(starvation_bound_s=0)
+        launch_with(starvation_bound_s=0)
     with pytest.raises(ValueError, match="inflight_limit"):
-        LaunchConfig(inflight_limit="sometimes")
+        launch_with(inflight_limit="sometimes")
     with pytest.raises(ValueError, match="inflight_limit_max"):
-        LaunchConfig(inflight_limit_min=8, inflight_limit_max=4)
+        launch_with(inflight_limit_min=8, inflight_limit_max=4)
+    with pytest.raises(ValueError, match="worker_urls must be empty"):
+        LaunchConfig(router_config=RouterConfig(worker_urls=("http://127.0.0.1:1",)))
 
 
 def test_without_router_workers_skip_priority_scheduling() -> None:

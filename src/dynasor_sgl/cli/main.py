@@ -233,8 +233,13 @@ def launch(sglang_args: tuple[str, ...], **options: Any) -> None:
     with fcfs or lof: with lpm the router orders its own queue and sends no priority).
     """
     configure_logging(options["log_level"], timestamps=True)
+    # The router's options go to its RouterConfig; host and port are launch's own.
+    router_fields = {f.name for f in fields(RouterConfig)} - {"host", "port"}
+    settings = {k: options.pop(k) for k in list(options) if k in router_fields}
     try:
-        cfg = LaunchConfig(sglang_args=sglang_args, **options)
+        cfg = LaunchConfig(
+            sglang_args=sglang_args, router_config=RouterConfig(**settings), **options
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     stop = _install_stop_handlers()
@@ -282,7 +287,7 @@ def _print_ready(cluster: Cluster) -> None:
     click.echo(f"dynasor-sgl serving {cluster.model_dir.name} on {cluster.device} at {url}")
     if cluster.router is not None:
         click.echo(
-            f"  router:   {url}  ({cluster.config.scheduling} scheduling; "
+            f"  router:   {url}  ({cluster.config.router_config.scheduling} scheduling; "
             f"log: {cluster.router.log_path})"
         )
     for w in cluster.workers:

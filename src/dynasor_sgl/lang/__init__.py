@@ -35,6 +35,7 @@ from dynasor_sgl.lang.state import (
     read,
     tag,
 )
+from dynasor_sgl.lang.threads import install as _install_thread_fix
 from dynasor_sgl.lang.tokens import request_tokens
 from dynasor_sgl.policy.logprobs import position_confidence, top_logprob_values
 from dynasor_sgl.search.tree import (
@@ -108,3 +109,5 @@ __all__ = [
     "top_logprob_values",
     "weighted_vote",
 ]
+
+_install_thread_fix()  # see dynasor_sgl.lang.threads

@@ -142,8 +142,8 @@ def _start_router(
     cfg: LaunchConfig, port: int, worker_urls: list[str], log_dir: Path
 ) -> WorkerProcess:
     env = worker_env("router")
-    if cfg.api_key:
-        env[API_KEY_ENV] = cfg.api_key
+    if cfg.router_config.api_key:
+        env[API_KEY_ENV] = cfg.router_config.api_key
     cmd = router_command(cfg, port, worker_urls)
     return WorkerProcess.start(0, cmd, env, cfg.host, port, log_dir / "router.log", "router")
 

@@ -12,8 +12,7 @@ from typing import Any
 from dynasor_sgl.policy.config import load_policy_file
 from dynasor_sgl.protocol import DEFAULT_PORT
 from dynasor_sgl.router.calibration_file import load_book
-from dynasor_sgl.router.config import SCHEDULING, RouterConfig
-from dynasor_sgl.router.effort import check_effort
+from dynasor_sgl.router.config import RouterConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -41,15 +40,13 @@ class LaunchConfig:
         the CPU worker on the first regex/json_schema request; llguidance works on CPU.
     router: start the Dynasor router on `port` in front of the workers (default). Without it
         the first worker takes `port` and users talk to SGLang directly.
-    scheduling, inflight_limit, max_inflight_per_worker, inflight_limit_min,
-        inflight_limit_max, aging_rate, starvation_bound_s, deadline_stop, program_ttl_s: the
-        router's settings (see `dynasor_sgl.router.config.RouterConfig`).
-    default_effort: the router's early exit for OpenAI chats that ask for none (None: off).
-    api_key: when set, the router requires `Authorization: Bearer <api_key>` on every route.
+    router_config: the router's settings (`dynasor_sgl.router.config.RouterConfig`: its
+        scheduling order, in-flight limit, deadline stop, API key, self-calibration, ...).
+        Launch fills in what it owns: the workers it starts (so `worker_urls` stays empty),
+        `host` and `port` (the router takes launch's), per-request priority (`worker_priority`,
+        below) and the policy defaults (read from `policy_file`).
     policy_file: a JSON policy file (algorithm -> PolicyConfig overrides) the router applies
         to every program, e.g. from `dynasor-sgl calibrate`.
-    explore, calibration_file, calibration_epsilon, calibration_delta: the router's
-        self-calibration (see `RouterConfig`).
     startup_timeout: seconds to wait for each worker to become healthy.
     log_dir: where worker logs go; None picks a fresh folder under the user cache.
     step_trace: a file every worker's scheduler appends a line to for each step it runs
@@ -67,22 +64,8 @@ class LaunchConfig:
     log_level: str = "info"
     grammar_backend: str = "llguidance"
     router: bool = True
-    scheduling: str = RouterConfig.scheduling
-    inflight_limit: str = RouterConfig.inflight_limit
-    max_inflight_per_worker: int = RouterConfig.max_inflight_per_worker
-    inflight_limit_min: int = RouterConfig.inflight_limit_min
-    inflight_limit_max: int = RouterConfig.inflight_limit_max
-    aging_rate: float = RouterConfig.aging_rate
-    starvation_bound_s: float = RouterConfig.starvation_bound_s
-    deadline_stop: bool = RouterConfig.deadline_stop
-    program_ttl_s: float = RouterConfig.program_ttl_s
-    default_effort: str | None = RouterConfig.default_effort
-    api_key: str | None = None
+    router_config: RouterConfig = field(default_factory=RouterConfig)
     policy_file: str | None = None
-    explore: float = RouterConfig.explore
-    calibration_file: str | None = None
-    calibration_epsilon: float = RouterConfig.calibration_epsilon
-    calibration_delta: float = RouterConfig.calibration_delta
     startup_timeout: float = 600.0
     log_dir: str | None = None
     step_trace: str | None = None
@@ -103,25 +86,11 @@ class LaunchConfig:
             )
         if self.policy_file is not None:
             load_policy_file(self.policy_file)  # a bad file fails here, not in the router
-        if self.scheduling not in SCHEDULING:
-            raise ValueError(f"scheduling must be one of {SCHEDULING}, got {self.scheduling!r}")
-        self._check_calibration()
-        if self.max_inflight_per_worker < 1:
-            raise ValueError(
-                f"max_inflight_per_worker must be >= 1, got {self.max_inflight_per_worker}"
-            )
-        if self.router:  # the router's own check, so a bad limit fails before any worker starts
-            RouterConfig(
-                worker_urls=("http://127.0.0.1:1",),
-                inflight_limit=self.inflight_limit,
-                inflight_limit_min=self.inflight_limit_min,
-                inflight_limit_max=self.inflight_limit_max,
-            )
-        for name in ("aging_rate", "starvation_bound_s", "program_ttl_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.default_effort is not None:
-            check_effort(self.default_effort)
+        # The router's own settings were checked when its RouterConfig was built.
+        if self.router_config.worker_urls:
+            raise ValueError("router_config.worker_urls must be empty: launch starts the workers")
+        settings = self.router_config  # a bad calibration file fails here, not in the router
+        load_book(settings.calibration_file, settings.calibration_settings())
         if self.startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be positive, got {self.startup_timeout}")
         if not self.host:
@@ -130,18 +99,6 @@ class LaunchConfig:
             flag = arg.split("=", 1)[0]
             if flag in _RESERVED_SGLANG_FLAGS:
                 raise ValueError(f"{flag} is set by dynasor-sgl; use its own option instead")
-
-    def _check_calibration(self) -> None:
-        """The router's self-calibration settings, and its file when it exists (a bad one
-        fails here, not in the router)."""
-        router = RouterConfig(
-            worker_urls=("http://127.0.0.1",),
-            explore=self.explore,
-            calibration_file=self.calibration_file,
-            calibration_epsilon=self.calibration_epsilon,
-            calibration_delta=self.calibration_delta,
-        )
-        load_book(self.calibration_file, router.calibration_settings())
 
     @property
     def schedule_policy(self) -> str | None:
@@ -176,4 +133,6 @@ class LaunchConfig:
             raise ValueError(f"unknown launch option(s): {', '.join(unknown)}")
         if "sglang_args" in data:
             data = {**data, "sglang_args": tuple(data["sglang_args"])}
+        if isinstance(data.get("router_config"), dict):
+            data = {**data, "router_config": RouterConfig(**data["router_config"])}
         return cls(**data)

@@ -122,7 +122,9 @@ def worker_command(
 
 
 def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list[str]:
-    """The `dynasor-sgl router` argv that fronts the given workers."""
+    """The `dynasor-sgl router` argv that fronts the given workers, with `cfg.router_config`'s
+    settings (its API key goes through the environment: `launch.cluster`)."""
+    r = cfg.router_config
     cmd = [
         sys.executable,
         "-m",
@@ -133,40 +135,40 @@ def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list
         "--port",
         str(port),
         "--scheduling",
-        cfg.scheduling,
+        r.scheduling,
         "--inflight-limit",
-        cfg.inflight_limit,
+        r.inflight_limit,
         "--max-inflight-per-worker",
-        str(cfg.max_inflight_per_worker),
+        str(r.max_inflight_per_worker),
         "--inflight-limit-min",
-        str(cfg.inflight_limit_min),
+        str(r.inflight_limit_min),
         "--inflight-limit-max",
-        str(cfg.inflight_limit_max),
+        str(r.inflight_limit_max),
         "--aging-rate",
-        str(cfg.aging_rate),
+        str(r.aging_rate),
         "--starvation-bound-s",
-        str(cfg.starvation_bound_s),
+        str(r.starvation_bound_s),
         "--program-ttl-s",
-        str(cfg.program_ttl_s),
-        "--deadline-stop" if cfg.deadline_stop else "--no-deadline-stop",
+        str(r.program_ttl_s),
+        "--deadline-stop" if r.deadline_stop else "--no-deadline-stop",
         "--log-level",
         cfg.log_level,
         "--worker-priority" if cfg.worker_priority else "--no-worker-priority",
         "--explore",
-        str(cfg.explore),
+        str(r.explore),
         "--calibration-epsilon",
-        str(cfg.calibration_epsilon),
+        str(r.calibration_epsilon),
         "--calibration-delta",
-        str(cfg.calibration_delta),
+        str(r.calibration_delta),
     ]
     for url in worker_urls:
         cmd += ["--worker-url", url]
     if cfg.policy_file:
         cmd += ["--policy", cfg.policy_file]
-    if cfg.default_effort:
-        cmd += ["--default-effort", cfg.default_effort]
-    if cfg.calibration_file:
-        cmd += ["--calibration", cfg.calibration_file]
+    if r.default_effort:
+        cmd += ["--default-effort", r.default_effort]
+    if r.calibration_file:
+        cmd += ["--calibration", r.calibration_file]
     return cmd
 
 

@@ -27,7 +27,8 @@ MEASURED_KNEE = 12
 class RouterConfig:
     """How the router runs.
 
-    worker_urls: base URLs of the SGLang workers it fronts (at least one).
+    worker_urls: base URLs of the SGLang workers it fronts: at least one to run a router;
+        empty in settings whose workers are not known yet (`LaunchConfig.router_config`).
     host, port: where it listens; 127.0.0.1 unless you mean to expose it.
     scheduling: the order of waiting work (`dynasor_sgl.scheduling.Order`):
         "deadline" (least slack first, gang; the default), "sjf" (approximate
@@ -101,8 +102,6 @@ class RouterConfig:
     calibration_delta: float = risk.DEFAULT_DELTA
 
     def __post_init__(self) -> None:
-        if not self.worker_urls:
-            raise ValueError("at least one worker URL is required")
         for url in self.worker_urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"worker URL must start with http:// or https://, got {url!r}")

@@ -38,6 +38,8 @@ _NO_RID = object()  # the client sent no rid
 
 class Router:
     def __init__(self, config: RouterConfig) -> None:
+        if not config.worker_urls:
+            raise ValueError("at least one worker URL is required")
         self.config = config
         self.pool = WorkerPool(config.worker_urls, config.max_inflight_per_worker)
         self.admission = Admission(self.pool, config.scheduler(), limiter=config.limiter())
