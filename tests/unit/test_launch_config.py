@@ -17,6 +17,7 @@ from dynasor_sgl.launch.worker import (
     worker_env,
 )
 from dynasor_sgl.router.config import RouterConfig
+from dynasor_sgl.scheduling.limiter import LimiterConfig
 
 
 def launch_with(**router: object) -> LaunchConfig:
@@ -167,3 +168,22 @@ def test_plan_ports_puts_user_port_first() -> None:
     # SGLang alone: the first worker takes the user port.
     ports = plan_ports(LaunchConfig(port=start, workers=3, router=False))
     assert ports[0] == start and len(set(ports)) == 3
+
+
+def test_an_auto_inflight_limit_follows_the_device() -> None:
+    def limit_flags(cfg: LaunchConfig, device: str) -> tuple[str, ...]:
+        cmd = router_command(cfg, 2, ["http://127.0.0.1:1"], device)
+        flags = ("--inflight-limit", "--max-inflight-per-worker", "--inflight-limit-max")
+        return tuple(cmd[cmd.index(flag) + 1] for flag in flags)
+
+    # the default is auto: a GPU worker gets the adaptive limit from the GPU's defaults, the
+    # CPU worker the fixed bound it measured best
+    assert LaunchConfig().router_config.inflight_limit == "auto"
+    assert limit_flags(LaunchConfig(), "cuda") == ("adaptive", "128", "1024")
+    assert limit_flags(LaunchConfig(), "cpu") == ("fixed", "12", "64")
+    # a limit the user chose is kept on either device
+    chosen = launch_with(inflight_limit="fixed", max_inflight_per_worker=32)
+    assert limit_flags(chosen, "cuda") == ("fixed", "32", "64")
+    # a router started alone cannot see its workers' device: auto keeps the fixed bound
+    alone = RouterConfig(worker_urls=("http://127.0.0.1:1",))
+    assert alone.limiter() == LimiterConfig.fixed(12)

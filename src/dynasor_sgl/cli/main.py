@@ -54,7 +54,8 @@ def _router_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(INFLIGHT_LIMITS),
             default=_ROUTER_DEFAULTS["inflight_limit"],
             help="Each worker's in-flight limit: adaptive (moves towards the worker's "
-            "throughput knee as it serves) or fixed (stays at --max-inflight-per-worker).",
+            "throughput knee as it serves), fixed (stays at --max-inflight-per-worker) or auto "
+            "(launch on CUDA: adaptive from 128, at most 1024; otherwise fixed).",
         ),
         click.option(
             "--max-inflight-per-worker",

@@ -131,7 +131,8 @@ def run_cluster(
         for worker in cluster.workers:
             _await(worker, cfg, stop, on_ready, started)
         if cfg.router:
-            cluster.router = _start_router(cfg, user_port, cluster.worker_urls, log_dir)
+            urls = cluster.worker_urls
+            cluster.router = _start_router(cfg, user_port, urls, device, log_dir)
             _await(cluster.router, cfg, stop, on_ready, started)
         yield cluster
     finally:
@@ -139,12 +140,12 @@ def run_cluster(
 
 
 def _start_router(
-    cfg: LaunchConfig, port: int, worker_urls: list[str], log_dir: Path
+    cfg: LaunchConfig, port: int, worker_urls: list[str], device: str, log_dir: Path
 ) -> WorkerProcess:
     env = worker_env("router")
     if cfg.router_config.api_key:
         env[API_KEY_ENV] = cfg.router_config.api_key
-    cmd = router_command(cfg, port, worker_urls)
+    cmd = router_command(cfg, port, worker_urls, device)
     return WorkerProcess.start(0, cmd, env, cfg.host, port, log_dir / "router.log", "router")
 
 

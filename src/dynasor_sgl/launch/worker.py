@@ -121,10 +121,13 @@ def worker_command(
     return cmd + list(cfg.sglang_args)
 
 
-def router_command(cfg: LaunchConfig, port: int, worker_urls: list[str]) -> list[str]:
-    """The `dynasor-sgl router` argv that fronts the given workers, with `cfg.router_config`'s
-    settings (its API key goes through the environment: `launch.cluster`)."""
-    r = cfg.router_config
+def router_command(
+    cfg: LaunchConfig, port: int, worker_urls: list[str], device: str = "cpu"
+) -> list[str]:
+    """The `dynasor-sgl router` argv that fronts the given workers on `device` (resolved:
+    "cpu" or "cuda"), with `cfg.router_config`'s settings for that device (an "auto" in-flight
+    limit resolved; the API key goes through the environment: `launch.cluster`)."""
+    r = cfg.router_config.for_device(device)
     cmd = [
         sys.executable,
         "-m",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dynasor_sgl.policy import risk
@@ -15,7 +15,11 @@ from dynasor_sgl.scheduling import Order, SchedulerConfig
 from dynasor_sgl.scheduling.limiter import LimiterConfig, LimitMode
 
 SCHEDULING = tuple(str(p) for p in Order)
-INFLIGHT_LIMITS = tuple(str(m) for m in LimitMode)
+# "auto": the device decides. `launch` knows its workers' device and gives a GPU worker the
+# adaptive limit (LimiterConfig.for_device("gpu")); a router started alone cannot know it and
+# keeps the fixed bound, which is what the CPU worker measured best (docs/router.md).
+AUTO = "auto"
+INFLIGHT_LIMITS = (AUTO, *(str(m) for m in LimitMode))
 # Chosen as the knee of the CPU worker's throughput, but measured through a router bound at
 # 12 (so it measured the bound); the worker alone reaches 90% of its best tokens/s at 48 and
 # 61% at 12 (bench/worker_speed.py, 2026-11-30). Kept: below the knee the backlog waits in the
@@ -37,8 +41,9 @@ class RouterConfig:
         "fcfs" (requests in arrival order).
     inflight_limit: how each worker's in-flight limit is kept
         (`dynasor_sgl.scheduling.limiter`): "adaptive" (it moves towards the worker's
-        throughput knee as completions show what more concurrency buys) or "fixed" (it stays
-        at max_inflight_per_worker).
+        throughput knee as completions show what more concurrency buys), "fixed" (it stays
+        at max_inflight_per_worker) or "auto" (the default: `launch` on a CUDA device makes it
+        adaptive from the GPU's defaults, start 128, at most 1024; otherwise fixed).
     max_inflight_per_worker: requests in flight per worker before new ones wait in the
         router's admission queue, where the scheduling order holds: the fixed limit, or where
         the adaptive one starts. The default (12) is the CPU worker's (below its throughput
@@ -80,7 +85,7 @@ class RouterConfig:
     # the deadline stop. Programs without a deadline are due after the starvation bound, so
     # among them the order is by readiness; `sjf` (the paper's order) is one option away.
     scheduling: str = "deadline"
-    inflight_limit: str = "fixed"
+    inflight_limit: str = AUTO
     max_inflight_per_worker: int = MEASURED_KNEE
     inflight_limit_min: int = LimiterConfig.min_limit
     inflight_limit_max: int = LimiterConfig.max_limit
@@ -143,10 +148,26 @@ class RouterConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
+    def for_device(self, device: str) -> RouterConfig:
+        """These settings for workers on `device` (a resolved one: "cpu" or "cuda"): an "auto"
+        in-flight limit becomes adaptive from the GPU's defaults on CUDA, fixed elsewhere."""
+        if self.inflight_limit != AUTO:
+            return self
+        if device != "cuda":
+            return replace(self, inflight_limit=str(LimitMode.FIXED))
+        gpu = LimiterConfig.for_device("gpu")
+        return replace(
+            self,
+            inflight_limit=str(LimitMode.ADAPTIVE),
+            max_inflight_per_worker=gpu.initial,
+            inflight_limit_min=gpu.min_limit,
+            inflight_limit_max=gpu.max_limit,
+        )
+
     def limiter(self) -> LimiterConfig:
         """How each worker's in-flight limit is kept."""
         start = self.max_inflight_per_worker
-        if self.inflight_limit == LimitMode.FIXED:
+        if self.inflight_limit in (LimitMode.FIXED, AUTO):
             return LimiterConfig.fixed(start)
         return LimiterConfig(
             initial=start,
