@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULTS",
+    "EARLY_STOPS",
     "Action",
     "Decision",
     "PolicyConfig",
@@ -46,6 +47,11 @@ class StopReason(StrEnum):
     DECIDED = "decided"  # the leading answer can no longer be overturned within the cap
     CAP = "cap"  # the knob reached its cap
     DEADLINE = "deadline"  # its next grant could not end by the program's deadline
+
+
+# The policy's early stops on what certaindex read (the answers settled), as opposed to the cap
+# and the router's deadline stop.
+EARLY_STOPS = frozenset({StopReason.THRESHOLD, StopReason.POSTERIOR, StopReason.DECIDED})
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,11 @@ class Calibration:
         worker answers)."""
         if self.model is None:
             try:
-                reply = await self.router.forwarder.request(
-                    self.router.any_worker(), "GET", "/get_model_info"
-                )
-                name = reply.json().get("model_path") if reply.status == 200 else None
+                info = await self.router.worker_info("/get_model_info")
             except Exception as exc:  # a worker away or odd: the key says "unknown" this time
                 logger.warning("served model unknown for calibration: %s", exc)
-                name = None
+                info = None
+            name = info.get("model_path") if isinstance(info, dict) else None
             if not isinstance(name, str) or not name:
                 return UNKNOWN_MODEL
             self.model = name

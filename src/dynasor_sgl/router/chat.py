@@ -14,7 +14,6 @@ early-exit chain per request (send n requests for n chains).
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -78,7 +77,7 @@ async def complete(
     """Run an early-exit chat: the whole response, or its SSE stream."""
     req = ChatRequest.parse(body)
     served = router.served_model
-    await served.load(functools.partial(_worker_info, router))
+    await served.load(router.worker_info)
     prompt = served.render(req.messages)
     run = CotRun(router, prompt, plan, req.budget, req.params)
     split = served.reasoning_parser is not None and body.get("separate_reasoning", True) is True
@@ -101,11 +100,6 @@ async def complete(
         "usage": usage(out, plan),
     }
     return Reply(200, orjson.dumps(response), dict(_JSON))
-
-
-async def _worker_info(router: Router, path: str) -> Any:
-    reply = await router.forwarder.request(router.any_worker(), "GET", path)
-    return reply.json() if reply.status == 200 else None
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,12 @@ class Router:
             raise unavailable("no healthy SGLang worker")
         return worker
 
+    async def worker_info(self, path: str) -> Any:
+        """A worker's answer to one of SGLang's read-only info routes (`path`, e.g.
+        /get_model_info) as JSON, or None when it did not answer 200."""
+        reply = await self.forwarder.request(self.any_worker(), "GET", path)
+        return reply.json() if reply.status == 200 else None
+
     def _worker_down(self, worker: Worker, exc: Exception) -> None:
         self.pool.mark_down(worker, str(exc))
         self.admission.evacuate(worker, unavailable(f"worker {worker.index} failed: {exc}"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from dynasor_sgl.policy.machine import PolicyConfig, ProgramPolicy
+from dynasor_sgl.policy.machine import EARLY_STOPS, PolicyConfig, ProgramPolicy, StopReason
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
 from dynasor_sgl.protocol import RID_SEP
 from dynasor_sgl.replay.selfcal_key import Assignment
@@ -26,7 +26,7 @@ PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
 BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Stops that count as early exit in the saving estimate (a client's abort or a reaped program
 # saved nothing by the policy's doing).
-POLICY_STOPS = frozenset({"threshold", "posterior", "decided", "deadline"})
+POLICY_STOPS = EARLY_STOPS | {StopReason.DEADLINE}
 
 
 class ProgramStatus(StrEnum):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.online.workload import DEFAULT_DIFFICULTY, difficulty_of
+from dynasor_sgl.policy.machine import EARLY_STOPS
 
 logger = logging.getLogger(__name__)
 
@@ -168,10 +169,6 @@ def split_tokens(total: int, units: int, max_new: int) -> list[int]:
     return out
 
 
-# The policy's own stops (the router's deadline stop is not one: the simulator decides it).
-_CERTAINDEX_STOPS = frozenset({"threshold", "posterior", "decided"})
-
-
 def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     """The trace of one real self-consistency program record of `dynasor-sgl bench online`: its own
     steps and generated tokens (`split_tokens`), its prompt (prompt tokens per request) and how
@@ -188,7 +185,7 @@ def record_trace(rec: Mapping[str, Any], cap: int, max_new: int) -> Trace:
     own = split_tokens(int(detail.get("generated", 0)), steps, max_new)
     mean = round(sum(own) / steps) if own else max_new
     tokens = own + [mean] * (cap - steps)
-    agreed = rec.get("exit_reason") in _CERTAINDEX_STOPS
+    agreed = rec.get("exit_reason") in EARLY_STOPS
     labels = [0 if agreed and i < steps else i for i in range(cap)]
     requests = max(1, int(detail.get("requests", 1)))
     prefill = int(detail.get("prefill", 0))
