@@ -21,6 +21,7 @@ from typing import Any
 
 from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.policy.config import PolicyConfig
+from dynasor_sgl.policy.presets import with_preset
 from dynasor_sgl.replay.engine import same_answer
 from dynasor_sgl.replay.sampled import RecordedRun, full_budget_runs, replay_cap, replay_policy
 
@@ -30,6 +31,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "decided alone": {"thresholds": {}},
     "decided alone, pace 1": {"thresholds": {}, "pace": 1, "initial": 1},
     "shipped now, pace 1": {"pace": 1},
+    # the embedded model's default (`--preset cpu`): the label-free calibration's rule
+    "cpu preset (posterior 0.8, every 5)": with_preset("cpu", "sc", {}),
 }
 
 

@@ -392,6 +392,23 @@ def test_calibrate_needs_baseline_records(tmp_path: Path) -> None:
         calibrate_results(path, margin=0.0)
 
 
+def test_calibrate_pools_results_files_and_refuses_a_question_twice(tmp_path: Path) -> None:
+    # The hand-computed case above, split over two files, gives the same choice pooled.
+    easy = [sc_baseline(f"easy{i}", "4", ["4"] * 5, 0) for i in range(3)]
+    hard = [sc_baseline("hard", "4", ["1", "4", "4", "4", "4"], 0)]
+    first, second = (
+        write_results(tmp_path / "a.jsonl", easy),
+        write_results(tmp_path / "b.jsonl", hard),
+    )
+    policy, result, _ = calibrate_results([first, second], margin=0.0)
+    assert policy["sc"]["detect_at"] == 2 and result.n_programs == 4
+    again = write_results(tmp_path / "c.jsonl", hard)
+    with pytest.raises(
+        ValueError, match=r"'hard' has a full-budget run in both .*b.jsonl and .*c.jsonl"
+    ):
+        calibrate_results([first, second, again], margin=0.0)
+
+
 def test_replay_is_decided_by_the_algorithm_not_the_programs_name() -> None:
     from dynasor_sgl.eval.runner import EvalSpec
 

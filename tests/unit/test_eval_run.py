@@ -281,6 +281,9 @@ def test_cli_eval_end_to_end(first_run: tuple[Result, Path]) -> None:
         assert base["details"]["answers"] == [None] * 5
         assert records[(q, "paper")]["mode"] == records[(q, "oracle")]["mode"] == "replay"
         assert records[(q, "oracle")]["steps"] == 1  # all None: settled from the first sample
+    # under the default (cpu) preset the "paper" row is still the paper's stop rule
+    settings = json.loads(out.read_text().splitlines()[0])["settings"]
+    assert not {"rule", "confidence"} & set(settings["policy"])
     paths = outputs(out)
     summary = json.loads(paths["summary"].read_text())
     assert summary["questions"] == 6 and set(summary["rows"]) == {"dynasor", *SC_ROWS}

@@ -151,8 +151,32 @@ def test_presets_cpu_lowers_the_tree_programs_and_paper_is_the_table() -> None:
         )
         assert paper.cap == DEFAULTS[spec.algorithm]["cap"]
         assert cpu.cap <= paper.cap
-    assert set(CPU_PRESET) <= set(DEFAULTS) and "sc" not in CPU_PRESET  # SC keeps its settings
-    assert with_preset("paper", "rebase", {}) == {}
+    assert set(CPU_PRESET) <= set(DEFAULTS) and "cot" not in CPU_PRESET  # CoT keeps its settings
+    assert with_preset("paper", "rebase", {}) == {} == with_preset("paper", "sc", {})
+
+
+def test_the_cpu_presets_self_consistency_rule_is_the_committed_label_free_calibration() -> None:
+    # The embedded model's SC defaults are what `dynasor-sgl calibrate --target full-budget`
+    # chose over the built-in tasks' recorded runs (the command is in presets.py).
+    committed = Path(__file__).parents[2] / "docs/results/selfcal-defaults/builtin-policy.json"
+    calibrated = json.loads(committed.read_text())["sc"]
+    shipped = PolicyConfig.for_algorithm("sc").to_dict()
+    assert {k: v for k, v in calibrated.items() if shipped[k] != v} == dict(CPU_PRESET["sc"])
+    cpu = PolicyConfig.for_algorithm("sc", **with_preset("cpu", "sc", {}))
+    assert (cpu.rule, cpu.confidence, cpu.detect_every, cpu.stop_when_decided) == (
+        "posterior",
+        0.8,
+        5,
+        True,
+    )
+
+
+def test_a_clients_own_stop_rule_replaces_the_presets_whole() -> None:
+    spec = get_program("self-consistency")
+    mine = PolicyConfig.for_algorithm("sc", **policy_overrides(spec, None, None, 0.9, None, "cpu"))
+    assert (mine.rule, mine.thresholds) == ("threshold", {"entropy": 0.9})
+    capped = PolicyConfig.for_algorithm("sc", **policy_overrides(spec, None, 8, None, None, "cpu"))
+    assert (capped.rule, capped.confidence, capped.cap) == ("posterior", 0.8, 8)
 
 
 def test_a_cap_below_the_presets_initial_pulls_it_down() -> None:

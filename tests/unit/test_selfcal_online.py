@@ -55,25 +55,32 @@ def test_the_bound_needs_ten_programs_at_a_loose_epsilon() -> None:
 
 def test_hand_computed_runs_choose_the_loosest_threshold_that_never_disagreed() -> None:
     book = CalibrationBook(LOOSE)
-    feed(book, 10, SPLIT)
+    key = Key("sc", "m", None, 15)
+    # 3 × "3" then 12 × "7" at cap 15. At 5 samples (3 against 2) the entropy certaindex is
+    # 0.582, so thresholds 0.55 and below stop wrong there; at 10 (3 against 7) it is
+    # 1 − H(0.3, 0.7) / ln 10 = 0.735, so read every 5 thresholds 0.7 .. 0.6 stop right at 10,
+    # where read once at 5 they run to the cap. The posterior, read every 5, stops at 10 at
+    # best too: tied with entropy every 5, the family listed first wins.
+    feed(book, 10, ["3"] * 3 + ["7"] * 12, key)
     view = book.view()["keys"][0]
     assert view["state"] == "fitted"
-    # every-sample entropy, and the posterior below 0.95, stop at 3 with the wrong answer; the
-    # posterior at 0.95 and above goes on until the vote is decided at 9 (six "7" against three
-    # "3", one sample left): one sample cheaper than entropy read once at 5, which runs to cap
     assert (view["family"], view["candidate"], view["threshold"]) == (
-        "posterior, every sample",
-        "posterior 0.95",
-        0.95,
+        "entropy, every 5",
+        "entropy 0.6",
+        0.6,
     )
     assert view["certifiable_epsilon"] == pytest.approx(1 - (0.1 / 3) ** (1 / 10))
-    assert view["disagreement"] == 0.0  # the defaults (0.7 at 5, then every 5) never stopped
+    assert view["disagreement"] == 0.0  # the defaults (0.7 at 5, then every 5) stop right at 10
     assigned = CalibrationBook.from_json(book.to_json(), BookSettings(0.0, 0.3, 0.1)).assign(
-        KEY, BASE, {"cap": CAP}
+        key, BASE, {"cap": 15}
     )
     assert assigned is not None and (assigned.rule, assigned.explored) == ("fitted", False)
     config = assigned.config
-    assert (config.rule, config.confidence, config.detect_every) == ("posterior", 0.95, 1)
+    assert (config.rule, config.thresholds, config.detect_every) == (
+        "threshold",
+        {"entropy": 0.6},
+        5,
+    )
 
 
 def test_settled_runs_choose_the_cheapest_family_and_a_bad_default_is_seen() -> None:
@@ -84,8 +91,8 @@ def test_settled_runs_choose_the_cheapest_family_and_a_bad_default_is_seen() -> 
     settled = CalibrationBook(LOOSE)
     feed(settled, 10, ["7"] * CAP)
     view = settled.view()["keys"][0]
-    # every rule agrees; reading from 3 stops soonest; the first family of those tied wins
-    assert (view["family"], view["candidate"]) == ("entropy, every sample", "entropy 0.3")
+    # every rule agrees and stops at its first reading, 5; the first family of those tied wins
+    assert (view["family"], view["candidate"]) == ("entropy, once at 5", "entropy 0.3")
     assert view["disagreement"] == 0.0
 
 
@@ -198,7 +205,7 @@ def test_recorded_runs_served_in_order_learn_then_save() -> None:
     assert {s.tokens for s in learning} == {100 + 10 * CAP}  # the whole run
     applied = CalibrationBook.from_json(book.to_json(), BookSettings(0.0, 0.3, 0.1))
     served = serve_recorded(applied, KEY, BASE, settled[10:])
-    # fitted: entropy read from 3 samples, which agree: 100 shared + 3 x 10 tokens
+    # fitted: entropy read at 5 samples, which agree: 100 shared + 5 x 10 tokens
     assert [(s.rule, s.tokens, s.answer, s.disagrees) for s in served] == [
-        ("fitted", 130, "7", False)
+        ("fitted", 150, "7", False)
     ] * 2

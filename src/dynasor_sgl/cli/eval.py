@@ -6,6 +6,7 @@ Owns the options and what the user sees; the work is in `dynasor_sgl.eval` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -139,6 +140,10 @@ def _eval_spec(program: str, concurrency: int, opts: ProgramOptions, **bound: fl
     """The EvalSpec of a shipped (or user's) program with the command's options."""
     spec = load_spec(program)
     policy, params = opts.policy(spec), opts.program_params()
+    if spec.algorithm == REPLAYED_ALGORITHM:
+        # Self-consistency's configured row is "paper": the paper's stop rule (or the user's
+        # own), not the preset's calibrated one, which the self-calibrated row stands for.
+        policy = dataclasses.replace(opts, preset="paper").policy(spec)
     if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
         # Token confidences let the report replay confidence trimming over the same samples.
         params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)
@@ -191,7 +196,9 @@ def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
 
 
 @click.command("calibrate", context_settings={"show_default": True})
-@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option(
     "--margin",
     type=click.FloatRange(0, 1),
@@ -234,7 +241,7 @@ def _run_eval(run: Any, api_key: str | None) -> dict[str, Any]:
     "--folds", type=click.IntRange(2, 20), default=2, help="full-budget: cross-fitting folds."
 )
 def calibrate_command(
-    results: Path,
+    results: tuple[Path, ...],
     margin: float,
     out: Path,
     detect_every: str,
@@ -245,7 +252,7 @@ def calibrate_command(
     folds: int,
 ) -> None:
     """Pick the cheapest thresholds that keep accuracy within MARGIN of the full budget, from
-    an eval results file of self-consistency (its full-budget baseline runs); with
+    eval results files of self-consistency (their full-budget baseline runs, pooled); with
     `--target full-budget`, without labels."""
     from dynasor_sgl.eval.calibrate import calibrate_results
     from dynasor_sgl.replay.holdout import one_line as holdout_line
@@ -270,7 +277,7 @@ def calibrate_command(
 
 
 def _calibrate_full_budget(
-    results: Path, out: Path, epsilon: float, delta: float, folds: int
+    results: tuple[Path, ...], out: Path, epsilon: float, delta: float, folds: int
 ) -> None:
     from dynasor_sgl.eval.calibrate import calibrate_full_budget, full_budget_line
 

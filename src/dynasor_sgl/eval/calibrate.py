@@ -31,16 +31,32 @@ from dynasor_sgl.replay.calibration import (
 from dynasor_sgl.replay.holdout import HoldoutReport
 from dynasor_sgl.replay.sampled import full_budget_runs, is_full_budget
 
+Paths = str | Path | Sequence[str | Path]
 
-def _records_with_runs(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a results file that has full-budget SC runs to calibrate on; else a
-    ValueError saying how to get some."""
-    _, records = read_records(path)
-    if not any(is_full_budget(r) for r in records):
-        raise ValueError(
-            f"{path} has no full-budget self-consistency runs to calibrate on "
-            "(run `dynasor-sgl eval --program self-consistency` first)"
-        )
+
+def _records_with_runs(paths: Paths) -> list[dict[str, Any]]:
+    """The records of one or more results files (pooled, in order) that each have full-budget
+    SC runs to calibrate on; else a ValueError saying how to get some. A question in two
+    files is a ValueError too: its runs would count twice."""
+    records: list[dict[str, Any]] = []
+    seen: dict[str, str | Path] = {}
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        _, mine = read_records(path)
+        if not any(is_full_budget(r) for r in mine):
+            raise ValueError(
+                f"{path} has no full-budget self-consistency runs to calibrate on "
+                "(run `dynasor-sgl eval --program self-consistency` first)"
+            )
+        for r in mine:
+            if not is_full_budget(r):
+                continue
+            qid = str(r["question_id"])
+            if seen.setdefault(qid, path) != path:
+                raise ValueError(
+                    f"question {qid!r} has a full-budget run in both {seen[qid]} and {path}; "
+                    "give each question's runs once"
+                )
+        records.extend(mine)
     return records
 
 
@@ -67,12 +83,13 @@ def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:
 
 
 def calibrate_results(
-    path: str | Path,
+    path: Paths,
     margin: float,
     detect_every: tuple[int, ...] = (0,),
     holdout: float | None = None,
 ) -> tuple[dict[str, Any], CalibrationResult, HoldoutReport | None]:
-    """(policy file content, calibration result, held-out report) for a results file;
+    """(policy file content, calibration result, held-out report) for results files (one or
+    more, pooled);
     `detect_every` are the read-every candidates searched (0 = read once). The thresholds are
     chosen on every question; with `holdout`, the procedure is also measured held out
     (`calibrate_held_out`), and without, there is no report."""
@@ -137,15 +154,15 @@ def policy_overrides(result: CalibrationResult, cap: int) -> dict[str, Any]:
 
 
 def calibrate_full_budget(
-    path: str | Path,
+    path: Paths,
     epsilon: float = risk.DEFAULT_EPSILON,
     delta: float = risk.DEFAULT_DELTA,
     folds: int = 2,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(policy file content, report) of the label-free calibration of a results file's
-    full-budget SC runs: the rule fitted on all of them (the full budget when nothing is
-    certified), and the procedure measured cross-fitted over `folds` (gold answers, where
-    the file has them, only feed the report's accuracy)."""
+    """(policy file content, report) of the label-free calibration of the full-budget SC runs
+    of results files (one or more, pooled): the rule fitted on all of them (the full budget
+    when nothing is certified), and the procedure measured cross-fitted over `folds` (gold
+    answers, where the files have them, only feed the report's accuracy)."""
     runs = full_budget_runs(_records_with_runs(path))
     cap = max(len(r.run.answers) for r in runs)
     families = selfcal.sc_families(cap, confidences=all(r.run.confidences for r in runs))

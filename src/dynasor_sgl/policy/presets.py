@@ -1,9 +1,11 @@
 """Named sets of policy defaults a command can pick (`--preset cpu|paper`).
 
-"paper" is `policy_config.DEFAULTS` as they are: the paper's GPU-scale caps. "cpu" lowers the
-caps and widths of the tree-search and reward programs so that each shipped program answers a
-simple question on the embedded model on a 2-core CPU in about 2 minutes (README: "Presets");
-self-consistency and CoT keep their settings. Pure data and one function.
+"paper" is `policy_config.DEFAULTS` as they are: the paper's GPU-scale caps. "cpu" is the
+embedded model's: it lowers the caps and widths of the tree-search and reward programs so that
+each shipped program answers a simple question on the embedded model on a 2-core CPU in about 2
+minutes (docs/programs.md: "Presets"), and gives self-consistency the stop rule a label-free
+calibration fitted on the embedded model's built-in tasks (below); CoT keeps its settings.
+Pure data and one function.
 """
 
 from __future__ import annotations
@@ -17,8 +19,19 @@ from dynasor_sgl.policy.config import current_keys
 PRESETS = ("cpu", "paper")
 Preset = Literal["cpu", "paper"]
 DEFAULT_PRESET: Preset = "cpu"
+# A stop rule is one unit: a client's own thresholds or rule replace the preset's whole rule.
+STOP_RULE_KEYS = ("rule", "confidence", "thresholds")
 CPU_PRESET: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
+        # The label-free calibration (eps 0.02, delta 0.1) of the 200 recorded full-budget runs
+        # of the built-in tasks synth:add1 and synth:apples on the embedded model (cap 20):
+        #   dynasor-sgl calibrate docs/results/sc-confidence/add1.jsonl \
+        #     docs/results/sc-confidence/apples.jsonl --target full-budget \
+        #     --out docs/results/selfcal-defaults/builtin-policy.json
+        # chose the majority posterior at 0.8, read at 5 and every 5 (the rest as shipped):
+        # 14.3% of add1's tokens and 7.2% of apples' saved, no answer changed
+        # (docs/results/selfcal-defaults.md; a test keeps this entry equal to that file).
+        "sc": {"rule": "posterior", "confidence": 0.8},
         "bon": {"cap": 8},
         "beam": {"cap": 16},
         "rebase": {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4},
@@ -30,12 +43,15 @@ CPU_PRESET: Mapping[str, Mapping[str, Any]] = MappingProxyType(
 def with_preset(preset: str, algorithm: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The PolicyConfig overrides that give `algorithm` the `preset`'s values with `overrides`
     on top (what a client sends the router). The preset's values are defaults: a `cap` in
-    `overrides` below its `initial` or `detect_at` pulls those down, as in `for_algorithm`.
-    An unknown preset is a ValueError."""
+    `overrides` below its `initial` or `detect_at` pulls those down, as in `for_algorithm`, and
+    overrides that set a stop rule (`STOP_RULE_KEYS`: a --threshold, a policy file's rule)
+    replace the preset's rule whole. An unknown preset is a ValueError."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     base = dict(CPU_PRESET.get(algorithm, {})) if preset == "cpu" else {}
     overrides = current_keys(overrides)
+    if any(key in overrides for key in STOP_RULE_KEYS):
+        base = {k: v for k, v in base.items() if k not in STOP_RULE_KEYS}
     cap = overrides.get("cap")
     if isinstance(cap, int) and cap >= 1:
         for name in ("initial", "detect_at"):
