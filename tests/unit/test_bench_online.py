@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -22,13 +23,13 @@ from dynasor_sgl.online.results import BenchResults, ResultsError, resume
 from dynasor_sgl.online.runner import run_open_loop
 from dynasor_sgl.online.session import plan
 from dynasor_sgl.online.systems import (
+    DEFAULT_SYSTEMS,
     RUN_TO_CAP,
     SYSTEMS,
     System,
     parse_systems,
     policy_for,
     router_command,
-    unsupported,
 )
 from dynasor_sgl.online.workload import (
     Arrival,
@@ -38,6 +39,7 @@ from dynasor_sgl.online.workload import (
     load_difficulty,
     workload,
 )
+from dynasor_sgl.router.config import RouterConfig
 
 ITEMS = [Item(f"q{i}", f"question {i}?", str(i)) for i in range(3)]
 
@@ -368,10 +370,24 @@ def test_router_command_and_policies() -> None:
     assert policy_for(SYSTEMS["dynasor"], {"cap": 4}) == {"cap": 4}
 
 
-def test_a_mode_the_router_lacks_is_unsupported() -> None:
-    assert unsupported(System("x", "", "no-such-mode")) is not None
-    assert unsupported(SYSTEMS["sglang"]) is None
-    assert unsupported(SYSTEMS["dynasor"]) is None
+def router_params(system: System) -> dict[str, Any]:
+    """The options `dynasor-sgl router` parses from the argv the bench starts `system` with."""
+    argv = router_command(system, "http://w:1", 4000, priority=True, max_inflight=8)
+    options = argv[argv.index("router") + 1 :]
+    with main.commands["router"].make_context("router", options) as ctx:
+        return dict(ctx.params)
+
+
+def test_every_router_system_is_one_this_router_accepts() -> None:
+    routed = [s for s in SYSTEMS.values() if not s.direct]
+    assert routed and tuple(SYSTEMS) == DEFAULT_SYSTEMS
+    for system in routed:
+        params = router_params(system)
+        assert params["scheduling"] == system.scheduling
+        assert params["deadline_stop"] == system.deadline_stop
+        assert params["inflight_limit"] == (system.inflight_limit or RouterConfig.inflight_limit)
+    with pytest.raises(click.BadParameter, match="no-such-mode"):
+        router_params(System("x", "", "no-such-mode"))
 
 
 def test_plan_groups_systems_by_worker_flavour(tmp_path: Path) -> None:

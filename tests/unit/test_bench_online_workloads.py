@@ -1,10 +1,9 @@
 """What the online benchmark runs: the workload (the single program or a named mix, with its
-parts and their caps), a user's program as `module:SPEC`, and the systems the router may not
-have yet (autellix's PLAS order, dynasor with the fixed in-flight bound), in both states."""
+parts and their caps), a user's program as `module:SPEC`, and two systems the bench gained
+with the router (autellix's PLAS order, dynasor with the adaptive in-flight limit)."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import textwrap
 from pathlib import Path
@@ -15,22 +14,12 @@ from click.testing import CliRunner
 from dynasor_sgl.cli.main import main
 from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.lang.registry import load_program
-from dynasor_sgl.online import systems as systems_module
 from dynasor_sgl.online.config import BenchConfig
 from dynasor_sgl.online.mixes import MIXES, SINGLE, Part, parts_of, slot
 from dynasor_sgl.online.runs import load_parts
 from dynasor_sgl.online.session import plan
-from dynasor_sgl.online.systems import (
-    ALL_SYSTEMS,
-    RUN_TO_CAP,
-    SYSTEMS,
-    default_systems,
-    policy_for,
-    router_command,
-    unsupported,
-)
+from dynasor_sgl.online.systems import RUN_TO_CAP, SYSTEMS, policy_for, router_command
 from dynasor_sgl.online.workload import mixed_workload
-from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 
 # -- workloads ------------------------------------------------------------------------------------
 
@@ -129,70 +118,27 @@ def test_a_bad_program_spec_is_a_one_line_error(tmp_path: Path, spec: str, messa
     assert "Traceback" not in result.output
 
 
-# -- systems the router may not have yet -----------------------------------------------------
+# -- autellix and dynasor-adaptive ----------------------------------------------------------------
 
 
 def test_autellix_and_dynasor_adaptive_are_described_as_the_issue_asks() -> None:
-    autellix, fixed = ALL_SYSTEMS["autellix"], ALL_SYSTEMS["dynasor-adaptive"]
+    autellix, adaptive = SYSTEMS["autellix"], SYSTEMS["dynasor-adaptive"]
     assert autellix.scheduling == "plas" and autellix.worker == "priority"
     assert policy_for(autellix, {"cap": 4}) == {"cap": 4, **RUN_TO_CAP}  # no early exit
     assert not autellix.deadline_stop
-    assert (fixed.scheduling, fixed.inflight_limit) == ("sjf", "adaptive")
-    assert policy_for(fixed, {"cap": 4}) == policy_for(ALL_SYSTEMS["dynasor"], {"cap": 4})
+    assert (adaptive.scheduling, adaptive.inflight_limit) == ("sjf", "adaptive")
+    assert policy_for(adaptive, {"cap": 4}) == policy_for(SYSTEMS["dynasor"], {"cap": 4})
     cmd = " ".join(router_command(autellix, "http://w:1", 1, priority=True, max_inflight=None))
     assert "--scheduling plas" in cmd and "--inflight-limit" not in cmd
-    cmd = " ".join(router_command(fixed, "http://w:1", 1, priority=True, max_inflight=None))
+    cmd = " ".join(router_command(adaptive, "http://w:1", 1, priority=True, max_inflight=None))
     assert "--scheduling sjf" in cmd and "--inflight-limit adaptive" in cmd
 
 
-@dataclasses.dataclass(frozen=True)
-class NewRouterConfig(RouterConfig):
-    """RouterConfig as it will be once the limiter lands: with an `inflight_limit`."""
-
-    inflight_limit: str = "adaptive"
-
-
-def router_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(systems_module, "SCHEDULING", tuple(s for s in SCHEDULING if s != "plas"))
-    fields = [f for f in dataclasses.fields(RouterConfig) if f.name != "inflight_limit"]
-    old = dataclasses.make_dataclass("OldRouterConfig", [(f.name, f.type, f) for f in fields])
-    monkeypatch.setattr(systems_module, "RouterConfig", old)
-
-
-def test_before_the_router_has_them_they_are_skipped_with_the_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    router_without_them(monkeypatch)
-    assert "no --scheduling plas" in (unsupported(ALL_SYSTEMS["autellix"]) or "")
-    assert "no --inflight-limit" in (unsupported(ALL_SYSTEMS["dynasor-adaptive"]) or "")
-    assert unsupported(ALL_SYSTEMS["dynasor"]) is None
-    assert "autellix" not in default_systems() and "dynasor" in default_systems()
-
-    notes: list[str] = []
-    cfg = BenchConfig(out=tmp_path, systems=("sglang", "autellix", "dynasor", "dynasor-adaptive"))
-    groups = [(f, [s.name for s in g]) for f, g in plan(cfg, notes)]
-    assert groups == [("priority", ["dynasor"]), ("plain", ["sglang"])]
-    assert any(n.startswith("autellix skipped: the router has no --scheduling plas") for n in notes)
-    assert any(
-        n.startswith("dynasor-adaptive skipped: the router has no --inflight-limit") for n in notes
-    )
-
-
-def test_once_the_router_has_them_they_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(systems_module, "SCHEDULING", (*SCHEDULING, "plas"))
-    monkeypatch.setattr(systems_module, "RouterConfig", NewRouterConfig)
-    assert unsupported(ALL_SYSTEMS["autellix"]) is None
-    assert unsupported(ALL_SYSTEMS["dynasor-adaptive"]) is None
-    assert {"autellix", "dynasor-adaptive"} <= set(default_systems())
+def test_autellix_and_dynasor_adaptive_run_by_default(tmp_path: Path) -> None:
+    assert {"autellix", "dynasor-adaptive"} <= set(BenchConfig(out=tmp_path).systems)
     notes: list[str] = []
     cfg = BenchConfig(out=tmp_path, systems=("autellix", "dynasor", "dynasor-adaptive"))
     assert [[s.name for s in g] for _, g in plan(cfg, notes)] == [
         ["autellix", "dynasor", "dynasor-adaptive"]
     ]
     assert notes == []
-
-
-def test_the_simulators_table_holds_only_what_this_router_can_run() -> None:
-    assert set(SYSTEMS) == set(default_systems()) <= set(ALL_SYSTEMS)
-    assert all(unsupported(system) is None for system in SYSTEMS.values())
-    assert {"autellix", "dynasor-adaptive"} <= set(ALL_SYSTEMS)

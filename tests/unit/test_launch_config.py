@@ -187,3 +187,4 @@ def test_an_auto_inflight_limit_follows_the_device() -> None:
     # a router started alone cannot see its workers' device: auto keeps the fixed bound
     alone = RouterConfig(worker_urls=("http://127.0.0.1:1",))
     assert alone.limiter() == LimiterConfig.fixed(12)
+    assert alone.for_device(None) == alone.for_device("cpu") != alone.for_device("cuda")

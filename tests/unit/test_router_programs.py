@@ -8,6 +8,7 @@ import pytest
 
 from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, Report, StopReason
 from dynasor_sgl.router.errors import ApiError
+from dynasor_sgl.router.metrics import Metrics
 from dynasor_sgl.router.table import ProgramTable
 
 CONFIG = PolicyConfig(cap=8, initial=4, pace=4, detect_at=4, thresholds={"entropy": 0.7})
@@ -142,13 +143,27 @@ def test_apply_stop_decision_from_the_policy() -> None:
     t.apply(prog, report, decision)
     assert prog.status == "stopped" and prog.exit_reason == str(StopReason.THRESHOLD)
     assert prog.used == 4 and prog.finished_at is not None
-    assert prog.trajectory == [{"step": 4, "entropy": pytest.approx(1.0)}]
+    assert prog.trajectory == [{"used": 4, "entropy": pytest.approx(1.0)}]
     assert prog.tokens_saved == (8 - 4) * 400 // 4  # remaining knob x tokens per knob unit
     assert prog.settle() == 400 and prog.settle() is None  # counted once, when settled
     assert t.active() == 0
     with pytest.raises(ApiError) as exc:
         t.check_open(prog)
     assert status_of(exc) == (409, "program_stopped")
+
+
+def test_a_reading_shows_its_units_as_used_and_for_now_as_the_deprecated_step() -> None:
+    """`/programs` keeps "step" beside "used" for one release; this test goes with it."""
+    t = table()
+    prog = t.register(CONFIG, "p")
+    report = Report(used=4, answers={f"b{i}": "42" for i in range(4)})
+    t.apply(prog, report, prog.policy.decide(report))
+    (reading,) = prog.summary()["certaindex"]
+    assert reading == {"used": 4, "step": 4, "entropy": pytest.approx(1.0)}
+    metrics = Metrics()
+    metrics.program_ended(prog)
+    labels = set(re.findall(r'signal="([^"]+)"', metrics.render().decode()))
+    assert labels == {"entropy"}  # the units are no signal, under either name
 
 
 def test_the_saving_is_one_estimate_settled_after_the_aborted_replies_arrive() -> None:

@@ -26,7 +26,7 @@ from dynasor_sgl.cli.common import (
 from dynasor_sgl.eval.datasets import TASKS
 from dynasor_sgl.online.config import QUICK, BenchConfig
 from dynasor_sgl.online.mixes import MIXES, SINGLE, WORKLOADS
-from dynasor_sgl.online.systems import ALL_SYSTEMS, DEFAULT_SYSTEMS
+from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
 
 logger = logging.getLogger(__name__)
 _D = BenchConfig.defaults()
@@ -99,7 +99,7 @@ def bench_command() -> None:
 @click.option("--rates", help=f"Arrival rates, programs/s, comma-separated. {_default('rates')}")
 @click.option(
     "--systems",
-    help=f"Comma-separated subset of: {', '.join(ALL_SYSTEMS)}. "
+    help=f"Comma-separated subset of: {', '.join(SYSTEMS)}. "
     f"[default: {', '.join(DEFAULT_SYSTEMS)}]",
 )
 @click.option(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dynasor_sgl.online.mixes import SINGLE, WORKLOADS, Part
-from dynasor_sgl.online.systems import ALL_SYSTEMS, DEFAULT_SYSTEMS
+from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
 from dynasor_sgl.policy.config import current_keys
 
 # The smoke run: 4 programs at 2 rates, cap 8 (certaindex still reads at 5 samples and can stop
@@ -44,7 +44,7 @@ class BenchConfig:
         seeds the arrivals).
     programs: programs per run (one run = one system at one rate in one repeat).
     repeat: how many times every (system, rate) runs, interleaved across systems.
-    rates: arrival rates in programs/s. systems: names from `online.systems.ALL_SYSTEMS`.
+    rates: arrival rates in programs/s. systems: names from `online.systems.SYSTEMS`.
     slo_scale: the SLO scale of the figure of merit (and of the deadline told to the router).
     fixed_rate: the rate of the attainment-vs-SLO-scale view (None: the middle rate).
     cap / max_tokens: the program's knob cap and tokens per generation (if it has that
@@ -95,10 +95,10 @@ class BenchConfig:
             raise ValueError(
                 f"unknown workload {self.workload!r}; choose from {', '.join(WORKLOADS)}"
             )
-        unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
+        unknown = [s for s in self.systems if s not in SYSTEMS]
         if unknown or not self.systems:
             raise ValueError(
-                f"unknown system(s) {unknown or '(none)'}; choose from {', '.join(ALL_SYSTEMS)}"
+                f"unknown system(s) {unknown or '(none)'}; choose from {', '.join(SYSTEMS)}"
             )
         if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
             raise ValueError(

@@ -1,13 +1,13 @@
 """One `dynasor-sgl bench online` from start to reports.
 
-Loads the workload (`online.runs.load_parts`), plans the systems (one this checkout's router
-cannot run is skipped, with the reason), starts one worker per flavour they need, all up front
-and kept for the whole bench so that runs can interleave (or uses the user's worker for all),
-warms each worker up, measures the base deadlines once (kept in the results file), then runs
-every pending (repeat, rate, system) in the interleaved order of `online.repeats.schedule`,
-each behind a fresh router on a flushed prefix cache, and writes summary.json, summary.md and
-the PNGs into the output folder. Every process it starts is stopped on the way out, Ctrl-C
-included.
+Loads the workload (`online.runs.load_parts`), plans the systems (`sglang-lpm` needs its own
+worker, so it is skipped, with the reason, when the user's serves all), starts one worker per
+flavour they need, all up front and kept for the whole bench so that runs can interleave (or
+uses the user's worker for all), warms each worker up, measures the base deadlines once (kept
+in the results file), then runs every pending (repeat, rate, system) in the interleaved order
+of `online.repeats.schedule`, each behind a fresh router on a flushed prefix cache, and writes
+summary.json, summary.md and the PNGs into the output folder. Every process it starts is
+stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dynasor_sgl.online.runs import (
     warm_up,
 )
 from dynasor_sgl.online.servers import has_priority_scheduling, own_worker, router_for
-from dynasor_sgl.online.systems import ALL_SYSTEMS, WORKER_FLAVOURS, Flavour, System, unsupported
+from dynasor_sgl.online.systems import SYSTEMS, WORKER_FLAVOURS, Flavour, System
 from dynasor_sgl.online.workload import load_difficulty
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,10 @@ __all__ = ["BenchError", "plan", "run_bench", "runnable", "write_reports"]
 def runnable(cfg: BenchConfig, notes: list[str]) -> list[System]:
     """The systems of `cfg` that can run here, in the table's order; each skip is noted."""
     systems = []
-    for name, system in ALL_SYSTEMS.items():
+    for name, system in SYSTEMS.items():
         if name not in cfg.systems:
             continue
-        why = unsupported(system)
-        if why:
-            notes.append(f"{name} skipped: {why}")
-        elif name == "sglang-lpm" and cfg.worker_url:
+        if name == "sglang-lpm" and cfg.worker_url:
             notes.append("sglang-lpm skipped: it needs its own worker (not with --worker-url)")
         else:
             systems.append(system)
@@ -78,7 +75,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     for note in notes:
         logger.warning("%s", note)
     systems = [s for _, group in groups for s in group]
-    order = sorted(systems, key=lambda s: list(ALL_SYSTEMS).index(s.name))
+    order = sorted(systems, key=lambda s: list(SYSTEMS).index(s.name))
     done = bench.results.done()
     pending = [
         (k, rate, s)
@@ -143,7 +140,7 @@ def _note_priority(bench: Bench, system: System, url: str, priority: bool) -> No
 def write_reports(bench: Bench) -> dict[str, Any]:
     """summary.json, summary.md and the PNGs from every finished run on disk."""
     cfg = bench.cfg
-    order = {name: i for i, name in enumerate(ALL_SYSTEMS)}  # the table's order, not run order
+    order = {name: i for i, name in enumerate(SYSTEMS)}  # the table's order, not run order
     records = sorted(
         bench.results.programs(),
         key=lambda r: (

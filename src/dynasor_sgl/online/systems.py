@@ -4,21 +4,16 @@ A system is SGLang alone (programs run to their cap straight against a worker; `
 `dynasor-sgl router` with a scheduling mode, optional deadline stops and a policy override on
 top of the user's. Each also names the worker flavour it needs: stock SGLang, SGLang with
 `--schedule-policy lpm`, or SGLang with `--enable-priority-scheduling` (the router maps its
-order onto per-request priority). Whether the router in this checkout supports a system's mode
-(a `--scheduling` order, `--deadline-stop`, `--inflight-limit`) is read from `RouterConfig`
-itself, so the table stays honest while the router grows: a system it cannot run is left out
-of the defaults and skipped, with the reason, when named. Pure.
+order onto per-request priority). The router runs every system here; `SYSTEMS` is the bench's
+table and the simulator's. Pure.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from dynasor_sgl.router.config import SCHEDULING, RouterConfig
 
 Flavour = Literal["plain", "lpm", "priority"]
 InflightLimit = Literal["adaptive", "fixed"]
@@ -57,8 +52,8 @@ class System:
         return self.scheduling is None
 
 
-# Every system the bench knows; `SYSTEMS` (below) is those this checkout's router can run.
-ALL_SYSTEMS: dict[str, System] = {
+# Every system the bench compares and the simulator replays, in the order reports list them.
+SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
         System(
@@ -104,46 +99,20 @@ ALL_SYSTEMS: dict[str, System] = {
         ),
     )
 }
+# The bench runs every system unless told otherwise (`--systems`).
+DEFAULT_SYSTEMS = tuple(SYSTEMS)
 
 
 def parse_systems(text: str) -> tuple[System, ...]:
     """Systems named in a comma-separated list, in the table's order; unknown: ValueError."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_SYSTEMS]
+    unknown = [n for n in names if n not in SYSTEMS]
     if unknown or not names:
         raise ValueError(
             f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(ALL_SYSTEMS)}"
+            f"choose from {', '.join(SYSTEMS)}"
         )
-    return tuple(s for s in ALL_SYSTEMS.values() if s.name in names)
-
-
-def unsupported(system: System) -> str | None:
-    """Why this checkout's router cannot run `system`, or None when it can."""
-    if system.direct:
-        return None
-    if system.scheduling not in SCHEDULING:
-        return (
-            f"the router has no --scheduling {system.scheduling} yet "
-            f"(it has {', '.join(SCHEDULING)})"
-        )
-    fields = {f.name for f in dataclasses.fields(RouterConfig)}
-    if system.deadline_stop and "deadline_stop" not in fields:
-        return "the router has no --deadline-stop"
-    if system.inflight_limit is not None and "inflight_limit" not in fields:
-        return "the router has no --inflight-limit yet (its in-flight bound is fixed)"
-    return None
-
-
-def default_systems() -> tuple[str, ...]:
-    """Every system this checkout's router can run, in the table's order."""
-    return tuple(name for name, system in ALL_SYSTEMS.items() if unsupported(system) is None)
-
-
-# What this checkout's router can run: the bench's default systems and the simulator's table
-# (a system whose router order does not exist yet is no system to simulate either).
-SYSTEMS: dict[str, System] = {name: ALL_SYSTEMS[name] for name in default_systems()}
-DEFAULT_SYSTEMS = tuple(SYSTEMS)
+    return tuple(s for s in SYSTEMS.values() if s.name in names)
 
 
 def policy_for(system: System, user_policy: Mapping[str, Any]) -> dict[str, Any]:

@@ -148,9 +148,10 @@ class RouterConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
-    def for_device(self, device: str) -> RouterConfig:
-        """These settings for workers on `device` (a resolved one: "cpu" or "cuda"): an "auto"
-        in-flight limit becomes adaptive from the GPU's defaults on CUDA, fixed elsewhere."""
+    def for_device(self, device: str | None) -> RouterConfig:
+        """These settings for workers on `device` (a resolved one: "cpu" or "cuda"; None: not
+        known, as for a router started alone): an "auto" in-flight limit becomes adaptive from
+        the GPU's defaults on CUDA, fixed otherwise. The one place "auto" is resolved."""
         if self.inflight_limit != AUTO:
             return self
         if device != "cuda":
@@ -165,14 +166,16 @@ class RouterConfig:
         )
 
     def limiter(self) -> LimiterConfig:
-        """How each worker's in-flight limit is kept."""
-        start = self.max_inflight_per_worker
-        if self.inflight_limit in (LimitMode.FIXED, AUTO):
+        """How each worker's in-flight limit is kept; a still "auto" limit is resolved by
+        `for_device` with the device not known (`launch` resolves it before the router)."""
+        resolved = self.for_device(None)
+        start = resolved.max_inflight_per_worker
+        if resolved.inflight_limit == LimitMode.FIXED:
             return LimiterConfig.fixed(start)
         return LimiterConfig(
             initial=start,
-            min_limit=min(self.inflight_limit_min, start),
-            max_limit=max(self.inflight_limit_max, start),
+            min_limit=min(resolved.inflight_limit_min, start),
+            max_limit=max(resolved.inflight_limit_max, start),
         )
 
     def scheduler(self) -> SchedulerConfig:

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dynasor_sgl.answers import equivalence as answers
+from dynasor_sgl.router.program import UNITS_KEYS
 from dynasor_sgl.router.table import Program
 
 disable_created_metrics()  # the *_created series only clutter a scrape
@@ -140,7 +141,7 @@ class Metrics:
         self.programs_ended.labels(prog.exit_reason or "unknown").inc()
         if prog.trajectory:
             for name, value in prog.trajectory[-1].items():
-                if name != "step":
+                if name not in UNITS_KEYS:
                     self.certaindex_at_exit.labels(name).observe(float(value))
 
     def render(self) -> bytes:

@@ -27,6 +27,11 @@ BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Stops that count as early exit in the saving estimate (a client's abort or a reaped program
 # saved nothing by the policy's doing).
 POLICY_STOPS = EARLY_STOPS | {StopReason.DEADLINE}
+# A certaindex reading's knob units, named as everywhere else. `/programs` shows them under the
+# old name "step" too, for one release (deprecated: a "step" is a reasoning line elsewhere).
+UNITS_KEY = "used"
+DEPRECATED_UNITS_KEY = "step"
+UNITS_KEYS = (UNITS_KEY, DEPRECATED_UNITS_KEY)  # in a reading, every other key is a signal
 
 
 class ProgramStatus(StrEnum):
@@ -66,7 +71,7 @@ class Program:
     stop_units_left: int = 0  # knob units a policy stop left unused
     saved_counted: bool = False  # its saving went into the metrics (once, when settled)
     tokens_at_report: int = 0  # completion_tokens at the last report (for tokens per knob unit)
-    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)  # [{"used", signal: value}]
     trimmer: ConfidenceTrimmer | None = None  # set when its policy trims by confidence
     finished_at: float | None = None
     answer: str | None = None
@@ -141,7 +146,10 @@ class Program:
                 "total": self.prompt_tokens - self.cached_tokens + self.completion_tokens,
                 "saved_estimate": self.tokens_saved,
             },
-            "certaindex": self.trajectory,
+            "certaindex": [
+                {UNITS_KEY: p[UNITS_KEY], DEPRECATED_UNITS_KEY: p[UNITS_KEY], **p}
+                for p in self.trajectory
+            ],
             "confidence": None if self.trimmer is None else self.trimmer.summary(),
             "deadline_s": self.deadline_s,
             "age_s": round(self.age_s, 3),

@@ -23,6 +23,7 @@ from dynasor_sgl.router.program import (
     BRANCH_RE,
     POLICY_STOPS,
     PROGRAM_ID_RE,
+    UNITS_KEY,
     InFlight,
     Program,
     ProgramStatus,
@@ -184,7 +185,7 @@ class ProgramTable:
         prog.used = report.used
         prog.last_active = self.clock()
         if decision.values:
-            prog.trajectory.append({"step": report.used, **decision.values})
+            prog.trajectory.append({UNITS_KEY: report.used, **decision.values})
         if decision.action is Action.STOP:
             self._stop(prog, str(decision.reason))
         else:
