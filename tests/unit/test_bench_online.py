@@ -412,6 +412,8 @@ def test_plan_groups_systems_by_worker_flavour(tmp_path: Path) -> None:
 def test_config_validates_and_quick_overrides(tmp_path: Path) -> None:
     quick = BenchConfig.quick(out=tmp_path, cap=3)
     assert (quick.programs, quick.cap, quick.rates) == (4, 3, (0.2, 0.4))
+    assert quick.systems == ("sglang", "autellix", "dynasor")  # the headline three, not all nine
+    assert BenchConfig.quick(out=tmp_path, systems=("dynasor",)).systems == ("dynasor",)
     assert "rates" not in quick.settings() and "systems" not in quick.settings()
     for bad in (
         {"rates": ()},

@@ -100,7 +100,7 @@ def bench_command() -> None:
 @click.option(
     "--systems",
     help=f"Comma-separated subset of: {', '.join(SYSTEMS)}. "
-    f"[default: {', '.join(DEFAULT_SYSTEMS)}]",
+    f"[default: {', '.join(DEFAULT_SYSTEMS)}; --quick: {', '.join(QUICK['systems'])}]",
 )
 @click.option(
     "--slo-scale",

@@ -23,12 +23,15 @@ from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
 from dynasor_sgl.policy.config import current_keys
 
 # The smoke run: 4 programs at 2 rates, cap 8 (certaindex still reads at 5 samples and can stop
-# 3 short of the cap), 2 programs for the base deadline.
+# 3 short of the cap), 2 programs for the base deadline, and the three systems of the headline
+# comparison (SGLang alone, the best order without certaindex, dynasor): with all nine, one
+# repeat was 18 runs of about a minute each, and `--repeat 2` could not finish in 15 minutes.
 QUICK: Mapping[str, Any] = {
     "programs": 4,
     "rates": (0.2, 0.4),
     "cap": 8,
     "calibration_programs": 2,
+    "systems": ("sglang", "autellix", "dynasor"),
 }
 
 
