@@ -68,7 +68,7 @@ def test_self_consistency_stops_at_the_detection_step_when_samples_agree(
     assert result.exit_reason == "threshold"
     assert result.steps == 5 and result.cap == 20
     assert len(result.details["answers"]) == 5
-    assert result.certaindex[0]["step"] == 5 and result.certaindex[0]["entropy"] >= 0.7
+    assert result.certaindex[0]["used"] == 5 and result.certaindex[0]["entropy"] >= 0.7
     assert result.answer is not None
     info = httpx.get(f"{router_url}/programs/{result.program_id}", timeout=30).json()
     assert info["exit_reason"] == "threshold" and info["status"] == "finished"

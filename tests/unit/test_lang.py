@@ -229,12 +229,11 @@ def test_four_equal_answers_stop_at_the_threshold(served: Served) -> None:
     assert isinstance(verdict, dl.Verdict)
     assert verdict.stop and verdict.reason == "threshold" and verdict.grant == 0
     assert res.exit_reason == "threshold" and res.answer == "42" and res.steps == 4
-    assert res.certaindex == [{"step": 4, "entropy": 1.0}]
+    # the units are "used"; "step" beside them is the deprecated alias, for one release
+    assert res.certaindex == [{"used": 4, "step": 4, "entropy": 1.0}]
     summary = show(served, res.program_id)
     assert summary["exit_reason"] == "threshold"
-    # the router names the units "used" (its deprecated "step" alias: test_router_programs)
-    readings = [{k: v for k, v in p.items() if k != "step"} for p in summary["certaindex"]]
-    assert readings == [{"used": 4, "entropy": 1.0}]
+    assert summary["certaindex"] == res.certaindex  # the router's readings: the same shape
 
 
 def test_three_against_one_continues_with_a_grant(served: Served) -> None:
@@ -244,7 +243,7 @@ def test_three_against_one_continues_with_a_grant(served: Served) -> None:
     assert verdict.action == "continue" and not verdict.stop
     assert verdict.grant == 4 and verdict.reason is None
     assert 0.5 < verdict.values["entropy"] < 0.7
-    assert res.certaindex == [{"step": 4, "entropy": verdict.values["entropy"]}]
+    assert res.certaindex == [{"used": 4, "step": 4, "entropy": verdict.values["entropy"]}]
 
 
 # -- errors never pass as empty answers --------------------------------------------------
@@ -374,7 +373,7 @@ def test_cli_run_prints_one_json_object(served: Served) -> None:
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert out["answer"] == "7" and out["exit_reason"] == "threshold"
-    assert out["steps"] == 4 and out["certaindex"] == [{"step": 4, "entropy": 1.0}]
+    assert out["steps"] == 4 and out["certaindex"] == [{"used": 4, "step": 4, "entropy": 1.0}]
     tokens = out["tokens"]
     assert {"reasoning", "probe", "reward", "total"} <= set(tokens)
     assert tokens["total"] == tokens["reasoning"] == PROMPT + 4 * (PROMPT + SAMPLE_TOKENS)

@@ -19,6 +19,7 @@ import click
 from tqdm import tqdm
 
 from dynasor_sgl.cli.common import ProgramOptions, launch_embedded, load_spec, program_options
+from dynasor_sgl.protocol import UNITS_KEY, UNITS_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class RunProgress:
 
     def __call__(self, ctx: Any) -> None:
         latest = ctx.trajectory[-1] if ctx.trajectory else {}
-        values = " ".join(f"{k}={v:.2f}" for k, v in latest.items() if k != "step")
+        values = " ".join(f"{k}={v:.2f}" for k, v in latest.items() if k not in UNITS_KEYS)
         with self._lock:
             self.bar.total = ctx.config.cap
             self.bar.n = min(ctx.steps, ctx.config.cap)
@@ -57,7 +58,8 @@ def _print_text(result: Any, knob: str) -> None:
     click.echo(f"answer:     {result.answer}")
     click.echo(f"exit:       {result.exit_reason} after {result.steps}/{result.cap} {knob}")
     trajectory = ", ".join(
-        f"{point['step']}: " + " ".join(f"{k}={v:.2f}" for k, v in point.items() if k != "step")
+        f"{point[UNITS_KEY]}: "
+        + " ".join(f"{k}={v:.2f}" for k, v in point.items() if k not in UNITS_KEYS)
         for point in result.certaindex
     )
     click.echo(f"certaindex: {trajectory or '(not read)'}")

@@ -20,12 +20,11 @@ from typing import Any
 
 from dynasor_sgl.answers import equivalence as _answers
 from dynasor_sgl.eval.curves import cap_accuracy_at, curves, versus_caps
+from dynasor_sgl.protocol import UNITS_KEYS
 from dynasor_sgl.replay.engine import same_answer
 from dynasor_sgl.replay.sampled import row_of
 
 Z95 = 1.959963984540054
-# A trajectory point's knob units: "used"; results files written before the rename say "step".
-UNITS_KEYS = ("used", "step")
 
 
 def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from dynasor_sgl.lang.client import RouterClient
 from dynasor_sgl.lang.tokens import TokenKind, TokenUsage
 from dynasor_sgl.policy.machine import PolicyConfig, ProgramPolicy, Report
+from dynasor_sgl.protocol import reading
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ class ProgramContext:
 
     program_id / config: as registered. reward: the reward source (see `dynasor_sgl.lang.reward`).
     usage: tokens by kind (reasoning, probe, reward).
-    trajectory: [{"step", signal: value, ...}] for each report that read certaindex. steps: the
+    trajectory: [{"used", signal: value, ...}] for each report that read certaindex (and, for
+    one release, "step": the same units, deprecated; `protocol.reading`). steps: the
     knob units used at the last report. last: the last verdict. answer / exit_reason /
     details: what the program declared with `finish`. waits: per answered request, the seconds
     it spent outside the worker (wall time minus the worker's own `e2e_latency`): the router's
@@ -180,7 +182,7 @@ class ProgramContext:
         self.steps = int(used)
         self.last = verdict
         if verdict.values:
-            self.trajectory.append({"step": int(used), **verdict.values})
+            self.trajectory.append(reading(int(used), verdict.values))
         logger.debug(
             "program %s at %d: %s %s", self.program_id, used, verdict.action, verdict.reason or ""
         )

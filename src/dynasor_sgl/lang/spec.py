@@ -46,10 +46,11 @@ class ProgramSpec:
 class ProgramResult:
     """The outcome of one run. status "ok" or "error" (then `error` has the message and the
     answer is None). exit_reason: one of EXIT_REASONS. steps: knob units used. certaindex: the
-    trajectory [{"step", signal: value}]. tokens: reasoning, probe, reward, total (+ detail).
-    router_tokens: the router's own count for the program (None if it could not be read, or
-    without a router). wait_s: mean seconds a request spent outside the worker (the router's
-    admission queue and transport; None when the worker reports no latency)."""
+    trajectory [{"used", signal: value}] (with "step", deprecated, for one release). tokens:
+    reasoning, probe, reward, total (+ detail). router_tokens: the router's own count for the
+    program (None if it could not be read, or without a router). wait_s: mean seconds a
+    request spent outside the worker (the router's admission queue and transport; None when
+    the worker reports no latency)."""
 
     program: str
     program_id: str

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dynasor_sgl.answers import equivalence as answers
-from dynasor_sgl.router.program import UNITS_KEYS
+from dynasor_sgl.protocol import UNITS_KEYS
 from dynasor_sgl.router.table import Program
 
 disable_created_metrics()  # the *_created series only clutter a scrape

@@ -19,7 +19,7 @@ from typing import Any
 
 from dynasor_sgl.policy.machine import EARLY_STOPS, PolicyConfig, ProgramPolicy, StopReason
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
-from dynasor_sgl.protocol import RID_SEP
+from dynasor_sgl.protocol import RID_SEP, UNITS_KEY, reading
 from dynasor_sgl.replay.selfcal_key import Assignment
 
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
@@ -27,11 +27,6 @@ BRANCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Stops that count as early exit in the saving estimate (a client's abort or a reaped program
 # saved nothing by the policy's doing).
 POLICY_STOPS = EARLY_STOPS | {StopReason.DEADLINE}
-# A certaindex reading's knob units, named as everywhere else. `/programs` shows them under the
-# old name "step" too, for one release (deprecated: a "step" is a reasoning line elsewhere).
-UNITS_KEY = "used"
-DEPRECATED_UNITS_KEY = "step"
-UNITS_KEYS = (UNITS_KEY, DEPRECATED_UNITS_KEY)  # in a reading, every other key is a signal
 
 
 class ProgramStatus(StrEnum):
@@ -147,7 +142,7 @@ class Program:
                 "saved_estimate": self.tokens_saved,
             },
             "certaindex": [
-                {UNITS_KEY: p[UNITS_KEY], DEPRECATED_UNITS_KEY: p[UNITS_KEY], **p}
+                reading(p[UNITS_KEY], {k: v for k, v in p.items() if k != UNITS_KEY})
                 for p in self.trajectory
             ],
             "confidence": None if self.trimmer is None else self.trimmer.summary(),

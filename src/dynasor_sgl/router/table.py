@@ -16,14 +16,13 @@ from typing import Any
 
 from dynasor_sgl.policy.machine import Action, Decision, PolicyConfig, ProgramPolicy, Report
 from dynasor_sgl.policy.trimming import ConfidenceTrimmer
-from dynasor_sgl.protocol import RID_SEP
+from dynasor_sgl.protocol import RID_SEP, UNITS_KEY
 from dynasor_sgl.replay.selfcal_key import Assignment
 from dynasor_sgl.router.errors import ApiError, bad_request, conflict, not_found
 from dynasor_sgl.router.program import (
     BRANCH_RE,
     POLICY_STOPS,
     PROGRAM_ID_RE,
-    UNITS_KEY,
     InFlight,
     Program,
     ProgramStatus,
