@@ -440,3 +440,29 @@ def test_cli_mistakes_are_one_line(tmp_path: Path, args: list[str], message: str
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_bench_on_its_embedded_workers_starts_from_the_embedded_models_preset(
+    tmp_path: Path,
+) -> None:
+    from dynasor_sgl.cli.bench import _config
+    from dynasor_sgl.policy.config import PolicyConfig
+
+    out = {"out": tmp_path}
+    embedded = _config(True, out).policy
+    assert (embedded["rule"], embedded["confidence"]) == ("posterior", 0.8)  # `--preset cpu`
+    for elsewhere in ({"model_path": "my/model"}, {"worker_url": "http://w:1"}):
+        assert "rule" not in _config(True, {**out, **elsewhere}).policy
+    assert "rule" not in _config(True, out, simulated=True).policy
+    assert "rule" not in _config(True, {**out, "preset": "paper"}).policy
+    mine = _config(True, {**out, "threshold": 0.9}).policy  # the user's rule replaces it whole
+    assert mine["thresholds"] == {"entropy": 0.9} and "rule" not in mine
+    # the systems that run to the cap override the preset's rule too
+    user = BenchConfig.quick(out=tmp_path, policy=embedded).user_policy()
+    for name in ("sglang", "parrot", "autellix"):
+        config = PolicyConfig.for_algorithm("sc", **policy_for(SYSTEMS[name], user))
+        assert (config.rule, dict(config.thresholds), config.stop_when_decided) == (
+            "threshold",
+            {},
+            False,
+        )

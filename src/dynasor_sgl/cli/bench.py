@@ -27,6 +27,7 @@ from dynasor_sgl.eval.datasets import TASKS
 from dynasor_sgl.online.config import QUICK, BenchConfig
 from dynasor_sgl.online.mixes import MIXES, SINGLE, WORKLOADS
 from dynasor_sgl.online.systems import DEFAULT_SYSTEMS, SYSTEMS
+from dynasor_sgl.policy.presets import PRESETS
 
 logger = logging.getLogger(__name__)
 _D = BenchConfig.defaults()
@@ -124,6 +125,14 @@ def bench_command() -> None:
 @POLICY_OPTION
 @SET_OPTION
 @click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    help="Policy defaults of the program, as in `run`: cpu (the embedded model's) or paper; "
+    "--threshold and --policy apply on top, and the systems that run to the cap override the "
+    "stop rule. [default: cpu on the bench's own workers of the embedded model; paper with "
+    "--model-path, --worker-url or --simulate]",
+)
+@click.option(
     "--difficulty",
     type=click.Path(exists=True, dir_okay=False),
     help="A `dynasor-sgl eval` results file: per-question difficulty 1-3. [default: 1 for all]",
@@ -176,7 +185,7 @@ def online_command(
     results.jsonl, summary.json, summary.md and PNGs into --out; the figure of merit is the
     highest rate at which 90% of programs meet their deadline, and its ratio to SGLang."""
     configure_logging(log_level)
-    cfg = _config(quick, options)
+    cfg = _config(quick, options, simulated=profile is not None)
     if profile is not None:
         _simulate(cfg, profile, workers, traces)
     else:
@@ -197,8 +206,10 @@ def _simulate(cfg: BenchConfig, profile: Path, workers: int, traces: str) -> Non
     )
 
 
-def _config(quick: bool, options: dict[str, Any]) -> BenchConfig:
-    """The BenchConfig of the options given (the rest from its defaults, or the quick ones)."""
+def _config(quick: bool, options: dict[str, Any], simulated: bool = False) -> BenchConfig:
+    """The BenchConfig of the options given (the rest from its defaults, or the quick ones).
+    The program's policy starts from the preset: the embedded model's (`cpu`) where the bench
+    serves the embedded model itself, the policy table's (`paper`) elsewhere."""
     from dynasor_sgl.lang.registry import load_program
 
     given = {k: v for k, v in options.items() if v is not None and v != ()}
@@ -214,6 +225,8 @@ def _config(quick: bool, options: dict[str, Any]) -> BenchConfig:
             f"--workload {given['workload']} sets its own programs; drop {flags}"
         )
     threshold, policy_file = given.pop("threshold", None), given.pop("policy_file", None)
+    embedded = not simulated and "model_path" not in given and "worker_url" not in given
+    preset = given.pop("preset", None) or ("cpu" if embedded else "paper")
     params = given.pop("params", ())
     if "rates" in given:
         given["rates"] = _floats(given["rates"], "--rates")
@@ -224,7 +237,7 @@ def _config(quick: bool, options: dict[str, Any]) -> BenchConfig:
             spec = load_program(given.get("program", _D["program"]))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--program") from exc
-        policy = policy_overrides(spec, policy_file, None, threshold, None)
+        policy = policy_overrides(spec, policy_file, None, threshold, None, preset)
         given.update(params=parse_set(params), policy=policy)
     try:
         return BenchConfig.quick(**given) if quick else BenchConfig(**given)

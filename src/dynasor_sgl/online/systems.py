@@ -24,8 +24,9 @@ WORKER_FLAVOURS: dict[Flavour, tuple[str, ...]] = {
     "plain": (),
     "lpm": ("--schedule-policy", "lpm"),
 }
-# No certaindex stop and no decided-vote stop: every program hits its cap.
-RUN_TO_CAP: Mapping[str, Any] = {"thresholds": {}, "stop_when_decided": False}
+# No certaindex stop (no threshold, not the posterior rule) and no decided-vote stop: every
+# program hits its cap.
+RUN_TO_CAP: Mapping[str, Any] = {"thresholds": {}, "rule": "threshold", "stop_when_decided": False}
 
 
 @dataclass(frozen=True)
