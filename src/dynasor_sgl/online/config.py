@@ -3,11 +3,12 @@
 The default workload is one where Certaindex has something to act on: self-consistency on
 `synth:add1` with 48-token samples (the length the recorded add1 runs reason in; one sample
 is right 37% of the time, the vote of 20 77%: docs/results/sc.md), cap 10, the policy `run`
-gives the embedded model (`--preset cpu`; the CLI applies it). The rates are sized for the embedded SmolLM2-135M on a 2-core CPU, where one worker
-serves roughly 0.2 such programs/s: 30 programs per run at 0.1, 0.2 and 0.4 programs/s (under,
-near and over that capacity). `quick()` is the smoke run. Each figure is noisy on a machine
-whose speed drifts, so `repeat` runs every system that many times, interleaved (see
-`online.repeats`). On a GPU deployment pass your own rates, dataset and knobs.
+gives the embedded model (`--preset cpu`; the CLI applies it). The rates are sized for the
+embedded SmolLM2-135M on a 2-core CPU, where one worker serves roughly 0.2 such programs/s: 30
+programs per run at 0.1, 0.2 and 0.4 programs/s (under, near and over that capacity).
+`quick()` is the smoke run. Each figure is noisy on a machine whose speed drifts, so `repeat`
+runs every system that many times, interleaved (see `online.repeats`). On a GPU deployment
+pass your own rates, dataset and knobs.
 """
 
 from __future__ import annotations
