@@ -139,11 +139,11 @@ def eval_command(
 def _eval_spec(program: str, concurrency: int, opts: ProgramOptions, **bound: float) -> EvalSpec:
     """The EvalSpec of a shipped (or user's) program with the command's options."""
     spec = load_spec(program)
-    policy, params = opts.policy(spec), opts.program_params()
     if spec.algorithm == REPLAYED_ALGORITHM:
         # Self-consistency's configured row is "paper": the paper's stop rule (or the user's
         # own), not the preset's calibrated one, which the self-calibrated row stands for.
-        policy = dataclasses.replace(opts, preset="paper").policy(spec)
+        opts = dataclasses.replace(opts, preset="paper")
+    policy, params = opts.policy(spec), opts.program_params()
     if spec.algorithm == REPLAYED_ALGORITHM and "record_topk" in spec.function.arg_names:
         # Token confidences let the report replay confidence trimming over the same samples.
         params.setdefault("record_topk", PolicyConfig.for_algorithm("sc", **policy).confidence_topk)

@@ -89,9 +89,8 @@ def calibrate_results(
     holdout: float | None = None,
 ) -> tuple[dict[str, Any], CalibrationResult, HoldoutReport | None]:
     """(policy file content, calibration result, held-out report) for results files (one or
-    more, pooled);
-    `detect_every` are the read-every candidates searched (0 = read once). The thresholds are
-    chosen on every question; with `holdout`, the procedure is also measured held out
+    more, pooled); `detect_every` are the read-every candidates searched (0 = read once). The
+    thresholds are chosen on every question; with `holdout`, the procedure is also measured held out
     (`calibrate_held_out`), and without, there is no report."""
     runs = labelled_runs(_records_with_runs(path))
     result = calibrate(runs, margin=margin, detect_every=detect_every)

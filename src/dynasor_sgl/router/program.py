@@ -141,10 +141,7 @@ class Program:
                 "total": self.prompt_tokens - self.cached_tokens + self.completion_tokens,
                 "saved_estimate": self.tokens_saved,
             },
-            "certaindex": [
-                reading(p[UNITS_KEY], {k: v for k, v in p.items() if k != UNITS_KEY})
-                for p in self.trajectory
-            ],
+            "certaindex": [reading(p[UNITS_KEY], p) for p in self.trajectory],
             "confidence": None if self.trimmer is None else self.trimmer.summary(),
             "deadline_s": self.deadline_s,
             "age_s": round(self.age_s, 3),
