@@ -7,9 +7,12 @@ leading answer can no longer be overturned within the cap), the rule alone, and 
 after every sample (pace 1: samples drawn one at a time, which costs latency). Tokens saved are
 against the full budget; "differ" counts questions whose answer is not the full budget's; the
 accuracy uses the recorded gold answers. Writes `<results>.decided.json`, prints a table. No
-SGLang: replay only.
+SGLang: replay only. `--sweep` replays instead each fixed rule at the shipped pace (every 5,
+with the decided vote) over a grid of thresholds: how far any one threshold goes on the runs
+(in-sample: which threshold to pick is the calibration's job), written to `<results>.sweep.json`.
 
     .venv/bin/python bench/sc_decided.py docs/results/sc-confidence/add1.jsonl
+    .venv/bin/python bench/sc_decided.py --sweep docs/results/sc-confidence/add1.jsonl
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "cpu preset (posterior 0.8, every 5)": with_preset("cpu", "sc", {}),
 }
 
+SWEEP: dict[str, dict[str, Any]] = {
+    **{f"posterior {c}": {"rule": "posterior", "confidence": c} for c in (0.5, 0.6, 0.7, 0.8, 0.9)},
+    **{f"entropy {t}": {"thresholds": {"entropy": t}} for t in (0.3, 0.4, 0.5, 0.6, 0.7)},
+}
+
 
 def measure(runs: list[RecordedRun], overrides: dict[str, Any]) -> dict[str, Any]:
     """One row: the share of the full budget's tokens saved, answers that differ from it, and
@@ -55,12 +63,14 @@ def measure(runs: list[RecordedRun], overrides: dict[str, Any]) -> dict[str, Any
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="+", help="eval results (JSONL)")
+    parser.add_argument("--sweep", action="store_true", help="a grid of fixed thresholds")
     args = parser.parse_args()
+    table, suffix = (SWEEP, ".sweep.json") if args.sweep else (ROWS, ".decided.json")
     for path in args.results:
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         runs = full_budget_runs(records)
-        rows = {label: measure(runs, overrides) for label, overrides in ROWS.items()}
-        out = path.with_suffix(".decided.json")
+        rows = {label: measure(runs, overrides) for label, overrides in table.items()}
+        out = path.with_suffix(suffix)
         out.write_text(json.dumps(rows, indent=2) + "\n")
         print(f"{path.name}: {len(runs)} full-budget programs -> {out}")
         for label, row in rows.items():
