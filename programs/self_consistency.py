@@ -5,6 +5,8 @@ reads the answer-entropy certaindex at the detection step (5) and after every ba
 after it: once the samples agree enough (≥ 0.7) the program stops there instead of drawing up
 to the cap (20). Each sample is its own
 branch `s<i>`, forked from the shared prompt, so the prompt is prefilled once and cached.
+Unless the caller gives its own `few_shot` (`[]` for none), the prompt holds one worked example
+(`steps.EXAMPLE`) before the question, to show the model the answer's shape.
 The result's details list every sample's answer and tokens (`answers`, `sample_tokens`), which
 is what `dynasor-sgl eval` replays other policies over.
 
@@ -36,7 +38,7 @@ from dynasor_sgl.lang import (
     weighted_vote,
 )
 
-from .steps import SYSTEM
+from .steps import EXAMPLE, SYSTEM
 
 LOW_CONFIDENCE = "low_confidence"  # the router's reason for a trimmed branch (router.watch)
 Sample = tuple[str, int, dict[str, Any]]  # text, tokens, the worker's meta_info
@@ -120,10 +122,11 @@ def self_consistency(
     max_tokens=256,
     temperature=0.7,
     system_prompt=None,
-    few_shot=(),
+    few_shot=None,
     record_topk=0,
 ):
-    dl.open_chat(s, question, system_prompt or SYSTEM, few_shot)
+    shots = (EXAMPLE,) if few_shot is None else few_shot
+    dl.open_chat(s, question, system_prompt or SYSTEM, shots)
     ctx = dl.context(s)
     options = gen_options(max_tokens, temperature, record_topk)
     trimming = ctx.config.confidence_window > 0

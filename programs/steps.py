@@ -1,5 +1,5 @@
 """The step primitives of the tree-search programs (beam search, REBASE, MCTS) and the one
-system prompt every shipped program uses.
+system prompt every shipped program uses (and self-consistency's worked example).
 
 A step is one line: a gen that stops at "\\n" on a fork of its parent node's fork, tagged with
 its own branch `n<k>`; `expand` samples children of many parents concurrently, `score` judges
@@ -22,6 +22,14 @@ from dynasor_sgl.lang import Node, add_child, best_of_n, extract_answer, path_te
 SYSTEM = (
     "You are a careful math assistant. Think step by step, then give the final answer in \\boxed{}."
 )
+# Self-consistency's one worked example, a user/assistant turn before the question unless the
+# caller gives its own `few_shot`: it shows the model the answer's shape, which the system
+# prompt alone does not (the embedded model, 20 samples of "What is the capital of France?": 7
+# say Paris without it, 19 with it; docs/results/sc-factual.md).
+EXAMPLE = {
+    "question": "What is the capital of Japan?",
+    "answer": "The capital of Japan is Tokyo. The final answer is \\boxed{Tokyo}.",
+}
 STEP_STOP = "\n"
 BLANK_RETRIES = 2  # a blank line is the model's paragraph break: try again, at most this often
 
