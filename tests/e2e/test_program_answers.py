@@ -38,14 +38,15 @@ SMALL: dict[str, list[str]] = {
 }
 
 
-# Chosen by measurement (docs/results/sc-factual.md): with the shipped prompt's worked example
-# 16-19 of 20 samples answer each right, and the shipped rule, replayed 300 times over resamples
-# of those 20, stopped before the cap with the right answer in 299 or 300 of 300 replays each.
-# Questions the model gets wrong (the largest planet, a spider's legs) belong in no such test.
+# Chosen by measurement (docs/results/sc-factual.md, "Asked again"): with the shipped prompt's
+# worked example, these three, run as here (every default) 4-5 times each, answered right at 5
+# samples every time. Other easy facts the model mostly gets right (the largest planet, days in
+# a week, water's boiling point) stopped before the cap in only 2-4 runs of 4-9, so they would
+# make this test flaky; questions the model gets wrong (a spider's legs) belong in no such test.
 FACTS = (
     ("What is the capital of France?", "Paris"),
     ("What is the capital of Italy?", "Rome"),
-    ("What is the boiling point of water in degrees Celsius?", "100"),
+    ("What is the capital of Spain?", "Madrid"),
 )
 
 
