@@ -7,7 +7,7 @@ stops at its first detection point or soon after. The answer's correctness is no
 the 135M model is often wrong, and an answer is what a stop must never lose.
 
 Except for the newcomer's first question (issue 24, item 5): self-consistency with every
-default (cap 20) answers three easy factual questions, right, before its cap.
+default (cap 20) answers easy factual questions, right, before its cap.
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ SMALL: dict[str, list[str]] = {
 
 
 # Chosen by measurement (docs/results/sc-factual.md, "Asked again"): with the shipped prompt's
-# worked example, these three, run as here (every default) 4-5 times each, answered right at 5
-# samples every time. Other easy facts the model mostly gets right (the largest planet, days in
-# a week, water's boiling point) stopped before the cap in only 2-4 runs of 4-9, so they would
-# make this test flaky; questions the model gets wrong (a spider's legs) belong in no such test.
+# worked example, these two, run as here (every default), answered right at 5 samples in every
+# live run (France 15 of 15, Italy 12 of 12). Spain stopped at 5 in 7 of 9 and ran to the cap
+# twice; the largest planet, days in a week and water's boiling point (always right) ran to the
+# cap in 1-5 of 4-9 runs; a spider's legs the model gets wrong. Those would make this flaky.
 FACTS = (
     ("What is the capital of France?", "Paris"),
     ("What is the capital of Italy?", "Rome"),
-    ("What is the capital of Spain?", "Madrid"),
 )
 
 
