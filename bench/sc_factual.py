@@ -68,7 +68,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "temperature": 0.7,
     },
 }
-FIRST = tuple(VARIANTS)[:4]
+
+
+def asked(variant: str) -> tuple[tuple[str, str], ...]:
+    """The questions a variant is asked: the later ones only of the shipped program and of the
+    variants added with them."""
+    return QUESTIONS if variant in tuple(VARIANTS)[1:4] else QUESTIONS + MORE_QUESTIONS
+
+
 TO_CAP = {"thresholds": {}, "stop_when_decided": False, "cap": 20}
 RULES: dict[str, dict[str, Any]] = {
     "shipped (cpu preset)": with_preset("cpu", "sc", {}),
@@ -141,9 +148,7 @@ def task_table(out: Path) -> None:
 
 def collect(out: Path) -> None:
     done = {(r["variant"], r["q"]) for r in read(out)}
-    asked = {v: QUESTIONS if v in FIRST else QUESTIONS + MORE_QUESTIONS for v in VARIANTS}
-    asked[FIRST[0]] = QUESTIONS + MORE_QUESTIONS
-    todo = [(v, q, g) for v in VARIANTS for q, g in asked[v] if (v, q) not in done]
+    todo = [(v, q, g) for v in VARIANTS for q, g in asked(v) if (v, q) not in done]
     if not todo:
         return
     cfg = LaunchConfig(port=38700, workers=1, log_level="warning", startup_timeout=600)
