@@ -77,17 +77,19 @@ def test_program_answers_a_word_question_in_time(router_url: str, name: str) -> 
 def test_self_consistency_answers_an_easy_fact_and_stops_at_its_first_certain_reading(
     router_url: str, question: str, gold: str
 ) -> None:
-    """Right, and stopped at the first reading whose posterior passes the preset's (5 samples
-    in every measured run). Whether the first 5 samples agree enough is up to sampling: when
-    they do not, an idle router expands the program to its cap (`policy.machine`: expansion
-    with slack), and the run must show exactly that, not a certain reading it ignored."""
+    """Right, read every 5 samples, and stopped at the first reading whose posterior passes
+    the preset's (5 samples in most measured runs). Whether the first 5 samples agree enough
+    is up to sampling, so the test checks the mechanism on each run: an idle router's
+    expansion never skips a pending reading (`policy.machine`), and no certain reading is
+    ignored."""
     out = run(router_url, "self-consistency", question)
     assert out["status"] == "ok", out["error"]
     assert equivalent(out["answer"], gold), (out["answer"], out["details"]["answers"])
     assert out["cap"] == 20
     confidence = PolicyConfig.for_algorithm("sc", **with_preset("cpu", "sc", {})).confidence
     readings = out["certaindex"]
-    assert readings and readings[0]["used"] == 5, readings
+    used = [r["used"] for r in readings]
+    assert used == list(range(5, 5 * len(used) + 1, 5)), readings  # at 5, 10, 15, ...
     before_cap = [r for r in readings if r["used"] < out["cap"]]
     certain = [r["used"] for r in before_cap if r["posterior"] >= confidence]
     if certain:

@@ -25,6 +25,16 @@ from dynasor_sgl.scheduling.limiter import LimiterConfig
 POLICY = {"cap": 8, "initial": 4, "pace": 4, "detect_at": 4}
 LONG = 2000  # tokens: ~10 s at the fake's pace, so only an abort ends these early
 BRANCH = "X-Dynasor-Branch"
+# A program whose first report, uncertain, reserves every free slot: expansion past pending
+# readings (not the default), so that the reservation bookkeeping is exercised.
+STALL_POLICY = {
+    "cap": 20,
+    "initial": 2,
+    "pace": 2,
+    "detect_at": 2,
+    "detect_every": 2,
+    "expand_past_readings": True,
+}
 
 Setup = tuple[httpx.AsyncClient, Router, list[FakeWorker]]
 

@@ -123,12 +123,35 @@ def test_before_detection_nothing_is_read() -> None:
 
 
 def test_expand_needs_slack_and_respects_cap() -> None:
-    policy = ProgramPolicy(PolicyConfig(cap=20, detect_at=5, pace=5, detect_every=5))
+    past = PolicyConfig(cap=20, detect_at=5, pace=5, detect_every=5, expand_past_readings=True)
+    policy = ProgramPolicy(past)
     assert policy.decide(sc_report(5, ["1", "2", "3", "1", "2"])).grant == 5  # no slack
     d = policy.decide(sc_report(10, [str(i) for i in range(10)], slack=100))
     assert d.action == Action.EXPAND and d.expand == 5 and d.grant == 10  # 10 + 10 = cap
     d = policy.decide(sc_report(17, [str(i) for i in range(17)], slack=100))
     assert d.grant == 3 and d.expand == 0
+
+
+def test_expansion_stops_at_the_next_pending_reading_by_default() -> None:
+    # Reading every 5 at a pace of 5: slack adds nothing, so an idle router still reads at 10.
+    policy = ProgramPolicy(PolicyConfig(cap=20, detect_at=5, pace=5, detect_every=5))
+    d = policy.decide(sc_report(5, ["1", "2", "3", "1", "2"], slack=100))
+    assert d.action == Action.CONTINUE and d.grant == 5 and d.expand == 0
+    d = policy.decide(sc_report(10, ["1"] * 9 + ["2"], slack=100))
+    assert d.action == Action.STOP and d.reason == StopReason.THRESHOLD
+    # A pace below the reading interval: expansion fills up to the reading, not past it.
+    slow = ProgramPolicy(PolicyConfig(cap=40, detect_at=4, pace=2, detect_every=8))
+    d = slow.decide(sc_report(4, ["1", "2", "3", "4"], slack=100))
+    assert d.action == Action.EXPAND and d.grant == 8 and d.expand == 6  # 4 + 8 = next reading
+    # Read once (no reading pending): the rest of the cap comes at once with or without slack.
+    once = ProgramPolicy(PolicyConfig(cap=20, detect_at=5, pace=5))
+    assert once.decide(sc_report(5, ["1", "2", "3", "1", "2"], slack=100)).grant == 15
+
+
+def test_boolean_keys_must_be_booleans() -> None:
+    for key in ("stop_when_decided", "expand_past_readings"):
+        with pytest.raises(ValueError, match=key):
+            PolicyConfig(**{key: "no"})  # type: ignore[arg-type]
 
 
 def test_mcts_reward_rule_and_missing_signal() -> None:
@@ -240,6 +263,9 @@ def test_never_exceeds_cap_never_expands_when_stopped(  # type: ignore[no-untype
             continue
         assert used + d.grant <= cap
         assert 0 <= d.expand <= slack and d.grant >= 1
+        pending = policy._next_detect
+        if d.expand and pending != float("inf"):
+            assert used + d.grant <= pending  # expansion never skips a reading
         used += min(extra, d.grant)  # a program may use less than its grant
     if used >= cap:
         assert policy.decide(sc_report(used, [])).action == Action.STOP

@@ -16,6 +16,7 @@ import pytest
 from fake_worker import FakeWorker
 from router_harness import (
     BRANCH,
+    STALL_POLICY,
     assert_idle,
     error_of,
     finish_reason,
@@ -59,9 +60,6 @@ def test_a_request_granted_on_the_worker_its_program_moved_to_runs_and_ends_ther
             assert [len(f.generate_bodies) for f in fakes] == [2, 2]
 
     run(scenario)
-
-
-STALL_POLICY = {"cap": 20, "initial": 2, "pace": 2, "detect_at": 2, "detect_every": 2}
 
 
 def test_a_reservation_of_every_free_slot_does_not_stall_an_idle_worker() -> None:

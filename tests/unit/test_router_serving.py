@@ -154,7 +154,12 @@ def test_concurrent_reports_of_one_program_apply_in_the_order_they_arrived() -> 
 def test_granted_expansion_is_reserved_so_a_second_report_sees_less_slack() -> None:
     async def scenario() -> None:
         async with setup(max_inflight_per_worker=8) as (client, router, _):
-            policy: dict[str, Any] = {"cap": 20, "detect_every": 4, "thresholds": {"entropy": 1.0}}
+            policy: dict[str, Any] = {
+                "cap": 20,
+                "detect_every": 4,
+                "thresholds": {"entropy": 1.0},
+                "expand_past_readings": True,
+            }
             for pid in ("a", "b"):
                 await register(client, pid, **policy)
                 await client.post(

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 from fake_worker import FakeWorker
 from router_harness import (
+    STALL_POLICY,
     assert_idle,
     error_of,
     finish_reason,
@@ -217,9 +218,6 @@ def test_a_worker_whose_waiting_requests_nobody_can_take_stays() -> None:
             assert await listed(client) == [(0, False)]
 
     run(scenario)
-
-
-STALL_POLICY = {"cap": 20, "initial": 2, "pace": 2, "detect_at": 2, "detect_every": 2}
 
 
 def test_an_idle_program_moves_off_a_leaving_worker_with_its_reserved_slots() -> None:

@@ -56,6 +56,11 @@ class PolicyConfig:
       knob unit left (cap − used), so the full budget's majority is already known. It needs no
       threshold and cannot change the program's answer; it reads answers at every report,
       detection point or not. On for self-consistency by default.
+    expand_past_readings: whether an expansion (extra knob units granted with slack) may run
+      past the next pending detection point. False (the default): it stops there, so an idle
+      router still reads at every detection point and a reading that is certain saves what
+      follows it; True: an uncertain program on an idle router gets the rest of its cap at
+      once (fewer rounds, more tokens: measured in docs/results/sc-expand.md).
     trim: "none", "minority" (drop branches outside a clear leading answer) or
       "lowest_reward" (drop the lowest-reward fraction of branches).
     trim_fraction: minority: least share of the leader; lowest_reward: share dropped. In (0, 1].
@@ -87,6 +92,7 @@ class PolicyConfig:
     reward_mode: RewardMode = "mean"
     probe_window: int = 3
     stop_when_decided: bool = False
+    expand_past_readings: bool = False
     trim: TrimMode = "none"
     trim_fraction: float = 0.5
     confidence_window: int = 0
@@ -111,6 +117,9 @@ class PolicyConfig:
         for name in ("detect_every", "confidence_window"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("stop_when_decided", "expand_past_readings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self._check_trimming()
         for name in ("initial", "detect_at"):
             if getattr(self, name) > self.cap:

@@ -3,7 +3,8 @@
 A program's knob (SC: samples; REBASE: width; MCTS: iterations; beam: expansions; CoT: tokens)
 runs from an initial grant up to a cap. At each report the policy reads certaindex (at the
 detection point, and every `detect_every` knob units after it if set) and decides: continue,
-stop (certain, or at the cap), trim branches, or expand (only with slack, never past the cap).
+stop (certain, or at the cap), trim branches, or expand (only with slack, never past the cap, and
+by default never past the next pending reading).
 Defaults come from the Dynasor paper's Table 3 (see `DEFAULTS`). This module owns the decision
 and its bookkeeping; it knows nothing about HTTP, SGLang, threads or time (configuration lives
 in `dynasor_sgl.policy.config`).
@@ -152,7 +153,11 @@ class ProgramPolicy:
         base = min(pace, cfg.cap - report.used)
         expand = 0
         if self._read_once and report.slack > 0:
-            expand = min(report.slack, cfg.cap - report.used - base)
+            room = cfg.cap - report.used - base
+            if not cfg.expand_past_readings and self._next_detect != float("inf"):
+                # A grant past a pending reading spends the units that reading could save.
+                room = min(room, int(self._next_detect) - report.used - base)
+            expand = max(0, min(report.slack, room))
         trim = self._trim(report, clusters)
         action = Action.TRIM if trim else Action.EXPAND if expand else Action.CONTINUE
         return Decision(action, grant=base + expand, expand=expand, trim=trim, values=values)
