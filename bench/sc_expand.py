@@ -65,24 +65,30 @@ def run_one(router: str, variant: str, question: str, gold: str, index: int) -> 
     }
 
 
-def collect(out: Path, task: str, start: int, limit: int, clients: int) -> None:
+def collect(out: Path, task: str, start: int, limit: int, clients: int, router: str | None) -> None:
     done = {(r["index"], r["variant"]) for r in read(out) if r["status"] == "ok"}
     todo = [j for j in jobs(task, start, limit) if (j[0], j[1]) not in done]
     if not todo:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
+    if router:
+        serve(out, router, todo, clients)
+        return
     cfg = LaunchConfig(port=38710, workers=1, log_level="warning", startup_timeout=600)
-    with run_cluster(cfg) as cluster, out.open("a") as f:
+    with run_cluster(cfg) as cluster:
+        serve(out, cluster.url, todo, clients)
 
-        def one(job: tuple[int, str, str, str]) -> dict[str, Any]:
-            index, variant, question, gold = job
-            return run_one(cluster.url, variant, question, gold, index)
 
-        with ThreadPoolExecutor(clients) as pool:
-            for rec in pool.map(one, todo):
-                rec["clients"] = clients
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
+def serve(out: Path, router: str, todo: list[tuple[int, str, str, str]], clients: int) -> None:
+    def one(job: tuple[int, str, str, str]) -> dict[str, Any]:
+        index, variant, question, gold = job
+        return run_one(router, variant, question, gold, index)
+
+    with out.open("a") as f, ThreadPoolExecutor(clients) as pool:
+        for rec in pool.map(one, todo):
+            rec["clients"] = clients
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -131,10 +137,11 @@ def main() -> None:
     )
     ap.add_argument("--limit", type=int, default=30)
     ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--router", help="a running router's URL (default: start one worker)")
     ap.add_argument("--report-only", action="store_true", help="read --out, run nothing")
     args = ap.parse_args()
     if not args.report_only:
-        collect(args.out, args.task, args.start, args.limit, args.clients)
+        collect(args.out, args.task, args.start, args.limit, args.clients, args.router)
     summary = summarize(read(args.out))
     args.out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{summary['questions']} questions, {summary['errors']} errors")

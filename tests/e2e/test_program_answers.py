@@ -41,14 +41,15 @@ SMALL: dict[str, list[str]] = {
 
 
 # Chosen by measurement (docs/results/sc-factual.md, "Asked again"): with the shipped prompt's
-# worked example, these two, run as here (every default), answered right at 5 samples in every
-# live run (13 of 13 each). Spain stopped at 5 in 10 of 12 (once at the cap, once a failure
+# worked example, these three, run as here (every default), answered right at 5 samples in
+# every live run (France and Italy 13 of 13, Germany 7 of 7). Spain stopped at 5 in 10 of 12 (once at the cap, once a failure
 # whose reason was not kept); the largest planet, days in a week and water's boiling point
 # (always right) ran to the cap in 1-5 of 4-9 runs; a spider's legs the model gets wrong.
 # Those would make this test flaky.
 FACTS = (
     ("What is the capital of France?", "Paris"),
     ("What is the capital of Italy?", "Rome"),
+    ("What is the capital of Germany?", "Berlin"),
 )
 
 
