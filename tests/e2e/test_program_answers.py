@@ -42,10 +42,10 @@ SMALL: dict[str, list[str]] = {
 
 # Chosen by measurement (docs/results/sc-factual.md, "Asked again"): with the shipped prompt's
 # worked example, these three, run as here (every default), answered right at 5 samples in
-# every live run (France and Italy 13 of 13, Germany 7 of 7). Spain stopped at 5 in 10 of 12 (once at the cap, once a failure
-# whose reason was not kept); the largest planet, days in a week and water's boiling point
-# (always right) ran to the cap in 1-5 of 4-9 runs; a spider's legs the model gets wrong.
-# Those would make this test flaky.
+# every live run (France 16 of 16, Italy 13 of 13, Germany 7 of 7). Spain stopped at 5 in 13 of
+# 14 (once at the cap) and failed once with its reason not kept; the largest planet, days in a
+# week and water's boiling point (always right) ran to the cap in 1-5 of 4-9 runs; a spider's
+# legs the model gets wrong. Those would make this test flaky.
 FACTS = (
     ("What is the capital of France?", "Paris"),
     ("What is the capital of Italy?", "Rome"),
@@ -90,7 +90,7 @@ def test_self_consistency_answers_an_easy_fact_and_stops_at_its_first_certain_re
     confidence = PolicyConfig.for_algorithm("sc", **with_preset("cpu", "sc", {})).confidence
     readings = out["certaindex"]
     used = [r["used"] for r in readings]
-    assert used == list(range(5, 5 * len(used) + 1, 5)), readings  # at 5, 10, 15, ...
+    assert used and used == list(range(5, 5 * len(used) + 1, 5)), readings  # 5, 10, 15, ...
     before_cap = [r for r in readings if r["used"] < out["cap"]]
     certain = [r["used"] for r in before_cap if r["posterior"] >= confidence]
     if certain:
