@@ -153,11 +153,10 @@ class ProgramPolicy:
         base = min(pace, cfg.cap - report.used)
         expand = 0
         if self._read_once and report.slack > 0:
-            room = cfg.cap - report.used - base
-            if not cfg.expand_past_readings and self._next_detect != float("inf"):
-                # A grant past a pending reading spends the units that reading could save.
-                room = min(room, int(self._next_detect) - report.used - base)
-            expand = max(0, min(report.slack, room))
+            # By default a grant ends at the next pending reading (the cap if none): past it,
+            # it would spend the units that reading could save.
+            end = cfg.cap if cfg.expand_past_readings else min(cfg.cap, self._next_detect)
+            expand = max(0, min(report.slack, int(end) - report.used - base))
         trim = self._trim(report, clusters)
         action = Action.TRIM if trim else Action.EXPAND if expand else Action.CONTINUE
         return Decision(action, grant=base + expand, expand=expand, trim=trim, values=values)
