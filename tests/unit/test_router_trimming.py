@@ -81,6 +81,9 @@ def test_a_rambling_branch_is_trimmed_mid_stream_and_answered_as_json(incrementa
 
             summary = (await client.get("/programs/p")).json()
             assert summary["confidence"]["trimmed"] == 1
+            # Decided once an unsure token entered the group, at or before where it ended.
+            [at] = summary["confidence"]["trimmed_at"]
+            assert DRIFT_AT < at <= meta["completion_tokens"]
             assert summary["trimmed"] == ["s2"]
             assert summary["aborted_requests"] == 1
             # Its tokens count: 2 × 20 warm-up tokens and the trimmed branch's.

@@ -125,6 +125,9 @@ def test_trim_fires_when_the_group_falls_below_the_threshold_and_not_before() ->
     assert not trimmer.feed(branch, [5.0])  # (0.5 + 0.5 + 5) / 3 = 2.0: not below
     assert trimmer.feed(branch, [0.2])  # (0.5 + 5 + 0.2) / 3 = 1.9
     assert trimmer.should_trim(early)  # a branch that started early is cut once it is set
+    trimmer.trimmed(branch)
+    assert trimmer.summary()["trimmed"] == 1
+    assert trimmer.summary()["trimmed_at"] == [4]  # decided at its 4th token
 
 
 def test_trimmer_rejects_bad_settings() -> None:

@@ -117,6 +117,7 @@ class ConfidenceTrimmer:
     warm: list[float] = field(default_factory=list)
     threshold: float | None = None
     trims: int = 0
+    trimmed_at: list[int] = field(default_factory=list)  # each trim's branch length, in tokens
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.warmup < 1:
@@ -142,6 +143,12 @@ class ConfidenceTrimmer:
             trim = trim or self.should_trim(branch)
         return trim
 
+    def trimmed(self, branch: BranchConfidence) -> None:
+        """Count a trim, decided when the branch had `branch.tokens` tokens (the abort that
+        follows lands some tokens later: the worker generates while it travels)."""
+        self.trims += 1
+        self.trimmed_at.append(branch.tokens)
+
     def finished(self, branch: BranchConfidence, aborted: bool) -> None:
         """A branch ended. Before the threshold is set, a branch that finished on its own with
         tokens is a warm-up reading; the `warmup`-th sets the threshold."""
@@ -152,10 +159,11 @@ class ConfidenceTrimmer:
         if len(self.warm) >= self.warmup:
             self.threshold = warmup_threshold(self.warm, self.percentile)
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, float | int | list[int] | None]:
         return {
             "threshold": self.threshold,
             "warmup_done": len(self.warm),
             "warmup": self.warmup,
             "trimmed": self.trims,
+            "trimmed_at": list(self.trimmed_at),
         }

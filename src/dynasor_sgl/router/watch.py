@@ -165,7 +165,7 @@ class Watch:
     def _feed(self, confidences: list[float], on_trim: Callable[[], None]) -> None:
         if self.trimmer.feed(self.branch, confidences) and not self.trimmed:
             self.trimmed = True
-            self.trimmer.trims += 1
+            self.trimmer.trimmed(self.branch)
             on_trim()
 
     def _quick(self, raw: bytes) -> tuple[list[Any], bytes] | None:
