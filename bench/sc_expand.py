@@ -30,6 +30,8 @@ from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.online.results import read_rows
+from dynasor_sgl.plain import write_jsonl
 from dynasor_sgl.policy.presets import with_preset
 
 VARIANTS = {"stop at the next reading (default)": False, "expand past readings": True}
@@ -92,9 +94,12 @@ def serve(out: Path, router: str, todo: list[tuple[int, str, str, str]], clients
 
 
 def read(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records so far; a torn last line (a run killed mid-write) is dropped from the file
+    too, so the next append starts on a line of its own."""
+    rows = read_rows(path)
+    if path.exists():
+        write_jsonl(path, rows)
+    return rows
 
 
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:

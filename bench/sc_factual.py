@@ -33,6 +33,8 @@ from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
+from dynasor_sgl.online.results import read_rows
+from dynasor_sgl.plain import write_jsonl
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.policy.presets import with_preset
 from dynasor_sgl.programs.steps import EXAMPLE
@@ -159,9 +161,12 @@ def collect(out: Path) -> None:
 
 
 def read(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records so far; a torn last line (a run killed mid-write) is dropped from the file
+    too, so the next append starts on a line of its own."""
+    rows = read_rows(path)
+    if path.exists():
+        write_jsonl(path, rows)
+    return rows
 
 
 def replay(rec: dict[str, Any]) -> dict[str, str]:
