@@ -116,7 +116,6 @@ class ConfidenceTrimmer:
     warmup: int
     warm: list[float] = field(default_factory=list)
     threshold: float | None = None
-    trims: int = 0
     trimmed_at: list[int] = field(default_factory=list)  # each trim's branch length, in tokens
 
     def __post_init__(self) -> None:
@@ -143,10 +142,13 @@ class ConfidenceTrimmer:
             trim = trim or self.should_trim(branch)
         return trim
 
+    @property
+    def trims(self) -> int:
+        return len(self.trimmed_at)
+
     def trimmed(self, branch: BranchConfidence) -> None:
-        """Count a trim, decided when the branch had `branch.tokens` tokens (the abort that
+        """Record a trim, decided when the branch had `branch.tokens` tokens (the abort that
         follows lands some tokens later: the worker generates while it travels)."""
-        self.trims += 1
         self.trimmed_at.append(branch.tokens)
 
     def finished(self, branch: BranchConfidence, aborted: bool) -> None:
