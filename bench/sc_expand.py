@@ -68,7 +68,7 @@ def run_one(router: str, variant: str, question: str, gold: str, index: int) -> 
 
 
 def collect(out: Path, task: str, start: int, limit: int, clients: int, router: str | None) -> None:
-    done = {(r["index"], r["variant"]) for r in read(out) if r["status"] == "ok"}
+    done = {(r["index"], r["variant"]) for r in resume(out) if r["status"] == "ok"}
     todo = [j for j in jobs(task, start, limit) if (j[0], j[1]) not in done]
     if not todo:
         return
@@ -93,9 +93,9 @@ def serve(out: Path, router: str, todo: list[tuple[int, str, str, str]], clients
             f.flush()
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    """The records so far; a torn last line (a run killed mid-write) is dropped from the file
-    too, so the next append starts on a line of its own."""
+def resume(path: Path) -> list[dict[str, Any]]:
+    """The records so far, before a run appends to them: a torn last line (a run killed
+    mid-write) is dropped from the file too, so the next append starts on a line of its own."""
     rows = read_rows(path)
     if path.exists():
         write_jsonl(path, rows)
@@ -147,7 +147,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.report_only:
         collect(args.out, args.task, args.start, args.limit, args.clients, args.router)
-    summary = summarize(read(args.out))
+    summary = summarize(read_rows(args.out))
     args.out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{summary['questions']} questions, {summary['errors']} errors")
     print("| variant | right | samples | tokens | latency median (mean) s | exits |")

@@ -117,7 +117,7 @@ TASK_VARIANTS = (
 
 
 def collect_task(out: Path, task: str, limit: int, cap: int) -> None:
-    done = {(r["variant"], r["q"]) for r in read(out)}
+    done = {(r["variant"], r["q"]) for r in resume(out)}
     items = synthetic(task, limit)
     todo = [(v, it) for it in items for v in TASK_VARIANTS if (v, it.question) not in done]
     if not todo:
@@ -136,8 +136,9 @@ def collect_task(out: Path, task: str, limit: int, cap: int) -> None:
 def task_table(out: Path) -> None:
     print("| variant | questions | samples right | vote right | tokens per program |")
     print("|---|---|---|---|---|")
+    rows = read_rows(out)
     for variant in TASK_VARIANTS:
-        recs = [r for r in read(out) if r["variant"] == variant]
+        recs = [r for r in rows if r["variant"] == variant]
         if not recs:
             continue
         samples = [x for r in recs for x in r["right"]]
@@ -149,7 +150,7 @@ def task_table(out: Path) -> None:
 
 
 def collect(out: Path) -> None:
-    done = {(r["variant"], r["q"]) for r in read(out)}
+    done = {(r["variant"], r["q"]) for r in resume(out)}
     todo = [(v, q, g) for v in VARIANTS for q, g in asked(v) if (v, q) not in done]
     if not todo:
         return
@@ -160,9 +161,9 @@ def collect(out: Path) -> None:
             f.flush()
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    """The records so far; a torn last line (a run killed mid-write) is dropped from the file
-    too, so the next append starts on a line of its own."""
+def resume(path: Path) -> list[dict[str, Any]]:
+    """The records so far, before a run appends to them: a torn last line (a run killed
+    mid-write) is dropped from the file too, so the next append starts on a line of its own."""
     rows = read_rows(path)
     if path.exists():
         write_jsonl(path, rows)
@@ -197,7 +198,7 @@ def main() -> None:
         collect(args.out)
     print(f"| variant | question | samples right | {' | '.join(RULES)} |")
     print("|---|---|---|" + "---|" * len(RULES))
-    for rec in read(args.out):
+    for rec in read_rows(args.out):
         right = sum(equivalent(a, rec["gold"]) for a in rec["answers"] if a is not None)
         cells = " | ".join(replay(rec).values())
         print(f"| {rec['variant']} | {rec['q']} | {right}/{len(rec['answers'])} | {cells} |")
