@@ -16,6 +16,7 @@ from dynasor_sgl.policy.certaindex import (
     all_pass,
     entropy_certaindex,
     entropy_certaindex_from_sizes,
+    full_budget_posterior,
     is_hesitant,
     majority_posterior,
     probe_consistency,
@@ -201,3 +202,33 @@ def test_import_without_sglang_and_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_full_budget_posterior_knows_the_budget_left() -> None:
+    assert full_budget_posterior([], 5) == 0.0
+    # no samples left: the leader wins only if strictly ahead
+    assert full_budget_posterior([3, 2], 0) == 1.0 and full_budget_posterior([2, 2], 0) == 0.0
+    assert full_budget_posterior([1], 0) == 1.0
+    # a lead the samples left cannot overturn (the decided vote) is certain
+    assert full_budget_posterior([6, 1], 4) == 1.0
+    # the same lead is safer with fewer samples left (not always: one sample left to a lead
+    # of one is likely a tie, and a tie is not a win), and safer when wider
+    assert full_budget_posterior([8, 4], 4) > full_budget_posterior([8, 4], 14)
+    assert full_budget_posterior([3, 1], 2) > full_budget_posterior([3, 1], 15)
+    assert full_budget_posterior([4, 1], 15) > full_budget_posterior([3, 2], 15)
+    # a tie is at most a coin flip
+    assert full_budget_posterior([2, 2], 5) <= 0.5
+    # order-free and deterministic for a given seed; a class of one is no answer's lead
+    assert full_budget_posterior([2, 3, 1], 7) == full_budget_posterior([3, 2, 1], 7)
+    assert full_budget_posterior([1, 1, 1], 10) < 0.5
+    with pytest.raises(ValueError, match="remaining"):
+        full_budget_posterior([2], -1)
+
+
+def test_full_budget_posterior_two_classes_against_exact() -> None:
+    # One class v and one slot for new answers: P(v + X > Y) with (X, Y, rest) the remaining
+    # draws. Exactly, by enumerating the Dirichlet-multinomial over the two shares (v=2, r=2):
+    # shares ~ Dirichlet(3, 1), the new class takes k of 2 draws with the beta-binomial
+    # P(k) = C(2,k) B(1+k, 3+2-k) / B(1, 3): P(0)=0.6, P(1)=0.3, P(2)=0.1; the leader (2 + 2-k)
+    # beats k unless k = 2 (2 vs 2, a tie): 0.9.
+    assert full_budget_posterior([2], 2, samples=20000) == pytest.approx(0.9, abs=0.01)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dynasor_sgl.policy.certaindex import full_budget_posterior
 from dynasor_sgl.policy.machine import (
     DEFAULTS,
     Action,
@@ -306,6 +307,31 @@ def test_replay_threshold_and_beta_rules_on_a_stabilizing_stream() -> None:
     expected = next(k for k in range(2, 21) if beta_tail(k - 2, 2) >= 0.95)
     assert (n, reason) == (expected, StopReason.POSTERIOR) and n == 10
     assert beta_tail(8, 2) == pytest.approx(1 - 67 / 2048)
+
+
+def test_the_full_budget_posterior_reads_the_samples_left() -> None:
+    # Counts (n - 2, 2) after n samples, as above. The full-budget posterior of a read at n is
+    # the chance the leader still wins with cap - n samples left, and a budget this small
+    # settles the vote before it settles which answer is most likely: the majority posterior
+    # (whatever the cap) stops later.
+    stream = stabilizing_stream(["1", "2", "1", "2"], "1", 20)
+    base: dict[str, Any] = {"initial": 2, "pace": 1, "detect_at": 2, "detect_every": 1}
+    stops = {}
+    for cap in (12, 20):
+        config = PolicyConfig(
+            **base, cap=cap, rule="posterior", posterior_of="full_budget", confidence=0.95
+        )
+        n, reason = replay(ProgramPolicy(config), stream[:cap])
+        expected = next(
+            k for k in range(2, cap + 1) if full_budget_posterior([k - 2, 2], cap - k) >= 0.95
+        )
+        assert (n, reason) == (expected, StopReason.POSTERIOR)
+        stops[cap] = n
+        majority = PolicyConfig(**base, cap=cap, rule="posterior", confidence=0.95)
+        assert replay(ProgramPolicy(majority), stream[:cap])[0] == 10
+    assert stops[12] <= stops[20] < 10
+    with pytest.raises(ValueError, match="posterior_of"):
+        PolicyConfig(rule="posterior", posterior_of="mode")  # type: ignore[arg-type]
 
 
 def test_replay_cot_stops_window_after_stabilization() -> None:

@@ -21,7 +21,7 @@ from dynasor_sgl.router import calibration
 pytestmark = pytest.mark.io  # sockets, subprocesses or a served router
 
 CAP = 6  # above the families' first reading (5), so a fitted rule can stop early
-LOOSE = {"calibration_epsilon": 0.3, "calibration_delta": 0.1}  # 10 runs certify a rule
+LOOSE = {"calibration_epsilon": 0.3, "calibration_delta": 0.1}  # 11 runs certify a rule
 KEY = f"sc/fake/model/math/cap{CAP}"
 
 
@@ -64,7 +64,7 @@ def test_a_router_learns_a_rule_from_explored_programs_and_a_restart_applies_it(
         await fake.start()
         try:
             async with routed(fake, explore=1.0, calibration_file=path, **LOOSE) as (client, _):
-                for i in range(10):
+                for i in range(11):
                     last = await explore_one(client, f"x{i}")
                     assert (last["action"], last["status"]) == ("stop", "stopped")
                 shown = (await client.get("/calibration")).json()
@@ -73,13 +73,13 @@ def test_a_router_learns_a_rule_from_explored_programs_and_a_restart_applies_it(
             assert (key["task"], key["model"], key["explored"], key["runs"]) == (
                 "math",
                 "fake/model",
-                10,
-                10,
+                11,
+                11,
             )
-            assert key["state"] == "fitted" and key["min_programs"] == 10
+            assert key["state"] == "fitted" and key["min_programs"] == 11
             assert key["disagreement"] == 0.0 and shown["file"] == path
-            assert f'dynasor_calibration_explored{{key="{KEY}"}} 10.0' in metrics
-            assert f'dynasor_calibration_min_programs{{key="{KEY}"}} 10.0' in metrics
+            assert f'dynasor_calibration_explored{{key="{KEY}"}} 11.0' in metrics
+            assert f'dynasor_calibration_min_programs{{key="{KEY}"}} 11.0' in metrics
             async with routed(fake, explore=0.0, calibration_file=path, **LOOSE) as (client, _):
                 info = await register(client, "served")
                 assert info["calibration"] == {"key": KEY, "explored": False, "rule": "fitted"}

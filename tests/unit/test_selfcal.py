@@ -98,12 +98,15 @@ def test_the_default_families_replay_and_keep_their_order() -> None:
         "entropy, once at 5",
         "entropy, every 5",
         "posterior, every 5",
+        "full-budget posterior, every 5",
         "confidence trimming",
     ]
-    sequential = [c.config for f in families[1:3] for c in f.candidates]
+    sequential = [c.config for f in families[1:4] for c in f.candidates]
     # read at the shipped pace: at 5, then every 5, drawn in batches of 5
     assert {(c.detect_at, c.detect_every, c.initial, c.pace) for c in sequential} == {(5, 5, 5, 5)}
     assert {c.config.detect_at for f in selfcal.sc_families(3) for c in f.candidates} == {3}
     entropy = [c.config.thresholds["entropy"] for c in families[0].candidates]
     assert entropy == sorted(entropy, reverse=True)  # conservative first
-    assert len(selfcal.sc_families(20)) == 3  # no confidences recorded: no trimming
+    assert len(selfcal.sc_families(20)) == 4  # no confidences recorded: no trimming
+    events = [c.config.posterior_of for f in families[2:4] for c in f.candidates]
+    assert events == ["majority"] * 10 + ["full_budget"] * 10

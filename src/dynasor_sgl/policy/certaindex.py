@@ -200,3 +200,47 @@ def majority_posterior(sizes: Iterable[int], samples: int = 1000, seed: int = 0)
     if not counts:
         return 0.0
     return _posterior_cached(tuple(counts), samples, seed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _full_budget_cached(sizes: tuple[int, ...], remaining: int, samples: int, seed: int) -> float:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    counts = np.asarray((*sizes, 0), dtype=float)  # + one class for answers not seen yet
+    shares = rng.dirichlet(counts + 1.0, size=samples)
+    final = counts + rng.multinomial(remaining, shares)
+    return float(np.mean(final[:, 0] > final[:, 1:].max(axis=1)))
+
+
+def full_budget_posterior(
+    sizes: Iterable[int], remaining: int, samples: int = 1000, seed: int = 0
+) -> float:
+    """Posterior predictive probability that the leading answer still wins the vote once
+    `remaining` more samples are drawn: the event label-free calibration bounds (the answer at
+    the full budget equals the current one).
+
+    Answer shares p ~ Dirichlet(v + 1) over the observed classes v_1 ≥ v_2 ≥ … plus one class
+    for answers not seen yet (v = 0, weight 1; all new answers pooled into it, which makes it a
+    stronger rival than they are); the `remaining` samples ~ Multinomial(remaining, p); the
+    probability that the leader's final count is strictly above every other class's. Monte
+    Carlo with `samples` draws from `np.random.default_rng(seed)` (deterministic for a given
+    input). Unlike `majority_posterior` it knows the budget: with few samples left a lead is
+    safe that would not settle which answer is most likely. Edges: no answers -> 0.0;
+    remaining 0 -> 1.0 if the leader is strictly ahead (or alone), else 0.0; a lead the
+    remaining samples cannot overturn (the decided vote) -> 1.0. Invariant to the order of
+    `sizes`.
+    """
+    counts = sorted((int(c) for c in sizes if c), reverse=True)
+    if any(c < 0 for c in counts):
+        raise ValueError(f"cluster sizes must be >= 0, got {counts!r}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples!r}")
+    if remaining < 0:
+        raise ValueError(f"remaining must be >= 0, got {remaining!r}")
+    if not counts:
+        return 0.0
+    runner_up = counts[1] if len(counts) > 1 else 0
+    if counts[0] > runner_up + remaining:
+        return 1.0
+    if remaining == 0:
+        return 0.0
+    return _full_budget_cached(tuple(counts), int(remaining), samples, seed)

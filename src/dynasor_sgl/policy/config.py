@@ -29,6 +29,8 @@ MAX_MC_SAMPLES = 100_000  # bounds the memory one posterior decision may take
 MAX_CAP = 1 << 24
 TRIMS = ("none", "minority", "lowest_reward")
 Rule = Literal["threshold", "posterior"]
+POSTERIOR_EVENTS = ("majority", "full_budget")
+PosteriorOf = Literal["majority", "full_budget"]
 TrimMode = Literal["none", "minority", "lowest_reward"]
 RewardMode = Literal["mean", "max"]
 
@@ -48,6 +50,10 @@ class PolicyConfig:
     rule: "threshold" (the paper) or "posterior" (stop when the majority posterior ≥
       `confidence`; non-entropy thresholds still apply).
     confidence: posterior level for rule="posterior", in (0, 1).
+    posterior_of: what the posterior is the probability of. "majority" (Adaptive-Consistency's):
+      the leading answer is the most likely answer of all. "full_budget": the leading answer
+      still wins the vote after every knob unit left to the cap, the event a label-free
+      calibration bounds (`certaindex.full_budget_posterior`).
     mc_samples / seed: Dirichlet Monte-Carlo draws and seed for the posterior (3+ answers).
     reward_mode: "mean" (MCTS) or "max" (REBASE, best-of-N) for the reward signal.
     probe_window: CoT window w (consecutive consistent probe answers).
@@ -87,6 +93,7 @@ class PolicyConfig:
     thresholds: Mapping[str, float] = field(default_factory=lambda: {"entropy": 0.7})
     rule: Rule = "threshold"
     confidence: float = 0.95
+    posterior_of: PosteriorOf = "majority"
     mc_samples: int = 1000
     seed: int = 0
     reward_mode: RewardMode = "mean"
@@ -103,6 +110,7 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         self._check_choice("algorithm", ALGORITHMS)
         self._check_choice("rule", RULES)
+        self._check_choice("posterior_of", POSTERIOR_EVENTS)
         self._check_choice("reward_mode", ("mean", "max"))
         self._check_choice("trim", TRIMS)
         for name in ("cap", "initial", "pace", "detect_at", "probe_window", "mc_samples"):

@@ -189,7 +189,13 @@ class ProgramPolicy:
         if "entropy" in needed and report.answers:
             values["entropy"] = ci.entropy_certaindex_from_sizes(sizes)
         if "posterior" in needed and report.answers:
-            values["posterior"] = ci.majority_posterior(sizes, cfg.mc_samples, cfg.seed)
+            if cfg.posterior_of == "full_budget":
+                left = max(0, cfg.cap - report.used)
+                values["posterior"] = ci.full_budget_posterior(
+                    sizes, left, cfg.mc_samples, cfg.seed
+                )
+            else:
+                values["posterior"] = ci.majority_posterior(sizes, cfg.mc_samples, cfg.seed)
         if "reward" in needed and report.rewards:
             values["reward"] = ci.reward_certaindex(list(report.rewards.values()), cfg.reward_mode)
         if "consistency" in needed and report.probe_answers:

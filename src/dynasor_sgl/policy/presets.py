@@ -20,7 +20,7 @@ PRESETS = ("cpu", "paper")
 Preset = Literal["cpu", "paper"]
 DEFAULT_PRESET: Preset = "cpu"
 # A stop rule is one unit: a client's own thresholds or rule replace the preset's whole rule.
-STOP_RULE_KEYS = ("rule", "confidence", "thresholds")
+STOP_RULE_KEYS = ("rule", "confidence", "posterior_of", "thresholds")
 CPU_PRESET: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         # The label-free calibration (eps 0.02, delta 0.1) of the 200 recorded full-budget runs

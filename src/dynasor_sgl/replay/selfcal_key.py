@@ -42,6 +42,7 @@ CALIBRATED = ("sc",)  # algorithms whose recorded runs replay their stop rules
 # Keys of a client's policy that make the stop rule its own (cap may be set: it is in the key).
 CLIENT_RULE_KEYS = frozenset(
     {"initial", "pace", "step", "detect_at", "detect_every", "thresholds", "rule", "confidence"}
+    | {"posterior_of"}
     | {"confidence_window", "confidence_percentile", "warmup", "trim", "trim_fraction"}
 )
 Rule = Literal["explore", "fitted", "full budget", "defaults"]
