@@ -32,9 +32,8 @@ from dynasor_sgl import lang as dl
 from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
-from dynasor_sgl.online.results import read_rows
+from dynasor_sgl.online.results import read_rows, rows_before_append
 from dynasor_sgl.online.systems import RUN_TO_CAP
-from dynasor_sgl.plain import write_jsonl
 from dynasor_sgl.policy.presets import with_preset
 
 DTYPES = ("bfloat16", "float32")
@@ -86,10 +85,7 @@ def run_visit(
 
 
 def collect(out: Path, rounds: int, at_once: list[int], cap: int, max_tokens: int) -> None:
-    rows = read_rows(out)
-    if out.exists():
-        write_jsonl(out, rows)  # cut a torn last line before appending
-    done = {(r["round"], r["dtype"]) for r in rows}
+    done = {(r["round"], r["dtype"]) for r in rows_before_append(out)}
     questions = [item.question for item in synthetic("add1", sum(at_once), seed=7)]
     out.parent.mkdir(parents=True, exist_ok=True)
     for rnd, dtype in visits(rounds):
@@ -120,17 +116,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if not rs:
                 continue
             # One batch: the programs of one round started together (their shared wall time).
-            walls = {(r["round"], r["batch_wall_s"]): r["batch_wall_s"] for r in rs}
-            tokens = {
-                b: sum(r["tokens"] for r in rs if (r["round"], r["batch_wall_s"]) == b)
-                for b in walls
-            }
+            tokens: dict[tuple[int, float], int] = {}
+            for r in rs:
+                batch = (r["round"], r["batch_wall_s"])
+                tokens[batch] = tokens.get(batch, 0) + r["tokens"]
             cell[dtype] = {
                 "n": len(rs),
                 "median_s": statistics.median(r["s"] for r in rs),
                 "min_s": min(r["s"] for r in rs),
                 "max_s": max(r["s"] for r in rs),
-                "tok_s": [round(tokens[b] / walls[b], 1) for b in sorted(walls)],
+                "tok_s": [round(t / wall, 1) for (_, wall), t in sorted(tokens.items())],
             }
         pairs = [
             (a["s"], b["s"])

@@ -30,8 +30,7 @@ from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
-from dynasor_sgl.online.results import read_rows
-from dynasor_sgl.plain import write_jsonl
+from dynasor_sgl.online.results import read_rows, rows_before_append
 from dynasor_sgl.policy.presets import with_preset
 
 VARIANTS = {"stop at the next reading (default)": False, "expand past readings": True}
@@ -68,7 +67,7 @@ def run_one(router: str, variant: str, question: str, gold: str, index: int) -> 
 
 
 def collect(out: Path, task: str, start: int, limit: int, clients: int, router: str | None) -> None:
-    done = {(r["index"], r["variant"]) for r in resume(out) if r["status"] == "ok"}
+    done = {(r["index"], r["variant"]) for r in rows_before_append(out) if r["status"] == "ok"}
     todo = [j for j in jobs(task, start, limit) if (j[0], j[1]) not in done]
     if not todo:
         return
@@ -91,15 +90,6 @@ def serve(out: Path, router: str, todo: list[tuple[int, str, str, str]], clients
             rec["clients"] = clients
             f.write(json.dumps(rec) + "\n")
             f.flush()
-
-
-def resume(path: Path) -> list[dict[str, Any]]:
-    """The records so far, before a run appends to them: a torn last line (a run killed
-    mid-write) is dropped from the file too, so the next append starts on a line of its own."""
-    rows = read_rows(path)
-    if path.exists():
-        write_jsonl(path, rows)
-    return rows
 
 
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:

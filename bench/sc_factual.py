@@ -33,8 +33,7 @@ from dynasor_sgl.answers.equivalence import equivalent
 from dynasor_sgl.eval.datasets import synthetic
 from dynasor_sgl.launch.cluster import run_cluster
 from dynasor_sgl.launch.config import LaunchConfig
-from dynasor_sgl.online.results import read_rows
-from dynasor_sgl.plain import write_jsonl
+from dynasor_sgl.online.results import read_rows, rows_before_append
 from dynasor_sgl.policy.config import PolicyConfig
 from dynasor_sgl.policy.presets import with_preset
 from dynasor_sgl.programs.steps import EXAMPLE
@@ -117,7 +116,7 @@ TASK_VARIANTS = (
 
 
 def collect_task(out: Path, task: str, limit: int, cap: int) -> None:
-    done = {(r["variant"], r["q"]) for r in resume(out)}
+    done = {(r["variant"], r["q"]) for r in rows_before_append(out)}
     items = synthetic(task, limit)
     todo = [(v, it) for it in items for v in TASK_VARIANTS if (v, it.question) not in done]
     if not todo:
@@ -150,7 +149,7 @@ def task_table(out: Path) -> None:
 
 
 def collect(out: Path) -> None:
-    done = {(r["variant"], r["q"]) for r in resume(out)}
+    done = {(r["variant"], r["q"]) for r in rows_before_append(out)}
     todo = [(v, q, g) for v in VARIANTS for q, g in asked(v) if (v, q) not in done]
     if not todo:
         return
@@ -159,15 +158,6 @@ def collect(out: Path) -> None:
         for variant, question, gold in todo:
             f.write(json.dumps(record(cluster.url, variant, question, gold)) + "\n")
             f.flush()
-
-
-def resume(path: Path) -> list[dict[str, Any]]:
-    """The records so far, before a run appends to them: a torn last line (a run killed
-    mid-write) is dropped from the file too, so the next append starts on a line of its own."""
-    rows = read_rows(path)
-    if path.exists():
-        write_jsonl(path, rows)
-    return rows
 
 
 def replay(rec: dict[str, Any]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from dynasor_sgl.eval.datasets import Item
 from dynasor_sgl.online import metrics as m
 from dynasor_sgl.online.config import BenchConfig
 from dynasor_sgl.online.report import markdown, one_line, summarize
-from dynasor_sgl.online.results import BenchResults, ResultsError, resume
+from dynasor_sgl.online.results import BenchResults, ResultsError, resume, rows_before_append
 from dynasor_sgl.online.runner import run_open_loop
 from dynasor_sgl.online.session import plan
 from dynasor_sgl.online.systems import (
@@ -310,6 +310,20 @@ def test_results_file_resumes_and_refuses_other_settings(tmp_path: Path) -> None
     assert json.loads(lines[3])["started_monotonic"] == 41377.123  # the step traces' clock
     with pytest.raises(ResultsError, match="other settings"):
         BenchResults(path, {"a": 2})
+
+
+def test_rows_before_append_cut_a_torn_last_line_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    assert rows_before_append(path) == [] and not path.exists()
+    path.write_text('{"q": 1}\n{"q": 2}\n{"q": ')  # a run killed mid-write
+    assert rows_before_append(path) == [{"q": 1}, {"q": 2}]
+    with path.open("a") as f:
+        f.write('{"q": 3}\n')
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"q": 1},
+        {"q": 2},
+        {"q": 3},
+    ]
 
 
 # -- open loop -----------------------------------------------------------------------------------

@@ -52,6 +52,16 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
+def rows_before_append(path: Path) -> list[Row]:
+    """The rows of `path` before a run appends to it (`read_rows`); a torn last line (a run
+    killed mid-write) is dropped from the file too, so the next append starts on a line of
+    its own. An absent file stays absent."""
+    rows = read_rows(path)
+    if path.exists():
+        write_jsonl(path, rows)
+    return rows
+
+
 def resume(lines: Iterable[Mapping[str, Any]]) -> tuple[Row | None, list[Row], int]:
     """(header, rows to keep, program records dropped) for a file's rows.
 
