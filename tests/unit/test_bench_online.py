@@ -464,7 +464,7 @@ def test_the_bench_on_its_embedded_workers_starts_from_the_embedded_models_prese
 
     out = {"out": tmp_path}
     embedded = _config(True, out).policy
-    assert (embedded["rule"], embedded["confidence"]) == ("posterior", 0.8)  # `--preset cpu`
+    assert (embedded["rule"], embedded["confidence"]) == ("posterior", 0.9)  # `--preset cpu`
     for elsewhere in ({"model_path": "my/model"}, {"worker_url": "http://w:1"}):
         assert "rule" not in _config(True, {**out, **elsewhere}).policy
     assert "rule" not in _config(True, out, simulated=True).policy

@@ -163,9 +163,16 @@ def test_the_cpu_presets_self_consistency_rule_is_the_committed_label_free_calib
     shipped = PolicyConfig.for_algorithm("sc").to_dict()
     assert {k: v for k, v in calibrated.items() if shipped[k] != v} == dict(CPU_PRESET["sc"])
     cpu = PolicyConfig.for_algorithm("sc", **with_preset("cpu", "sc", {}))
-    assert (cpu.rule, cpu.confidence, cpu.detect_every, cpu.stop_when_decided) == (
+    assert (
+        cpu.rule,
+        cpu.posterior_of,
+        cpu.confidence,
+        cpu.detect_every,
+        cpu.stop_when_decided,
+    ) == (
         "posterior",
-        0.8,
+        "full_budget",
+        0.9,
         5,
         True,
     )
@@ -176,7 +183,7 @@ def test_a_clients_own_stop_rule_replaces_the_presets_whole() -> None:
     mine = PolicyConfig.for_algorithm("sc", **policy_overrides(spec, None, None, 0.9, None, "cpu"))
     assert (mine.rule, mine.thresholds) == ("threshold", {"entropy": 0.9})
     capped = PolicyConfig.for_algorithm("sc", **policy_overrides(spec, None, 8, None, None, "cpu"))
-    assert (capped.rule, capped.confidence, capped.cap) == ("posterior", 0.8, 8)
+    assert (capped.rule, capped.confidence, capped.cap) == ("posterior", 0.9, 8)
 
 
 def test_a_cap_below_the_presets_initial_pulls_it_down() -> None:
