@@ -75,8 +75,9 @@ def sc_families(cap: int, confidences: bool = False) -> list[Family]:
     certifies (0.95: 30.8% of add1's tokens and 10.5% of apples' saved, none differ) where the
     majority posterior certified 0.9 (21.3% and 4.1%); on the runs before the example the
     majority posterior 0.8 stays the pick; on 400 runs with the example (four built-in task
-    recordings) it certifies 0.9, the embedded model's preset since. It costs δ: split over one family more (δ / 4,
-    δ / 5 with trimming), so a key needs 183 programs at ε 0.02, δ 0.1 where it needed 169.
+    recordings) it certifies 0.9, the embedded model's preset since. It costs δ: split over
+    one family more (δ / 4, δ / 5 with trimming), so a key needs 183 programs at ε 0.02,
+    δ 0.1 where it needed 169.
 
     Sequential reading is at the shipped pace, not after every sample: on the 200 recorded
     built-in runs (add1 and apples, cap 20) it certifies looser rules at eps 0.02 and saves
