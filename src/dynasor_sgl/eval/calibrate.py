@@ -34,11 +34,11 @@ from dynasor_sgl.replay.sampled import full_budget_runs, is_full_budget
 Paths = str | Path | Sequence[str | Path]
 
 
-def _records_with_runs(paths: Paths) -> list[dict[str, Any]]:
-    """The records of one or more results files (pooled, in order) that each have full-budget
+def records_by_file(paths: Paths) -> list[tuple[str | Path, list[dict[str, Any]]]]:
+    """The records of one or more results files, per file in order, each file with full-budget
     SC runs to calibrate on; else a ValueError saying how to get some. A question in two
     files is a ValueError too: its runs would count twice."""
-    records: list[dict[str, Any]] = []
+    files: list[tuple[str | Path, list[dict[str, Any]]]] = []
     seen: dict[str, str | Path] = {}
     for path in [paths] if isinstance(paths, str | Path) else paths:
         _, mine = read_records(path)
@@ -56,8 +56,13 @@ def _records_with_runs(paths: Paths) -> list[dict[str, Any]]:
                     f"question {qid!r} has a full-budget run in both {seen[qid]} and {path}; "
                     "give each question's runs once"
                 )
-        records.extend(mine)
-    return records
+        files.append((path, mine))
+    return files
+
+
+def _records_with_runs(paths: Paths) -> list[dict[str, Any]]:
+    """The records of `records_by_file`, pooled in order."""
+    return [r for _, mine in records_by_file(paths) for r in mine]
 
 
 def labelled_runs(records: list[dict[str, Any]]) -> list[LabelledRun]:

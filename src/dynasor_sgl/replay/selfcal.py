@@ -284,7 +284,7 @@ def cross_fit(
         "delta": delta,
         "self_calibrated": chosen.result().to_dict(),
         "families": {name: t.result().to_dict() for name, t in alone.items()},
-        "full_budget": _full_budget(runs).to_dict(),
+        "full_budget": full_budget(runs).to_dict(),
         "fits": fits,
     }
 
@@ -306,7 +306,7 @@ class _Tally:
     ) -> None:
         self.n += len(rows)
         if column is None:
-            full = _full_budget([runs[int(i)] for i in rows])
+            full = full_budget([runs[int(i)] for i in rows])
             self.tokens += full.tokens
             self._count(full.correct)
             return
@@ -322,7 +322,8 @@ class _Tally:
         return Measured(self.n, self.tokens, self.disagreements, self.correct)
 
 
-def _full_budget(runs: Sequence[RecordedRun]) -> Measured:
+def full_budget(runs: Sequence[RecordedRun]) -> Measured:
+    """`runs` at their full budget: tokens and correct answers (None: not every run has gold)."""
     tokens = float(sum(r.run.tokens_at(len(r.run.answers)) for r in runs))
     known = [r for r in runs if r.gold is not None]
     correct = (
